@@ -1,0 +1,1 @@
+"""Tern management server."""

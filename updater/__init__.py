@@ -1,0 +1,1 @@
+"""Tern device updater: installs artifacts into the inactive A/B slot."""
