@@ -1,0 +1,308 @@
+"""Streaming reader of Mender Artifact format version 3.
+
+The artifact is read once, front to back, from any object with `read` (a file,
+a pipe, an HTTP response). Nothing of a payload is handed out before the
+manifest's signature (when keys are given) and the header's checksum have been
+verified, and a payload file's last chunk is followed by its checksum check:
+a consumer that sees the iteration over a file end normally has all of its
+bytes, verified.
+
+    with ArtifactReader(stream, verify_keys=keys) as artifact:
+        print(artifact.header.name)
+        for payload in artifact.payloads():
+            for file in payload.files():
+                for chunk in file:
+                    sink.write(chunk)
+"""
+import hashlib
+import json
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from . import manifest as manifest_format
+from . import signing
+from .compression import (
+    DECOMPRESSION_ERRORS,
+    SUFFIXES,
+    compression_of,
+    decompress_bounded,
+    decompressing_reader,
+)
+from .errors import ArtifactError, ChecksumError, SignatureError, StructureError, UnsupportedError
+from .header import ArtifactHeader, PayloadHeader, parse_header_tar
+from .payloads import check_payload_files
+
+CHUNK = 1 << 20
+FORMAT_VERSION = 3
+MAX_VERSION = 4 << 10
+MAX_MANIFEST = 4 << 20
+MAX_SIGNATURE = 8 << 10
+MAX_HEADER = 16 << 20  # compressed, and again decompressed
+MAX_DATA_TAIL = 1 << 20
+
+UNSIGNED, VERIFIED, UNVERIFIED = "unsigned", "verified", "unverified"
+
+
+class ArtifactReader:
+    """Reads the version, manifest, signature and header on construction; payloads on demand."""
+
+    def __init__(self, stream: BinaryIO, verify_keys: list[signing.VerifyKey] = (), *,
+                 chunk_size: int = CHUNK):
+        self.chunk_size = chunk_size
+        self.signature = UNSIGNED
+        self.verified_by: str | None = None
+        try:
+            self._tar = tarfile.open(fileobj=stream, mode="r|", bufsize=chunk_size)
+        except tarfile.TarError as error:
+            raise StructureError(f"not a tar archive: {error}") from None
+        try:
+            self._read_head(list(verify_keys))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "ArtifactReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._tar.close()
+
+    # -- version, manifest, signature, header ------------------------------------------------
+
+    def _read_head(self, verify_keys: list[signing.VerifyKey]) -> None:
+        version = self._read_small("version", MAX_VERSION)
+        self._check_version(version)
+        manifest_bytes = self._read_small("manifest", MAX_MANIFEST)
+        self.manifest = manifest_format.parse(manifest_bytes)
+        member = self._next_member()
+        if member is not None and member.name == "manifest.sig":
+            signature = self._read_content(member, MAX_SIGNATURE)
+            if verify_keys:
+                self.verified_by = signing.verify(manifest_bytes, signature, verify_keys).name
+                self.signature = VERIFIED
+            else:
+                self.signature = UNVERIFIED
+            member = self._next_member()
+        elif verify_keys:
+            raise SignatureError("missing signature: the artifact is not signed, "
+                                 "but verification keys were given")
+        if member is not None and member.name in ("manifest-augment", "header-augment.tar.gz"):
+            raise UnsupportedError(f"{member.name}: augmented artifacts are not supported")
+        self._check_digest("version", version)
+        if member is None or not member.name.startswith("header.tar"):
+            raise StructureError(f"expected header.tar[.gz|.xz|.zst] after the manifest, found "
+                                 f"{member.name if member else 'the end of the artifact'}")
+        self.compression = compression_of(member.name, "header.tar")
+        header_bytes = self._read_content(member, MAX_HEADER)
+        self._check_digest(member.name, header_bytes)
+        decompressed = decompress_bounded(self.compression, header_bytes, MAX_HEADER, member.name)
+        self.header: ArtifactHeader = parse_header_tar(decompressed, member.name)
+        self._assign_files()
+
+    def _check_version(self, data: bytes) -> None:
+        try:
+            document = json.loads(data)
+        except ValueError:
+            raise StructureError(f"version: invalid JSON: {data[:80]!r}") from None
+        if not isinstance(document, dict) or document.get("format") != "mender":
+            raise StructureError(f"version: expected format 'mender', got {data[:80]!r}")
+        if document.get("version") != FORMAT_VERSION:
+            raise UnsupportedError(f"version: artifact format version {document.get('version')!r}"
+                                   f" is not supported; expected {FORMAT_VERSION}")
+
+    def _assign_files(self) -> None:
+        """Give each payload its files from the manifest and check nothing else is listed."""
+        by_index = {f"data/{p.index:04d}/": p for p in self.header.payloads}
+        for name in self.manifest:
+            if name == "version" or name.startswith("header.tar"):
+                continue
+            payload = by_index.get(name[:10])
+            if payload is None:
+                raise StructureError(f"manifest: {name} names no payload of the header")
+            payload.files.append(name[10:])
+        header_entries = [n for n in self.manifest if n.startswith("header.tar")]
+        if header_entries != [f"header.tar{SUFFIXES[self.compression]}"]:
+            raise StructureError(f"manifest: expected one entry for the header member, found "
+                                 f"{header_entries}")
+        for payload in self.header.payloads:
+            check_payload_files(payload)
+
+    def _check_digest(self, name: str, data: bytes) -> None:
+        expected = self.manifest.get(name)
+        if expected is None:
+            raise StructureError(f"manifest: no checksum for {name}")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ChecksumError(name, expected, actual)
+
+    # -- payloads ---------------------------------------------------------------------------
+
+    def payloads(self) -> Iterator["PayloadReader"]:
+        """Yield each payload in order; when the iteration ends, the whole artifact is verified."""
+        for payload in self.header.payloads:
+            member = self._next_member()
+            expected = f"data/{payload.index:04d}.tar"
+            if member is None or not member.name.startswith(expected):
+                raise StructureError(f"expected {expected}[.gz|.xz|.zst], found "
+                                     f"{member.name if member else 'the end of the artifact'}")
+            reader = PayloadReader(self, payload, member)
+            try:
+                yield reader
+                reader.drain()
+            finally:
+                reader.close()
+        extra = self._next_member()
+        if extra is not None:
+            raise StructureError(f"unexpected member {extra.name} after the last payload")
+
+    def validate(self) -> None:
+        """Read and verify everything that is left."""
+        for payload in self.payloads():
+            payload.drain()
+
+    # -- outer tar --------------------------------------------------------------------------
+
+    def _next_member(self) -> tarfile.TarInfo | None:
+        try:
+            member = self._tar.next()
+        except tarfile.TarError as error:
+            raise StructureError(f"corrupt or truncated artifact: {error}") from None
+        if member is not None and member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            raise StructureError(f"{member.name}: not a regular file")
+        return member
+
+    def _read_small(self, name: str, limit: int) -> bytes:
+        member = self._next_member()
+        if member is None or member.name != name:
+            raise StructureError(f"expected {name}, found "
+                                 f"{member.name if member else 'the end of the artifact'}")
+        return self._read_content(member, limit)
+
+    def _read_content(self, member: tarfile.TarInfo, limit: int) -> bytes:
+        if member.size > limit:
+            raise StructureError(f"{member.name}: {member.size} bytes, more than {limit}")
+        try:
+            data = self._tar.extractfile(member).read()
+        except tarfile.TarError as error:
+            raise StructureError(f"{member.name}: truncated: {error}") from None
+        if len(data) != member.size:
+            raise StructureError(f"{member.name}: truncated: {len(data)} of {member.size} bytes")
+        return data
+
+    def _open_member(self, member: tarfile.TarInfo) -> BinaryIO:
+        return self._tar.extractfile(member)
+
+
+class PayloadReader:
+    """One `data/NNNN.tar*` member; yields its files in archive order."""
+
+    def __init__(self, artifact: ArtifactReader, header: PayloadHeader, member: tarfile.TarInfo):
+        self.header = header
+        self.index = header.index
+        self.type = header.type
+        self.member = member.name
+        self._artifact = artifact
+        self._remaining = set(header.files)
+        self._current: PayloadFile | None = None
+        self._done = False
+        compression = compression_of(member.name, f"data/{header.index:04d}.tar")
+        self._decompressed = decompressing_reader(compression, artifact._open_member(member))
+        try:
+            self._tar = tarfile.open(fileobj=self._decompressed, mode="r|",
+                                     bufsize=artifact.chunk_size)
+        except (tarfile.TarError, *DECOMPRESSION_ERRORS) as error:
+            self.close()
+            raise StructureError(f"{self.member}: not a valid data archive: {error}") from None
+
+    def files(self) -> Iterator["PayloadFile"]:
+        while True:
+            if self._current is not None:
+                self._current.drain()
+                self._current = None
+            with self._errors():
+                info = self._tar.next()
+            if info is None:
+                break
+            name = info.name
+            if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                raise StructureError(f"{self.member}/{name}: not a regular file")
+            if name not in self._remaining:
+                reason = "listed twice" if name in self.header.files else "not in the manifest"
+                raise StructureError(f"{self.member}/{name}: unexpected payload file ({reason})")
+            self._remaining.discard(name)
+            manifest_name = f"data/{self.index:04d}/{name}"
+            self._current = PayloadFile(self, name, info.size, self._tar.extractfile(info),
+                                        self._artifact.manifest[manifest_name])
+            yield self._current
+        if self._remaining:
+            raise StructureError(f"{self.member}: can not find data file(s) "
+                                 f"{', '.join(sorted(self._remaining))}")
+        self._done = True
+
+    def drain(self) -> None:
+        if not self._done:
+            for file in self.files():
+                file.drain()
+
+    def close(self) -> None:
+        self._decompressed.close()
+
+    def _errors(self):
+        return _data_errors(self.member)
+
+
+class PayloadFile:
+    """A payload file's bytes as chunks; the iteration raises ChecksumError instead of ending
+    when the bytes differ from the manifest."""
+
+    def __init__(self, payload: PayloadReader, name: str, size: int, source: BinaryIO,
+                 expected_sha256: str):
+        self.name = name
+        self.size = size
+        self._payload = payload
+        self._source = source
+        self._expected = expected_sha256
+        self._hash = hashlib.sha256()
+        self._read = 0
+        self._finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunk_size = self._payload._artifact.chunk_size
+        while True:
+            with self._payload._errors():
+                chunk = self._source.read(chunk_size)
+            if not chunk:
+                break
+            self._hash.update(chunk)
+            self._read += len(chunk)
+            yield chunk
+        self._finish()
+
+    def drain(self) -> None:
+        if not self._finished:
+            for _ in self:
+                pass
+
+    def _finish(self) -> None:
+        where = f"{self._payload.member}/{self.name}"
+        if self._read != self.size:
+            raise StructureError(f"{where}: truncated: {self._read} of {self.size} bytes")
+        actual = self._hash.hexdigest()
+        if actual != self._expected:
+            raise ChecksumError(f"data/{self._payload.index:04d}/{self.name}", self._expected,
+                                actual)
+        self._finished = True
+
+
+@contextmanager
+def _data_errors(member: str):
+    """Turn tar and decompression failures inside a data member into StructureError."""
+    try:
+        yield
+    except (tarfile.TarError, *DECOMPRESSION_ERRORS) as error:
+        raise StructureError(f"{member}: corrupt or truncated: {error}") from None
