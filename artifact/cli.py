@@ -1,6 +1,5 @@
 """`tern-artifact`: write, read, validate and sign artifacts; flags follow mender-artifact's."""
 import contextlib
-import datetime
 import json
 import os
 import sys
@@ -56,7 +55,7 @@ def _common_write_options(function):
         click.option("-k", "--key", type=click.Path(exists=True, dir_okay=False),
                      help="Private key (PEM: PKCS#1, SEC1 or PKCS#8) to sign with."),
         click.option("--compression", type=click.Choice(COMPRESSIONS), default=None,
-                     help="Default gzip. zstd is a Tern extension mender-artifact 3.9 cannot read."),
+                     help="Default gzip; zstd is a Tern extension (mender-artifact 3.9 lacks it)."),
         click.option("-p", "--provides", multiple=True, metavar="KEY:VALUE"),
         click.option("-d", "--depends", multiple=True, metavar="KEY:VALUE"),
         click.option("-N", "--artifact-name-depends", multiple=True),

@@ -19,7 +19,8 @@ def parse(data: bytes) -> dict[str, str]:
     for number, line in enumerate(data[:-1].split(b"\n"), start=1):
         match = _LINE.fullmatch(line)
         if not match:
-            raise StructureError(f"manifest: line {number}: malformed checksum line: {line[:120]!r}")
+            raise StructureError(
+                f"manifest: line {number}: malformed checksum line: {line[:120]!r}")
         try:
             name = match.group(2).decode()
         except UnicodeDecodeError:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -30,7 +31,7 @@ from .compression import (
     decompress_bounded,
     decompressing_reader,
 )
-from .errors import ArtifactError, ChecksumError, SignatureError, StructureError, UnsupportedError
+from .errors import ChecksumError, SignatureError, StructureError, UnsupportedError
 from .header import ArtifactHeader, PayloadHeader, parse_header_tar
 from .payloads import check_payload_files
 
@@ -53,6 +54,7 @@ class ArtifactReader:
         self.chunk_size = chunk_size
         self.signature = UNSIGNED
         self.verified_by: str | None = None
+        self._payload: PayloadReader | None = None  # the one being read
         try:
             self._tar = tarfile.open(fileobj=stream, mode="r|", bufsize=chunk_size)
         except tarfile.TarError as error:
@@ -70,6 +72,8 @@ class ArtifactReader:
         self.close()
 
     def close(self) -> None:
+        if self._payload is not None:
+            self._payload.close()
         self._tar.close()
 
     # -- version, manifest, signature, header ------------------------------------------------
@@ -150,12 +154,11 @@ class ArtifactReader:
             if member is None or not member.name.startswith(expected):
                 raise StructureError(f"expected {expected}[.gz|.xz|.zst], found "
                                      f"{member.name if member else 'the end of the artifact'}")
-            reader = PayloadReader(self, payload, member)
-            try:
-                yield reader
-                reader.drain()
-            finally:
-                reader.close()
+            self._payload = PayloadReader(self, payload, member)
+            yield self._payload
+            self._payload.drain()
+            self._payload.close()
+            self._payload = None
         extra = self._next_member()
         if extra is not None:
             raise StructureError(f"unexpected member {extra.name} after the last payload")
@@ -273,14 +276,21 @@ class PayloadFile:
 
     def __iter__(self) -> Iterator[bytes]:
         chunk_size = self._payload._artifact.chunk_size
-        while True:
-            with self._payload._errors():
-                chunk = self._source.read(chunk_size)
-            if not chunk:
-                break
-            self._hash.update(chunk)
-            self._read += len(chunk)
-            yield chunk
+        # Hashing runs beside decompression and the consumer, one chunk behind.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
+            hashing = None
+            while True:
+                with self._payload._errors():
+                    chunk = self._source.read(chunk_size)
+                if not chunk:
+                    break
+                if hashing is not None:
+                    hashing.result()
+                hashing = hasher.submit(self._hash.update, chunk)
+                self._read += len(chunk)
+                yield chunk
+            if hashing is not None:
+                hashing.result()
         self._finish()
 
     def drain(self) -> None:
