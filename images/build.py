@@ -1,0 +1,372 @@
+"""Build the emulated device: `make image` (python3 images/build.py).
+
+Everything on the device comes from Debian bookworm arm64 packages, unpacked
+with mmdebstrap's extract variant (no arm64 binary runs on the host) and packed
+into ext4 and FAT images with `mkfs.ext4 -d` and mtools (no loop devices, no
+mounts). Outputs land in build/images/; they are rebuilt only when the key over
+their inputs (these files, the package versions, the updater source) changes.
+"""
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "images"
+OUT = ROOT / "build" / "images"
+DOWNLOADS = ROOT / "build" / "cache"
+
+SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
+PACKAGES = ["busybox-static", "python3-minimal", "libpython3.11-stdlib", "libubootenv-tool",
+            "python3-cryptography", "python3-requests", "dropbear-bin"]
+INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "ext4"]
+ROOTFS_MODULES = INITRAMFS_MODULES + ["virtio_net", "virtio_rng"]
+TERN_PACKAGES = ["artifact", "updater"]
+DEVICE_TYPE = "qemu-arm64"
+
+MIB = 1024 * 1024
+SECTOR = 512
+ENV_SIZE = 0x4000
+ROOTFS_SIZE = 192 * MIB
+# name, first sector, size, GPT type, filesystem label
+PARTITIONS = [
+    ("boot", 2048, 16 * MIB, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"),
+    ("rootA", 2048 + 32768, ROOTFS_SIZE, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+    ("rootB", 2048 + 32768 + 393216, ROOTFS_SIZE, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+    ("data", 2048 + 32768 + 2 * 393216, 64 * MIB, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+]
+INITIAL_ENV = {"mender_boot_part": "2", "mender_boot_part_hex": "2", "upgrade_available": "0",
+               "bootcount": "0", "bootlimit": "1"}
+# release name -> what makes it special
+RELEASES = {
+    "release-1": "the factory image, in both slots of disk.img",
+    "release-2": "a good update",
+    "release-broken": "/sbin/init is not executable: the kernel panics",
+    "release-unhealthy": "boots, but a health check in /etc/tern/health.d fails",
+}
+FAKE_TIME = "1700000000"  # fixed timestamps inside the filesystems
+
+
+def run(*cmd, **kwargs):
+    return subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:16]
+
+
+def source_files(*dirs: Path) -> list[Path]:
+    return sorted(p for d in dirs for p in d.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+def fetch_debian() -> Path:
+    """Unpack the arm64 packages and the kernel once per package list (build/cache)."""
+    key = digest(json.dumps([SUITE, MIRROR, PACKAGES]).encode())
+    tree = DOWNLOADS / f"debian-{key}"
+    if (tree / "versions.txt").exists():
+        return tree
+    shutil.rmtree(tree, ignore_errors=True)
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=DOWNLOADS))
+    # The hook runs on the host with the target's apt config: list what was
+    # fetched and download the kernel that linux-image-arm64 points to.
+    hook = ('export APT_CONFIG="$MMDEBSTRAP_APT_CONFIG"; '
+            'ls "$1"/var/cache/apt/archives | grep "\\.deb$" > "$1"/versions.txt; '
+            'kernel=$(apt-cache depends linux-image-arm64 | sed -n "s/.*Depends: \\(linux-image-6.*\\)/\\1/p"); '
+            'mkdir "$1"/kernel-deb && cd "$1"/kernel-deb && apt-get download -q "$kernel"')
+    run("mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", "--mode=root",
+        "--format=directory", f"--include={','.join(PACKAGES)}", f"--extract-hook={hook}",
+        SUITE, tmp / "root", MIRROR)
+    root = tmp / "root"
+    kernel_deb = next((root / "kernel-deb").glob("*.deb"))
+    run("dpkg-deb", "-x", kernel_deb, tmp / "kernel")
+    with open(root / "versions.txt", "a") as versions:
+        print(kernel_deb.name, file=versions)
+    kernel_root = tmp / "kernel"
+    release = next(kernel_root.glob("lib/modules/*")).name
+    run("depmod", "-b", kernel_root, release)
+    for module in sorted(set(modules_in_order(kernel_root, release, ROOTFS_MODULES))):
+        target = root / module.relative_to(kernel_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(module, target)
+    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        shutil.copy2(kernel_root / "lib/modules" / release / name, root / "lib/modules" / release)
+    (root / "boot").mkdir(exist_ok=True)
+    shutil.copy2(next(kernel_root.glob("boot/vmlinuz-*")), root / "boot/vmlinuz")
+    shutil.rmtree(root / "kernel-deb")
+    root.rename(tree)
+    shutil.rmtree(tmp)
+    return tree
+
+
+def modules_in_order(root: Path, release: str, names: list[str]) -> list[Path]:
+    """The .ko files for `names` and their dependencies, dependencies first."""
+    paths = []
+    for name in names:  # modprobe --show-depends takes one module at a time
+        out = run("modprobe", "-d", root, "-S", release, "--show-depends", name,
+                  capture_output=True, text=True).stdout
+        paths += [Path(line.split()[1]) for line in out.splitlines() if line.startswith("insmod ")]
+    return list(dict.fromkeys(paths))
+
+
+def input_key(debian: Path) -> str:
+    files = source_files(HERE) + source_files(*(ROOT / p for p in TERN_PACKAGES))
+    return digest((debian / "versions.txt").read_bytes(),
+                  *(str(f.relative_to(ROOT)).encode() + f.read_bytes() for f in files))
+
+
+def make_keys(keys: Path) -> None:
+    """A test signing key for artifacts and an SSH key for the device's root."""
+    keys.mkdir(parents=True, exist_ok=True)
+    if not (keys / "artifact.key").exists():
+        genpkey = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA",
+                                  "-pkeyopt", "rsa_keygen_bits:3072"],
+                                 check=True, capture_output=True)
+        run("openssl", "rsa", "-traditional", "-out", keys / "artifact.key", input=genpkey.stdout,
+            capture_output=True)
+        run("openssl", "rsa", "-in", keys / "artifact.key", "-pubout",
+            "-out", keys / "artifact.pub", capture_output=True)
+    if not (keys / "ssh_ed25519").exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tern-test",
+            "-f", keys / "ssh_ed25519")
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write a file in a tree made with hard links without touching the other trees."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def assemble_rootfs(debian: Path, tree: Path, env_offsets: list[int], keys: Path) -> None:
+    run("cp", "-a", debian, tree)
+    for junk in ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
+                 "usr/share/lintian", "var/cache/apt", "var/lib/apt", "versions.txt",
+                 *(f"usr/lib/python3.11/{d}" for d in
+                   ["test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
+                    "pydoc_data", "distutils/tests", "unittest/test"])]:
+        path = tree / junk
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    # Busybox applets: the list comes from the host's busybox-static of the same version.
+    applets = run("busybox", "--list-full", capture_output=True, text=True).stdout.split()
+    for applet in applets:
+        link = tree / applet
+        if not link.exists() and not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to("/bin/busybox")
+    shutil.copytree(HERE / "rootfs", tree, dirs_exist_ok=True, symlinks=True)
+    (tree / "etc/shadow").chmod(0o600)
+    for d in ["proc", "sys", "run", "tmp", "data", "root/.ssh", "etc/dropbear"]:
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    (tree / "tmp").chmod(0o1777)
+    write(tree / "etc/fw_env.config", "# device offset size: two redundant copies\n"
+          + "".join(f"/dev/vda {offset:#x} {ENV_SIZE:#x}\n" for offset in env_offsets))
+    write(tree / "root/.ssh/authorized_keys", (keys / "ssh_ed25519.pub").read_text(), 0o600)
+    site = tree / "usr/lib/python3/dist-packages"
+    for package in TERN_PACKAGES:
+        shutil.copytree(ROOT / package, site / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # Debian compiles .pyc in postinst; precompile here (same CPython 3.11 on both sides).
+    run(sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
+        "-s", tree, "-p", "/", tree / "usr/lib/python3.11", site, capture_output=True)
+    release = next((tree / "lib/modules").iterdir()).name
+    run("depmod", "-b", tree, release)
+    make_initramfs(tree, release)
+
+
+def make_initramfs(tree: Path, release: str) -> None:
+    """A busybox initramfs that loads virtio/ext4 (modules in Debian's kernel) and mounts root=."""
+    with tempfile.TemporaryDirectory() as tmp:
+        initramfs = Path(tmp)
+        for d in ["bin", "proc", "dev", "lib/modules"]:
+            (initramfs / d).mkdir(parents=True)
+        shutil.copy2(tree / "bin/busybox", initramfs / "bin/busybox")
+        for applet in ["sh", "mount", "umount", "insmod", "sed", "seq", "sleep", "mkdir",
+                       "switch_root"]:
+            (initramfs / "bin" / applet).symlink_to("busybox")
+        order = []
+        for module in modules_in_order(tree, release, INITRAMFS_MODULES):
+            shutil.copy2(module, initramfs / "lib/modules" / module.name)
+            order.append(f"/lib/modules/{module.name}\n")
+        (initramfs / "modules.order").write_text("".join(order))
+        shutil.copy2(HERE / "initramfs-init", initramfs / "init")
+        files = sorted(str(p.relative_to(initramfs)) for p in initramfs.rglob("*"))
+        cpio = run("cpio", "--quiet", "-o", "-H", "newc", "--reproducible", cwd=initramfs,
+                   input="\n".join(files).encode(), capture_output=True).stdout
+        gz = run("gzip", "-9n", input=cpio, capture_output=True).stdout
+        (tree / "boot/initrd.img").write_bytes(gz)
+
+
+def make_release(base: Path, work: Path, name: str) -> Path:
+    tree = work / name
+    run("cp", "-al", base, tree)
+    write(tree / "etc/tern-release", f"{name}\n")
+    if name == "release-broken":
+        (tree / "sbin/init").unlink()
+        write(tree / "sbin/init", "this is not a program\n", 0o755)
+    if name == "release-unhealthy":
+        write(tree / "etc/tern/health.d/50-always-fails",
+              "#!/bin/sh\necho 'release-unhealthy: failing on purpose' >&2\nexit 1\n", 0o755)
+    image = OUT / f"{name}.ext4"
+    image.unlink(missing_ok=True)
+    fs_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tern:{name}"))
+    run("mkfs.ext4", "-q", "-F", "-L", "rootfs", "-U", fs_uuid, "-E", f"hash_seed={fs_uuid}",
+        "-d", tree, image, f"{ROOTFS_SIZE // 1024}k", capture_output=True,
+        env={**os.environ, "E2FSPROGS_FAKE_TIME": FAKE_TIME})
+    return image
+
+
+def env_blob(flag: int) -> bytes:
+    """One redundant environment copy (CRC | flag | data), made by U-Boot's mkenvimage."""
+    text = "".join(f"{k}={v}\n" for k, v in INITIAL_ENV.items())
+    with tempfile.NamedTemporaryFile() as out:
+        run("mkenvimage", "-r", "-p", "0", "-s", hex(ENV_SIZE), "-o", out.name, "-",
+            input=text.encode())
+        blob = bytearray(Path(out.name).read_bytes())
+    blob[4] = flag
+    return bytes(blob)
+
+
+def make_boot_partition(work: Path) -> tuple[Path, list[int]]:
+    """FAT boot partition: both environment copies first (so they are contiguous), then boot.scr.
+
+    Returns the image and the byte offsets of the copies inside the partition.
+    """
+    image = work / "boot.vfat"
+    run("mkfs.vfat", "-C", "-F", "16", "-n", "BOOT", "-i", "7e4e0001", image,
+        PARTITIONS[0][2] // 1024, capture_output=True)
+    env_files = []
+    for name, flag in [("uboot.env", 1), ("uboot-redund.env", 0)]:
+        (work / name).write_bytes(env_blob(flag))
+        env_files.append(work / name)
+    mtools_env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": FAKE_TIME}
+    for path in env_files:
+        os.utime(path, (int(FAKE_TIME), int(FAKE_TIME)))
+        run("mcopy", "-m", "-i", image, path, "::/", env=mtools_env)
+    offsets = [fat_file_offset(image, path.name, mtools_env) for path in env_files]
+    return image, offsets
+
+
+def fat_file_offset(image: Path, name: str, env: dict) -> int:
+    """Byte offset of a contiguous file's data inside a FAT16 image."""
+    shown = run("mshowfat", "-i", image, f"::/{name}", capture_output=True, text=True,
+                env=env).stdout
+    clusters = shown.split("<", 1)[1].split(">", 1)[0]
+    assert "," not in clusters, f"{name} is fragmented: {shown}"
+    first = int(clusters.split("-")[0])
+    boot = image.read_bytes()[:64]
+    sector, per_cluster, reserved, fats, root_entries = struct.unpack_from("<HBHBH", boot, 11)
+    fat_sectors = struct.unpack_from("<H", boot, 22)[0]
+    data_start = (reserved + fats * fat_sectors) * sector + root_entries * 32
+    return data_start + (first - 2) * per_cluster * sector
+
+
+def add_boot_script(image: Path, work: Path, env_blocks: list[int]) -> None:
+    script = (HERE / "boot.cmd").read_text()
+    script = script.replace("@ENV1_BLK@", hex(env_blocks[0])).replace("@ENV2_BLK@",
+                                                                       hex(env_blocks[1]))
+    (work / "boot.cmd").write_text(script)
+    run("mkimage", "-A", "arm64", "-O", "linux", "-T", "script", "-C", "none",
+        "-n", "tern A/B boot", "-d", work / "boot.cmd", work / "boot.scr", capture_output=True)
+    run("mcopy", "-m", "-i", image, work / "boot.scr", "::/",
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+
+
+def make_disk(parts: dict[str, Path]) -> Path:
+    disk = OUT / "disk.img"
+    disk.unlink(missing_ok=True)
+    name, start, size, _ = PARTITIONS[-1]
+    with open(disk, "wb") as f:
+        f.truncate((start + size // SECTOR + 2048) * SECTOR)
+    table = "label: gpt\nlabel-id: 7E4E0000-0000-4000-8000-000000000000\n" + "".join(
+        f"start={start}, size={size // SECTOR}, type={gpt_type}, name={name}, "
+        f"uuid=7E4E0000-0000-4000-8000-00000000000{i + 1}\n"
+        for i, (name, start, size, gpt_type) in enumerate(PARTITIONS))
+    run("sfdisk", "-q", disk, input=table.encode())
+    for name, start, _, _ in PARTITIONS:
+        run("dd", f"if={parts[name]}", f"of={disk}", "bs=1M", f"seek={start * SECTOR}",
+            "oflag=seek_bytes", "conv=notrunc,sparse", "status=none")
+    return disk
+
+
+def make_data_partition(work: Path) -> Path:
+    image = work / "data.ext4"
+    run("mkfs.ext4", "-q", "-F", "-L", "data", "-U", "7e4e0000-0000-4000-8000-00000000da7a",
+        image, f"{PARTITIONS[3][2] // 1024}k", capture_output=True,
+        env={**os.environ, "E2FSPROGS_FAKE_TIME": FAKE_TIME})
+    return image
+
+
+def make_artifacts(keys: Path) -> list[str]:
+    """Signed Mender artifacts of the releases, written by our own tern-artifact."""
+    tool = shutil.which("tern-artifact", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    if not tool:
+        print("images: no artifacts (tern-artifact is not installed)", file=sys.stderr)
+        return []
+    made = []
+    for name in RELEASES:
+        out = OUT / f"{name}.mender"
+        result = subprocess.run(
+            [tool, "write", "rootfs-image",
+             "-f", OUT / f"{name}.ext4", "-n", name, "-t", DEVICE_TYPE,
+             "-k", keys / "artifact.key", "-o", out], capture_output=True, text=True)
+        if result.returncode != 0 or not out.exists():
+            print(f"images: no artifacts (tern-artifact write failed: "
+                  f"{(result.stderr or result.stdout).strip()[:200]})", file=sys.stderr)
+            return []
+        made.append(out.name)
+    return made
+
+
+def build() -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    debian = fetch_debian()
+    key = input_key(debian)
+    stamp = OUT / "layout.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
+        print(f"images: up to date ({OUT})")
+        return OUT
+    stamp.unlink(missing_ok=True)
+    make_keys(OUT / "keys")
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        work = Path(tmp)
+        boot, env_in_partition = make_boot_partition(work)
+        env_offsets = [PARTITIONS[0][1] * SECTOR + offset for offset in env_in_partition]
+        add_boot_script(boot, work, [offset // SECTOR for offset in env_offsets])
+        assemble_rootfs(debian, work / "base", env_offsets, OUT / "keys")
+        releases = {name: make_release(work / "base", work, name) for name in RELEASES}
+        factory = releases["release-1"]
+        disk = make_disk({"boot": boot, "rootA": factory, "rootB": factory,
+                          "data": make_data_partition(work)})
+    artifacts = make_artifacts(OUT / "keys")
+    layout = {
+        "key": key,
+        "disk": disk.name,
+        "device_type": DEVICE_TYPE,
+        "partitions": {name: {"number": i + 1, "offset": start * SECTOR, "size": size}
+                       for i, (name, start, size, _) in enumerate(PARTITIONS)},
+        "env": {"offsets": env_offsets, "size": ENV_SIZE, "initial": INITIAL_ENV},
+        "releases": {name: {"rootfs": f"{name}.ext4", "about": about,
+                            "artifact": f"{name}.mender" if f"{name}.mender" in artifacts else None}
+                     for name, about in RELEASES.items()},
+        "keys": {"artifact": "keys/artifact.key", "artifact_public": "keys/artifact.pub",
+                 "ssh": "keys/ssh_ed25519"},
+    }
+    stamp.write_text(json.dumps(layout, indent=2) + "\n")
+    print(f"images: built {disk}")
+    return OUT
+
+
+if __name__ == "__main__":
+    build()

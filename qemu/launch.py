@@ -1,0 +1,41 @@
+"""The QEMU command line for one emulated device, built from a plain config."""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+UBOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
+
+
+@dataclass(frozen=True)
+class QemuConfig:
+    disk: Path
+    console_socket: Path
+    qmp_socket: Path
+    ssh_port: int | None = None
+    extra_disks: tuple[Path, ...] = ()
+    cpu: str = "cortex-a57"
+    memory_mib: int = 512
+    firmware: Path = UBOOT
+    qemu: str = "qemu-system-aarch64"
+    extra_args: tuple[str, ...] = field(default=())
+
+
+def disk_format(path: Path) -> str:
+    return "qcow2" if Path(path).suffix == ".qcow2" else "raw"
+
+
+def build_command(config: QemuConfig) -> list[str]:
+    """Start paused (-S): the caller attaches the console first, then sends QMP `cont`."""
+    hostfwd = f",hostfwd=tcp:127.0.0.1:{config.ssh_port}-:22" if config.ssh_port else ""
+    command = [
+        config.qemu, "-M", "virt", "-cpu", config.cpu, "-smp", "1", "-m", str(config.memory_mib),
+        "-bios", str(config.firmware), "-S", "-display", "none", "-monitor", "none",
+        "-chardev", f"socket,id=console,path={config.console_socket},server=on,wait=off",
+        "-serial", "chardev:console",
+        "-qmp", f"unix:{config.qmp_socket},server=on,wait=off",
+        "-netdev", f"user,id=net0{hostfwd}", "-device", "virtio-net-pci,netdev=net0,romfile=",
+        "-device", "virtio-rng-pci",
+    ]
+    for index, disk in enumerate((config.disk, *config.extra_disks)):
+        command += ["-drive", f"if=none,id=disk{index},format={disk_format(disk)},file={disk}",
+                    "-device", f"virtio-blk-pci,drive=disk{index}"]
+    return command + list(config.extra_args)

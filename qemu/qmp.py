@@ -1,0 +1,39 @@
+"""A minimal synchronous QMP client: power control for one QEMU."""
+import json
+import socket
+from pathlib import Path
+
+
+class QMPError(Exception):
+    pass
+
+
+class QMP:
+    def __init__(self, path: Path, timeout: float = 10.0):
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        self._sock.connect(str(path))
+        self._reader = self._sock.makefile("r", encoding="utf-8")
+        self._read()  # greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self) -> dict:
+        while True:
+            line = self._reader.readline()
+            if not line:
+                raise QMPError("QMP connection closed")
+            message = json.loads(line)
+            if "event" not in message:
+                return message
+
+    def execute(self, command: str, **arguments) -> dict:
+        request = {"execute": command, **({"arguments": arguments} if arguments else {})}
+        self._sock.sendall(json.dumps(request).encode() + b"\n")
+        reply = self._read()
+        if "error" in reply:
+            raise QMPError(f"{command}: {reply['error']}")
+        return reply.get("return", {})
+
+    def close(self) -> None:
+        self._reader.close()
+        self._sock.close()
