@@ -24,7 +24,8 @@ class PayloadHeader:
     type: str
     provides: dict[str, str] = field(default_factory=dict)
     depends: dict[str, str | list[str]] = field(default_factory=dict)
-    clears_provides: list[str] = field(default_factory=list)
+    # None: the artifact predates clears_artifact_provides, and an install replaces all provides
+    clears_provides: list[str] | None = None
     meta_data: dict | None = None
     files: list[str] = field(default_factory=list)  # from the manifest, in its order
 
@@ -208,8 +209,9 @@ def _apply_type_info(payload: PayloadHeader, info, member: str) -> None:
     _expect(isinstance(depends, dict)
             and all(isinstance(v, str) or _is_text_list(v) for v in depends.values()),
             where, "'artifact_depends' must map names to strings or lists of strings")
-    clears = info.get("clears_artifact_provides") or []
-    _expect(isinstance(clears, list) and all(isinstance(v, str) for v in clears), where,
+    clears = info.get("clears_artifact_provides")
+    _expect(clears is None or isinstance(clears, list) and all(isinstance(v, str) for v in clears),
+            where,
             "'clears_artifact_provides' must be a list of strings")
     payload.provides, payload.depends, payload.clears_provides = provides, depends, clears
 
