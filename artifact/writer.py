@@ -86,14 +86,14 @@ def sign_artifact(source: Path, out: BinaryIO, key: signing.PrivateKey, *,
             if member.name == "manifest.sig":
                 continue
             content = tar.extractfile(member)
-            if member.size <= CHUNK:
-                data = content.read()
-                _write_member(out, member.name, data)
-                if member.name == "manifest":
-                    _write_member(out, "manifest.sig", signing.sign(data, key))
-            else:
-                _write_streamed_member(out, member.name,
-                                       lambda raw, content=content: _copy(content, raw))
+            if member.name == "manifest":
+                manifest = content.read()
+                _write_member(out, "manifest", manifest)
+                _write_member(out, "manifest.sig", signing.sign(manifest, key))
+                continue
+            out.write(_tar_header(member.name, member.size))
+            shutil.copyfileobj(content, out, CHUNK)
+            out.write(_padding(member.size))
     out.write(b"\0" * 1024)
     out.flush()
 
@@ -188,6 +188,8 @@ def _write_streamed_member(out: BinaryIO, name: str, fill: Callable[[BinaryIO], 
 
 
 def _tar_header(name: str, size: int, mode: int = 0o644, mtime: int = 0) -> bytes:
+    """One 512-byte header: ustar, or GNU base-256 sizes from 8 GiB (the header of a
+    streamed member is patched in place, so it must not grow into PAX records)."""
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, mode, mtime
     info.uname = info.gname = "root"
@@ -209,7 +211,3 @@ def _sha256_file(path: Path, progress: Progress) -> str:
             digest.update(chunk)
             progress(len(chunk))
     return digest.hexdigest()
-
-
-def _copy(source: BinaryIO, target: BinaryIO) -> None:
-    shutil.copyfileobj(source, target, CHUNK)

@@ -34,9 +34,15 @@ def measure(command: list[str]) -> tuple[float, float]:
     return float(wall), int(rss_kb) / 1024
 
 
-def median_run(command: list[str], repeat: int) -> tuple[float, float]:
-    runs = [measure(command) for _ in range(repeat)]
-    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+def compare(commands: dict[str, list[str]], repeat: int) -> dict[str, tuple[float, float]]:
+    """Run each tool's command `repeat` times, alternating tools so that background load
+    falls on both alike; return per tool (median wall seconds, max RSS MB)."""
+    runs: dict[str, list[tuple[float, float]]] = {tool: [] for tool in commands}
+    for _ in range(repeat):
+        for tool, command in commands.items():
+            runs[tool].append(measure(command))
+    return {tool: (statistics.median(r[0] for r in results), max(r[1] for r in results))
+            for tool, results in runs.items()}
 
 
 def compressible_image(path: Path, size: int) -> None:
@@ -94,28 +100,28 @@ def main() -> None:
         for compression in ("gzip", "none"):
             outs = {t: args.workdir / f"{data}-{compression}-{n}.mender"
                     for n, t in (("tern", TERN), ("mender", MENDER))}
-            results = {tool: median_run(write_command(tool, image, outs[tool], compression),
-                                        args.repeat) for tool in (TERN, MENDER)}
+            results = compare({tool: write_command(tool, image, outs[tool], compression)
+                               for tool in (TERN, MENDER)}, args.repeat)
             size = {t: outs[t].stat().st_size / 2**20 for t in outs}
             rows.append((f"write {compression}", f"{data} {args.size_mib} MiB",
                          results[TERN], results[MENDER],
                          f"{size[TERN]:.1f} / {size[MENDER]:.1f} MiB"))
             if compression == "gzip":
                 target = str(outs[MENDER])  # both validate the same file
-                results = {tool: median_run([tool, "validate", target], args.repeat)
-                           for tool in (TERN, MENDER)}
+                results = compare({tool: [tool, "validate", target] for tool in (TERN, MENDER)},
+                                  args.repeat)
                 rows.append(("validate gzip", f"{data} {args.size_mib} MiB", results[TERN],
                              results[MENDER], "mender-artifact's artifact"))
     if args.rss_image_mib:
         image = prepare(args.workdir, "random", args.rss_image_mib, random_image)
         outs = {t: args.workdir / f"big-{n}.mender" for n, t in (("tern", TERN),
                                                                    ("mender", MENDER))}
-        results = {tool: measure(write_command(tool, image, outs[tool], "gzip"))
-                   for tool in (TERN, MENDER)}
+        results = compare({tool: write_command(tool, image, outs[tool], "gzip")
+                           for tool in (TERN, MENDER)}, 1)
         rows.append(("write gzip", f"random {args.rss_image_mib} MiB", results[TERN],
                      results[MENDER], "one run"))
-        results = {tool: measure([tool, "validate", str(outs[MENDER])])
-                   for tool in (TERN, MENDER)}
+        results = compare({tool: [tool, "validate", str(outs[MENDER])]
+                           for tool in (TERN, MENDER)}, 1)
         rows.append(("validate gzip", f"random {args.rss_image_mib} MiB", results[TERN],
                      results[MENDER], "one run"))
         for out in outs.values():
