@@ -82,7 +82,8 @@ def fetch_debian() -> Path:
     # fetched and download the kernel that linux-image-arm64 points to.
     hook = ('export APT_CONFIG="$MMDEBSTRAP_APT_CONFIG"; '
             'ls "$1"/var/cache/apt/archives | grep "\\.deb$" > "$1"/versions.txt; '
-            'kernel=$(apt-cache depends linux-image-arm64 | sed -n "s/.*Depends: \\(linux-image-6.*\\)/\\1/p"); '
+            'kernel=$(apt-cache depends linux-image-arm64 '
+            '| sed -n "s/.*Depends: \\(linux-image-6.*\\)/\\1/p"); '
             'mkdir "$1"/kernel-deb && cd "$1"/kernel-deb && apt-get download -q "$kernel"')
     run("mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", "--mode=root",
         "--format=directory", f"--include={','.join(PACKAGES)}", f"--extract-hook={hook}",

@@ -38,11 +38,12 @@ class Console:
         """Run a shell command; returns its output (\\n line ends) and exit code.
 
         The marker is typed split by quotes ('ABCD''EFGHJK') so the echoed command
-        line never matches it; only the shell's own output does.
+        line never matches it; only the shell's own output does. The command runs in
+        a subshell, so an `exit` in it does not end the login shell.
         """
         marker = "".join(random.choices(MARKER_ALPHABET, k=10))
         typed = f"'{marker[:4]}''{marker[4:]}'"
-        self.sendline(f"echo {typed}; {command}; echo {typed} $?")
+        self.sendline(f"echo {typed}; ( {command} ); echo {typed} $?")
         self.expect(re.compile(rf"{marker}\r?\n(.*?){marker} (\d+)\r?\n", re.DOTALL), deadline)
         output, code = self.match.group(1), int(self.match.group(2))
         self.expect(prompt, deadline)

@@ -35,7 +35,11 @@ def build_command(config: QemuConfig) -> list[str]:
         "-netdev", f"user,id=net0{hostfwd}", "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-device", "virtio-rng-pci",
     ]
+    # The system disk is /dev/vda; extra disks (e.g. release images to install) are
+    # read-only /dev/vdb, /dev/vdc... so devices can share them.
     for index, disk in enumerate((config.disk, *config.extra_disks)):
-        command += ["-drive", f"if=none,id=disk{index},format={disk_format(disk)},file={disk}",
+        readonly = ",readonly=on" if index else ""
+        command += ["-drive",
+                    f"if=none,id=disk{index},format={disk_format(disk)},file={disk}{readonly}",
                     "-device", f"virtio-blk-pci,drive=disk{index}"]
     return command + list(config.extra_args)

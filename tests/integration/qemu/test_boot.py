@@ -1,0 +1,41 @@
+"""Booting the factory image: slot A, the environment U-Boot used, SSH."""
+import pytest
+
+from qemu.guest import fw_env, release, uboot_choices
+
+pytestmark = pytest.mark.qemu
+
+
+def test_boots_slot_a_and_linux_sees_the_environment_uboot_used(shell):
+    assert shell.slot == "A"
+    assert shell.run_check("cat /run/tern-slot").strip() == "A"
+    assert "root=/dev/vda2" in shell.run_check("cat /proc/cmdline")
+    assert release(shell) == "release-1"
+    env = fw_env(shell)
+    part, upgrade, bootcount = uboot_choices(shell)[-1]
+    assert (env["mender_boot_part"], env["upgrade_available"], env["bootcount"]) == (
+        part, upgrade, bootcount) == ("2", "0", "0")
+    assert env["bootlimit"] == "1"
+
+
+def test_uboot_is_debians_and_boots_the_shell_from_its_prompt(uboot):
+    assert "U-Boot 2023.01+dfsg" in uboot.uboot_run("version")
+    assert "boot.scr" in uboot.uboot_run("fatls virtio 0:1")
+    uboot.transition("shell")
+    assert uboot.slot == "A"
+
+
+def test_updater_runtime_is_on_the_device(shell):
+    output = shell.run_check(
+        "python3 -c 'import artifact, updater, cryptography, requests, ssl; print(\"ok\")'",
+        timeout=60)
+    assert output.strip() == "ok"
+    assert shell.run_check("ls /etc/tern/health.d").split() == ["10-data-mounted"]
+    shell.run_check("for check in /etc/tern/health.d/*; do $check || exit 1; done")
+
+
+def test_ssh_with_fabric(shell):
+    with shell.ssh() as connection:
+        result = connection.run("cat /run/tern-slot /etc/tern-release", hide=True, timeout=60,
+                                   in_stream=False)
+    assert result.stdout.split() == ["A", "release-1"]
