@@ -41,7 +41,6 @@ MAX_VERSION = 4 << 10
 MAX_MANIFEST = 4 << 20
 MAX_SIGNATURE = 8 << 10
 MAX_HEADER = 16 << 20  # compressed, and again decompressed
-MAX_DATA_TAIL = 1 << 20
 
 UNSIGNED, VERIFIED, UNVERIFIED = "unsigned", "verified", "unverified"
 
@@ -95,8 +94,8 @@ class ArtifactReader:
         elif verify_keys:
             raise SignatureError("missing signature: the artifact is not signed, "
                                  "but verification keys were given")
-        if member is not None and member.name in ("manifest-augment", "header-augment.tar.gz"):
-            raise UnsupportedError(f"{member.name}: augmented artifacts are not supported")
+        if member is not None and member.name == "manifest-augment":
+            raise UnsupportedError("manifest-augment: augmented artifacts are not supported")
         self._check_digest("version", version)
         if member is None or not member.name.startswith("header.tar"):
             raise StructureError(f"expected header.tar[.gz|.xz|.zst] after the manifest, found "
@@ -227,7 +226,7 @@ class PayloadReader:
             if self._current is not None:
                 self._current.drain()
                 self._current = None
-            with self._errors():
+            with _data_errors(self.member):
                 info = self._tar.next()
             if info is None:
                 break
@@ -255,9 +254,6 @@ class PayloadReader:
     def close(self) -> None:
         self._decompressed.close()
 
-    def _errors(self):
-        return _data_errors(self.member)
-
 
 class PayloadFile:
     """A payload file's bytes as chunks; the iteration raises ChecksumError instead of ending
@@ -280,7 +276,7 @@ class PayloadFile:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
             hashing = None
             while True:
-                with self._payload._errors():
+                with _data_errors(self._payload.member):
                     chunk = self._source.read(chunk_size)
                 if not chunk:
                     break
