@@ -1,6 +1,131 @@
+"""tern-updater: the device updater's command line (standalone mode).
+
+Exit codes as Mender's: 0 success, 1 failure, 2 nothing to commit or roll back.
+"""
+import argparse
+import contextlib
+import json
 import sys
 
+from . import config as config_module
+from .agent.standalone import FAILED, OK, Standalone
+from .agent.statestore import StateStore
+from .agent.steps import Steps
+from .bootloader import BootloaderError, make_bootloader
+from .install.slots import SlotError, running_slot
 
-def main() -> int:
-    print("tern-updater: not built yet (the updater core issue); nothing was done", file=sys.stderr)
-    return 2
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tern-updater",
+                                     description="Install Mender artifacts into the inactive "
+                                                 "A/B slot; commit after a healthy trial boot.")
+    config_module.add_arguments(parser)
+    common = argparse.ArgumentParser(add_help=False)
+    config_module.add_arguments(common, default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    install = commands.add_parser("install", parents=[common],
+                                  help="install an artifact from a file or an http(s) URL")
+    install.add_argument("artifact", metavar="FILE|URL")
+    commands.add_parser("commit", parents=[common],
+                        help="commit the update (after the trial boot's health checks)")
+    commands.add_parser("rollback", parents=[common], help="roll the pending update back")
+    commands.add_parser("resume", parents=[common],
+                        help="at boot: go on with an update a reboot or power loss interrupted")
+    status = commands.add_parser("status", parents=[common], help="the updater's state")
+    status.add_argument("--json", action="store_true", help="machine-readable")
+    commands.add_parser("show-artifact", parents=[common], help="the installed artifact's name")
+    commands.add_parser("show-provides", parents=[common], help="the device's provides")
+    args = parser.parse_args(argv)
+    try:
+        config = config_module.load(args)
+    except (OSError, ValueError) as error:
+        print(f"tern-updater: {error}", file=sys.stderr)
+        return FAILED
+    if args.command in ("show-artifact", "show-provides", "status"):
+        return show(config, args)
+    try:
+        standalone = Standalone(config)
+        if args.command == "install":
+            outcome = standalone.install(args.artifact)
+        else:
+            outcome = getattr(standalone, args.command)()
+    except (BootloaderError, OSError, ValueError) as error:
+        print(f"tern-updater: {error}", file=sys.stderr)
+        return FAILED
+    print(outcome.message, file=sys.stderr if outcome.code == FAILED else sys.stdout)
+    return outcome.code
+
+
+def show(config, args) -> int:
+    steps = Steps(config, bootloader=None, source=None)
+    provides = steps.provides()
+    if args.command == "show-artifact":
+        print(provides.get("artifact_name", "unknown"))
+        return OK
+    if args.command == "show-provides":
+        for key, value in sorted(provides.items()):
+            print(f"{key}={value}")
+        return OK
+    report = status_report(config, steps, provides)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(format_status(report))
+    return OK
+
+
+def status_report(config, steps: Steps, provides: dict) -> dict:
+    stored = StateStore(config.data / "state.json").load()
+    update = stored["update"]
+    report = {
+        "state": stored["state"],
+        "store_count": stored["store_count"],
+        "artifact_name": provides.get("artifact_name"),
+        "provides": provides,
+        "update": None if update is None else {
+            key: update.get(key) for key in ("artifact_name", "source", "kind", "payload_type",
+                                             "from_slot", "to_slot", "status", "error",
+                                             "paused")},
+        "running_slot": None,
+        "boot": None,
+        "last_result": None,
+    }
+    try:
+        report["running_slot"] = running_slot(config)
+    except (SlotError, OSError) as error:
+        report["running_slot_error"] = str(error)
+    try:
+        bootloader = make_bootloader(config)
+        report["boot"] = {"boot_slot": bootloader.boot_slot(),
+                          "trial_pending": bootloader.trial_pending()}
+    except (BootloaderError, OSError) as error:
+        report["boot_error"] = str(error)
+    with contextlib.suppress(FileNotFoundError):
+        report["last_result"] = json.loads((config.data / "last-result.json").read_text())
+    return report
+
+
+def format_status(report: dict) -> str:
+    lines = [f"artifact:      {report['artifact_name']}",
+             f"state:         {report['state']}"
+             + (" (waiting for commit or rollback)"
+                if report["update"] and report["update"]["paused"] else "")]
+    if report["update"]:
+        update = report["update"]
+        lines.append(f"update:        {update['artifact_name'] or update['source']} "
+                     f"({update['kind'] or '?'}, slot {update['from_slot'] or '-'} -> "
+                     f"{update['to_slot'] or '-'})")
+    lines.append(f"running slot:  {report['running_slot'] or report.get('running_slot_error')}")
+    boot = report["boot"]
+    lines.append("boot:          " + (f"slot {boot['boot_slot']}"
+                                      + (", trial pending" if boot["trial_pending"] else "")
+                                      if boot else report.get("boot_error", "?")))
+    last = report["last_result"]
+    if last:
+        lines.append(f"last update:   {last['artifact_name'] or last['source']}: "
+                     f"{last['status']}" + (f" ({last['error']})" if last["error"] else ""))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

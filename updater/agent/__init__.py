@@ -1,0 +1,1 @@
+"""The update state machine: Mender's states, a transition table, a power-safe state store."""

@@ -1,0 +1,99 @@
+"""Health checks after a trial boot, and the watchdog that covers a hang meanwhile.
+
+All must pass for a commit: every process in `health_wait_processes` running and every
+port in `health_wait_ports` accepting connections (waited for up to
+`health_wait_timeout` s), then every executable in `health_dir`, in name order, exiting
+0 within `health_timeout` s.
+"""
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+class Watchdog:
+    """The Linux watchdog device, fed while the updater makes progress.
+
+    If the updater hangs or dies before `disarm`, the device resets the board; the
+    boot script then counts a failed trial boot and falls back to the old slot.
+    """
+
+    def __init__(self, path: str):
+        self.fd = None
+        if path and Path(path).exists():
+            self.fd = os.open(path, os.O_WRONLY)
+
+    def feed(self) -> None:
+        if self.fd is not None:
+            os.write(self.fd, b"\0")
+
+    def disarm(self) -> None:
+        if self.fd is not None:
+            os.write(self.fd, b"V")  # magic close: stop the timer
+            os.close(self.fd)
+            self.fd = None
+
+
+def run_checks(config, watchdog: Watchdog) -> tuple[bool, list[str]]:
+    """(all passed, one line or more per check for the record)."""
+    output: list[str] = []
+    deadline = time.monotonic() + config.health_wait_timeout
+    waits = [(f"process {name}", lambda name=name: _process_running(name))
+             for name in config.health_wait_processes]
+    waits += [(f"port {address}", lambda address=address: _port_open(address))
+              for address in config.health_wait_ports]
+    for label, ready in waits:
+        while not ready():
+            watchdog.feed()
+            if time.monotonic() > deadline:
+                output.append(f"{label}: not ready after {config.health_wait_timeout:g} s")
+                return False, output
+            time.sleep(0.5)
+        output.append(f"{label}: ready")
+    directory = Path(config.health_dir)
+    checks = sorted(p for p in directory.iterdir() if p.is_file() and os.access(p, os.X_OK)
+                    ) if directory.is_dir() else []
+    for check in checks:
+        passed, text = _run_check(check, config.health_timeout, watchdog)
+        output.append(f"{check.name}: {'pass' if passed else 'FAIL'}{': ' + text if text else ''}")
+        if not passed:
+            return False, output
+    return True, output
+
+
+def _run_check(check: Path, timeout: float, watchdog: Watchdog) -> tuple[bool, str]:
+    process = subprocess.Popen([str(check)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        watchdog.feed()
+        if time.monotonic() > deadline:
+            process.kill()
+            process.communicate()
+            return False, f"timed out after {timeout:g} s"
+        time.sleep(0.05)
+    text = process.communicate()[0].strip()
+    if process.returncode != 0:
+        text = f"exit {process.returncode}" + (f": {text}" if text else "")
+    return process.returncode == 0, text
+
+
+def _process_running(name: str) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def _port_open(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+            return True
+    except OSError:
+        return False

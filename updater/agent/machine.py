@@ -1,0 +1,112 @@
+"""The transition table and the runner that walks it, storing each state before its step.
+
+Standalone mode and the (later) daemon share the runner and the steps; they differ in
+where they start (Download here, Sync in the daemon), in the source the steps download
+from, and in where they stop (`stop_before`).
+"""
+from . import failpoints
+from .states import Event, State
+from .statestore import StateStore
+
+S, E = State, Event
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (S.SYNC, E.SUCCESS): S.DOWNLOAD,
+    (S.SYNC, E.FAILURE): S.IDLE,
+    (S.DOWNLOAD, E.SUCCESS): S.ARTIFACT_INSTALL,
+    (S.DOWNLOAD, E.FAILURE): S.ARTIFACT_FAILURE,
+    (S.DOWNLOAD, E.LOOP_DETECTED): S.ARTIFACT_FAILURE,
+    (S.ARTIFACT_INSTALL, E.SUCCESS): S.ARTIFACT_REBOOT,
+    (S.ARTIFACT_INSTALL, E.NO_REBOOT): S.ARTIFACT_COMMIT,
+    (S.ARTIFACT_INSTALL, E.FAILURE): S.ARTIFACT_ROLLBACK,
+    (S.ARTIFACT_INSTALL, E.LOOP_DETECTED): S.ARTIFACT_ROLLBACK,
+    (S.ARTIFACT_REBOOT, E.SUCCESS): S.ARTIFACT_VERIFY_REBOOT,
+    (S.ARTIFACT_REBOOT, E.FAILURE): S.ARTIFACT_ROLLBACK,
+    (S.ARTIFACT_REBOOT, E.LOOP_DETECTED): S.ARTIFACT_ROLLBACK,
+    (S.ARTIFACT_VERIFY_REBOOT, E.SUCCESS): S.ARTIFACT_COMMIT,
+    (S.ARTIFACT_VERIFY_REBOOT, E.NOT_REBOOTED): S.ARTIFACT_REBOOT,
+    (S.ARTIFACT_VERIFY_REBOOT, E.FAILURE): S.ARTIFACT_ROLLBACK,
+    (S.ARTIFACT_VERIFY_REBOOT, E.LOOP_DETECTED): S.ARTIFACT_ROLLBACK,
+    (S.ARTIFACT_COMMIT, E.SUCCESS): S.CLEANUP,
+    (S.ARTIFACT_COMMIT, E.FAILURE): S.ARTIFACT_ROLLBACK,
+    (S.ARTIFACT_COMMIT, E.LOOP_DETECTED): S.ARTIFACT_ROLLBACK,
+    (S.ARTIFACT_ROLLBACK, E.SUCCESS): S.ARTIFACT_ROLLBACK_REBOOT,
+    (S.ARTIFACT_ROLLBACK, E.NO_REBOOT): S.ARTIFACT_FAILURE,
+    (S.ARTIFACT_ROLLBACK, E.FAILURE): S.ARTIFACT_FAILURE,
+    (S.ARTIFACT_ROLLBACK, E.LOOP_DETECTED): S.ARTIFACT_FAILURE,
+    (S.ARTIFACT_ROLLBACK_REBOOT, E.SUCCESS): S.ARTIFACT_VERIFY_ROLLBACK_REBOOT,
+    (S.ARTIFACT_ROLLBACK_REBOOT, E.FAILURE): S.ARTIFACT_FAILURE,
+    (S.ARTIFACT_ROLLBACK_REBOOT, E.LOOP_DETECTED): S.ARTIFACT_FAILURE,
+    (S.ARTIFACT_VERIFY_ROLLBACK_REBOOT, E.SUCCESS): S.ARTIFACT_FAILURE,
+    (S.ARTIFACT_VERIFY_ROLLBACK_REBOOT, E.NOT_REBOOTED): S.ARTIFACT_ROLLBACK_REBOOT,
+    (S.ARTIFACT_VERIFY_ROLLBACK_REBOOT, E.FAILURE): S.ARTIFACT_FAILURE,
+    (S.ARTIFACT_VERIFY_ROLLBACK_REBOOT, E.LOOP_DETECTED): S.ARTIFACT_FAILURE,
+    (S.ARTIFACT_FAILURE, E.SUCCESS): S.CLEANUP,
+    (S.ARTIFACT_FAILURE, E.FAILURE): S.CLEANUP,
+    (S.ARTIFACT_FAILURE, E.LOOP_DETECTED): S.CLEANUP,
+    (S.CLEANUP, E.SUCCESS): S.UPDATE_STATUS_REPORT,
+    (S.CLEANUP, E.FAILURE): S.UPDATE_STATUS_REPORT,
+    (S.CLEANUP, E.LOOP_DETECTED): S.UPDATE_STATUS_REPORT,
+    (S.UPDATE_STATUS_REPORT, E.SUCCESS): S.IDLE,
+    (S.UPDATE_STATUS_REPORT, E.FAILURE): S.UPDATE_STATUS_REPORT,
+    (S.UPDATE_STATUS_REPORT, E.LOOP_DETECTED): S.IDLE,
+}
+
+# Where a process that finds a stored state on start goes on. Steps are idempotent, so
+# most states run again; a reboot state is over once the process runs again, and a
+# download cannot be resumed (nothing was made bootable yet).
+RECOVERY: dict[State, State] = {
+    S.SYNC: S.IDLE,
+    S.DOWNLOAD: S.ARTIFACT_FAILURE,
+    S.ARTIFACT_INSTALL: S.ARTIFACT_ROLLBACK,
+    S.ARTIFACT_REBOOT: S.ARTIFACT_VERIFY_REBOOT,
+    S.ARTIFACT_ROLLBACK_REBOOT: S.ARTIFACT_VERIFY_ROLLBACK_REBOOT,
+}
+
+# Each group of states gets its own multiple of the store-count cap, so that after a
+# loop is broken the rollback, the failure handling and the report still get to run,
+# and a loop in any of them ends too.
+CAP_SHARE: dict[State, int] = {
+    **dict.fromkeys([S.SYNC, S.DOWNLOAD, S.ARTIFACT_INSTALL, S.ARTIFACT_REBOOT,
+                     S.ARTIFACT_VERIFY_REBOOT, S.ARTIFACT_COMMIT], 1),
+    **dict.fromkeys([S.ARTIFACT_ROLLBACK, S.ARTIFACT_ROLLBACK_REBOOT,
+                     S.ARTIFACT_VERIFY_ROLLBACK_REBOOT], 2),
+    **dict.fromkeys([S.ARTIFACT_FAILURE, S.CLEANUP], 3),
+    S.UPDATE_STATUS_REPORT: 4,
+}
+
+
+def recovery_state(stored: State) -> State:
+    return RECOVERY.get(stored, stored)
+
+
+class Machine:
+    def __init__(self, steps, store: StateStore, max_store_count: int):
+        self.steps = steps
+        self.store = store
+        self.max_store_count = max_store_count
+
+    def run(self, state: State, update: dict, store_count: int = 0,
+            stop_before: frozenset[State] = frozenset()) -> State:
+        """Walk the table from `state`; return Idle, or the state where it waits."""
+        update.pop("paused", None)
+        while state is not S.IDLE:
+            if state in stop_before:
+                update["paused"] = True
+                self.store.save(state, update, store_count)
+                return state
+            store_count += 1
+            self.store.save(state, update, store_count)
+            if store_count > self.max_store_count * CAP_SHARE[state]:
+                event = E.LOOP_DETECTED
+                self.steps.log(update, f"{state}: {store_count} state store writes, more than "
+                                       f"{self.max_store_count * CAP_SHARE[state]}: loop broken")
+            else:
+                failpoints.hit(f"before:{state}")
+                event = self.steps.run(state, update)
+                failpoints.hit(f"after:{state}")
+            if event is E.WAIT:
+                return state
+            state = TRANSITIONS[(state, event)]
+        self.store.save(S.IDLE, None, 0)
+        return S.IDLE

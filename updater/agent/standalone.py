@@ -1,0 +1,120 @@
+"""Standalone mode: install, commit, roll back and resume from the command line.
+
+Each command loads the state store and runs the machine from where the command (or a
+recovery after power loss) says; results are exit codes as Mender's: 0 done, 1 failed,
+2 nothing to do.
+"""
+import contextlib
+import urllib.parse
+from dataclasses import dataclass
+
+from ..bootloader import make_bootloader
+from . import failpoints
+from .machine import Machine, recovery_state
+from .states import State
+from .statestore import StateStore
+from .steps import Steps, new_update
+
+S = State
+OK, FAILED, NOTHING_TO_DO = 0, 1, 2
+# Stored states from which a user's commit or rollback applies.
+PENDING = {S.ARTIFACT_REBOOT, S.ARTIFACT_VERIFY_REBOOT, S.ARTIFACT_COMMIT}
+
+
+class ArtifactSource:
+    """Where Download reads the artifact: a local file or an HTTP(S) URL, streamed."""
+
+    @contextlib.contextmanager
+    def open(self, update: dict):
+        location = update["source"]
+        if urllib.parse.urlsplit(location).scheme in ("http", "https"):
+            import requests  # only here: it takes a while to import
+
+            with requests.get(location, stream=True, timeout=60) as response:
+                response.raise_for_status()
+                response.raw.decode_content = True
+                yield response.raw
+        else:
+            with open(location, "rb") as file:
+                yield file
+
+
+@dataclass
+class Outcome:
+    code: int
+    message: str
+    state: State | None = None
+    update: dict | None = None
+
+
+class Standalone:
+    def __init__(self, config, quiet: bool = False):
+        failpoints.arm(config.failpoints)
+        self.config = config
+        self.store = StateStore(config.data / "state.json")
+        self.steps = Steps(config, make_bootloader(config), ArtifactSource(), quiet)
+        self.machine = Machine(self.steps, self.store, config.max_store_count)
+
+    def install(self, location: str) -> Outcome:
+        stored = self.store.load()
+        if stored["state"] != S.IDLE.value:
+            return Outcome(FAILED, f"an update is in progress (state {stored['state']}); "
+                                   "commit or roll back first")
+        update = new_update(location)
+        state = self.machine.run(S.DOWNLOAD, update, stop_before=frozenset({S.ARTIFACT_COMMIT}))
+        return self._outcome(state, update)
+
+    def commit(self) -> Outcome:
+        stored = self.store.load()
+        state = State(stored["state"])
+        if state not in PENDING:
+            return Outcome(NOTHING_TO_DO, "nothing to commit")
+        update = stored["update"]
+        end = self.machine.run(recovery_state(state), update, stored["store_count"])
+        if end is S.ARTIFACT_REBOOT:
+            return Outcome(FAILED, "the device has not rebooted into the new artifact yet",
+                           end, update)
+        return self._outcome(end, update)
+
+    def rollback(self) -> Outcome:
+        stored = self.store.load()
+        if State(stored["state"]) not in PENDING:
+            return Outcome(NOTHING_TO_DO, "nothing to roll back")
+        update = stored["update"]
+        self.steps.log(update, "rollback requested")
+        update["error"] = update["error"] or "rolled back on request"
+        end = self.machine.run(S.ARTIFACT_ROLLBACK, update, stored["store_count"])
+        if end is S.IDLE:
+            return Outcome(OK, f"rolled back {update['artifact_name']}", end, update)
+        return self._outcome(end, update)
+
+    def resume(self) -> Outcome:
+        """On start (at boot): go on with an update that a reboot or power loss interrupted."""
+        stored = self.store.load()
+        state = State(stored["state"])
+        if state is S.IDLE:
+            return Outcome(NOTHING_TO_DO, "no update in progress")
+        if stored["update"].get("paused"):
+            return Outcome(NOTHING_TO_DO, f"{stored['update']['artifact_name']} is installed; "
+                                          "waiting for commit or rollback")
+        update = stored["update"]
+        end = self.machine.run(recovery_state(state), update, stored["store_count"])
+        return self._outcome(end, update)
+
+    def _outcome(self, state: State, update: dict) -> Outcome:
+        name = update["artifact_name"] or update["source"]
+        if state is S.IDLE:
+            if update["status"] == "success":
+                return Outcome(OK, f"{name}: installed and committed", state, update)
+            return Outcome(FAILED, f"{name}: update failed: {update['error']}", state, update)
+        if state is S.ARTIFACT_COMMIT:
+            return Outcome(OK, f"{name}: installed. Use 'commit' to update, or 'rollback' "
+                               "to roll back the update.", state, update)
+        if state is S.ARTIFACT_REBOOT:
+            return Outcome(OK, f"{name}: installed into slot {update['to_slot'] or '-'}. "
+                               "At the next reboot the device boots it on trial; it is "
+                               "committed when the health checks pass.", state, update)
+        if state in (S.ARTIFACT_ROLLBACK_REBOOT, S.ARTIFACT_VERIFY_ROLLBACK_REBOOT):
+            return Outcome(FAILED, f"{name}: update failed: {update['error']}; "
+                                   "reboot to return to the previous artifact", state, update)
+        return Outcome(FAILED, f"{name}: stopped in {state}", state, update)

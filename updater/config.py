@@ -1,0 +1,92 @@
+"""Settings: defaults, then a TOML file (`--config`), then command-line flags.
+
+Every setting has a flag of the same name (`data_dir` -> `--data-dir`); list settings
+take their flag once per value (`--verify-key A --verify-key B`).
+"""
+import argparse
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def setting(default, help: str, flag: str | None = None):
+    factory = (lambda: list(default)) if isinstance(default, list) else None
+    metadata = {"help": help, "flag": flag}
+    if factory:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class Config:
+    data_dir: str = setting("/var/lib/tern", "state store, provides, last result, module trees")
+    bootloader: str = setting("uboot", "bootloader backend: uboot or file")
+    bootloader_env: str = setting("/var/lib/tern/bootenv", "file backend: the environment file")
+    fw_env_config: str = setting("/etc/fw_env.config", "uboot backend: libubootenv's config")
+    rootfs_a: str = setting("/dev/vda2", "slot A (block device, loop device or regular file)")
+    rootfs_b: str = setting("/dev/vda3", "slot B")
+    device_type: str = setting("", "device type; empty: read device_type_file")
+    device_type_file: str = setting("/var/lib/tern/device_type",
+                                    "file with a 'device_type=NAME' line")
+    artifact_info: str = setting("/etc/mender/artifact_info",
+                                 "'artifact_name=NAME' of the factory image, until an install")
+    verify_keys: list[str] = setting([], "public key (PEM) an artifact must be signed with; "
+                                         "repeatable, the first that verifies wins",
+                                     flag="--verify-key")
+    cmdline_file: str = setting("/proc/cmdline", "where root= of the running slot is read")
+    verify_readback: bool = setting(True, "read the written slot back and check its sha256")
+    auto_reboot: bool = setting(False, "reboot into the new slot right after an install")
+    reboot_command: str = setting("reboot", "command that reboots; empty: wait for a reboot")
+    modules_dir: str = setting("/usr/share/mender/modules/v3", "update modules")
+    module_timeout: float = setting(14400.0, "seconds an update module may run")
+    scripts_dir: str = setting("/etc/mender/scripts", "root file system state scripts")
+    state_script_timeout: float = setting(3600.0, "seconds a state script may run")
+    state_script_retry_timeout: float = setting(1800.0, "seconds to keep retrying exit code 21")
+    state_script_retry_interval: float = setting(60.0, "seconds between retries")
+    health_dir: str = setting("/etc/tern/health.d", "health checks: executables, all must pass")
+    health_timeout: float = setting(60.0, "seconds each health check may run")
+    health_wait_processes: list[str] = setting([], "process name that must be running",
+                                               flag="--health-wait-process")
+    health_wait_ports: list[str] = setting([], "HOST:PORT that must accept TCP connections",
+                                           flag="--health-wait-port")
+    health_wait_timeout: float = setting(120.0, "seconds to wait for processes and ports")
+    watchdog_device: str = setting("/dev/watchdog", "kept fed while health checks run")
+    max_store_count: int = setting(30, "state store writes per update before it is failed")
+    failpoints: str = setting("", "fail points to arm (tests only), see agent/failpoints.py")
+
+    @property
+    def data(self) -> Path:
+        return Path(self.data_dir)
+
+
+def add_arguments(parser: argparse.ArgumentParser, default=None) -> None:
+    """`default=argparse.SUPPRESS` lets a subcommand's flags add to the main parser's."""
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help="TOML file with the settings below")
+    for item in fields(Config):
+        flag = item.metadata["flag"] or "--" + item.name.replace("_", "-")
+        kind = item.type
+        if kind is bool:
+            parser.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction,
+                                default=default, help=item.metadata["help"])
+        elif kind == list[str]:
+            parser.add_argument(flag, dest=item.name, action="append", default=default,
+                                metavar="VALUE", help=item.metadata["help"])
+        else:
+            parser.add_argument(flag, dest=item.name, type=kind, default=default,
+                                metavar=kind.__name__.upper(), help=item.metadata["help"])
+
+
+def load(args: argparse.Namespace) -> Config:
+    values = {}
+    if getattr(args, "config", None):
+        with open(args.config, "rb") as file:
+            values = tomllib.load(file)
+        unknown = set(values) - {item.name for item in fields(Config)}
+        if unknown:
+            raise ValueError(f"{args.config}: unknown settings {', '.join(sorted(unknown))}")
+    for item in fields(Config):
+        flag_value = getattr(args, item.name, None)
+        if flag_value is not None:
+            values[item.name] = flag_value
+    return Config(**values)
