@@ -1,1 +1,36 @@
-"""Tern management server."""
+"""Tern management server: a Mender-compatible device API and a management API.
+
+    app = create_app({"DATABASE_URL": "sqlite:///tern.db", "SECRET_KEY": "...",
+                      "ARTIFACTS_DIR": "artifacts"})
+"""
+from collections.abc import Mapping
+
+from flask import Flask
+
+from .config import Config
+from .errors import register_error_handlers
+from .extensions import db
+
+
+def create_app(config: Mapping | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_object(Config)
+    app.config.update(config or {})
+    if not app.config["SECRET_KEY"]:
+        raise RuntimeError("SECRET_KEY is not set (tern-server init makes one)")
+    db.init_app(app)
+    register_error_handlers(app)
+
+    from . import openapi
+    from .artifacts import routes as artifacts
+    from .deployments import routes as deployments
+    from .devices import routes as devices
+    from .inventory import routes as inventory
+    from .users import routes as users
+
+    for blueprint in (devices.device_api, inventory.device_api, deployments.device_api,
+                      artifacts.download_api, devices.management_api, inventory.management_api,
+                      artifacts.management_api, deployments.management_api,
+                      users.management_api, openapi.blueprint):
+        app.register_blueprint(blueprint)
+    return app

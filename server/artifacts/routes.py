@@ -1,0 +1,60 @@
+"""Artifacts: management (upload, list, show, delete, download) and the devices' signed download."""
+from flask import Blueprint, current_app, request, send_file
+
+from ..auth import user_required
+from . import service
+
+management_api = Blueprint("artifacts", __name__, url_prefix="/api/management/v1/artifacts")
+download_api = Blueprint("artifact_download", __name__,
+                         url_prefix="/api/devices/v1/deployments/download")
+
+MEDIA_TYPE = "application/vnd.mender-artifact"
+
+
+@management_api.post("")
+@user_required
+def upload():
+    """The body is the artifact itself, streamed (chunked or with a Content-Length)."""
+    request.max_content_length = current_app.config["MAX_ARTIFACT_BYTES"]
+    description = request.args.get("description", "")[:1024]
+    artifact = service.upload(request.stream, description)
+    return service.artifact_view(artifact), 201
+
+
+@management_api.get("")
+@user_required
+def list_artifacts():
+    return [service.artifact_view(a) for a in service.list_artifacts(request.args.get("name"))]
+
+
+@management_api.get("/<artifact_id>")
+@user_required
+def show(artifact_id):
+    return service.artifact_view(service.get(artifact_id))
+
+
+@management_api.delete("/<artifact_id>")
+@user_required
+def delete(artifact_id):
+    service.delete(artifact_id)
+    return "", 204
+
+
+@management_api.get("/<artifact_id>/download")
+@user_required
+def download(artifact_id):
+    return _send(service.get(artifact_id))
+
+
+@download_api.get("/<artifact_id>")
+def device_download(artifact_id):
+    """No token: the link's HMAC signature and expiry are the authorization (HTTP Range works)."""
+    artifact = service.check_download(artifact_id, request.args.get("expire"),
+                                      request.args.get("signature"))
+    return _send(artifact)
+
+
+def _send(artifact):
+    return send_file(service.path_of(artifact), mimetype=MEDIA_TYPE, conditional=True,
+                     download_name=f"{artifact.name}.mender", max_age=0)
+

@@ -1,0 +1,93 @@
+"""Server-signed JWTs (HS256) with expiry and revocation, and the decorators that require them.
+
+Every token is also a row in `tokens`: revoking it (or rejecting its device) takes
+effect on the next request, before the expiry in the JWT.
+"""
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import wraps
+
+import jwt
+from flask import current_app, g, request
+
+from .errors import ApiError
+from .extensions import db
+from .models import Device, Token, User, utcnow
+
+ISSUER = "tern"
+DEVICE, USER, API = "device", "user", "api"
+LOCAL = "local"  # the CLI working on a data directory, in-process
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str
+    subject: str  # device id or user id
+    token_id: str
+    name: str  # for the audit log
+
+
+def issue_token(kind: str, subject: str, seconds: int,
+                name: str | None = None) -> tuple[str, Token]:
+    now = utcnow()
+    row = Token(kind=kind, subject=subject, name=name, expires_at=now + timedelta(seconds=seconds))
+    db.session.add(row)
+    db.session.flush()
+    claims = {"iss": ISSUER, "jti": row.id, "sub": subject, "kind": kind,
+              "iat": int(now.timestamp()), "exp": int(row.expires_at.timestamp())}
+    return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm="HS256"), row
+
+
+def revoke_tokens(subject: str) -> int:
+    """Revoke every live token of a device or user; return how many."""
+    rows = db.session.query(Token).filter(Token.subject == subject, Token.revoked_at.is_(None))
+    return rows.update({Token.revoked_at: utcnow()}, synchronize_session=False)
+
+
+def authenticate(kinds: tuple[str, ...]) -> Principal:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise ApiError(401, "missing bearer token")
+    try:
+        claims = jwt.decode(header[7:].strip(), current_app.config["SECRET_KEY"],
+                            algorithms=["HS256"], issuer=ISSUER,
+                            options={"require": ["exp", "jti", "sub", "kind"]})
+    except jwt.ExpiredSignatureError:
+        raise ApiError(401, "token expired") from None
+    except jwt.InvalidTokenError:
+        raise ApiError(401, "invalid token") from None
+    if claims["kind"] not in kinds:
+        raise ApiError(403, f"a {claims['kind']} token cannot be used here")
+    row = db.session.get(Token, claims["jti"])
+    if row is None or row.revoked_at is not None or row.subject != claims["sub"]:
+        raise ApiError(401, "token revoked")
+    name = row.name or row.subject
+    if row.kind == DEVICE:
+        device = db.session.get(Device, row.subject)
+        if device is None or device.status != "accepted":
+            raise ApiError(401, "device not accepted")
+    elif row.kind in (USER, API):
+        user = db.session.get(User, row.subject)
+        if user is None:
+            raise ApiError(401, "user no longer exists")
+        name = user.email
+    return Principal(row.kind, row.subject, row.id, name)
+
+
+def _requires(*kinds: str) -> Callable:
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            g.principal = authenticate(kinds)
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator
+
+
+device_required = _requires(DEVICE)
+user_required = _requires(USER, API, LOCAL)
+
+
+def current_principal() -> Principal:
+    return g.principal

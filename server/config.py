@@ -1,0 +1,37 @@
+"""Configuration: defaults here, overridden by `create_app(config)` or the data directory."""
+import json
+import os
+import secrets
+from pathlib import Path
+
+MIB = 1 << 20
+
+
+class Config:
+    DATABASE_URL = "sqlite:///tern.db"
+    ARTIFACTS_DIR = "artifacts"
+    # Signs JWTs and download URLs; `tern-server init` keeps one in the data directory.
+    SECRET_KEY = ""
+    DEVICE_TOKEN_SECONDS = 7 * 24 * 3600
+    USER_TOKEN_SECONDS = 12 * 3600
+    DOWNLOAD_URL_SECONDS = 24 * 3600
+    MAX_JSON_BYTES = 1 * MIB  # Mender's API payload limit; deployment logs included
+    MAX_ARTIFACT_BYTES = 10 * 1024 * MIB  # Mender's artifact limit
+    # Flask's own cap for every body; artifact uploads raise it for their request only.
+    MAX_CONTENT_LENGTH = MAX_JSON_BYTES
+
+
+def data_dir_config(data_dir: str | os.PathLike) -> dict:
+    """The configuration of a data directory made by `tern-server init`."""
+    root = Path(data_dir).resolve()
+    settings = json.loads((root / "config.json").read_text())
+    return {
+        "DATA_DIR": str(root),
+        "DATABASE_URL": settings.get("database_url") or f"sqlite:///{root / 'tern.db'}",
+        "ARTIFACTS_DIR": str(root / "artifacts"),
+        "SECRET_KEY": (root / "secret.key").read_text().strip(),
+    }
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(48)

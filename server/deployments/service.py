@@ -1,0 +1,246 @@
+"""Deployments: which device gets which artifact, and what each device reports back.
+
+A deployment names an artifact and a fixed set of devices (a list, a group or
+all accepted devices, resolved when it is created). On a device's first `next`
+the server picks the artifact of that name compatible with the device's type
+and provides; without `force` a device already running it, or with no
+compatible artifact, is finished right there (`already-installed`, `noartifact`)
+and never sees the deployment.
+"""
+from datetime import UTC, datetime
+
+from flask import url_for
+
+from artifact import CompatibilityError
+from artifact.provides import check_compatible
+
+from .. import audit
+from ..artifacts import service as artifacts
+from ..devices.service import ACCEPTED
+from ..errors import ApiError
+from ..extensions import db
+from ..models import Artifact, Deployment, Device, DeviceDeployment, utcnow
+
+PENDING = "pending"
+REPORTED = ("downloading", "pause_before_installing", "installing", "pause_before_rebooting",
+            "rebooting", "pause_before_committing", "success", "failure", "already-installed")
+FINAL = ("success", "failure", "already-installed", "noartifact", "aborted", "decommissioned")
+ALL_STATUSES = (PENDING, *REPORTED[:-3], *FINAL)
+MAX_LOG_MESSAGES = 100_000
+
+
+# -- device side ------------------------------------------------------------------------------
+
+
+def next_for_device(device_id: str, provides: dict[str, str]) -> dict | None:
+    """The deployment the device should run now, as Mender's `next` answer, or None (204)."""
+    device_type = provides.get("device_type")
+    if not isinstance(device_type, str) or not device_type:
+        raise ApiError(400, "device_type is required")
+    open_deployments = (
+        db.session.query(DeviceDeployment).join(Deployment)
+        .filter(DeviceDeployment.device_id == device_id,
+                DeviceDeployment.finished_at.is_(None), Deployment.aborted_at.is_(None))
+        .order_by(Deployment.created_at, Deployment.id))
+    answer = None
+    for device_deployment in open_deployments:
+        if device_deployment.artifact_id is None and not _assign(device_deployment, device_type,
+                                                                   provides):
+            continue
+        answer = _next_answer(device_deployment)
+        break
+    db.session.commit()
+    return answer
+
+
+def _assign(device_deployment: DeviceDeployment, device_type: str, provides: dict) -> bool:
+    deployment = device_deployment.deployment
+    if not deployment.force and provides.get("artifact_name") == deployment.artifact_name:
+        _finish(device_deployment, "already-installed")
+        return False
+    artifact = _select_artifact(deployment, device_type, provides)
+    if artifact is None:
+        _finish(device_deployment, "noartifact")
+        return False
+    device_deployment.artifact_id = artifact.id
+    return True
+
+
+def _select_artifact(deployment: Deployment, device_type: str, provides: dict) -> Artifact | None:
+    candidates = artifacts.list_artifacts(deployment.artifact_name)
+    for artifact in candidates:
+        try:
+            check_compatible(artifacts.header_of(artifact), device_type, provides)
+            return artifact
+        except CompatibilityError:
+            continue
+    return candidates[0] if deployment.force and candidates else None
+
+
+def _next_answer(device_deployment: DeviceDeployment) -> dict:
+    artifact = artifacts.get(device_deployment.artifact_id)
+    expires, signature = artifacts.sign_download(artifact.id)
+    uri = url_for("artifact_download.device_download", artifact_id=artifact.id,
+                  expire=expires, signature=signature, _external=True)
+    return {
+        "id": device_deployment.deployment_id,
+        "artifact": {
+            "id": artifact.id,
+            "artifact_name": artifact.name,
+            "source": {"uri": uri,
+                       "expire": datetime.fromtimestamp(expires, UTC).isoformat()},
+            "device_types_compatible": artifact.device_types,
+        },
+    }
+
+
+def _device_deployment(device_id: str, deployment_id: str) -> DeviceDeployment:
+    """Only the device's own deployments: another device's is as good as missing."""
+    found = db.session.query(DeviceDeployment).filter_by(
+        deployment_id=deployment_id, device_id=device_id).one_or_none()
+    if found is None:
+        raise ApiError(404, f"no deployment {deployment_id} for this device")
+    return found
+
+
+def report_status(device_id: str, deployment_id: str, status: str,
+                  substate: str | None) -> None:
+    if status not in REPORTED:
+        raise ApiError(400, f"status must be one of {', '.join(REPORTED)}")
+    device_deployment = _device_deployment(device_id, deployment_id)
+    if device_deployment.status == "aborted":
+        raise ApiError(409, "deployment aborted")
+    if device_deployment.finished_at is not None:
+        if device_deployment.status == status:
+            return
+        raise ApiError(409, f"deployment already finished: {device_deployment.status}")
+    device_deployment.status, device_deployment.substate = status, substate
+    if status in FINAL:
+        device_deployment.finished_at = utcnow()
+    db.session.commit()
+
+
+def store_log(device_id: str, deployment_id: str, messages: list) -> None:
+    if len(messages) > MAX_LOG_MESSAGES or not all(
+            isinstance(m, dict) and isinstance(m.get("message"), str) for m in messages):
+        raise ApiError(400, "messages must be a list of {timestamp, level, message} objects")
+    device_deployment = _device_deployment(device_id, deployment_id)
+    device_deployment.log = [{"timestamp": str(m.get("timestamp", "")),
+                              "level": str(m.get("level", "")), "message": m["message"]}
+                             for m in messages]
+    db.session.commit()
+
+
+def _finish(device_deployment: DeviceDeployment, status: str) -> None:
+    device_deployment.status = status
+    device_deployment.finished_at = utcnow()
+
+
+# -- management -------------------------------------------------------------------------------
+
+
+def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
+           group: str | None = None, all_devices: bool = False, force: bool = False) -> Deployment:
+    """Deploy to exactly one of: a device list, a group, all accepted devices."""
+    if sum((devices is not None, group is not None, all_devices)) != 1:
+        raise ApiError(400, "give exactly one of 'devices', 'group' or 'all_devices'")
+    if not artifacts.list_artifacts(artifact_name):
+        raise ApiError(400, f"no artifact named {artifact_name!r}")
+    if devices is not None:
+        known = {d for (d,) in db.session.query(Device.id).filter(Device.id.in_(devices))}
+        unknown = sorted(set(devices) - known)
+        if unknown:
+            raise ApiError(400, f"unknown device(s): {', '.join(unknown[:10])}")
+        targets = sorted(known)
+    else:
+        query = db.session.query(Device.id).filter(Device.status == ACCEPTED)
+        if group is not None:
+            query = query.filter(Device.group_name == group)
+        targets = [d for (d,) in query.order_by(Device.id)]
+    if not targets:
+        raise ApiError(400, "the deployment would have no devices")
+    deployment = Deployment(name=name, artifact_name=artifact_name, force=force)
+    deployment.devices = [DeviceDeployment(device_id=d, status=PENDING) for d in targets]
+    db.session.add(deployment)
+    db.session.flush()
+    audit.record("deployment.create", deployment.id, name=name, artifact_name=artifact_name,
+                 devices=len(targets), group=group, all_devices=all_devices, force=force)
+    db.session.commit()
+    return deployment
+
+
+def get(deployment_id: str) -> Deployment:
+    deployment = db.session.get(Deployment, deployment_id)
+    if deployment is None:
+        raise ApiError(404, f"no deployment {deployment_id}")
+    return deployment
+
+
+def list_deployments() -> list[Deployment]:
+    return db.session.query(Deployment).order_by(Deployment.created_at.desc()).all()
+
+
+def abort(deployment_id: str) -> Deployment:
+    deployment = get(deployment_id)
+    if deployment.aborted_at is not None:
+        raise ApiError(409, "deployment already aborted")
+    if all(d.finished_at is not None for d in deployment.devices):
+        raise ApiError(409, "deployment already finished")
+    deployment.aborted_at = utcnow()
+    for device_deployment in deployment.devices:
+        if device_deployment.finished_at is None:
+            _finish(device_deployment, "aborted")
+    audit.record("deployment.abort", deployment.id)
+    db.session.commit()
+    return deployment
+
+
+def device_log(deployment_id: str, device_id: str) -> list[dict]:
+    device_deployment = db.session.query(DeviceDeployment).filter_by(
+        deployment_id=get(deployment_id).id, device_id=device_id).one_or_none()
+    if device_deployment is None or device_deployment.log is None:
+        raise ApiError(404, f"no log of device {device_id} in deployment {deployment_id}")
+    return device_deployment.log
+
+
+def statistics(deployment: Deployment) -> dict[str, int]:
+    counts = dict.fromkeys(ALL_STATUSES, 0)
+    for device_deployment in deployment.devices:
+        counts[device_deployment.status] = counts.get(device_deployment.status, 0) + 1
+    return counts
+
+
+def status_of(deployment: Deployment) -> str:
+    if deployment.aborted_at is not None:
+        return "aborted"
+    if all(d.finished_at is not None for d in deployment.devices):
+        return "finished"
+    if any(d.status != PENDING for d in deployment.devices):
+        return "inprogress"
+    return PENDING
+
+
+def deployment_view(deployment: Deployment) -> dict:
+    return {
+        "id": deployment.id,
+        "name": deployment.name,
+        "artifact_name": deployment.artifact_name,
+        "force": deployment.force,
+        "status": status_of(deployment),
+        "created_at": deployment.created_at.isoformat(),
+        "device_count": len(deployment.devices),
+        "statistics": statistics(deployment),
+    }
+
+
+def device_deployment_view(device_deployment: DeviceDeployment) -> dict:
+    finished = device_deployment.finished_at
+    return {
+        "device_id": device_deployment.device_id,
+        "status": device_deployment.status,
+        "substate": device_deployment.substate,
+        "artifact_id": device_deployment.artifact_id,
+        "created_at": device_deployment.created_at.isoformat(),
+        "finished_at": finished.isoformat() if finished else None,
+        "has_log": device_deployment.log is not None,
+    }

@@ -1,0 +1,230 @@
+"""Device identity and admission: auth requests, auth sets, accept / reject / preauthorize.
+
+A device is known by its identity data; each public key it presents is an auth
+set, and the auth set, not the device, is what an operator accepts or rejects.
+"""
+import base64
+import binascii
+import json
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from flask import current_app
+
+from .. import audit
+from ..auth import DEVICE, issue_token, revoke_tokens
+from ..errors import ApiError
+from ..extensions import db
+from ..models import AuthSet, Device, DeviceDeployment, utcnow
+
+PENDING, ACCEPTED, REJECTED, PREAUTHORIZED = "pending", "accepted", "rejected", "preauthorized"
+STATUSES = (PENDING, ACCEPTED, REJECTED, PREAUTHORIZED)
+MIN_RSA_BITS = 2048
+
+
+def canonical_identity(identity) -> str:
+    if not isinstance(identity, dict) or not identity:
+        raise ApiError(400, "identity data must be a non-empty JSON object")
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"))
+
+
+def load_device_key(pem: str):
+    """The device's public key (RSA >= 2048 bits, ECDSA, Ed25519) and its canonical PEM."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnicodeError):
+        raise ApiError(400, "pubkey must be a PKIX PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise ApiError(400, f"RSA keys need at least {MIN_RSA_BITS} bits")
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+                      | ed25519.Ed25519PublicKey):
+        raise ApiError(400, "pubkey must be an RSA, ECDSA or Ed25519 key")
+    canonical = key.public_bytes(serialization.Encoding.PEM,
+                                 serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return key, canonical
+
+
+def verify_signature(key, signature_b64: str, body: bytes) -> None:
+    """X-MEN-Signature: RSA PKCS#1 v1.5 / ECDSA (DER or raw r||s) over SHA-256, Ed25519 plain."""
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            half = (key.curve.key_size + 7) // 8
+            if len(signature) == 2 * half:
+                signature = encode_dss_signature(int.from_bytes(signature[:half], "big"),
+                                                 int.from_bytes(signature[half:], "big"))
+            key.verify(signature, body, ec.ECDSA(hashes.SHA256()))
+        else:
+            key.verify(signature, body)
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise ApiError(401, "signature verification failed") from None
+
+
+def authenticate(body: bytes, signature: str | None) -> str:
+    """Handle an auth request; return a device token, or raise 401 while not accepted."""
+    try:
+        request = json.loads(body)
+        identity = json.loads(request["id_data"])
+        pubkey = request["pubkey"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise ApiError(400, "expected {id_data: JSON string, pubkey: PEM string}") from None
+    if not isinstance(pubkey, str):
+        raise ApiError(400, "pubkey must be a string")
+    identity_json = canonical_identity(identity)
+    key, pem = load_device_key(pubkey)
+    if not signature:
+        raise ApiError(400, "missing X-MEN-Signature header")
+    verify_signature(key, signature, body)
+
+    device = db.session.query(Device).filter_by(identity=identity_json).one_or_none()
+    if device is None:
+        device = Device(identity=identity_json, status=PENDING)
+        db.session.add(device)
+    auth_set = next((a for a in device.auth_sets if a.pubkey == pem), None)
+    if auth_set is None:
+        auth_set = AuthSet(pubkey=pem, status=PENDING)
+        device.auth_sets.append(auth_set)
+    if auth_set.status == PREAUTHORIZED:
+        _accept(device, auth_set)
+    device.status = _device_status(device)
+    if auth_set.status != ACCEPTED:
+        db.session.commit()
+        raise ApiError(401, f"device {auth_set.status}: not accepted yet" if
+                       auth_set.status == PENDING else f"device {auth_set.status}")
+    token, _ = issue_token(DEVICE, device.id, current_app.config["DEVICE_TOKEN_SECONDS"])
+    db.session.commit()
+    return token
+
+
+def _device_status(device: Device) -> str:
+    statuses = {a.status for a in device.auth_sets}
+    for status in (ACCEPTED, PREAUTHORIZED, PENDING):
+        if status in statuses:
+            return status
+    return REJECTED
+
+
+def _accept(device: Device, auth_set: AuthSet) -> None:
+    """One accepted key per device: accepting another rejects the one before."""
+    for other in device.auth_sets:
+        if other is not auth_set and other.status == ACCEPTED:
+            other.status = REJECTED
+    auth_set.status = ACCEPTED
+
+
+# -- management ------------------------------------------------------------------------------
+
+
+def get_device(device_id: str) -> Device:
+    device = db.session.get(Device, device_id)
+    if device is None:
+        raise ApiError(404, f"no device {device_id}")
+    return device
+
+
+def device_view(device: Device) -> dict:
+    return {
+        "id": device.id,
+        "identity_data": json.loads(device.identity),
+        "status": device.status,
+        "group": device.group_name,
+        "created_at": device.created_at.isoformat(),
+        "updated_at": device.updated_at.isoformat(),
+        "auth_sets": [{"id": a.id, "pubkey": a.pubkey, "status": a.status,
+                       "created_at": a.created_at.isoformat()} for a in device.auth_sets],
+        "attributes": [{"name": a.name, "value": a.value, "description": a.description}
+                       for a in device.attributes],
+    }
+
+
+def set_status(device_id: str, status: str, auth_id: str | None = None) -> Device:
+    """Accept or reject one auth set (by default the newest); rejecting revokes tokens."""
+    if status not in (ACCEPTED, REJECTED):
+        raise ApiError(400, "status must be 'accepted' or 'rejected'")
+    device = get_device(device_id)
+    if auth_id is None:
+        auth_set = device.auth_sets[-1]
+    else:
+        auth_set = next((a for a in device.auth_sets if a.id == auth_id), None)
+        if auth_set is None:
+            raise ApiError(404, f"device {device_id} has no auth set {auth_id}")
+    if status == ACCEPTED:
+        _accept(device, auth_set)
+    else:
+        auth_set.status = REJECTED
+        revoke_tokens(device.id)
+    device.status = _device_status(device)
+    audit.record(f"device.{'accept' if status == ACCEPTED else 'reject'}", device.id,
+                 auth_set=auth_set.id)
+    db.session.commit()
+    return device
+
+
+def preauthorize(identity, pubkey: str) -> Device:
+    identity_json = canonical_identity(identity)
+    _, pem = load_device_key(pubkey)
+    device = db.session.query(Device).filter_by(identity=identity_json).one_or_none()
+    if device is None:
+        device = Device(identity=identity_json, status=PREAUTHORIZED)
+        db.session.add(device)
+    elif any(a.pubkey == pem for a in device.auth_sets):
+        raise ApiError(409, "this device already has an auth set with that key")
+    device.auth_sets.append(AuthSet(pubkey=pem, status=PREAUTHORIZED))
+    device.status = _device_status(device)
+    db.session.flush()
+    audit.record("device.preauthorize", device.id, identity_data=identity)
+    db.session.commit()
+    return device
+
+
+def revoke_device_tokens(device_id: str) -> int:
+    get_device(device_id)
+    count = revoke_tokens(device_id)
+    audit.record("device.revoke_tokens", device_id, count=count)
+    db.session.commit()
+    return count
+
+
+def decommission(device_id: str) -> None:
+    """Forget the device: tokens revoked, inventory and auth sets deleted, deployments closed."""
+    device = get_device(device_id)
+    revoke_tokens(device.id)
+    unfinished = db.session.query(DeviceDeployment).filter(
+        DeviceDeployment.device_id == device.id, DeviceDeployment.finished_at.is_(None))
+    unfinished.update({DeviceDeployment.status: "decommissioned",
+                       DeviceDeployment.finished_at: utcnow()}, synchronize_session=False)
+    db.session.delete(device)
+    audit.record("device.decommission", device_id)
+    db.session.commit()
+
+
+def list_devices(status: str | None = None, group: str | None = None,
+                 attributes: dict[str, str] | None = None) -> list[Device]:
+    """Devices by status, group and inventory attributes (equal, or one of a list's values).
+
+    The attribute match runs in Python over the status/group selection: simple and
+    the same on SQLite and PostgreSQL, fine for fleets of thousands.
+    """
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(STATUSES)}")
+    query = db.session.query(Device).order_by(Device.created_at, Device.id)
+    if status is not None:
+        query = query.filter(Device.status == status)
+    if group is not None:
+        query = query.filter(Device.group_name == group)
+    devices = query.all()
+    for name, wanted in (attributes or {}).items():
+        devices = [d for d in devices if _has_attribute(d, name, wanted)]
+    return devices
+
+
+def _has_attribute(device: Device, name: str, wanted: str) -> bool:
+    for attribute in device.attributes:
+        if attribute.name == name:
+            value = attribute.value
+            return value == wanted or (isinstance(value, list) and wanted in value)
+    return False

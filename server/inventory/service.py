@@ -1,0 +1,76 @@
+"""Inventory attributes reported by devices, and static groups set by operators."""
+import re
+
+from sqlalchemy import func
+
+from .. import audit
+from ..devices.service import get_device
+from ..errors import ApiError
+from ..extensions import db
+from ..models import Device, InventoryAttribute
+
+MAX_ATTRIBUTES = 1000
+GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def parse_attributes(document) -> dict[str, tuple[str | list[str], str | None]]:
+    """Mender's `[{name, value, description?}]`; value a string (or number) or a list of them."""
+    if not isinstance(document, list) or len(document) > MAX_ATTRIBUTES:
+        raise ApiError(400, f"expected a list of at most {MAX_ATTRIBUTES} attributes")
+    attributes = {}
+    for item in document:
+        if not isinstance(item, dict):
+            raise ApiError(400, "each attribute must be an object {name, value}")
+        name, value, description = item.get("name"), item.get("value"), item.get("description")
+        if not isinstance(name, str) or not 0 < len(name) <= 255:
+            raise ApiError(400, "attribute name must be a string of 1 to 255 characters")
+        if isinstance(value, list):
+            if not all(_is_scalar(v) for v in value):
+                raise ApiError(400, f"attribute {name}: list values must be strings or numbers")
+            value = [str(v) for v in value]
+        elif _is_scalar(value):
+            value = str(value)
+        else:
+            raise ApiError(400, f"attribute {name}: value must be a string, number or list")
+        if description is not None and not isinstance(description, str):
+            raise ApiError(400, f"attribute {name}: description must be a string")
+        attributes[name] = (value, description)
+    return attributes
+
+
+def _is_scalar(value) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def update(device_id: str, attributes: dict, replace: bool) -> None:
+    """PUT replaces the whole inventory, PATCH merges into it."""
+    device = db.session.get(Device, device_id)
+    current = {a.name: a for a in device.attributes}
+    if replace:
+        for name in set(current) - set(attributes):
+            device.attributes.remove(current.pop(name))
+    for name, (value, description) in attributes.items():
+        row = current.get(name)
+        if row is None:
+            device.attributes.append(InventoryAttribute(name=name, value=value,
+                                                        description=description))
+        elif row.value != value or row.description != description:
+            row.value, row.description = value, description
+    db.session.commit()
+
+
+def set_group(device_id: str, group: str | None) -> Device:
+    if group is not None and not GROUP_NAME.fullmatch(group):
+        raise ApiError(400, "group names are 1 to 100 letters, digits, '_' or '-'")
+    device = get_device(device_id)
+    device.group_name = group
+    audit.record("device.group", device_id, group=group)
+    db.session.commit()
+    return device
+
+
+def groups() -> list[dict]:
+    rows = (db.session.query(Device.group_name, func.count())
+            .filter(Device.group_name.is_not(None))
+            .group_by(Device.group_name).order_by(Device.group_name))
+    return [{"name": name, "devices": count} for name, count in rows]

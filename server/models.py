@@ -1,0 +1,139 @@
+"""The database tables, as SQLAlchemy 2 typed models. Ids are UUID strings, as Mender's."""
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Token(Base):
+    """Every JWT the server issued, so that it can be revoked before it expires."""
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)  # the jti
+    kind: Mapped[str] = mapped_column(String(16))  # device | user | api
+    subject: Mapped[str] = mapped_column(String(36), index=True)  # device or user id
+    name: Mapped[str | None] = mapped_column(String(100))  # personal API tokens
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # The identity as canonical JSON (sorted keys, compact), so equal identities compare equal.
+    identity: Mapped[str] = mapped_column(Text, unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # see devices.service.STATUSES
+    group_name: Mapped[str | None] = mapped_column(String(100), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    auth_sets: Mapped[list["AuthSet"]] = relationship(
+        back_populates="device", cascade="all, delete-orphan", order_by="AuthSet.created_at")
+    attributes: Mapped[list["InventoryAttribute"]] = relationship(
+        cascade="all, delete-orphan", order_by="InventoryAttribute.name")
+
+
+class AuthSet(Base):
+    """One (identity, public key) pair a device authenticated with; the unit of acceptance."""
+    __tablename__ = "auth_sets"
+    __table_args__ = (UniqueConstraint("device_id", "pubkey"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    pubkey: Mapped[str] = mapped_column(Text)  # PKIX PEM, as re-encoded by the server
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    device: Mapped[Device] = relationship(back_populates="auth_sets")
+
+
+class InventoryAttribute(Base):
+    __tablename__ = "inventory"
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str | list] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    device_types: Mapped[list]
+    header: Mapped[dict]  # ArtifactHeader.to_dict(): provides, depends, payloads
+    signature: Mapped[str] = mapped_column(String(16))  # unsigned | verified | unverified
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    artifact_name: Mapped[str] = mapped_column(String(255))
+    # Hand the artifact over even if installed or incompatible, and let the device decide.
+    force: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    aborted_at: Mapped[datetime | None]
+    devices: Mapped[list["DeviceDeployment"]] = relationship(
+        back_populates="deployment", cascade="all, delete-orphan")
+
+
+class DeviceDeployment(Base):
+    __tablename__ = "device_deployments"
+    __table_args__ = (UniqueConstraint("deployment_id", "device_id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[str] = mapped_column(String(36), index=True)  # outlives a decommission
+    artifact_id: Mapped[str | None] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    substate: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[list | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    deployment: Mapped[Deployment] = relationship(back_populates="devices")
+
+
+class AuditEntry(Base):
+    """Who did what through the management API or the CLI."""
+    __tablename__ = "audit_log"
+    # SQLite only autoincrements an INTEGER primary key.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[dict] = mapped_column(default=dict)

@@ -1,0 +1,258 @@
+"""The OpenAPI 3 description of the API at /api/openapi.json, a docs page, and /api/health."""
+import html
+
+from flask import Blueprint, url_for
+
+blueprint = Blueprint("meta", __name__, url_prefix="/api")
+
+DEVICE_AUTH = [{"deviceToken": []}]
+USER_AUTH = [{"userToken": []}]
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    return {str(code): {"description": "error", **_json(_ref("Error"))} for code in codes}
+
+
+def _operation(summary: str, security: list, ok: dict, *, body: dict | None = None,
+               errors: tuple[int, ...] = (400, 401, 403, 404), params: list | None = None) -> dict:
+    operation = {"summary": summary, "security": security, "responses": {**ok, **_errors(*errors)}}
+    if body is not None:
+        operation["requestBody"] = {"required": True, **body}
+    if params:
+        operation["parameters"] = params
+    return operation
+
+
+def _path_param(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "query", "required": False,
+            "schema": schema or {"type": "string"}}
+
+
+def _ok(code: int, description: str, schema: dict | None = None) -> dict:
+    return {str(code): {"description": description, **(_json(schema) if schema else {})}}
+
+
+STRING = {"type": "string"}
+OBJECT = {"type": "object"}
+STRINGS = {"type": "array", "items": STRING}
+DEVICE_ID, DEPLOYMENT_ID, ARTIFACT_ID = (_path_param(n) for n in
+                                          ("device_id", "deployment_id", "artifact_id"))
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error"],
+              "properties": {"error": STRING, "request_id": STRING}},
+    "AuthRequest": {"type": "object", "required": ["id_data", "pubkey"],
+                    "properties": {"id_data": STRING, "pubkey": STRING, "tenant_token": STRING}},
+    "Attributes": {"type": "array", "maxItems": 1000, "items": {
+        "type": "object", "required": ["name", "value"],
+        "properties": {"name": STRING, "value": {"oneOf": [STRING, STRINGS]},
+                       "description": STRING}}},
+    "Provides": {"type": "object", "required": ["device_type"],
+                 "properties": {"device_type": STRING, "artifact_name": STRING},
+                 "additionalProperties": STRING},
+    "NextAnswer": {"type": "object", "required": ["id", "artifact"], "properties": {
+        "id": STRING, "artifact": {"type": "object", "properties": {
+            "id": STRING, "artifact_name": STRING, "device_types_compatible": STRINGS,
+            "source": {"type": "object", "properties": {"uri": STRING, "expire": STRING}}}}}},
+    "Status": {"type": "object", "required": ["status"],
+               "properties": {"status": STRING, "substate": STRING}},
+    "Log": {"type": "object", "required": ["messages"], "properties": {"messages": {
+        "type": "array", "items": {"type": "object", "required": ["message"], "properties": {
+            "timestamp": STRING, "level": STRING, "message": STRING}}}}},
+    "Device": {"type": "object", "properties": {
+        "id": STRING, "identity_data": OBJECT, "status": STRING,
+        "group": {"type": "string", "nullable": True}, "auth_sets": {"type": "array"},
+        "attributes": {"type": "array"}}},
+    "Artifact": {"type": "object", "properties": {
+        "id": STRING, "name": STRING, "device_types_compatible": STRINGS, "size": {
+            "type": "integer"}, "sha256": STRING, "signature": STRING, "info": OBJECT}},
+    "Deployment": {"type": "object", "properties": {
+        "id": STRING, "name": STRING, "artifact_name": STRING, "status": STRING,
+        "device_count": {"type": "integer"}, "statistics": OBJECT}},
+    "NewDeployment": {"type": "object", "required": ["name", "artifact_name"], "properties": {
+        "name": STRING, "artifact_name": STRING, "devices": STRINGS, "group": STRING,
+        "all_devices": {"type": "boolean"}, "force": {"type": "boolean"}}},
+}
+
+NEXT = "/api/devices/v1/deployments/device/deployments"
+MANAGEMENT = "/api/management/v1"
+NEXT_RESPONSES = {**_ok(200, "a deployment", _ref("NextAnswer")), **_ok(204, "nothing to do")}
+
+PATHS = {
+    "/api/devices/v1/authentication/auth_requests": {"post": {
+        **_operation("Authenticate a device; 200 with the token as text, 401 until accepted", [],
+                     {"200": {"description": "device token",
+                              "content": {"application/jwt": {"schema": STRING}}}},
+                     body=_json(_ref("AuthRequest"))),
+        "parameters": [{"name": "X-MEN-Signature", "in": "header", "required": True,
+                        "schema": STRING}]}},
+    "/api/devices/v1/inventory/device/attributes": {
+        method: _operation(f"{verb} the device's inventory", DEVICE_AUTH, _ok(200, "stored"),
+                           body=_json(_ref("Attributes")))
+        for method, verb in (("put", "Replace"), ("patch", "Merge into"))},
+    "/api/devices/v2/deployments/device/deployments/next": {"post": _operation(
+        "The next deployment for the device", DEVICE_AUTH, NEXT_RESPONSES,
+        body=_json({"type": "object", "required": ["device_provides"], "properties": {
+            "device_provides": _ref("Provides"), "update_control_map": {"type": "boolean"}}}))},
+    f"{NEXT}/next": {
+        "post": _operation("The next deployment (v1, provides flat)", DEVICE_AUTH,
+                           NEXT_RESPONSES, body=_json(_ref("Provides"))),
+        "get": _operation("The next deployment (v1, query)", DEVICE_AUTH, NEXT_RESPONSES,
+                          params=[{**_query("device_type"), "required": True},
+                                  _query("artifact_name")])},
+    f"{NEXT}/{{deployment_id}}/status": {"put": _operation(
+        "Report the device's progress; 409 once aborted", DEVICE_AUTH, _ok(204, "stored"),
+        body=_json(_ref("Status")), errors=(400, 401, 403, 404, 409), params=[DEPLOYMENT_ID])},
+    f"{NEXT}/{{deployment_id}}/log": {"put": _operation(
+        "Upload the deployment log", DEVICE_AUTH, _ok(204, "stored"), body=_json(_ref("Log")),
+        params=[DEPLOYMENT_ID])},
+    "/api/devices/v1/deployments/download/{artifact_id}": {"get": _operation(
+        "Download an artifact through a signed, expiring link (HTTP Range supported)", [],
+        {**_ok(200, "the artifact"), **_ok(206, "part of the artifact")},
+        params=[ARTIFACT_ID, _query("expire"), _query("signature")])},
+    f"{MANAGEMENT}/auth/login": {"post": {
+        **_operation("Log in with HTTP Basic (email, password); returns a token", [],
+                     _ok(200, "token", {"type": "object", "properties": {"token": STRING}})),
+        "security": [{"basicAuth": []}]}},
+    f"{MANAGEMENT}/users": {
+        "get": _operation("List users", USER_AUTH, _ok(200, "users", {"type": "array"})),
+        "post": _operation("Create a user", USER_AUTH, _ok(201, "created", OBJECT),
+                           errors=(400, 401, 403, 409), body=_json({
+                               "type": "object", "required": ["email", "password"],
+                               "properties": {"email": STRING, "password": STRING}}))},
+    f"{MANAGEMENT}/tokens": {
+        "get": _operation("List my personal API tokens", USER_AUTH,
+                          _ok(200, "tokens", {"type": "array"})),
+        "post": _operation("Create a personal API token", USER_AUTH, _ok(201, "token", OBJECT),
+                           body=_json({"type": "object", "required": ["name"], "properties": {
+                               "name": STRING, "expires_in": {"type": "integer"}}}))},
+    f"{MANAGEMENT}/tokens/{{token_id}}": {"delete": _operation(
+        "Revoke a personal API token", USER_AUTH, _ok(204, "revoked"),
+        params=[_path_param("token_id")])},
+    f"{MANAGEMENT}/audit": {"get": _operation(
+        "The audit log, newest first", USER_AUTH, _ok(200, "entries", {"type": "array"}),
+        params=[_query("limit", {"type": "integer"}), _query("offset", {"type": "integer"})])},
+    f"{MANAGEMENT}/devices": {
+        "get": _operation("List devices; filter by status, group and attr.NAME=VALUE",
+                          USER_AUTH, _ok(200, "devices", {"type": "array",
+                                                          "items": _ref("Device")}),
+                          params=[_query("status"), _query("group")]),
+        "post": _operation("Preauthorize a device", USER_AUTH, _ok(201, "created",
+                                                                   _ref("Device")),
+                           errors=(400, 401, 403, 409), body=_json({
+                               "type": "object", "required": ["identity_data", "pubkey"],
+                               "properties": {"identity_data": OBJECT, "pubkey": STRING}}))},
+    f"{MANAGEMENT}/devices/{{device_id}}": {
+        "get": _operation("Show a device", USER_AUTH, _ok(200, "device", _ref("Device")),
+                          params=[DEVICE_ID]),
+        "delete": _operation("Decommission a device", USER_AUTH, _ok(204, "decommissioned"),
+                             params=[DEVICE_ID])},
+    f"{MANAGEMENT}/devices/{{device_id}}/status": {"put": _operation(
+        "Accept or reject the device's newest (or a given) auth set", USER_AUTH,
+        _ok(200, "device", _ref("Device")), params=[DEVICE_ID], body=_json({
+            "type": "object", "required": ["status"], "properties": {
+                "status": {"type": "string", "enum": ["accepted", "rejected"]},
+                "auth_id": STRING}}))},
+    f"{MANAGEMENT}/devices/{{device_id}}/tokens": {"delete": _operation(
+        "Revoke the device's tokens", USER_AUTH, _ok(200, "count", OBJECT), params=[DEVICE_ID])},
+    f"{MANAGEMENT}/devices/{{device_id}}/group": {
+        "put": _operation("Put the device in a static group", USER_AUTH,
+                          _ok(200, "device", _ref("Device")), params=[DEVICE_ID],
+                          body=_json({"type": "object", "required": ["group"],
+                                      "properties": {"group": STRING}})),
+        "delete": _operation("Take the device out of its group", USER_AUTH,
+                             _ok(200, "device", _ref("Device")), params=[DEVICE_ID])},
+    f"{MANAGEMENT}/groups": {"get": _operation("Static groups and their sizes", USER_AUTH,
+                                               _ok(200, "groups", {"type": "array"}))},
+    f"{MANAGEMENT}/artifacts": {
+        "get": _operation("List artifacts", USER_AUTH, _ok(200, "artifacts", {
+            "type": "array", "items": _ref("Artifact")}), params=[_query("name")]),
+        "post": _operation("Upload an artifact (the body is the artifact, streamed)", USER_AUTH,
+                           _ok(201, "stored", _ref("Artifact")), errors=(400, 401, 403, 409, 413),
+                           params=[_query("description")], body={"content": {
+                               "application/octet-stream": {"schema": {
+                                   "type": "string", "format": "binary"}}}})},
+    f"{MANAGEMENT}/artifacts/{{artifact_id}}": {
+        "get": _operation("Show an artifact", USER_AUTH, _ok(200, "artifact", _ref("Artifact")),
+                          params=[ARTIFACT_ID]),
+        "delete": _operation("Delete an artifact", USER_AUTH, _ok(204, "deleted"),
+                             errors=(401, 403, 404, 409), params=[ARTIFACT_ID])},
+    f"{MANAGEMENT}/artifacts/{{artifact_id}}/download": {"get": _operation(
+        "Download an artifact", USER_AUTH, _ok(200, "the artifact"), params=[ARTIFACT_ID])},
+    f"{MANAGEMENT}/deployments": {
+        "get": _operation("List deployments, newest first", USER_AUTH, _ok(200, "deployments", {
+            "type": "array", "items": _ref("Deployment")})),
+        "post": _operation("Deploy an artifact to devices, a group or all devices", USER_AUTH,
+                           _ok(201, "created", _ref("Deployment")),
+                           body=_json(_ref("NewDeployment")))},
+    f"{MANAGEMENT}/deployments/{{deployment_id}}": {"get": _operation(
+        "Show a deployment", USER_AUTH, _ok(200, "deployment", _ref("Deployment")),
+        params=[DEPLOYMENT_ID])},
+    f"{MANAGEMENT}/deployments/{{deployment_id}}/statistics": {"get": _operation(
+        "Device counts per status", USER_AUTH, _ok(200, "statistics", OBJECT),
+        params=[DEPLOYMENT_ID])},
+    f"{MANAGEMENT}/deployments/{{deployment_id}}/devices": {"get": _operation(
+        "Per-device status", USER_AUTH, _ok(200, "devices", {"type": "array"}),
+        params=[DEPLOYMENT_ID])},
+    f"{MANAGEMENT}/deployments/{{deployment_id}}/devices/{{device_id}}/log": {"get": _operation(
+        "A device's deployment log", USER_AUTH, _ok(200, "log", _ref("Log")),
+        params=[DEPLOYMENT_ID, DEVICE_ID])},
+    f"{MANAGEMENT}/deployments/{{deployment_id}}/status": {"put": _operation(
+        "Abort the deployment", USER_AUTH, _ok(200, "aborted", _ref("Deployment")),
+        errors=(400, 401, 403, 404, 409), params=[DEPLOYMENT_ID], body=_json({
+            "type": "object", "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["aborted"]}}}))},
+    "/api/health": {"get": {"summary": "Liveness: 204, no database access", "security": [],
+                            "responses": _ok(204, "alive")}},
+}
+
+DOCUMENT = {
+    "openapi": "3.0.3",
+    "info": {"title": "Tern management server", "version": "1",
+             "description": "Mender-compatible device API (/api/devices) and the management "
+                            "API (/api/management/v1). Errors: {error, request_id}."},
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "deviceToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "basicAuth": {"type": "http", "scheme": "basic"},
+        },
+    },
+}
+
+
+@blueprint.get("/openapi.json")
+def openapi_document():
+    return DOCUMENT
+
+
+@blueprint.get("/docs")
+def docs_page():
+    """A plain page listing every operation (the machine has no CDN for Swagger UI)."""
+    rows = "".join(
+        f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
+        f"<td>{html.escape(operation['summary'])}</td></tr>"
+        for path, operations in PATHS.items() for method, operation in operations.items()
+        if method != "parameters")
+    return (f"<!doctype html><title>Tern API</title><h1>Tern API</h1>"
+            f"<p>Machine-readable: <a href='{url_for('meta.openapi_document')}'>openapi.json</a>"
+            f"</p><table>{rows}</table>")
+
+
+@blueprint.get("/health")
+def health():
+    return "", 204

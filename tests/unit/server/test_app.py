@@ -1,0 +1,69 @@
+"""The app factory, the error format, the OpenAPI document, and migrations against models."""
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from server import create_app
+from server.extensions import db
+from server.models import Base
+
+
+def test_factory_refuses_to_start_without_a_secret():
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        create_app({"DATABASE_URL": "sqlite://"})
+
+
+def test_health_answers_204(client):
+    assert client.get("/api/health").status_code == 204
+
+
+def test_unknown_path_is_a_json_404_with_request_id(client):
+    response = client.get("/api/nothing/here", headers={"X-Request-Id": "abc123"})
+    assert response.status_code == 404
+    assert response.json["request_id"] == "abc123"
+    assert response.json["error"]
+    assert response.headers["X-Request-Id"] == "abc123"
+
+
+def test_wrong_method_is_a_json_405(client):
+    response = client.delete("/api/health")
+    assert response.status_code == 405
+    assert "error" in response.json
+
+
+def test_malformed_json_is_a_400_not_a_500(client, admin):
+    response = client.post("/api/management/v1/deployments", data=b"{not json",
+                           headers={**admin, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json["error"] == "request body must be JSON"
+
+
+def test_body_over_the_limit_is_refused(client, admin):
+    response = client.post("/api/management/v1/deployments", data=b" " * (2 << 20),
+                           headers={**admin, "Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert "error" in response.json
+
+
+def test_openapi_document_lists_device_and_management_paths(client):
+    document = client.get("/api/openapi.json").json
+    assert document["openapi"].startswith("3.")
+    assert "/api/devices/v2/deployments/device/deployments/next" in document["paths"]
+    assert "/api/management/v1/artifacts" in document["paths"]
+    page = client.get("/api/docs").get_data(as_text=True)
+    assert "/api/management/v1/deployments" in page
+
+
+def test_every_route_is_documented(app):
+    documented = set(app.test_client().get("/api/openapi.json").json["paths"])
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in ("static", "meta.openapi_document", "meta.docs_page"):
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        assert path in documented, path
+
+
+def test_migrations_match_the_models(app):
+    with db.engine(app).connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
