@@ -123,7 +123,7 @@ class Api:
             import requests
 
             self._session = requests.Session()
-            self._session.verify = obj["ca_cert"] or True
+            self._verify = obj["ca_cert"] or True  # per request: a session's loses to the env
             if obj["token"]:
                 self._session.headers["Authorization"] = f"Bearer {obj['token']}"
             self._base = obj["server"].rstrip("/")
@@ -158,7 +158,8 @@ class Api:
         else:
             data = iter(lambda: upload.read(UPLOAD_CHUNK), b"") if upload else None
             response = self._session.request(method, self._base + path, json=body,
-                                             params=params, data=data, timeout=3600)
+                                             params=params, data=data, timeout=3600,
+                                             verify=self._verify)
             status = response.status_code
             document = response.json() if response.content and "json" in response.headers.get(
                 "Content-Type", "") else None
