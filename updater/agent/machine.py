@@ -76,15 +76,21 @@ CAP_SHARE: dict[State, int] = {
 }
 
 
-def recovery_state(stored: State) -> State:
-    return RECOVERY.get(stored, stored)
-
 
 class Machine:
     def __init__(self, steps, store: StateStore, max_store_count: int):
         self.steps = steps
         self.store = store
         self.max_store_count = max_store_count
+
+    def resume(self, stored: State, update: dict, store_count: int,
+               stop_before: frozenset[State] = frozenset()) -> State:
+        """Go on after the process ended in `stored` (a reboot, a crash, power loss)."""
+        state = RECOVERY.get(stored, stored)
+        if state != stored and state in (S.ARTIFACT_FAILURE, S.ARTIFACT_ROLLBACK):
+            update["error"] = update["error"] or f"{stored}: interrupted (power loss or crash)"
+        self.steps.log(update, f"resuming in {state} (stored: {stored})")
+        return self.run(state, update, store_count, stop_before)
 
     def run(self, state: State, update: dict, store_count: int = 0,
             stop_before: frozenset[State] = frozenset()) -> State:
@@ -99,8 +105,10 @@ class Machine:
             self.store.save(state, update, store_count)
             if store_count > self.max_store_count * CAP_SHARE[state]:
                 event = E.LOOP_DETECTED
-                self.steps.log(update, f"{state}: {store_count} state store writes, more than "
-                                       f"{self.max_store_count * CAP_SHARE[state]}: loop broken")
+                message = (f"{state}: {store_count} state store writes, more than "
+                           f"{self.max_store_count * CAP_SHARE[state]}: loop broken")
+                self.steps.log(update, message)
+                update["error"] = update["error"] or message
             else:
                 failpoints.hit(f"before:{state}")
                 event = self.steps.run(state, update)

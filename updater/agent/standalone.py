@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..bootloader import make_bootloader
 from . import failpoints
-from .machine import Machine, recovery_state
+from .machine import Machine
 from .states import State
 from .statestore import StateStore
 from .steps import Steps, new_update
@@ -70,7 +70,7 @@ class Standalone:
         if state not in PENDING:
             return Outcome(NOTHING_TO_DO, "nothing to commit")
         update = stored["update"]
-        end = self.machine.run(recovery_state(state), update, stored["store_count"])
+        end = self.machine.resume(state, update, stored["store_count"])
         if end is S.ARTIFACT_REBOOT:
             return Outcome(FAILED, "the device has not rebooted into the new artifact yet",
                            end, update)
@@ -98,7 +98,7 @@ class Standalone:
             return Outcome(NOTHING_TO_DO, f"{stored['update']['artifact_name']} is installed; "
                                           "waiting for commit or rollback")
         update = stored["update"]
-        end = self.machine.run(recovery_state(state), update, stored["store_count"])
+        end = self.machine.resume(state, update, stored["store_count"])
         return self._outcome(end, update)
 
     def _outcome(self, state: State, update: dict) -> Outcome:

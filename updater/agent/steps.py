@@ -4,7 +4,8 @@ the step of the stored state again (see `machine.RECOVERY`).
 The update being worked on is a plain dict, stored with the state:
 
     source, artifact_name, kind ("rootfs" | "module"), payload_type,
-    from_slot, to_slot, needs_reboot, supports_rollback, provides (after commit),
+    from_slot, to_slot, needs_reboot, supports_rollback,
+    previous_provides, provides (after commit),
     status (None | "success" | "failure"), error (the first), log (lines), health (output)
 """
 import json
@@ -42,8 +43,8 @@ class StepError(Exception):
 def new_update(source: str) -> dict:
     return {"source": source, "artifact_name": None, "kind": None, "payload_type": None,
             "from_slot": None, "to_slot": None, "needs_reboot": None,
-            "supports_rollback": None, "provides": None, "status": None, "error": None,
-            "log": [], "health": None, "started": time.time()}
+            "supports_rollback": None, "previous_provides": None, "provides": None,
+            "status": None, "error": None, "log": [], "health": None, "started": time.time()}
 
 
 class Steps:
@@ -118,6 +119,7 @@ class Steps:
             if len(header.payloads) != 1:
                 raise StepError(f"artifact has {len(header.payloads)} payloads; "
                                 "exactly one is supported")
+            update["previous_provides"] = current
             update["provides"] = provides_after_install(current, header)
             update["payload_type"] = header.payloads[0].type
             self._store_artifact_scripts(header.scripts)
@@ -211,6 +213,8 @@ class Steps:
 
     def artifact_rollback(self, update: dict) -> Event:
         update["status"] = "failure"
+        if update["previous_provides"] and self.provides() != update["previous_provides"]:
+            self.write_provides(update["previous_provides"])  # rolled back after a commit
         if update["kind"] == "rootfs":
             self.bootloader.rollback(update["from_slot"])
             self.log(update, f"boot environment back on slot {update['from_slot']}")
