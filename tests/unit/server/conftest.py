@@ -121,15 +121,17 @@ def fleet(client, admin) -> Fleet:
 
 def write_artifact(directory: Path, name: str, device_types=("qemux86-64",), *,
                    depends: dict | None = None, payload_depends: dict | None = None,
-                   signing_key=None) -> Path:
-    """A single-file module artifact, as `mender-artifact write module-image -T single-file`."""
-    payload = directory / f"{name}.txt"
+                   signing_key=None, stem: str | None = None) -> Path:
+    """A single-file module artifact, as `mender-artifact write module-image -T single-file`,
+    written to DIRECTORY/STEM.mender (STEM: the name by default)."""
+    stem = stem or name
+    payload = directory / f"{stem}.txt"
     payload.write_text(f"payload of {name}\n")
     source = module_image("single-file", [payload], Software(name="single-file", version=name),
                           PayloadOptions(depends=payload_depends or {}))
     header = ArtifactHeader(name=name, device_types=list(device_types), payloads=[],
                             depends=depends or {})
-    output = directory / f"{name}.mender"
+    output = directory / f"{stem}.mender"
     with output.open("wb") as out:
         write_artifact_to(out, header, [source], signing_key=signing_key)
     return output

@@ -1,0 +1,114 @@
+"""Artifact upload (streamed, validated), listing, download, deletion; device downloads."""
+import os
+
+import pytest
+
+from .conftest import write_artifact
+
+ARTIFACTS = "/api/management/v1/artifacts"
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+def test_upload_list_show_download_delete(client, admin, upload, app, tmp_path):
+    uploaded = upload("app-1.0", ("qemux86-64", "raspberrypi4"))
+    assert uploaded["device_types_compatible"] == ["qemux86-64", "raspberrypi4"]
+    assert uploaded["signature"] == "unsigned"
+    assert uploaded["info"]["provides"]["rootfs-image.single-file.version"] == "app-1.0"
+    assert [a["id"] for a in client.get(ARTIFACTS, headers=admin).json] == [uploaded["id"]]
+    assert client.get(f"{ARTIFACTS}/{uploaded['id']}", headers=admin).json["name"] == "app-1.0"
+    downloaded = client.get(f"{ARTIFACTS}/{uploaded['id']}/download", headers=admin)
+    assert downloaded.status_code == 200
+    assert downloaded.data == (tmp_path / "app-1.0.mender").read_bytes()
+    assert client.delete(f"{ARTIFACTS}/{uploaded['id']}", headers=admin).status_code == 204
+    assert client.get(f"{ARTIFACTS}/{uploaded['id']}", headers=admin).status_code == 404
+    assert os.listdir(app.config["ARTIFACTS_DIR"]) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_invalid_artifact_is_refused_and_nothing_is_kept(client, admin, app, tmp_path, damage):
+    data = bytearray(write_artifact(tmp_path, "bad-1.0").read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) // 2]
+    elif damage == "flip":
+        data[-1500] ^= 0xFF  # inside the gzip'd data member
+    else:
+        data = bytearray(b"not an artifact" * 100)
+    response = client.post(ARTIFACTS, data=bytes(data), headers={**admin, **OCTETS})
+    assert response.status_code == 400
+    assert response.json["error"].startswith("invalid artifact")
+    assert client.get(ARTIFACTS, headers=admin).json == []
+    assert os.listdir(app.config["ARTIFACTS_DIR"]) == []
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "a/b", "..", "back\\slash", "nl\nname"])
+def test_path_tricks_in_artifact_names_are_refused(client, admin, tmp_path, app, name):
+    path = write_artifact(tmp_path, name, stem="tricky")
+    response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
+    assert response.status_code == 400
+    assert "path or control character" in response.json["error"]
+    assert os.listdir(app.config["ARTIFACTS_DIR"]) == []
+
+
+def test_path_tricks_in_artifact_ids_find_nothing(client, admin, upload):
+    upload("app-1.0")
+    for path in (f"{ARTIFACTS}/..%2F..%2Fetc%2Fpasswd/download",
+                 f"{ARTIFACTS}/%2E%2E/download"):
+        assert client.get(path, headers=admin).status_code == 404
+
+
+def test_duplicate_name_and_device_type_is_409_other_type_is_fine(upload, client, admin,
+                                                                 tmp_path):
+    upload("app-1.0", ("qemux86-64",))
+    path = write_artifact(tmp_path, "app-1.0", ("qemux86-64", "other"))
+    response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
+    assert response.status_code == 409
+    upload("app-1.0", ("raspberrypi4",))
+    assert len(client.get(ARTIFACTS, query_string={"name": "app-1.0"}, headers=admin).json) == 2
+
+
+def test_signed_artifacts_are_verified_when_keys_are_configured(client, admin, app, tmp_path,
+                                                                keys):
+    app.config["ARTIFACT_VERIFY_KEYS"] = [str(keys["ecdsa"].public_path)]
+    signed = write_artifact(tmp_path, "signed-1.0", signing_key=keys["ecdsa"].private_key)
+    response = client.post(ARTIFACTS, data=signed.read_bytes(), headers={**admin, **OCTETS})
+    assert response.status_code == 201
+    assert response.json["signature"] == "verified"
+    unsigned = write_artifact(tmp_path, "unsigned-1.0")
+    response = client.post(ARTIFACTS, data=unsigned.read_bytes(), headers={**admin, **OCTETS})
+    assert response.status_code == 400
+    assert "signature" in response.json["error"]
+
+
+def test_upload_over_the_size_limit_is_413(client, admin, app, tmp_path):
+    app.config["MAX_ARTIFACT_BYTES"] = 2048
+    path = write_artifact(tmp_path, "big-1.0")
+    response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
+    assert response.status_code == 413
+
+
+def test_artifact_in_use_cannot_be_deleted(fleet, client, admin, upload):
+    device = fleet.accepted()
+    artifact = upload("app-1.0")
+    client.post("/api/management/v1/deployments", json={
+        "name": "d", "artifact_name": "app-1.0", "devices": [device.id]}, headers=admin)
+    assert fleet.next(device).status_code == 200
+    assert client.delete(f"{ARTIFACTS}/{artifact['id']}", headers=admin).status_code == 409
+
+
+def test_device_download_link_supports_range_and_expires(fleet, client, admin, upload, app,
+                                                         tmp_path):
+    device = fleet.accepted()
+    upload("app-1.0")
+    client.post("/api/management/v1/deployments", json={
+        "name": "d", "artifact_name": "app-1.0", "devices": [device.id]}, headers=admin)
+    uri = fleet.next(device).json["artifact"]["source"]["uri"]
+    whole = (tmp_path / "app-1.0.mender").read_bytes()
+    response = client.get(uri)  # no token: the link is the authorization
+    assert response.status_code == 200 and response.data == whole
+    partial = client.get(uri, headers={"Range": "bytes=100-199"})
+    assert partial.status_code == 206 and partial.data == whole[100:200]
+    tampered = uri.replace("signature=", "signature=0")
+    assert client.get(tampered).status_code == 403
+    expired = uri.split("expire=")[0] + "expire=1&signature=" + uri.split("signature=")[1]
+    assert client.get(expired).status_code == 403
+    assert client.get(uri.split("?")[0]).status_code == 403
