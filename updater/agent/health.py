@@ -6,6 +6,7 @@ port in `health_wait_ports` accepting connections (waited for up to
 0 within `health_timeout` s.
 """
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -64,12 +65,12 @@ def run_checks(config, watchdog: Watchdog) -> tuple[bool, list[str]]:
 
 def _run_check(check: Path, timeout: float, watchdog: Watchdog) -> tuple[bool, str]:
     process = subprocess.Popen([str(check)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+                               text=True, start_new_session=True)
     deadline = time.monotonic() + timeout
     while process.poll() is None:
         watchdog.feed()
         if time.monotonic() > deadline:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the check and whatever it started
             process.communicate()
             return False, f"timed out after {timeout:g} s"
         time.sleep(0.05)

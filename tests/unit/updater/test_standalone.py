@@ -1,0 +1,250 @@
+"""Standalone install, commit and rollback on a simulated device (file backend)."""
+import json
+import socket
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import FACTORY_A, add_health_check, payload_bytes
+
+
+def install_and_reboot(device, artifact) -> int:
+    assert device.run("install", str(artifact)) == 0
+    assert device.power_on() == "b"
+    return device.run("resume")
+
+
+def test_install_reboot_commit(device, make_artifact, capfd):
+    artifact = make_artifact(name="release-2")
+    assert device.run("install", str(artifact)) == 0
+    assert device.env()["mender_boot_part"] == "3" and device.env()["upgrade_available"] == "1"
+    assert device.slot("b").read_bytes() == payload_bytes("release-2")
+    assert device.run("commit") == 1  # not rebooted yet
+    assert "not rebooted" in capfd.readouterr().err
+    assert device.power_on() == "b"
+    assert device.run("resume") == 0
+    assert device.env()["upgrade_available"] == "0"
+    assert device.power_on() == "b"
+    capfd.readouterr()
+    assert device.run("show-artifact") == 0
+    assert capfd.readouterr().out == "release-2\n"
+    assert device.run("show-provides") == 0
+    assert "rootfs-image.version=release-2\n" in capfd.readouterr().out
+    assert device.run("commit") == 2 and device.run("rollback") == 2
+    assert device.last_result()["status"] == "success"
+
+
+def test_commit_command_after_the_reboot(device, make_artifact):
+    assert device.run("install", str(make_artifact())) == 0
+    device.power_on()
+    assert device.run("commit") == 0
+    assert device.provides()["artifact_name"] == "release-2"
+
+
+def test_second_update_goes_back_to_slot_a(device, make_artifact):
+    assert install_and_reboot(device, make_artifact(name="release-2")) == 0
+    assert device.run("install", str(make_artifact(name="release-3"))) == 0
+    assert device.slot("a").read_bytes() == payload_bytes("release-3")
+    assert device.power_on() == "a"
+    assert device.run("resume") == 0
+    assert device.provides()["artifact_name"] == "release-3"
+
+
+def test_rollback_before_the_reboot(device, make_artifact):
+    assert device.run("install", str(make_artifact())) == 0
+    assert device.run("rollback") == 0
+    assert device.env()["mender_boot_part"] == "2" and device.env()["upgrade_available"] == "0"
+    assert device.power_on() == "a"
+    assert device.stored()["state"] == "Idle"
+    assert device.last_result()["status"] == "failure"
+    assert device.slot("a").read_bytes() == FACTORY_A
+
+
+def test_trial_boot_that_never_reaches_the_updater_rolls_back(device, make_artifact):
+    assert device.run("install", str(make_artifact())) == 0
+    assert device.power_on() == "b"  # hangs before the updater runs: the watchdog resets
+    assert device.power_on() == "a"  # bootcount 2 > bootlimit 1: the boot script falls back
+    assert device.run("resume") == 1
+    result = device.last_result()
+    assert result["status"] == "failure" and "fell back to slot a" in result["error"]
+
+
+def test_second_install_while_one_is_pending_is_refused(device, make_artifact, capfd):
+    assert device.run("install", str(make_artifact())) == 0
+    assert device.run("install", str(make_artifact(name="release-3"))) == 1
+    assert "in progress" in capfd.readouterr().err
+
+
+def test_inconsistent_boot_environment_is_refused(device, make_artifact, capfd):
+    before = device.env_bytes()
+    device.power_on()
+    (device.root / "cmdline").write_text(f"root={device.slot('b')}\n")  # env boots a
+    assert device.run("install", str(make_artifact())) == 1
+    assert "no match between boot and root partitions" in capfd.readouterr().err
+    assert device.env_bytes() == before
+    assert device.slot("b").read_bytes() == b"\0" * len(device.slot("b").read_bytes())
+
+
+def test_unknown_root_device_is_refused(device, make_artifact, capfd):
+    (device.root / "cmdline").write_text("root=/dev/sdz9\n")
+    assert device.run("install", str(make_artifact())) == 1
+    assert "neither slot" in capfd.readouterr().err
+
+
+# -- rejections: nothing is made bootable, the boot environment stays as it was -----------
+
+def corrupt(path, offset=-3000):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(data)
+    return path
+
+
+def corrupt_member(path, prefix):
+    with tarfile.open(path) as tar:
+        member = next(m for m in tar.getmembers() if m.name.startswith(prefix))
+    return corrupt(path, member.offset_data + member.size // 2)
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+REJECTIONS = {
+    "unsigned-with-keys": (lambda make, keys: make(), ["rsa"], "not signed"),
+    "wrong-key": (lambda make, keys: make(key=keys["other-rsa"]), ["rsa"], "verif"),
+    "wrong-key-type": (lambda make, keys: make(key=keys["ecdsa"]), ["rsa"], "verif"),
+    "corrupt-payload": (lambda make, keys: corrupt(make(compression="none"), -5000), [],
+                        "invalid checksum"),
+    "corrupt-compressed-payload": (lambda make, keys: corrupt(make()), [], "not a valid data"),
+    "corrupt-header": (lambda make, keys: corrupt_member(make(), "header.tar"), [],
+                       "invalid checksum"),
+    "truncated": (lambda make, keys: truncate(make(compression="none")), [], "truncated"),
+    "other-device-type": (lambda make, keys: make(device_types=["raspberrypi4"]), [],
+                          "not compatible with device qemu-arm64"),
+    "unmet-artifact-depends": (lambda make, keys: make(artifact_depends={
+        "artifact_name": ["release-1"]}), [], "depends on artifact_name"),
+    "unmet-payload-depends": (lambda make, keys: make(depends={
+        "rootfs-image.version": "release-1"}), [], "depends on rootfs-image.version"),
+}
+
+
+@pytest.mark.parametrize("case", REJECTIONS)
+def test_rejected_artifact_never_becomes_bootable(device, make_artifact, keys, capfd, case):
+    make, key_names, reason = REJECTIONS[case]
+    artifact = make(make_artifact, keys)
+    device.settings["verify_keys"] = [str(keys[name].public_path) for name in key_names]
+    before = device.env_bytes()
+    assert device.run("install", str(artifact)) == 1
+    err = capfd.readouterr().err
+    assert "update failed" in err and reason in err.lower()
+    assert device.env_bytes() == before
+    assert device.power_on() == "a"
+    assert device.slot("a").read_bytes() == FACTORY_A
+    assert device.stored()["state"] == "Idle"
+    result = device.last_result()
+    assert result["status"] == "failure" and result["error"]
+    assert device.provides() == {}
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ed25519"])
+def test_signed_artifact_installs_with_its_key_among_others(device, make_artifact, keys, kind):
+    device.settings["verify_keys"] = [str(keys["other-rsa"].public_path),
+                                      str(keys[kind].public_path)]
+    assert install_and_reboot(device, make_artifact(key=keys[kind])) == 0
+
+
+# -- health-gated commit ------------------------------------------------------------------
+
+def test_failing_health_check_rolls_back_with_its_output(device, make_artifact):
+    add_health_check(device, "10-ok", "echo fine")
+    add_health_check(device, "20-app", "echo app not answering; exit 3")
+    assert install_and_reboot(device, make_artifact()) == 1
+    assert device.env()["mender_boot_part"] == "2"
+    assert device.stored()["state"] == "ArtifactRollbackReboot"  # waiting for the reboot
+    assert device.power_on() == "a"
+    assert device.run("resume") == 1
+    result = device.last_result()
+    assert result["status"] == "failure"
+    assert result["health"] == ["10-ok: pass: fine", "20-app: FAIL: exit 3: app not answering"]
+    assert "health checks failed" in result["error"]
+
+
+def test_health_check_timeout_fails(device, make_artifact):
+    device.settings["health_timeout"] = 0.3
+    add_health_check(device, "10-hangs", "sleep 30")
+    assert install_and_reboot(device, make_artifact()) == 1
+    device.power_on()
+    device.run("resume")
+    assert "timed out" in device.last_result()["health"][0]
+
+
+def test_health_waits_for_ports_and_processes(device, make_artifact):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        device.settings["health_wait_ports"] = [f"127.0.0.1:{server.getsockname()[1]}"]
+        this_process = Path("/proc/self/comm").read_text().strip()
+        device.settings["health_wait_processes"] = [this_process]
+        assert install_and_reboot(device, make_artifact()) == 0
+    assert device.last_result()["health"] == [f"process {this_process}: ready",
+                                              f"port {device.settings['health_wait_ports'][0]}: "
+                                              "ready"]
+
+
+def test_missing_process_fails_after_the_wait(device, make_artifact):
+    device.settings["health_wait_processes"] = ["no-such-daemon"]
+    device.settings["health_wait_timeout"] = 0.5
+    assert install_and_reboot(device, make_artifact()) == 1
+
+
+# -- status, configuration ----------------------------------------------------------------
+
+def test_status_json(device, make_artifact, capfd):
+    assert device.run("install", str(make_artifact())) == 0
+    capfd.readouterr()
+    assert device.run("status", "--json") == 0
+    status = json.loads(capfd.readouterr().out)
+    assert status["state"] == "ArtifactReboot"
+    assert status["artifact_name"] == "factory"
+    assert status["update"]["artifact_name"] == "release-2"
+    assert status["update"]["from_slot"] == "a" and status["update"]["to_slot"] == "b"
+    assert status["running_slot"] == "a"
+    assert status["boot"] == {"boot_slot": "b", "trial_pending": True}
+    assert device.run("status") == 0
+    assert "trial pending" in capfd.readouterr().out
+
+
+def test_flags_override_the_config_file(device, make_artifact, capfd):
+    argv_device_type = ["install", "--device-type", "raspberrypi4", str(make_artifact())]
+    assert device.run(*argv_device_type) == 1
+    assert "not compatible with device raspberrypi4" in capfd.readouterr().err
+
+
+def test_unknown_setting_in_the_config_file(device, capfd):
+    device.toml.write_text(device.toml.read_text() + "colour = 'blue'\n")
+    from updater import cli
+    assert cli.main(["--config", str(device.root / "tern.toml"), "status"]) == 1
+    assert "unknown settings colour" in capfd.readouterr().err
+
+
+def test_install_from_an_http_url(device, make_artifact):
+    import functools
+    import http.server
+    import threading
+    artifact = make_artifact()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(artifact.parent))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_port}/{artifact.name}"
+            assert device.run("install", url) == 0
+        finally:
+            server.shutdown()
+            thread.join()
+    assert device.slot("b").read_bytes() == payload_bytes("release-2")
