@@ -1,6 +1,131 @@
+"""tern-qemu: boot an emulated device with its console in this terminal, or attach to one."""
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
 import sys
+import termios
+import time
+import tty
+from pathlib import Path
+
+import click
+
+from qemu.device import free_port, make_overlay
+from qemu.launch import QemuConfig, build_command
+from qemu.qmp import QMP
+
+RUNTIME = Path("/tmp/tern-qemu")
+DETACH_KEY = b"\x1d"  # Ctrl-]
 
 
-def main() -> int:
-    print("tern-qemu: not built yet (the emulated device issue); nothing was done", file=sys.stderr)
-    return 2
+def attach(console: Path, on_connected=None) -> None:
+    """Pass the terminal through to the serial console until Ctrl-] (or QEMU exits)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(console))
+    if on_connected:
+        on_connected()
+    click.echo("[console attached: Ctrl-] to detach]\r", err=True)
+    stdin = sys.stdin.fileno()
+    saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
+    if saved:
+        tty.setraw(stdin)
+    try:
+        while True:
+            readable, _, _ = select.select([sock, stdin], [], [])
+            if sock in readable:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if stdin in readable:
+                data = os.read(stdin, 1024)
+                if not data or DETACH_KEY in data:
+                    break
+                sock.sendall(data)
+    finally:
+        if saved:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        sock.close()
+    click.echo("\n[console detached]", err=True)
+
+
+def device_dir(name: str) -> Path:
+    return RUNTIME / name
+
+
+def is_running(name: str) -> bool:
+    info = device_dir(name) / "info.json"
+    if not info.exists():
+        return False
+    try:
+        os.kill(json.loads(info.read_text())["pid"], 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@click.group()
+def main() -> None:
+    """Emulated ARM64 devices (QEMU virt + U-Boot) for Tern."""
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", default="device", show_default=True, help="Name to attach to later.")
+@click.option("--detach", is_flag=True, help="Keep it running; attach with `tern-qemu console`.")
+def run(image: Path, name: str, detach: bool) -> None:
+    """Boot a device on a fresh qcow2 overlay of IMAGE (build/images/disk.img)."""
+    workdir = device_dir(name)
+    if is_running(name):
+        raise click.ClickException(f"{name} is already running: tern-qemu console {name}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    config = QemuConfig(disk=make_overlay(image, workdir / "disk.qcow2"),
+                        console_socket=workdir / "console", qmp_socket=workdir / "qmp",
+                        ssh_port=free_port())
+    with open(workdir / "qemu.log", "w") as log:
+        process = subprocess.Popen(build_command(config), stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    (workdir / "info.json").write_text(json.dumps({"pid": process.pid,
+                                                   "ssh_port": config.ssh_port}))
+    deadline = time.monotonic() + 10
+    while not (config.console_socket.exists() and config.qmp_socket.exists()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise click.ClickException(f"QEMU did not start:\n{(workdir / 'qemu.log').read_text()}")
+        time.sleep(0.02)
+    qmp = QMP(config.qmp_socket)
+    click.echo(f"{name}: ssh -p {config.ssh_port} root@127.0.0.1 "
+               f"(key: build/images/keys/ssh_ed25519)", err=True)
+    if detach:
+        qmp.execute("cont")
+        qmp.close()
+        click.echo(f"{name}: running; tern-qemu console {name} / tern-qemu stop {name}", err=True)
+        return
+    try:
+        attach(config.console_socket, on_connected=lambda: qmp.execute("cont"))
+    finally:
+        qmp.execute("quit")
+        process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@main.command()
+@click.argument("name")
+def console(name: str) -> None:
+    """Attach this terminal to the console of the running device NAME."""
+    if not is_running(name):
+        raise click.ClickException(f"no running device named {name}")
+    attach(device_dir(name) / "console")
+
+
+@main.command()
+@click.argument("name")
+def stop(name: str) -> None:
+    """Power off the device NAME and delete its overlay."""
+    workdir = device_dir(name)
+    if is_running(name):
+        QMP(workdir / "qmp").execute("quit")
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -5,6 +5,7 @@ import socket
 import time
 from pathlib import Path
 
+import pexpect
 from pexpect import fdpexpect
 
 SHELL_PROMPT = r"device-([AB])# "
@@ -48,6 +49,14 @@ class Console:
         output, code = self.match.group(1), int(self.match.group(2))
         self.expect(prompt, deadline)
         return output.replace("\r\n", "\n"), code
+
+    def drain(self) -> None:
+        """Read what is left on the line into the log (after QEMU is gone: up to EOF)."""
+        try:
+            while self.pexpect.read_nonblocking(65536, timeout=1):
+                pass
+        except (pexpect.EOF, pexpect.TIMEOUT):
+            pass
 
     def close(self) -> None:
         self._sock.close()

@@ -89,6 +89,7 @@ class Device:
         if self.process:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+            self.console.drain()
             self._log.write(f"\n===== {self.name}: power cut =====\n")
         self._cleanup()
 

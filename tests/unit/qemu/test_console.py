@@ -1,0 +1,48 @@
+"""Marker-framed commands against a fake serial line that runs a real /bin/sh per line."""
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from qemu.console import Console
+
+
+@pytest.fixture
+def console(tmp_path):
+    path = tmp_path / "console"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve():
+        connection, _ = server.accept()
+        lines = connection.makefile("rb")
+        connection.sendall(b"device-A# ")
+        for line in lines:
+            connection.sendall(line.replace(b"\n", b"\r\n"))  # a tty echoes what is typed
+            result = subprocess.run(["sh", "-c", line.decode()], capture_output=True)
+            connection.sendall(result.stdout.replace(b"\n", b"\r\n") + b"device-A# ")
+        connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    log = open(tmp_path / "console.log", "w")
+    console = Console(path, log)
+    console.expect("device-A# ", time.monotonic() + 5)
+    yield console
+    console.close()
+    log.close()
+    server.close()
+
+
+def test_output_and_exit_code(console):
+    assert console.run("echo hello; echo world", time.monotonic() + 5) == ("hello\nworld\n", 0)
+    assert console.run("false", time.monotonic() + 5) == ("", 1)
+    assert console.run("exit 7", time.monotonic() + 5) == ("", 7)
+
+
+def test_prompt_text_in_output_does_not_end_the_command(console):
+    output, code = console.run("echo 'device-A# '; echo after", time.monotonic() + 5)
+    assert output == "device-A# \nafter\n"
+    assert code == 0

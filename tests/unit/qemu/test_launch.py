@@ -1,0 +1,50 @@
+from pathlib import Path
+
+from qemu.launch import QemuConfig, build_command
+
+
+def config(**overrides) -> QemuConfig:
+    return QemuConfig(disk=Path("/d/dev1.qcow2"), console_socket=Path("/r/console"),
+                      qmp_socket=Path("/r/qmp"), **overrides)
+
+
+def option_values(command: list[str], option: str) -> list[str]:
+    return [command[i + 1] for i, arg in enumerate(command) if arg == option]
+
+
+def test_one_cpu_u_boot_firmware_and_starts_paused():
+    command = build_command(config())
+    assert command[0] == "qemu-system-aarch64"
+    assert option_values(command, "-smp") == ["1"]
+    assert option_values(command, "-cpu") == ["cortex-a57"]
+    assert option_values(command, "-bios") == ["/usr/lib/u-boot/qemu_arm64/u-boot.bin"]
+    assert "-S" in command
+
+
+def test_console_and_qmp_on_unix_sockets():
+    command = build_command(config())
+    assert option_values(command, "-chardev") == [
+        "socket,id=console,path=/r/console,server=on,wait=off"]
+    assert option_values(command, "-serial") == ["chardev:console"]
+    assert option_values(command, "-qmp") == ["unix:/r/qmp,server=on,wait=off"]
+
+
+def test_system_disk_format_from_suffix_and_extra_disks_read_only():
+    command = build_command(config(extra_disks=(Path("/i/release-2.ext4"),)))
+    assert option_values(command, "-drive") == [
+        "if=none,id=disk0,format=qcow2,file=/d/dev1.qcow2",
+        "if=none,id=disk1,format=raw,file=/i/release-2.ext4,readonly=on",
+    ]
+    raw = build_command(QemuConfig(disk=Path("/d/disk.img"), console_socket=Path("/c"),
+                                   qmp_socket=Path("/q")))
+    assert "if=none,id=disk0,format=raw,file=/d/disk.img" in raw
+
+
+def test_ssh_port_forwarded_on_loopback_only():
+    netdev = option_values(build_command(config(ssh_port=2222)), "-netdev")
+    assert netdev == ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"]
+    assert option_values(build_command(config()), "-netdev") == ["user,id=net0"]
+
+
+def test_pure():
+    assert build_command(config()) == build_command(config())
