@@ -153,7 +153,8 @@ class Steps:
         module = self.module(update)
         if not module.exists():
             raise StepError(f"payload type {payload.type!r}: no update module {module.path}")
-        files_dir = prepare_tree(self.tree, header, payload, current, self.device_type())
+        files_dir = prepare_tree(self.tree, header, payload.header, current,
+                                 self.device_type())
         for file in payload.files():
             with open(files_dir / file.name, "wb") as out:
                 for chunk in file:
