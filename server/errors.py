@@ -3,6 +3,7 @@ import logging
 import uuid
 
 from flask import Flask, g, jsonify, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,13 @@ def register_error_handlers(app: Flask) -> None:
         if error.code == 405 and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
+
+    @app.errorhandler(DataError)
+    def _data_error(error: DataError):
+        """Input the database refuses (a NUL character for PostgreSQL) that no check caught."""
+        log.warning("database refused input in %s %s: %s", request.method, request.path,
+                    error.orig)
+        return error_response(400, "input contains characters or values that cannot be stored")
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -33,9 +33,9 @@ def field(document: dict, name: str, kind: type | tuple[type, ...], *,
 def text(document: dict, name: str, *, required: bool = True, max_length: int = 255,
          default: str | None = None) -> str | None:
     value = field(document, name, str, required=required, default=default)
-    if value is not None and (not value.strip() or len(value) > max_length):
+    if value is not None and (not value.strip() or len(value) > max_length or "\0" in value):
         raise ApiError(400, f"'{name}' must be a non-empty string of at most {max_length} "
-                            "characters")
+                            "characters, without NUL")
     return value
 
 

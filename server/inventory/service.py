@@ -22,7 +22,7 @@ def parse_attributes(document) -> dict[str, tuple[str | list[str], str | None]]:
         if not isinstance(item, dict):
             raise ApiError(400, "each attribute must be an object {name, value}")
         name, value, description = item.get("name"), item.get("value"), item.get("description")
-        if not isinstance(name, str) or not 0 < len(name) <= 255:
+        if not isinstance(name, str) or not 0 < len(name) <= 255 or "\0" in name:
             raise ApiError(400, "attribute name must be a string of 1 to 255 characters")
         if isinstance(value, list):
             if not all(_is_scalar(v) for v in value):

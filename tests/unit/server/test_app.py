@@ -67,3 +67,18 @@ def test_migrations_match_the_models(app):
     with db.engine(app).connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_nul_characters_are_a_400_on_both_databases(fleet, client, admin, app):
+    device = fleet.accepted()
+    response = client.put("/api/devices/v1/inventory/device/attributes",
+                          json=[{"name": "a\x00b", "value": "v"}], headers=device.headers)
+    assert response.status_code == 400
+    response = client.get("/api/management/v1/devices", query_string={"group": "a\x00"},
+                          headers=admin)
+    on_postgresql = app.config["DATABASE_URL"].startswith("postgresql")
+    # SQLite stores NUL and finds no such group; PostgreSQL refuses it: a 400, not a 500.
+    assert response.status_code == (400 if on_postgresql else 200)
+    response = client.post("/api/management/v1/auth/login",
+                           headers={"Authorization": "Basic YQBiOnBhc3N3b3Jk"})  # "a\0b:password"
+    assert response.status_code == (400 if on_postgresql else 401)
