@@ -23,8 +23,21 @@ def postgres():
 def live_server(tmp_path_factory):
     """A live server on SQLite with a user; `.cli(...)` runs tern-server against its URL."""
     server = LiveServer(tmp_path_factory.mktemp("server") / "data").start()
-    yield Operator(server)
-    server.stop()
+    try:
+        yield Operator(server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server_postgresql(tmp_path_factory, postgres):
+    """The same, on PostgreSQL, with two gunicorn workers."""
+    server = LiveServer(tmp_path_factory.mktemp("server") / "data", workers=2,
+                        database_url=postgres.create_database("tern_live")).start()
+    try:
+        yield Operator(server)
+    finally:
+        server.stop()
 
 
 class Operator:
