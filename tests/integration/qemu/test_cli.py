@@ -47,6 +47,7 @@ def test_detached_device_accepts_console_then_stops(base_image):
     try:
         wait_for_ssh_banner(json.loads(Path("/tmp/tern-qemu/cli-bg/info.json").read_text()))
         console = pexpect.spawn(TERN_QEMU, ["console", "cli-bg"], encoding="utf-8", timeout=30)
+        console.expect(r"console attached.*\n")  # (typing earlier would be flushed)
         console.send("\r")  # the boot is over (SSH is up): ask for a fresh prompt
         console.expect("device-A# ")
         console.sendcontrol("]")

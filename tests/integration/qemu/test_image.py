@@ -1,0 +1,52 @@
+"""The build outputs, checked from the host: releases, markers, signed artifacts."""
+import json
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.qemu
+
+
+def debugfs_cat(image, path: str) -> bytes:
+    return subprocess.run(["debugfs", "-R", f"cat {path}", str(image)], check=True,
+                          capture_output=True).stdout
+
+
+@pytest.mark.parametrize("name", ["release-1", "release-2", "release-broken", "release-unhealthy"])
+def test_each_release_carries_its_marker_and_kernel(base_image, name):
+    image = base_image.release(name)
+    assert debugfs_cat(image, "/etc/tern-release") == f"{name}\n".encode()
+    assert debugfs_cat(image, "/boot/vmlinuz")[56:60] == b"ARM\x64"  # arm64 Image magic
+    assert debugfs_cat(image, "/boot/initrd.img")[:2] == b"\x1f\x8b"
+
+
+def test_broken_release_has_no_init_and_unhealthy_release_a_failing_check(base_image):
+    init = debugfs_cat(base_image.release("release-broken"), "/sbin/init")
+    assert init and not init.startswith(b"\x7fELF")
+    check = debugfs_cat(base_image.release("release-unhealthy"),
+                        "/etc/tern/health.d/50-always-fails")
+    assert check.startswith(b"#!/bin/sh") and b"exit 1" in check
+
+
+def test_releases_are_signed_artifacts_that_mender_artifact_verifies(base_image):
+    public_key = base_image.directory / base_image.layout["keys"]["artifact_public"]
+    for name, release in base_image.layout["releases"].items():
+        assert release["artifact"] == f"{name}.mender"
+        shown = subprocess.run(["mender-artifact", "read", "-k", str(public_key),
+                                str(base_image.directory / release["artifact"])],
+                               check=True, capture_output=True, text=True).stdout
+        assert "Signature: signed and verified correctly" in shown
+        assert "Compatible devices: '[qemu-arm64]'" in shown
+        assert f"rootfs-image.version: {name}" in shown
+
+
+def test_disk_layout_gpt_partitions_and_environment_inside_the_boot_partition(base_image):
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(base_image.disk)], check=True,
+                                      capture_output=True, text=True).stdout)["partitiontable"]
+    layout = base_image.layout
+    assert table["label"] == "gpt"
+    assert [(p["name"], p["start"] * 512, p["size"] * 512) for p in table["partitions"]] == [
+        (name, part["offset"], part["size"]) for name, part in layout["partitions"].items()]
+    boot = layout["partitions"]["boot"]
+    for offset in layout["env"]["offsets"]:
+        assert boot["offset"] <= offset <= boot["offset"] + boot["size"] - layout["env"]["size"]
