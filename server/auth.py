@@ -10,6 +10,7 @@ from functools import wraps
 
 import jwt
 from flask import current_app, g, request
+from sqlalchemy import select
 
 from .errors import ApiError
 from .extensions import db
@@ -59,19 +60,22 @@ def authenticate(kinds: tuple[str, ...]) -> Principal:
         raise ApiError(401, "invalid token") from None
     if claims["kind"] not in kinds:
         raise ApiError(403, f"a {claims['kind']} token cannot be used here")
-    row = db.session.get(Token, claims["jti"])
-    if row is None or row.revoked_at is not None or row.subject != claims["sub"]:
+    # One query for the token and its subject: this runs on every device poll.
+    found = db.session.execute(
+        select(Token, Device.status, User.email)
+        .outerjoin(Device, Device.id == Token.subject)
+        .outerjoin(User, User.id == Token.subject)
+        .where(Token.id == claims["jti"])).first()
+    if found is None or found[0].revoked_at is not None or found[0].subject != claims["sub"]:
         raise ApiError(401, "token revoked")
+    row, device_status, email = found
     name = row.name or row.subject
-    if row.kind == DEVICE:
-        device = db.session.get(Device, row.subject)
-        if device is None or device.status != "accepted":
-            raise ApiError(401, "device not accepted")
-    elif row.kind in (USER, API):
-        user = db.session.get(User, row.subject)
-        if user is None:
+    if row.kind == DEVICE and device_status != "accepted":
+        raise ApiError(401, "device not accepted")
+    if row.kind in (USER, API):
+        if email is None:
             raise ApiError(401, "user no longer exists")
-        name = user.email
+        name = email
     return Principal(row.kind, row.subject, row.id, name)
 
 

@@ -8,9 +8,10 @@ from sqlalchemy.orm import Session, sessionmaker
 class Database:
     def init_app(self, app: Flask) -> None:
         url = app.config["DATABASE_URL"]
-        options = {"pool_pre_ping": True}
         if url.startswith("sqlite"):
-            options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            options = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        else:  # a server may have closed idle connections
+            options = {"pool_pre_ping": True}
         engine = create_engine(url, **options)
         if url.startswith("sqlite"):
             event.listen(engine, "connect", _sqlite_pragmas)

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Benchmark the server's device polling: deployments `next` with authenticated devices,
+beside a hello-world endpoint (`/api/health`) of the same server and nginx answering 204,
+all over HTTPS on loopback, in one run, with wrk as the load generator.
+
+    python bench/server.py [--devices 100] [--duration 10] [--connections 16]
+                           [--workers 2] [--database sqlite|postgresql]
+
+Rows: nginx 204 (the ceiling of this machine and TLS setup); /api/health (Flask +
+gunicorn, no database); `next` with nothing to deploy (204: token check + one query);
+`next` with a deployment pending (200: the artifact chosen, a signed URL made).
+Every device has its own token; wrk rotates through them.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server import create_app  # noqa: E402
+from server.config import data_dir_config  # noqa: E402
+from server.devices import service as devices  # noqa: E402
+from server.testing import LiveServer, PostgresServer, SimulatedDevice, free_port  # noqa: E402
+
+NEXT = "/api/devices/v2/deployments/device/deployments/next"
+PROVIDES = {"device_provides": {"device_type": "qemux86-64", "artifact_name": "release-0"},
+            "update_control_map": False}
+
+WRK_SCRIPT = """
+tokens = {%(tokens)s}
+i = 0
+request = function()
+  i = i %% #tokens + 1
+  return wrk.format(%(method)s, %(path)s, {["Authorization"] = "Bearer " .. tokens[i],
+                    ["Content-Type"] = "application/json"}, %(body)s)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99), e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+NGINX_CONF = """
+worker_processes %(workers)d;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %(dir)s/body; proxy_temp_path %(dir)s/proxy;
+  fastcgi_temp_path %(dir)s/fastcgi; uwsgi_temp_path %(dir)s/uwsgi; scgi_temp_path %(dir)s/scgi;
+  server {
+    listen 127.0.0.1:%(port)d ssl;
+    ssl_certificate %(cert)s;
+    ssl_certificate_key %(key)s;
+    location / { return 204; }
+  }
+}
+"""
+
+
+def lua_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string literal is a valid Lua string literal here
+
+
+def run_wrk(url: str, path: str, tokens: list[str], args, method="GET", body=None) -> dict:
+    script = Path(args.work) / "wrk.lua"
+    script.write_text(WRK_SCRIPT % {
+        "tokens": ", ".join(lua_string(t) for t in tokens) or '""', "method": lua_string(method),
+        "path": lua_string(path), "body": lua_string(body) if body else "nil"})
+    result = subprocess.run(
+        ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
+         "-d", f"{args.duration}s", "-s", str(script), url],
+        capture_output=True, text=True, check=True)
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", result.stdout)
+    requests, duration_us, p50, p99, bad_status, socket_errors = map(int, match.groups())
+    return {"requests": requests, "per_second": requests / (duration_us / 1e6),
+            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "non_2xx": bad_status,
+            "socket_errors": socket_errors}
+
+
+def start_nginx(work: Path, cert: Path, key: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF % {"workers": workers, "dir": work, "port": port,
+                                  "cert": cert, "key": key})
+    process = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"],
+                               stderr=subprocess.DEVNULL)
+    return process, f"https://127.0.0.1:{port}"
+
+
+def enrol(server: LiveServer, count: int, with_deployment: bool) -> list[str]:
+    """`count` accepted devices with inventory; returns their tokens."""
+    import requests
+
+    fleet = [SimulatedDevice({"mac": f"02:00:00:00:{i // 256:02x}:{i % 256:02x}"}, "ed25519")
+             for i in range(count)]
+    auth = f"{server.url}/api/devices/v1/authentication/auth_requests"
+    for device in fleet:
+        body, headers = device.auth_request()
+        requests.post(auth, data=body, headers=headers, verify=server.certificate)
+    app = create_app(data_dir_config(server.data_dir))
+    with app.app_context():
+        for device in devices.list_devices(status="pending"):
+            devices.set_status(device.id, "accepted")
+    for device in fleet:
+        body, headers = device.auth_request()
+        device.token = requests.post(auth, data=body, headers=headers,
+                                     verify=server.certificate).text
+    if with_deployment:
+        deploy_to_all(server, app)
+    return [device.token for device in fleet]
+
+
+def deploy_to_all(server: LiveServer, app) -> None:
+    from artifact import ArtifactHeader, write_artifact
+    from artifact.payloads import PayloadOptions, Software, module_image
+    from server.artifacts import service as artifacts
+    from server.deployments import service as deployments
+
+    payload = server.data_dir.parent / "payload.txt"
+    payload.write_text("benchmark\n")
+    path = server.data_dir.parent / "app.mender"
+    with path.open("wb") as out:
+        write_artifact(out, ArtifactHeader("app-1.0", ["qemux86-64"], []), [module_image(
+            "single-file", [payload], Software(name="single-file"), PayloadOptions())])
+    with app.app_context(), path.open("rb") as source:
+        artifacts.upload(source)
+        deployments.create("benchmark", "app-1.0", all_devices=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per row")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn and nginx workers")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install {tool}")
+
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="tern-bench-") as work:
+        args.work = work
+        postgres = PostgresServer().start() if args.database == "postgresql" else None
+        url = postgres.create_database("bench") if postgres else None
+        server = LiveServer(Path(work) / "data", workers=args.workers, database_url=url)
+        nginx = None
+        try:
+            server.start()
+            nginx, nginx_url = start_nginx(Path(work), server.certificate,
+                                           server.certificate.with_name("server.key"),
+                                           args.workers)
+            tokens = enrol(server, args.devices, with_deployment=False)
+            body = json.dumps(PROVIDES)
+            rows["nginx: return 204"] = run_wrk(nginx_url, "/", [], args)
+            rows["tern: GET /api/health (hello world, 204)"] = run_wrk(
+                server.url, "/api/health", [], args)
+            rows["tern: POST v2 next, nothing to deploy (204)"] = run_wrk(
+                server.url, NEXT, tokens, args, "POST", body)
+            deploy_to_all(server, create_app(data_dir_config(server.data_dir)))
+            rows["tern: POST v2 next, deployment pending (200)"] = run_wrk(
+                server.url, NEXT, tokens, args, "POST", body)
+        finally:
+            if nginx is not None:
+                nginx.terminate()
+                nginx.wait()
+            server.stop()
+            if postgres is not None:
+                postgres.stop()
+
+    print(f"\n{args.devices} devices, {args.connections} connections, {args.duration} s per "
+          f"row, {args.workers} gunicorn workers x 4 threads, {args.database}, "
+          f"{os.cpu_count()} CPUs shared with wrk\n")
+    print("| endpoint | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in rows.items():
+        print(f"| {name} | {row['per_second']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
+              f"| {row['non_2xx']} | {row['socket_errors']} |")
+
+
+if __name__ == "__main__":
+    main()
