@@ -1,10 +1,17 @@
 """Standalone install, commit and rollback on a simulated device (file backend)."""
+import functools
+import http.server
 import json
 import socket
+import subprocess
+import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
+
+from updater import cli
 
 from .conftest import FACTORY_A, add_health_check, payload_bytes
 
@@ -226,15 +233,11 @@ def test_flags_override_the_config_file(device, make_artifact, capfd):
 
 def test_unknown_setting_in_the_config_file(device, capfd):
     device.toml.write_text(device.toml.read_text() + "colour = 'blue'\n")
-    from updater import cli
     assert cli.main(["--config", str(device.root / "tern.toml"), "status"]) == 1
     assert "unknown settings colour" in capfd.readouterr().err
 
 
 def test_install_from_an_http_url(device, make_artifact):
-    import functools
-    import http.server
-    import threading
     artifact = make_artifact()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler,
                                 directory=str(artifact.parent))
@@ -248,3 +251,31 @@ def test_install_from_an_http_url(device, make_artifact):
             server.shutdown()
             thread.join()
     assert device.slot("b").read_bytes() == payload_bytes("release-2")
+
+
+def test_watchdog_is_fed_during_health_checks_and_disarmed_on_success(device, make_artifact):
+    watchdog = device.root / "watchdog"  # a regular file records what /dev/watchdog gets
+    watchdog.write_bytes(b"")
+    device.settings["watchdog_device"] = str(watchdog)
+    add_health_check(device, "10-slow", "sleep 0.3")
+    assert install_and_reboot(device, make_artifact()) == 0
+    fed = watchdog.read_bytes()
+    assert fed.endswith(b"V") and fed.count(b"\0") >= 2
+
+
+def test_watchdog_stays_armed_when_the_checks_fail(device, make_artifact):
+    watchdog = device.root / "watchdog"
+    watchdog.write_bytes(b"")
+    device.settings["watchdog_device"] = str(watchdog)
+    add_health_check(device, "10-fails", "sleep 0.2; exit 1")
+    assert install_and_reboot(device, make_artifact()) == 1
+    assert b"V" not in watchdog.read_bytes()  # a hang from here on ends in a reset
+
+
+def test_fail_points_from_the_environment(device, make_artifact, monkeypatch):
+    monkeypatch.setenv("TERN_FAILPOINTS", "before:ArtifactInstall")
+    result = subprocess.run([sys.executable, "-m", "updater.cli", "--config", str(device.toml),
+                             "install", str(make_artifact())], capture_output=True, text=True)
+    assert result.returncode == 99
+    assert "fail point before:ArtifactInstall" in result.stderr
+    assert device.stored()["state"] == "ArtifactInstall"
