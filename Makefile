@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the tools and tests need (host side).
 DEBIAN_PACKAGES := python3 python3-venv python3-pip git make time \
-	mender-artifact mender-client postgresql nginx-light \
+	mender-artifact mender-client postgresql nginx-light wrk \
 	qemu-system-arm qemu-utils u-boot-qemu u-boot-tools libubootenv-tool mmdebstrap \
 	e2fsprogs dosfstools mtools fdisk kmod cpio gzip busybox-static openssl openssh-client
 
