@@ -59,7 +59,7 @@ class Standalone:
         stored = self.store.load()
         if stored["state"] != S.IDLE.value:
             return Outcome(FAILED, f"an update is in progress (state {stored['state']}); "
-                                   "commit or roll back first")
+                                   "commit, roll back or resume it first")
         update = new_update(location)
         state = self.machine.run(S.DOWNLOAD, update, stop_before=frozenset({S.ARTIFACT_COMMIT}))
         return self._outcome(state, update)

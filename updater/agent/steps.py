@@ -289,7 +289,11 @@ class Steps:
     def device_type(self) -> str:
         if self.config.device_type:
             return self.config.device_type
-        return read_key_value(self.config.device_type_file).get("device_type", "")
+        device_type = read_key_value(self.config.device_type_file).get("device_type")
+        if not device_type:
+            raise StepError(f"no device type: set device_type, or device_type=NAME in "
+                            f"{self.config.device_type_file}")
+        return device_type
 
     def provides(self) -> dict[str, str]:
         try:

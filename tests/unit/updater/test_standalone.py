@@ -279,3 +279,12 @@ def test_fail_points_from_the_environment(device, make_artifact, monkeypatch):
     assert result.returncode == 99
     assert "fail point before:ArtifactInstall" in result.stderr
     assert device.stored()["state"] == "ArtifactInstall"
+
+
+def test_device_type_from_mender_device_type_file(device, make_artifact):
+    device.settings["device_type"] = ""
+    device.settings["device_type_file"] = str(device.root / "device_type")
+    assert device.run("install", str(make_artifact())) == 1
+    assert "no device type" in device.last_result()["error"]
+    (device.root / "device_type").write_text("device_type=qemu-arm64\n")
+    assert device.run("install", str(make_artifact())) == 0
