@@ -23,8 +23,8 @@ def slot_devices(config) -> dict[str, str]:
 def running_slot(config) -> str:
     devices = slot_devices(config)
     root = _root_from_cmdline(Path(config.cmdline_file).read_text())
-    if root is None:
-        raise SlotError(f"no root= on the kernel command line ({config.cmdline_file})")
+    if root is None or root.startswith(("PARTUUID=", "UUID=", "LABEL=")):
+        return _mounted_slot(devices, config.cmdline_file)
     matches = [slot for slot, device in devices.items() if _same_device(root, device)]
     if not matches:
         raise SlotError(f"root={root} is neither slot (a: {devices['a']}, b: {devices['b']})")
@@ -34,6 +34,16 @@ def running_slot(config) -> str:
         raise SlotError(f"root={root} on the command line, but / is mounted from "
                         f"{devices[other_slot(slot)]}")
     return slot
+
+
+def _mounted_slot(devices: dict[str, str], cmdline_file: str) -> str:
+    """Without root= (a root=PARTUUID=... is not resolved): the device mounted on /."""
+    mounted = os.stat("/").st_dev
+    for slot, device in devices.items():
+        if _device_number(device) == mounted:
+            return slot
+    raise SlotError(f"no root= on the kernel command line ({cmdline_file}), and / is "
+                    f"mounted from neither slot (a: {devices['a']}, b: {devices['b']})")
 
 
 def inactive_slot(config, bootloader: Bootloader) -> tuple[str, str]:
