@@ -32,6 +32,10 @@ class Principal:
 def issue_token(kind: str, subject: str, seconds: int,
                 name: str | None = None) -> tuple[str, Token]:
     now = utcnow()
+    # Forget the subject's expired tokens, so that a device re-authenticating for years
+    # leaves only its live ones.
+    db.session.query(Token).filter(Token.subject == subject, Token.expires_at < now).delete(
+        synchronize_session=False)
     row = Token(kind=kind, subject=subject, name=name, expires_at=now + timedelta(seconds=seconds))
     db.session.add(row)
     db.session.flush()

@@ -3,7 +3,7 @@ import logging
 import uuid
 
 from flask import Flask, g, jsonify, request
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,12 @@ def register_error_handlers(app: Flask) -> None:
         log.warning("database refused input in %s %s: %s", request.method, request.path,
                     error.orig)
         return error_response(400, "input contains characters or values that cannot be stored")
+
+    @app.errorhandler(IntegrityError)
+    def _integrity_error(error: IntegrityError):
+        """Two requests creating the same row at once: the later one may simply retry."""
+        log.warning("integrity error in %s %s: %s", request.method, request.path, error.orig)
+        return error_response(409, "conflicting concurrent change; retry the request")
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -151,3 +151,15 @@ def test_decommission_forgets_the_device(fleet, client, admin):
     assert client.get(f"{DEVICES}/{device.id}", headers=admin).status_code == 404
     assert fleet.authenticate(device).status_code == 401  # back as a new, pending device
     assert client.get(DEVICES, headers=admin).json[0]["status"] == "pending"
+
+
+def test_expired_tokens_are_forgotten_when_a_new_one_is_issued(fleet, app):
+    from server.extensions import db
+    from server.models import Token
+
+    device = fleet.accepted()
+    app.config["DEVICE_TOKEN_SECONDS"] = -1  # issued already expired
+    fleet.authenticate(device)
+    fleet.authenticate(device)
+    with app.app_context():
+        assert db.session.query(Token).filter_by(subject=device.id).count() == 2
