@@ -34,6 +34,8 @@ class Config:
                                          "repeatable, the first that verifies wins",
                                      flag="--verify-key")
     cmdline_file: str = setting("/proc/cmdline", "where root= of the running slot is read")
+    boot_id_file: str = setting("/proc/sys/kernel/random/boot_id",
+                                "changes at every boot: tells a reboot from a restart")
     verify_readback: bool = setting(True, "read the written slot back and check its sha256")
     auto_reboot: bool = setting(False, "reboot into the new slot right after an install")
     reboot_command: str = setting("reboot", "command that reboots; empty: wait for a reboot")

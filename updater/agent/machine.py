@@ -114,6 +114,7 @@ class Machine:
                 event = self.steps.run(state, update)
                 failpoints.hit(f"after:{state}")
             if event is E.WAIT:
+                self.store.save(state, update, store_count)
                 return state
             state = TRANSITIONS[(state, event)]
         self.store.save(S.IDLE, None, 0)

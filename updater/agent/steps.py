@@ -5,7 +5,7 @@ The update being worked on is a plain dict, stored with the state:
 
     source, artifact_name, kind ("rootfs" | "module"), payload_type,
     from_slot, to_slot, needs_reboot, supports_rollback,
-    previous_provides, provides (after commit),
+    previous_provides, provides (after commit), boot_id (at the reboot),
     status (None | "success" | "failure"), error (the first), log (lines), health (output)
 """
 import json
@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from artifact import ArtifactReader
 from artifact.provides import check_compatible, provides_after_install
@@ -173,12 +174,15 @@ class Steps:
         return E.SUCCESS if update["needs_reboot"] else E.NO_REBOOT
 
     def artifact_reboot(self, update: dict) -> Event:
+        update["boot_id"] = self.boot_id()
         if not self.config.auto_reboot:
             self.log(update, "waiting for a reboot into the new artifact")
             return E.WAIT
         return self._reboot(update)
 
     def artifact_verify_reboot(self, update: dict) -> Event:
+        if self.boot_id() == update.get("boot_id"):
+            return E.NOT_REBOOTED
         if update["kind"] == "rootfs":
             running = running_slot(self.config)
             if running != update["to_slot"]:
@@ -231,15 +235,17 @@ class Steps:
     def artifact_rollback_reboot(self, update: dict) -> Event:
         if update["kind"] == "rootfs" and running_slot(self.config) == update["from_slot"]:
             return E.SUCCESS  # the trial slot never ran, or the bootloader fell back already
+        update["boot_id"] = self.boot_id()
         if not self.config.reboot_command:
             self.log(update, "waiting for a reboot into the previous artifact")
             return E.WAIT
         return self._reboot(update)
 
     def artifact_verify_rollback_reboot(self, update: dict) -> Event:
-        if update["kind"] == "rootfs" and running_slot(self.config) != update["from_slot"]:
-            return E.NOT_REBOOTED
-        return E.SUCCESS
+        if update["kind"] == "rootfs":
+            return E.SUCCESS if running_slot(self.config) == update["from_slot"] \
+                else E.NOT_REBOOTED
+        return E.NOT_REBOOTED if self.boot_id() == update.get("boot_id") else E.SUCCESS
 
     def artifact_failure(self, update: dict) -> Event:
         update["status"] = "failure"
@@ -273,6 +279,13 @@ class Steps:
         subprocess.run(self.config.reboot_command, shell=True, check=True)
         time.sleep(600)  # the reboot ends this process; if it is still alive, it failed
         raise StepError(f"{self.config.reboot_command!r} did not reboot the device")
+
+    def boot_id(self) -> str:
+        """Changes with every boot: tells a reboot from a restart of the updater."""
+        try:
+            return Path(self.config.boot_id_file).read_text().strip()
+        except FileNotFoundError:
+            return ""
 
     def module(self, update: dict) -> UpdateModule:
         return UpdateModule(self.config.modules_dir, update["payload_type"], self.tree,

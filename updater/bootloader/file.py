@@ -5,6 +5,7 @@ The file holds the same variables as U-Boot's environment (`name=value` lines).
 simulated device (with this backend or with U-Boot's environment in plain files).
 """
 import os
+import uuid
 from pathlib import Path
 
 from .base import BACKENDS, MenderVariables, make_bootloader, other_slot
@@ -45,11 +46,12 @@ def boot_script(bootloader: MenderVariables, bootlimit: int = 1) -> str:
 
 
 def power_on(config) -> str:
-    """Boot a simulated device: the boot script, then the booted slot's root= into
-    `cmdline_file`, as the kernel command line would have it."""
+    """Boot a simulated device: the boot script, then what the kernel shows — the booted
+    slot's root= in `cmdline_file`, a new boot id in `boot_id_file`."""
     slot = boot_script(make_bootloader(config))
     device = config.rootfs_a if slot == "a" else config.rootfs_b
     Path(config.cmdline_file).write_text(f"console=ttyAMA0 root={device} rootwait\n")
+    Path(config.boot_id_file).write_text(f"{uuid.uuid4()}\n")
     return slot
 
 

@@ -104,6 +104,7 @@ def new_device(root: Path, bootloader: str = "file", **settings) -> Device:
         "device_type": "qemu-arm64",
         "artifact_info": str(root / "artifact_info"),
         "cmdline_file": str(root / "cmdline"),
+        "boot_id_file": str(root / "boot_id"),
         "reboot_command": "",
         "modules_dir": "/usr/share/mender/modules/v3",
         "scripts_dir": str(root / "scripts"),

@@ -117,3 +117,22 @@ def test_payload_type_without_a_module_is_rejected(device, make_artifact):
     assert device.run("install", str(make_artifact({"x": b"1"}, module_type="nope"))) == 1
     assert "no update module" in device.last_result()["error"]
     assert device.env_bytes() == before
+
+
+def test_module_that_needs_a_reboot_commits_only_after_one(device, make_artifact, tmp_path):
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "rebooter").write_text(MODULE_LOG_SCRIPT.replace("echo No", "echo Yes"))
+    (modules / "rebooter").chmod(0o755)
+    device.settings["modules_dir"] = str(modules)
+    assert device.run("install", str(make_artifact({"payload.bin": b"ok"},
+                                                   module_type="rebooter"))) == 0
+    assert device.stored()["state"] == "ArtifactReboot"
+    assert device.run("resume") == 0  # the updater restarted, the device did not reboot
+    assert device.stored()["state"] == "ArtifactReboot"
+    assert device.run("commit") == 1
+    device.power_on()
+    assert device.run("resume") == 0
+    calls = (modules / "calls.log").read_text().split()
+    assert calls[-3:] == ["NeedsArtifactReboot", "ArtifactCommit", "Cleanup"]
+    assert device.provides()["artifact_name"] == "release-2"
