@@ -1,5 +1,5 @@
-"""End-to-end server fixtures: a real `tern-server serve` (gunicorn, HTTPS) on loopback, and
-the `tern-server` CLI pointed at it."""
+"""End-to-end server fixtures: a real `tern-server serve` (gunicorn, HTTPS) on loopback, on
+SQLite and on PostgreSQL, and the `tern-server` CLI pointed at it."""
 import json
 import os
 import subprocess
@@ -12,28 +12,22 @@ from server.testing import LiveServer, PostgresServer
 ADMIN, PASSWORD = "admin@example.com", "correct horse battery"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def postgres():
     server = PostgresServer().start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory):
-    """A live server on SQLite with a user; `.cli(...)` runs tern-server against its URL."""
-    server = LiveServer(tmp_path_factory.mktemp("server") / "data").start()
-    try:
-        yield Operator(server)
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def live_server_postgresql(tmp_path_factory, postgres):
-    """The same, on PostgreSQL, with two gunicorn workers."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live_server(request, tmp_path_factory):
+    """A live server with a user, on each database; `.cli(...)` runs tern-server against it."""
+    database_url = None
+    if request.param == "postgresql":
+        database_url = request.getfixturevalue("postgres").create_database(
+            f"tern_{request.module.__name__.rsplit('.', 1)[-1]}")
     server = LiveServer(tmp_path_factory.mktemp("server") / "data", workers=2,
-                        database_url=postgres.create_database("tern_live")).start()
+                        database_url=database_url).start()
     try:
         yield Operator(server)
     finally:

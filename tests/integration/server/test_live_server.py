@@ -1,5 +1,5 @@
 """`tern-server serve` for real: gunicorn, HTTPS by default with a self-signed certificate,
-PostgreSQL, the CLI over HTTPS, and a device speaking with chunked request bodies."""
+the CLI over HTTPS, and a device speaking with chunked request bodies."""
 import json
 import ssl
 import subprocess
@@ -20,8 +20,8 @@ def chunked(document) -> object:
     return (data[i:i + 16] for i in range(0, len(data), 16))
 
 
-def test_serve_is_https_with_a_self_signed_certificate(live_server_postgresql):
-    server = live_server_postgresql.server
+def test_serve_is_https_with_a_self_signed_certificate(live_server):
+    server = live_server.server
     output = server.output.read_text()
     assert f"certificate SHA-256 fingerprint: {fingerprint(server.certificate)}" in output
     cert = x509.load_pem_x509_certificate(server.certificate.read_bytes())
@@ -36,8 +36,8 @@ def test_serve_is_https_with_a_self_signed_certificate(live_server_postgresql):
                         timeout=5).status_code == 204
 
 
-def test_cli_and_chunked_device_over_https_on_postgresql(live_server_postgresql, tmp_path):
-    operator = live_server_postgresql
+def test_cli_and_chunked_device_over_https(live_server, tmp_path):
+    operator = live_server
     url, verify = operator.url, operator.server.certificate
     device = SimulatedDevice({"mac": "live"}, "ed25519")
     body, headers = device.auth_request()
@@ -90,8 +90,8 @@ def test_cli_and_chunked_device_over_https_on_postgresql(live_server_postgresql,
     assert shown["status"] == "finished" and shown["devices"][0]["status"] == "success"
 
 
-def test_tls_handshake_uses_the_printed_certificate(live_server_postgresql):
-    server = live_server_postgresql.server
+def test_tls_handshake_uses_the_printed_certificate(live_server):
+    server = live_server.server
     served = ssl.get_server_certificate(("127.0.0.1", server.port))
     assert x509.load_pem_x509_certificate(served.encode()) == \
         x509.load_pem_x509_certificate(server.certificate.read_bytes())
