@@ -98,10 +98,16 @@ class PostgresServer:
 
 
 class LiveServer:
-    """`tern-server serve` over HTTPS on 127.0.0.1, in a subprocess, on a data directory."""
+    """`tern-server serve` over HTTPS on 127.0.0.1, in a subprocess, on a data directory.
 
-    def __init__(self, data_dir: Path, workers: int = 1, database_url: str | None = None):
+    `names`: more names and addresses for the self-signed certificate, e.g. "10.0.2.2", the
+    host as QEMU user-mode guests reach it.
+    """
+
+    def __init__(self, data_dir: Path, workers: int = 1, database_url: str | None = None,
+                 names: tuple[str, ...] = ()):
         self.data_dir = data_dir
+        self.names = names
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.workers = workers
@@ -118,7 +124,8 @@ class LiveServer:
         with self.output.open("wb") as log:
             self.process = subprocess.Popen(
                 self.command("serve", "--bind", f"127.0.0.1:{self.port}",
-                             "--workers", str(self.workers)),
+                             "--workers", str(self.workers),
+                             *[arg for name in self.names for arg in ("--name", name)]),
                 stdout=log, stderr=subprocess.STDOUT)
         self._wait(timeout)
         return self

@@ -27,7 +27,7 @@ def live_server(request, tmp_path_factory):
         database_url = request.getfixturevalue("postgres").create_database(
             f"tern_{request.module.__name__.rsplit('.', 1)[-1]}")
     server = LiveServer(tmp_path_factory.mktemp("server") / "data", workers=2,
-                        database_url=database_url).start()
+                        database_url=database_url, names=("ota.test",)).start()
     try:
         yield Operator(server)
     finally:

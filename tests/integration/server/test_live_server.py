@@ -26,7 +26,7 @@ def test_serve_is_https_with_a_self_signed_certificate(live_server):
     assert f"certificate SHA-256 fingerprint: {fingerprint(server.certificate)}" in output
     cert = x509.load_pem_x509_certificate(server.certificate.read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert {"localhost", "ota.test"} <= set(names.get_values_for_type(x509.DNSName))
     assert "127.0.0.1" in [str(a) for a in names.get_values_for_type(x509.IPAddress)]
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{server.url}/api/health", timeout=5)  # not trusted without the cert
