@@ -118,6 +118,9 @@ def _data_dir_config(data_dir: Path) -> dict:
 
 
 class Api:
+    """The management API of `--server URL`, or of the data directory through Flask's test
+    client with a short-lived local token (audited as `local:<user>@cli`)."""
+
     def __init__(self, obj: dict):
         if obj["server"]:
             import requests
