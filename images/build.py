@@ -34,7 +34,7 @@ MIB = 1024 * 1024
 SECTOR = 512
 ENV_SIZE = 0x4000
 ROOTFS_SIZE = 192 * MIB
-# name, first sector, size, GPT type, filesystem label
+# name, first sector, size, GPT type
 PARTITIONS = [
     ("boot", 2048, 16 * MIB, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"),
     ("rootA", 2048 + 32768, ROOTFS_SIZE, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
@@ -214,11 +214,12 @@ def make_release(base: Path, work: Path, name: str) -> Path:
     run("cp", "-al", base, tree)
     write(tree / "etc/tern-release", f"{name}\n")
     if name == "release-broken":
-        (tree / "sbin/init").unlink()
         write(tree / "sbin/init", "this is not a program\n", 0o755)
     if name == "release-unhealthy":
         write(tree / "etc/tern/health.d/50-always-fails",
               "#!/bin/sh\necho 'release-unhealthy: failing on purpose' >&2\nexit 1\n", 0o755)
+    for path in [tree, *tree.rglob("*")]:  # the same inode times on every build
+        os.utime(path, (int(FAKE_TIME), int(FAKE_TIME)), follow_symlinks=False)
     image = OUT / f"{name}.ext4"
     image.unlink(missing_ok=True)
     fs_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tern:{name}"))

@@ -3,7 +3,6 @@ import json
 import os
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import termios
@@ -14,7 +13,7 @@ from pathlib import Path
 import click
 
 from qemu.device import free_port, make_overlay
-from qemu.launch import QemuConfig, build_command
+from qemu.launch import QemuConfig, build_command, connect_unix
 from qemu.qmp import QMP
 
 RUNTIME = Path("/tmp/tern-qemu")
@@ -23,8 +22,7 @@ DETACH_KEY = b"\x1d"  # Ctrl-]
 
 def attach(console: Path, on_connected=None) -> None:
     """Pass the terminal through to the serial console until Ctrl-] (or QEMU exits)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(console))
+    sock = connect_unix(console, time.monotonic() + 10)
     if on_connected:
         on_connected()
     click.echo("[console attached: Ctrl-] to detach]\r", err=True)
@@ -91,12 +89,12 @@ def run(image: Path, name: str, detach: bool) -> None:
                                    stderr=subprocess.STDOUT, start_new_session=True)
     (workdir / "info.json").write_text(json.dumps({"pid": process.pid,
                                                    "ssh_port": config.ssh_port}))
-    deadline = time.monotonic() + 10
-    while not (config.console_socket.exists() and config.qmp_socket.exists()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise click.ClickException(f"QEMU did not start:\n{(workdir / 'qemu.log').read_text()}")
-        time.sleep(0.02)
-    qmp = QMP(config.qmp_socket)
+    try:
+        qmp = QMP(connect_unix(config.qmp_socket, time.monotonic() + 10))
+    except OSError as error:
+        process.kill()
+        raise click.ClickException(f"QEMU did not start:\n{(workdir / 'qemu.log').read_text()}"
+                                   ) from error
     click.echo(f"{name}: ssh -p {config.ssh_port} root@127.0.0.1 "
                f"(key: build/images/keys/ssh_ed25519)", err=True)
     if detach:
@@ -127,5 +125,5 @@ def stop(name: str) -> None:
     """Power off the device NAME and delete its overlay."""
     workdir = device_dir(name)
     if is_running(name):
-        QMP(workdir / "qmp").execute("quit")
+        QMP(connect_unix(workdir / "qmp", time.monotonic() + 10)).execute("quit")
     shutil.rmtree(workdir, ignore_errors=True)

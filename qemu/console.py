@@ -3,7 +3,6 @@ import random
 import re
 import socket
 import time
-from pathlib import Path
 
 import pexpect
 from pexpect import fdpexpect
@@ -14,9 +13,8 @@ MARKER_ALPHABET = "ABCEFGHJKLMNOPQSTUVWXYZ"
 
 
 class Console:
-    def __init__(self, path: Path, log):
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(str(path))
+    def __init__(self, sock: socket.socket, log):
+        self._sock = sock
         self.pexpect = fdpexpect.fdspawn(self._sock.fileno(), encoding="utf-8",
                                          codec_errors="replace")
         self.pexpect.logfile_read = log

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from qemu.console import SHELL_PROMPT, Console
-from qemu.launch import QemuConfig, build_command
+from qemu.launch import QemuConfig, build_command, connect_unix
 from qemu.qmp import QMP
 
 UBOOT_BANNER = r"U-Boot 20\d\d"
@@ -43,13 +43,14 @@ class Device:
     """
 
     def __init__(self, name: str, disk: Path, log_path: Path, extra_disks=(),
-                 ssh_key: Path | None = None, boot_timeout: float = 90):
+                 ssh_key: Path | None = None, boot_timeout: float = 90, cpu: str = "cortex-a57"):
         self.name = name
         self.disk = Path(disk)
         self.extra_disks = tuple(Path(d) for d in extra_disks)
         self.log_path = Path(log_path)
         self.ssh_key = ssh_key
         self.boot_timeout = boot_timeout
+        self.cpu = cpu
         self.state = "off"
         self.slot = None
         self.ssh_port = None
@@ -69,19 +70,19 @@ class Device:
         self.ssh_port = free_port()
         config = QemuConfig(disk=self.disk, extra_disks=self.extra_disks,
                             console_socket=self._sockets / "console",
-                            qmp_socket=self._sockets / "qmp", ssh_port=self.ssh_port)
+                            qmp_socket=self._sockets / "qmp", ssh_port=self.ssh_port,
+                            cpu=self.cpu)
         self._log = open(self.log_path, "a", encoding="utf-8", buffering=1)
         self._log.write(f"\n===== {self.name}: power on =====\n")
         self.process = subprocess.Popen(build_command(config), stdin=subprocess.DEVNULL,
                                         stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        while not (config.qmp_socket.exists() and config.console_socket.exists()):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self._cleanup()
-                raise DeviceError(f"QEMU did not start, see {self.log_path}")
-            time.sleep(0.02)
-        self.console = Console(config.console_socket, self._log)
-        self.qmp = QMP(config.qmp_socket)
+        try:
+            self.console = Console(connect_unix(config.console_socket, deadline), self._log)
+            self.qmp = QMP(connect_unix(config.qmp_socket, deadline))
+        except OSError as error:
+            self.power_cut()
+            raise DeviceError(f"QEMU did not start ({error}), see {self.log_path}") from error
         self.qmp.execute("cont")
 
     def power_cut(self) -> None:
@@ -89,7 +90,8 @@ class Device:
         if self.process:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
-            self.console.drain()
+            if self.console:
+                self.console.drain()
             self._log.write(f"\n===== {self.name}: power cut =====\n")
         self._cleanup()
 

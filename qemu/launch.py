@@ -1,4 +1,6 @@
 """The QEMU command line for one emulated device, built from a plain config."""
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,3 +45,17 @@ def build_command(config: QemuConfig) -> list[str]:
                     f"if=none,id=disk{index},format={disk_format(disk)},file={disk}{readonly}",
                     "-device", f"virtio-blk-pci,drive=disk{index}"]
     return command + list(config.extra_args)
+
+
+def connect_unix(path: Path, deadline: float) -> socket.socket:
+    """Connect to a socket QEMU is still creating (it exists a moment before it listens)."""
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)

@@ -1,7 +1,6 @@
 """A minimal synchronous QMP client: power control for one QEMU."""
 import json
 import socket
-from pathlib import Path
 
 
 class QMPError(Exception):
@@ -9,10 +8,9 @@ class QMPError(Exception):
 
 
 class QMP:
-    def __init__(self, path: Path, timeout: float = 10.0):
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, sock: socket.socket, timeout: float = 10.0):
+        self._sock = sock
         self._sock.settimeout(timeout)
-        self._sock.connect(str(path))
         self._reader = self._sock.makefile("r", encoding="utf-8")
         self._read()  # greeting
         self.execute("qmp_capabilities")

@@ -28,7 +28,9 @@ def console(tmp_path):
 
     threading.Thread(target=serve, daemon=True).start()
     log = open(tmp_path / "console.log", "w")
-    console = Console(path, log)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(path))
+    console = Console(client, log)
     console.expect("device-A# ", time.monotonic() + 5)
     yield console
     console.close()

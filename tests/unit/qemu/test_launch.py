@@ -1,6 +1,11 @@
+import socket
+import threading
+import time
 from pathlib import Path
 
-from qemu.launch import QemuConfig, build_command
+import pytest
+
+from qemu.launch import QemuConfig, build_command, connect_unix
 
 
 def config(**overrides) -> QemuConfig:
@@ -48,3 +53,20 @@ def test_ssh_port_forwarded_on_loopback_only():
 
 def test_pure():
     assert build_command(config()) == build_command(config())
+
+
+def test_connect_unix_waits_for_the_socket_to_listen(tmp_path):
+    path = tmp_path / "sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def listen_later():
+        time.sleep(0.2)
+        server.bind(str(path))
+        server.listen(1)
+
+    threading.Thread(target=listen_later).start()
+    client = connect_unix(path, time.monotonic() + 5)
+    client.close()
+    server.close()
+    with pytest.raises(FileNotFoundError):
+        connect_unix(tmp_path / "never", time.monotonic() + 0.1)
