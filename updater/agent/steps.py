@@ -81,15 +81,13 @@ class Steps:
     def run(self, state: State, update: dict) -> Event:
         log = lambda message: self.log(update, message)  # noqa: E731
         try:
-            if state is S.ARTIFACT_VERIFY_REBOOT:  # the reboot is over: its Leave scripts
-                self._scripts(state, "ArtifactReboot", "Leave", log)
             if state in SCRIPT_STATES:
                 self._scripts(state, state.value, "Enter", log)
             event = self.handlers[state](update)
             if state in SCRIPT_STATES and event not in (E.WAIT, E.FAILURE):
                 self._scripts(state, state.value, "Leave", log)
             return event
-        except Exception as error:  # noqa: BLE001 - any failure of a step fails the update
+        except Exception as error:  # any failure of a step fails the update
             message = f"{state}: {error}"
             log(message)
             if update["error"] is None:
@@ -191,6 +189,8 @@ class Steps:
                     return E.NOT_REBOOTED
                 raise StepError(f"the trial boot of slot {update['to_slot']} failed: the "
                                 f"bootloader fell back to slot {running}")
+        self._scripts(S.ARTIFACT_VERIFY_REBOOT, "ArtifactReboot", "Leave",
+                      lambda message: self.log(update, message))  # the reboot is over
         watchdog = health.Watchdog(self.config.watchdog_device)
         passed, output = health.run_checks(self.config, watchdog)
         update["health"] = output
