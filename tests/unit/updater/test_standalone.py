@@ -13,7 +13,7 @@ import pytest
 
 from updater import cli
 
-from .conftest import FACTORY_A, add_health_check, payload_bytes
+from .conftest import FACTORY_A, add_health_check, new_device, payload_bytes
 
 
 def install_and_reboot(device, artifact) -> int:
@@ -139,8 +139,11 @@ REJECTIONS = {
 }
 
 
+@pytest.mark.parametrize("bootloader", ["file", "uboot"])
 @pytest.mark.parametrize("case", REJECTIONS)
-def test_rejected_artifact_never_becomes_bootable(device, make_artifact, keys, capfd, case):
+def test_rejected_artifact_never_becomes_bootable(tmp_path, make_artifact, keys, capfd, case,
+                                                  bootloader):
+    device = new_device(tmp_path / "device", bootloader)
     make, key_names, reason = REJECTIONS[case]
     artifact = make(make_artifact, keys)
     device.settings["verify_keys"] = [str(keys[name].public_path) for name in key_names]
