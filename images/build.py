@@ -178,6 +178,9 @@ def assemble_rootfs(debian: Path, tree: Path, env_offsets: list[int], keys: Path
     for package in TERN_PACKAGES:
         shutil.copytree(ROOT / package, site / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    write(tree / "usr/bin/tern-updater",
+          "#!/usr/bin/python3\nimport sys\n\nfrom updater.cli import main\n\nsys.exit(main())\n",
+          0o755)
     # Debian compiles .pyc in postinst; precompile here (same CPython 3.11 on both sides).
     run(sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
         "-s", tree, "-p", "/", tree / "usr/lib/python3.11", site, capture_output=True)

@@ -1,4 +1,10 @@
-"""Booting the factory image: slot A, the environment U-Boot used, SSH."""
+"""Booting the factory image: slot A, the environment U-Boot used, power control, network."""
+import functools
+import http.server
+import threading
+import time
+
+import pexpect
 import pytest
 
 from qemu.guest import fw_env, release, uboot_choices
@@ -30,6 +36,7 @@ def test_updater_runtime_is_on_the_device(shell):
         "python3 -c 'import artifact, updater, cryptography, requests, ssl; print(\"ok\")'",
         timeout=60)
     assert output.strip() == "ok"
+    assert "usage:" in shell.run_check("tern-updater --help", timeout=60)
     assert shell.run_check("ls /etc/tern/health.d").split() == ["10-data-mounted"]
     shell.run_check("for check in /etc/tern/health.d/*; do $check || exit 1; done")
 
@@ -39,3 +46,31 @@ def test_ssh_with_fabric(shell):
         result = connection.run("cat /run/tern-slot /etc/tern-release", hide=True, timeout=60,
                                    in_stream=False)
     assert result.stdout.split() == ["A", "release-1"]
+
+
+def test_qmp_stop_continue_and_reset(shell):
+    shell.stop()
+    shell.console.sendline("echo 'still''running'")
+    with pytest.raises(pexpect.TIMEOUT):  # a stopped CPU answers nothing
+        shell.console.expect("stillrunning", time.monotonic() + 3)
+    shell.cont()
+    shell.console.expect("stillrunning", time.monotonic() + 30)
+    shell.reset()
+    assert shell.expect_reboot() == "A"
+    assert float(shell.run_check("cat /proc/uptime").split()[0]) < 30  # a fresh kernel
+
+
+def test_guest_reaches_the_host_at_10_0_2_2(shell, tmp_path):
+    (tmp_path / "hello.txt").write_text("hello from the host\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://10.0.2.2:{server.server_port}/hello.txt"
+        output = shell.run_check(  # udhcpc runs in the background: retry until it has a lease
+            f"for i in $(seq 30); do wget -q -O - {url} && exit 0; sleep 1; done; exit 1",
+            timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert output == "hello from the host\n"
