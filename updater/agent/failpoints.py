@@ -6,6 +6,8 @@
     after:<State>         the step ran, the next state is not stored yet
     payload:<bytes>       a rootfs payload has been written up to that byte offset
     bootenv-torn-write    half of a boot environment copy is written
+    store-before-rename:<n>  the n-th state store write since arming is fsynced to its
+                          temp file, not yet renamed over the store
 
 A crash is `os._exit`: no cleanup, no `finally`, no flush of Python's buffers. What the
 process handed to the kernel survives, as it would on the device's disk after power loss.
@@ -15,10 +17,13 @@ import sys
 
 CRASH_EXIT = 99
 _armed: set[str] = set()
+_counts: dict[str, int] = {}
 
 
 def arm(spec: str) -> None:
+    """Arm the fail points of `spec`; counted ones count from here."""
     _armed.update(name.strip() for name in spec.split(",") if name.strip())
+    _counts.clear()
 
 
 def armed(name: str) -> bool:
@@ -33,6 +38,12 @@ def crash(name: str) -> None:
 def hit(name: str) -> None:
     if name in _armed:
         crash(name)
+
+
+def hit_nth(name: str) -> None:
+    """Count the times `name` is reached; crash when `name:<count>` is armed."""
+    _counts[name] = _counts.get(name, 0) + 1
+    hit(f"{name}:{_counts[name]}")
 
 
 def payload_offset() -> int | None:

@@ -9,17 +9,20 @@ import json
 import os
 from pathlib import Path
 
+from . import failpoints
 from .states import State
 
 VERSION = 1
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, failpoint: str | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
+    if failpoint:
+        failpoints.hit_nth(failpoint)
     os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -48,4 +51,5 @@ class StateStore:
         document = {"version": VERSION, "state": state.value, "store_count": store_count,
                     "update": update}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.path, json.dumps(document, indent=1).encode())
+        write_atomically(self.path, json.dumps(document, indent=1).encode(),
+                         failpoint="store-before-rename")

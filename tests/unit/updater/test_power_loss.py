@@ -46,6 +46,9 @@ def cases():
     for offset in (0, 4 << 20 >> 4, len(PAYLOAD) - 1):
         yield pytest.param("healthy", f"payload:{offset}", "once", "file",
                            id=f"healthy-payload:{offset}")
+    for count in range(1, 6):  # the install's four writes, then the resume's fifth (Idle)
+        yield pytest.param("healthy", f"store-before-rename:{count}", "once", "file",
+                           id=f"healthy-store-before-rename:{count}")
     for mode in ("once", "always"):
         yield pytest.param("healthy", "bootenv-torn-write", mode, "uboot",
                            id=f"healthy-bootenv-torn-write-{mode}-uboot")
@@ -96,6 +99,10 @@ def test_power_loss_converges(tmp_path, make_artifact, scenario, failpoint, mode
     env = device.env()
     assert env["upgrade_available"] == "0"
     result = device.last_result()
+    if failpoint == "store-before-rename:1":  # Download was never stored: nothing happened
+        assert result is None and running == "a" and device.provides() == {}
+        assert device.slot("a").read_bytes() == FACTORY_A
+        return
     if failpoint == "before:UpdateStatusReport" and mode == "always":
         assert result is None  # the report never gets written; the cap ends the loop
         return
