@@ -23,6 +23,7 @@ def loop_devices(tmp_path):
         attached.append(device)
         return device
 
+    attach.attached = attached  # for devices attached with other options (offsets)
     yield attach
     for device in attached:
         subprocess.run(["losetup", "-d", device], check=False)
