@@ -291,3 +291,20 @@ def test_device_type_from_mender_device_type_file(device, make_artifact):
     assert "no device type" in device.last_result()["error"]
     (device.root / "device_type").write_text("device_type=qemu-arm64\n")
     assert device.run("install", str(make_artifact())) == 0
+
+
+def test_auto_reboot_and_the_rollback_reboot_run_the_reboot_command(device, make_artifact):
+    """The reboot command ends the updater, as a real reboot would (here: SIGKILL)."""
+    reboots = device.root / "reboots"
+    device.settings["reboot_command"] = f"echo reboot >> {reboots}; kill -9 $PPID"
+    device.settings["auto_reboot"] = True
+    add_health_check(device, "10-fails", "exit 1")
+    assert device.run("install", str(make_artifact())) == -9
+    assert device.stored()["state"] == "ArtifactReboot"
+    assert device.power_on() == "b"
+    assert device.run("resume") == -9  # unhealthy: rolled back, rebooting
+    assert device.stored()["state"] == "ArtifactRollbackReboot"
+    assert device.power_on() == "a"
+    assert device.run("resume") == 1
+    assert reboots.read_text().split() == ["reboot", "reboot"]
+    assert device.last_result()["status"] == "failure"
