@@ -8,7 +8,7 @@ import json
 import sys
 
 from . import config as config_module
-from .agent.standalone import FAILED, OK, Standalone
+from .agent.standalone import FAILED, OK, Busy, Standalone
 from .agent.statestore import StateStore
 from .agent.steps import Steps
 from .bootloader import BootloaderError, make_bootloader
@@ -45,11 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         return show(config, args)
     try:
         standalone = Standalone(config)
-        if args.command == "install":
-            outcome = standalone.install(args.artifact)
-        else:
-            outcome = getattr(standalone, args.command)()
-    except (BootloaderError, OSError, ValueError) as error:
+        with standalone.exclusive():
+            if args.command == "install":
+                outcome = standalone.install(args.artifact)
+            else:
+                outcome = getattr(standalone, args.command)()
+    except (Busy, BootloaderError, OSError, ValueError) as error:
         print(f"tern-updater: {error}", file=sys.stderr)
         return FAILED
     print(outcome.message, file=sys.stderr if outcome.code == FAILED else sys.stdout)

@@ -5,6 +5,7 @@ recovery after power loss) says; results are exit codes as Mender's: 0 done, 1 f
 2 nothing to do.
 """
 import contextlib
+import fcntl
 import urllib.parse
 from dataclasses import dataclass
 
@@ -47,6 +48,10 @@ class Outcome:
     update: dict | None = None
 
 
+class Busy(Exception):
+    """Another tern-updater process holds the lock."""
+
+
 class Standalone:
     def __init__(self, config, quiet: bool = False):
         failpoints.arm(config.failpoints)
@@ -54,6 +59,17 @@ class Standalone:
         self.store = StateStore(config.data / "state.json")
         self.steps = Steps(config, make_bootloader(config), ArtifactSource(), quiet)
         self.machine = Machine(self.steps, self.store, config.max_store_count)
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """One updater at a time (a USB install must not race the boot-time resume)."""
+        self.config.data.mkdir(parents=True, exist_ok=True)
+        with open(self.config.data / "lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy("another tern-updater is running") from None
+            yield
 
     def install(self, location: str) -> Outcome:
         stored = self.store.load()

@@ -1,4 +1,5 @@
 """Standalone install, commit and rollback on a simulated device (file backend)."""
+import fcntl
 import functools
 import http.server
 import json
@@ -308,3 +309,12 @@ def test_auto_reboot_and_the_rollback_reboot_run_the_reboot_command(device, make
     assert device.run("resume") == 1
     assert reboots.read_text().split() == ["reboot", "reboot"]
     assert device.last_result()["status"] == "failure"
+
+
+def test_one_updater_at_a_time(device, make_artifact, capfd):
+    device.config.data.mkdir(parents=True, exist_ok=True)
+    with open(device.config.data / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert device.run("install", str(make_artifact())) == 1
+        assert "another tern-updater is running" in capfd.readouterr().err
+    assert device.run("install", str(make_artifact())) == 0
