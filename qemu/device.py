@@ -15,7 +15,7 @@ from qemu.qmp import QMP
 UBOOT_BANNER = r"U-Boot 20\d\d"
 AUTOBOOT = "Hit any key to stop autoboot"
 UBOOT_PROMPT = "=> "
-STATES = ("off", "uboot", "shell")
+STATES = ("off", "uboot", "shell")  # targets of transition(); "booting" is in between
 
 
 class DeviceError(Exception):
@@ -84,6 +84,7 @@ class Device:
             self.power_cut()
             raise DeviceError(f"QEMU did not start ({error}), see {self.log_path}") from error
         self.qmp.execute("cont")
+        self.state = "booting"
 
     def power_cut(self) -> None:
         """Pull the plug: SIGKILL QEMU, nothing is flushed or shut down."""
