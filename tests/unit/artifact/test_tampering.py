@@ -184,40 +184,34 @@ def test_a_file_missing_from_the_data_tar(make_artifact, members):
         reader.validate()
 
 
+def with_header(members, artifact: bytes, header: bytes) -> bytes:
+    """`artifact` with another header.tar.gz, listed with its true checksum in the manifest."""
+    parts = members.split(artifact)
+    manifest = manifest_format.parse(dict(parts)["manifest"])
+    manifest["header.tar.gz"] = hashlib.sha256(header).hexdigest()
+    parts = replace(parts, "manifest", manifest_format.serialize(manifest))
+    return members.join(replace(parts, "header.tar.gz", header))
+
+
 def test_oversized_header_is_refused_before_decompression(make_artifact, members):
-    parts = members.split(make_artifact())
     bomb = gzip.compress(b"\0" * (40 << 20))  # 40 MiB of zeros, 40 KiB compressed
-    manifest = dict(parts)["manifest"].replace(
-        dict(parts)["manifest"].split(b"  header.tar.gz")[0].split(b"\n")[-1],
-        hashlib.sha256(bomb).hexdigest().encode())
-    parts = replace(replace(parts, "header.tar.gz", bomb), "manifest", manifest)
     with pytest.raises(StructureError, match="decompresses to more than"):
-        ArtifactReader(io.BytesIO(members.join(parts)))
+        ArtifactReader(io.BytesIO(with_header(members, make_artifact(), bomb)))
 
 
 def test_unbounded_json_is_refused(make_artifact, members):
-    parts = members.split(make_artifact())
     header = members.tar([("header-info", b"[" * 100_000)], compression="gzip")
-    manifest = manifest_format.parse(dict(parts)["manifest"])
-    manifest["header.tar.gz"] = hashlib.sha256(header).hexdigest()
-    parts = replace(replace(parts, "header.tar.gz", header), "manifest",
-                    manifest_format.serialize(manifest))
     with pytest.raises(StructureError, match="header-info"):
-        ArtifactReader(io.BytesIO(members.join(parts)))
+        ArtifactReader(io.BytesIO(with_header(members, make_artifact(), header)))
 
 
 def test_header_info_must_name_device_types(make_artifact, members):
-    parts = members.split(make_artifact())
     info = {"payloads": [{"type": "rootfs-image"}], "artifact_provides": {"artifact_name": "x"},
             "artifact_depends": {}}
     header = members.tar([("header-info", json.dumps(info).encode()),
                           ("headers/0000/type-info", b"{}")])
-    manifest = manifest_format.parse(dict(parts)["manifest"])
-    manifest["header.tar.gz"] = hashlib.sha256(header).hexdigest()
-    parts = replace(replace(parts, "header.tar.gz", header), "manifest",
-                    manifest_format.serialize(manifest))
     with pytest.raises(StructureError, match="device_type"):
-        ArtifactReader(io.BytesIO(members.join(parts)))
+        ArtifactReader(io.BytesIO(with_header(members, make_artifact(), header)))
 
 
 def test_every_truncation_is_refused(make_artifact):
