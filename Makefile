@@ -13,7 +13,7 @@ DEBIAN_PACKAGES := python3 python3-venv python3-pip git make time \
 	qemu-system-arm qemu-utils u-boot-qemu u-boot-tools libubootenv-tool mmdebstrap \
 	e2fsprogs dosfstools mtools fdisk kmod cpio gzip busybox-static openssl openssh-client
 
-.PHONY: deps venv test test-unit test-integration lint demo bench image clean
+.PHONY: deps venv test test-unit test-integration lint demo bench image qemu-shell clean
 
 ## deps: install the Debian packages (idempotent: apt runs only when one is missing)
 deps:
@@ -55,6 +55,10 @@ bench: deps venv
 ## image: the emulated device's disk and release images in build/images (cached)
 image: deps venv
 	$(PY) images/build.py
+
+## qemu-shell: boot a disposable device from the image, its console here (Ctrl-] quits)
+qemu-shell: image
+	$(VENV)/bin/tern-qemu run build/images/disk.img
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .ruff_cache
