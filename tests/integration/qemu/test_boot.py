@@ -42,6 +42,9 @@ def test_updater_runtime_is_on_the_device(shell):
 
 
 def test_ssh_with_fabric(shell):
+    shell.run_check(  # the forwarded port reaches the guest once DHCP gave eth0 its address
+        "for i in $(seq 30); do ip -4 addr show eth0 | grep -q inet && exit 0; sleep 1; done; "
+        "exit 1", timeout=60)
     with shell.ssh() as connection:
         result = connection.run("cat /run/tern-slot /etc/tern-release", hide=True, timeout=60,
                                    in_stream=False)

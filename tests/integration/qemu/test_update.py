@@ -3,6 +3,7 @@ import pytest
 
 from qemu.guest import (
     COMMIT,
+    TRIAL_B,
     data_marker,
     fw_env,
     fw_setenv,
@@ -68,3 +69,16 @@ def test_uncommitted_unhealthy_update_rolls_back_on_next_reboot(make_device, bas
     assert device.expect_reboot() == "A"
     assert release(device) == "release-1"
     assert data_marker(device) == "survives"
+
+
+def test_unloadable_slot_makes_uboot_reset_and_roll_back(shell):
+    put_data_marker(shell)
+    shell.run_check("dd if=/dev/zero of=/dev/vda3 bs=1M count=8 conv=fsync 2>/dev/null")
+    fw_setenv(shell, TRIAL_B)
+    shell.console.sendline("reboot")
+    assert shell.expect_reboot(timeout=150) == "A"
+    log = shell.log_path.read_text()
+    assert "tern: boot of partition 3 failed, resetting" in log  # not the `=>` prompt
+    assert "tern: bootcount 2 > bootlimit 1: rollback" in log
+    assert fw_env(shell)["mender_boot_part"] == "2"
+    assert data_marker(shell) == "survives"
