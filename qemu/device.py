@@ -193,5 +193,6 @@ class Device:
                                           "look_for_keys": False, "allow_agent": False})
 
     def close(self) -> None:
-        self.transition("off")
+        """Power off, whatever state the device was left in."""
+        self.power_cut()
 
