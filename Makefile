@@ -40,7 +40,7 @@ test: deps venv image
 test-unit: venv
 	$(PY) -m pytest tests/unit
 
-test-integration: deps venv
+test-integration: deps venv image
 	$(PY) -m pytest tests/integration
 
 lint: venv
@@ -49,8 +49,12 @@ lint: venv
 demo: deps venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo-artifact.sh
 
-bench: deps venv
+## bench: every benchmark, each beside its baseline (about 15 minutes; see BENCHMARKS.md)
+bench: deps venv image
 	$(PY) bench/artifact.py
+	$(SUDO) $(PY) bench/install.py
+	$(PY) bench/server.py
+	$(PY) bench/boot.py
 
 ## image: the emulated device's disk and release images in build/images (cached)
 image: deps venv
