@@ -43,7 +43,7 @@ test-unit: venv
 test-integration: deps venv image
 	$(PY) -m pytest tests/integration
 
-lint: venv
+lint: deps venv
 	$(VENV)/bin/ruff check .
 
 demo: deps venv
