@@ -5,6 +5,7 @@ Exit codes as Mender's: 0 success, 1 failure, 2 nothing to commit or roll back.
 import argparse
 import contextlib
 import json
+import subprocess
 import sys
 
 from . import config as config_module
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("rollback", parents=[common], help="roll the pending update back")
     commands.add_parser("resume", parents=[common],
                         help="at boot: go on with an update a reboot or power loss interrupted")
+    commands.add_parser("daemon", parents=[common],
+                        help="run deployments from the server (server_url) until stopped")
     status = commands.add_parser("status", parents=[common], help="the updater's state")
     status.add_argument("--json", action="store_true", help="machine-readable")
     commands.add_parser("show-artifact", parents=[common], help="the installed artifact's name")
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return FAILED
     if args.command in ("show-artifact", "show-provides", "status"):
         return show(config, args)
+    if args.command == "daemon":
+        return daemon(config)
     try:
         standalone = Standalone(config)
         with standalone.exclusive():
@@ -55,6 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         return FAILED
     print(outcome.message, file=sys.stderr if outcome.code == FAILED else sys.stdout)
     return outcome.code
+
+
+def daemon(config) -> int:
+    from .agent.daemon import Daemon  # only here: it imports requests
+
+    try:
+        Daemon(config).run()
+    except (OSError, ValueError, subprocess.SubprocessError) as error:
+        print(f"tern-updater: {error}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:
+        return OK
 
 
 def show(config, args) -> int:
@@ -86,7 +103,7 @@ def status_report(config, steps: Steps, provides: dict) -> dict:
         "update": None if update is None else {
             key: update.get(key) for key in ("artifact_name", "source", "kind", "payload_type",
                                              "from_slot", "to_slot", "status", "error",
-                                             "paused")},
+                                             "paused", "deployment_id")},
         "running_slot": None,
         "boot": None,
         "last_result": None,
@@ -110,7 +127,8 @@ def format_status(report: dict) -> str:
     lines = [f"artifact:      {report['artifact_name']}",
              f"state:         {report['state']}"
              + (" (waiting for commit or rollback)"
-                if report["update"] and report["update"]["paused"] else "")]
+                if report["update"] and report["update"]["paused"]
+                and report["state"] != "UpdateStatusReport" else "")]
     if report["update"]:
         update = report["update"]
         lines.append(f"update:        {update['artifact_name'] or update['source']} "

@@ -55,6 +55,14 @@ class Config:
     watchdog_device: str = setting("/dev/watchdog", "kept fed while health checks run")
     max_store_count: int = setting(30, "state store writes per update before it is failed")
     failpoints: str = setting("", "fail points to arm (tests only), see agent/failpoints.py")
+    server_url: str = setting("", "daemon: the management server, e.g. https://ota.example.com")
+    server_certificate: str = setting("", "daemon: CA file to trust for the server; empty: "
+                                          "the system's")
+    poll_interval: float = setting(1800.0, "daemon: seconds between deployment checks")
+    inventory_interval: float = setting(28800.0, "daemon: seconds between inventory updates")
+    retry_interval: float = setting(300.0, "daemon: longest wait between retries after an error")
+    identity_script: str = setting("", "daemon: prints the identity as KEY=VALUE lines; "
+                                       "empty: the first ethernet interface's mac")
 
     @property
     def data(self) -> Path:

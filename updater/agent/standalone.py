@@ -23,7 +23,12 @@ PENDING = {S.ARTIFACT_REBOOT, S.ARTIFACT_VERIFY_REBOOT, S.ARTIFACT_COMMIT}
 
 
 class ArtifactSource:
-    """Where Download reads the artifact: a local file or an HTTP(S) URL, streamed."""
+    """Where Download reads the artifact: a local file or an HTTP(S) URL, streamed.
+
+    `verify`: as requests' (a CA file for a server with its own certificate)."""
+
+    def __init__(self, verify=True):
+        self.verify = verify
 
     @contextlib.contextmanager
     def open(self, update: dict):
@@ -31,7 +36,8 @@ class ArtifactSource:
         if urllib.parse.urlsplit(location).scheme in ("http", "https"):
             import requests  # only here: it takes a while to import
 
-            with requests.get(location, stream=True, timeout=60) as response:
+            with requests.get(location, stream=True, timeout=60,
+                              verify=self.verify) as response:
                 response.raise_for_status()
                 response.raw.decode_content = True
                 yield response.raw
@@ -53,11 +59,12 @@ class Busy(Exception):
 
 
 class Standalone:
-    def __init__(self, config, quiet: bool = False):
+    def __init__(self, config, quiet: bool = False, steps: Steps | None = None):
+        """`steps`: the daemon's, which talk to the server."""
         failpoints.arm(config.failpoints)
         self.config = config
         self.store = StateStore(config.data / "state.json")
-        self.steps = Steps(config, make_bootloader(config), ArtifactSource(), quiet)
+        self.steps = steps or Steps(config, make_bootloader(config), ArtifactSource(), quiet)
         self.machine = Machine(self.steps, self.store, config.max_store_count)
 
     @contextlib.contextmanager
@@ -110,11 +117,16 @@ class Standalone:
         state = State(stored["state"])
         if state is S.IDLE:
             return Outcome(NOTHING_TO_DO, "no update in progress")
+        if state is S.UPDATE_STATUS_REPORT and stored["update"].get("paused"):
+            return Outcome(NOTHING_TO_DO, "the result waits for the daemon to report it")
         if stored["update"].get("paused"):
             return Outcome(NOTHING_TO_DO, f"{stored['update']['artifact_name']} is installed; "
                                           "waiting for commit or rollback")
         update = stored["update"]
-        end = self.machine.resume(state, update, stored["store_count"])
+        # A deployment's result is the daemon's to report, once the network is up.
+        stop_before = frozenset({S.UPDATE_STATUS_REPORT}) if "deployment_id" in update \
+            else frozenset()
+        end = self.machine.resume(state, update, stored["store_count"], stop_before)
         return self._outcome(end, update)
 
     def _outcome(self, state: State, update: dict) -> Outcome:
@@ -123,6 +135,10 @@ class Standalone:
             if update["status"] == "success":
                 return Outcome(OK, f"{name}: installed and committed", state, update)
             return Outcome(FAILED, f"{name}: update failed: {update['error']}", state, update)
+        if state is S.UPDATE_STATUS_REPORT:
+            return Outcome(OK if update["status"] == "success" else FAILED,
+                           f"{name}: {update['status']}: {update['error'] or 'committed'}; "
+                           "the daemon reports it to the server", state, update)
         if state is S.ARTIFACT_COMMIT:
             return Outcome(OK, f"{name}: installed. Use 'commit' to update, or 'rollback' "
                                "to roll back the update.", state, update)
