@@ -169,3 +169,53 @@ def wait_for(condition, timeout: float = 90, interval: float = 0.5, what: str = 
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class ServerAdmin:
+    """An operator of a LiveServer: a user and its token, `tern-server` on the data directory
+    (`cli`), the management API over HTTPS (`get`)."""
+
+    def __init__(self, live: LiveServer, email: str = "admin@example.com",
+                 password: str = "tern admin password"):
+        self.live = live
+        self.environment = {**os.environ, "TERN_PASSWORD": password}
+        self.cli("user", "create", email)
+        self.token = self.cli("--server", live.url, "--ca-cert", str(live.certificate),
+                              "user", "login", email, json_output=False).strip()
+
+    def cli(self, *args: str, json_output: bool = True):
+        """tern-server, in-process on the data directory unless --server is given."""
+        base = [] if "--server" in args else ["--data-dir", str(self.live.data_dir)]
+        result = subprocess.run([sys.executable, "-m", "server", *base, *args,
+                                 *(["--json"] if json_output else [])],
+                                capture_output=True, text=True, timeout=300,
+                                env=self.environment)
+        if result.returncode != 0:
+            raise RuntimeError(f"tern-server {' '.join(args)}: {result.stderr}")
+        return json.loads(result.stdout) if json_output else result.stdout
+
+    def get(self, path: str):
+        """GET /api/management/v1<path>."""
+        import requests
+
+        response = requests.get(f"{self.live.url}/api/management/v1{path}",
+                                headers={"Authorization": f"Bearer {self.token}"},
+                                verify=self.live.certificate, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def device(self, identity: dict) -> dict | None:
+        found = [d for d in self.cli("devices", "list") if d["identity_data"] == identity]
+        return found[0] if found else None
+
+    def attributes(self, device_id: str) -> dict:
+        return {a["name"]: a["value"] for a in self.get(f"/devices/{device_id}")["attributes"]}
+
+    def device_status(self, deployment_id: str, device_id: str) -> str:
+        devices = self.get(f"/deployments/{deployment_id}/devices")
+        return next(d["status"] for d in devices if d["device_id"] == device_id)
+
+    def device_log(self, deployment_id: str, device_id: str) -> list[str]:
+        log = self.get(f"/deployments/{deployment_id}/devices/{device_id}/log")
+        return [message["message"] for message in log["messages"]]
+

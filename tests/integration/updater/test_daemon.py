@@ -3,65 +3,24 @@ the unit tests (file bootloader, slot files): it registers, is accepted, takes a
 deployment through a reboot (the reboot command kills the daemon; the test powers the
 device on, runs `resume` as the boot does, starts the daemon again) to success; an
 abort stops a deployment on the old slot."""
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import requests
 
-from server.testing import LiveServer, wait_for
+from server.testing import LiveServer, ServerAdmin, wait_for
 
 from .conftest import unit
 
 pytestmark = pytest.mark.slow
-ADMIN, PASSWORD = "admin@example.com", "daemon test password"
-
-
-class Server:
-    def __init__(self, live: LiveServer):
-        self.live = live
-        self.cli("user", "create", ADMIN)
-        self.token = self.cli("--server", live.url, "--ca-cert", str(live.certificate),
-                              "user", "login", ADMIN, json_output=False).strip()
-
-    def cli(self, *args: str, json_output: bool = True):
-        """tern-server, in-process on the data directory unless --server is given."""
-        base = [] if "--server" in args else ["--data-dir", str(self.live.data_dir)]
-        result = subprocess.run([sys.executable, "-m", "server", *base, *args,
-                                 *(["--json"] if json_output else [])],
-                                capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "TERN_PASSWORD": PASSWORD})
-        assert result.returncode == 0, f"tern-server {args}: {result.stderr}"
-        return json.loads(result.stdout) if json_output else result.stdout
-
-    def management(self, path: str):
-        response = requests.get(f"{self.live.url}/api/management/v1{path}",
-                                headers={"Authorization": f"Bearer {self.token}"},
-                                verify=self.live.certificate, timeout=30)
-        response.raise_for_status()
-        return response.json()
-
-    def device(self, mac: str) -> dict | None:
-        found = [d for d in self.cli("devices", "list") if d["identity_data"] == {"mac": mac}]
-        return found[0] if found else None
-
-    def attribute(self, device_id: str, name: str) -> str | None:
-        device = self.management(f"/devices/{device_id}")
-        return {a["name"]: a["value"] for a in device["attributes"]}.get(name)
-
-    def status(self, deployment_id: str) -> str:
-        [device] = self.cli("deployments", "show", deployment_id)["devices"]
-        return device["status"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     live = LiveServer(tmp_path_factory.mktemp("daemon-server") / "data").start()
     try:
-        yield Server(live)
+        yield ServerAdmin(live)
     finally:
         live.stop()
 
@@ -95,7 +54,7 @@ def daemons():
         daemon.stop()
 
 
-def new_device(tmp_path: Path, server: Server, mac: str):
+def new_device(tmp_path: Path, server: ServerAdmin, mac: str):
     return unit.new_device(
         tmp_path / mac, server_url=server.live.url,
         server_certificate=str(server.live.certificate), identity_script=f"echo mac={mac}",
@@ -103,19 +62,20 @@ def new_device(tmp_path: Path, server: Server, mac: str):
         reboot_command="kill -KILL $PPID")  # the reboot ends the daemon, as a real one
 
 
-def register(server: Server, daemons, device, mac: str) -> str:
+def register(server: ServerAdmin, daemons, device, mac: str) -> str:
     daemon = daemons(device)
-    pending = wait_for(lambda: server.device(mac), timeout=30, what="the auth request")
+    pending = wait_for(lambda: server.device({"mac": mac}), timeout=30,
+                       what="the auth request")
     assert pending["status"] == "pending"
     server.cli("devices", "accept", pending["id"])
-    wait_for(lambda: server.attribute(pending["id"], "artifact_name") == "factory",
+    wait_for(lambda: server.attributes(pending["id"]).get("artifact_name") == "factory",
              timeout=30, what="the inventory")
-    assert server.attribute(pending["id"], "device_type") == "qemu-arm64"
+    assert server.attributes(pending["id"])["device_type"] == "qemu-arm64"
     assert (Path(device.settings["data_dir"]) / "device-key.pem").exists()
     return pending["id"], daemon
 
 
-def deploy(server: Server, artifact: Path, name: str, device_id: str) -> str:
+def deploy(server: ServerAdmin, artifact: Path, name: str, device_id: str) -> str:
     server.cli("artifacts", "upload", str(artifact))
     return server.cli("deployments", "create", "--name", name, "--artifact-name",
                       name, "--device", device_id)["id"]
@@ -128,18 +88,18 @@ def test_deployment_through_reboot_to_success(server, daemons, make_artifact, tm
 
     assert daemon.process.wait(60) == -9, daemon.log.read_text()  # "rebooted"
     assert device.stored()["state"] == "ArtifactReboot"
-    assert server.status(deployment) == "rebooting"
+    assert server.device_status(deployment, device_id) == "rebooting"
     assert device.power_on() == "b"
     assert device.run("resume") == 0  # at boot: health checks, commit; the report waits
     assert device.stored()["state"] == "UpdateStatusReport"
-    assert server.status(deployment) == "rebooting"
+    assert server.device_status(deployment, device_id) == "rebooting"
 
     daemons(device)
-    wait_for(lambda: server.status(deployment) == "success", timeout=30, what="success")
-    wait_for(lambda: server.attribute(device_id, "artifact_name") == "release-2",
+    wait_for(lambda: server.device_status(deployment, device_id) == "success", timeout=30,
+             what="success")
+    wait_for(lambda: server.attributes(device_id).get("artifact_name") == "release-2",
              timeout=30, what="the inventory after the commit")
-    log = server.management(f"/deployments/{deployment}/devices/{device_id}/log")["messages"]
-    assert any("release-2: committed" in m["message"] for m in log)
+    assert "release-2: committed" in server.device_log(deployment, device_id)
     assert device.stored()["state"] == "Idle"
     assert device.env()["upgrade_available"] == "0"
     assert device.slot("b").read_bytes().startswith(unit.payload_bytes("release-2"))
@@ -154,14 +114,15 @@ def test_abort_stops_on_the_old_slot(server, daemons, make_artifact, tmp_path):
     device_id, daemon = register(server, daemons, device, "daemon-2")
     deployment = deploy(server, artifact, "release-3", device_id)
 
-    wait_for(lambda: server.status(deployment) == "installing", timeout=30, what="installing")
+    wait_for(lambda: server.device_status(deployment, device_id) == "installing", timeout=30,
+             what="installing")
     server.cli("deployments", "abort", deployment)
     go.touch()
     wait_for(lambda: (device.last_result() or {}).get("status") == "failure", timeout=30,
              what="the failure")
     assert "aborted" in device.last_result()["error"]
     assert daemon.process.poll() is None, "the daemon rebooted the device"
-    assert server.status(deployment) == "aborted"
+    assert server.device_status(deployment, device_id) == "aborted"
     assert device.env()["upgrade_available"] == "0"
     assert device.env()["mender_boot_part"] == "2"  # slot a
     assert device.provides().get("artifact_name", "factory") == "factory"
