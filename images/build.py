@@ -174,6 +174,7 @@ def assemble_rootfs(debian: Path, tree: Path, env_offsets: list[int], keys: Path
     write(tree / "etc/fw_env.config", "# device offset size: two redundant copies\n"
           + "".join(f"/dev/vda {offset:#x} {ENV_SIZE:#x}\n" for offset in env_offsets))
     write(tree / "root/.ssh/authorized_keys", (keys / "ssh_ed25519.pub").read_text(), 0o600)
+    write(tree / "etc/tern/artifact.pub", (keys / "artifact.pub").read_text())
     site = tree / "usr/lib/python3/dist-packages"
     for package in TERN_PACKAGES:
         shutil.copytree(ROOT / package, site / package,
@@ -216,6 +217,7 @@ def make_release(base: Path, work: Path, name: str) -> Path:
     tree = work / name
     run("cp", "-al", base, tree)
     write(tree / "etc/tern-release", f"{name}\n")
+    write(tree / "etc/mender/artifact_info", f"artifact_name={name}\n")
     if name == "release-broken":
         write(tree / "sbin/init", "this is not a program\n", 0o755)
     if name == "release-unhealthy":

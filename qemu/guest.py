@@ -1,4 +1,5 @@
 """What tests do in a device's shell: read and write the boot environment, install to B."""
+import base64
 import re
 
 TRIAL_B = {"mender_boot_part": 3, "mender_boot_part_hex": 3, "upgrade_available": 1,
@@ -40,3 +41,32 @@ def put_data_marker(device, text: str = "survives") -> None:
 
 def data_marker(device) -> str:
     return device.run_check("cat /data/marker").strip()
+
+
+def put_file(device, path: str, data: bytes) -> None:
+    """Write a file over the console: base64 in lines well under the tty's 4096 bytes."""
+    encoded = base64.b64encode(data).decode()
+    device.run_check(f": > {path}.b64")
+    for start in range(0, len(encoded), 1024):
+        device.run_check(f"echo {encoded[start:start + 1024]} >> {path}.b64")
+    device.run_check(f"base64 -d {path}.b64 > {path} && rm {path}.b64 && sync")
+
+
+def configure_daemon(device, server_url: str, certificate: bytes, poll_interval: float = 2,
+                     retry_interval: float = 2) -> None:
+    """Point the device's updater daemon at a server: /data/tern/updater.toml (the image's
+    defaults plus the server) and the server's CA certificate. rcS starts the daemon at
+    the next boot; `start_daemon` starts it now."""
+    put_file(device, "/data/tern/server.crt", certificate)
+    settings = (f'server_url = "{server_url}"\n'
+                'server_certificate = "/data/tern/server.crt"\n'
+                f"poll_interval = {float(poll_interval)}\n"
+                f"retry_interval = {float(retry_interval)}\n")
+    put_file(device, "/data/tern/server.toml", settings.encode())
+    device.run_check("cat /etc/tern/updater.toml /data/tern/server.toml "
+                     "> /data/tern/updater.toml && rm /data/tern/server.toml && sync")
+
+
+def start_daemon(device) -> None:
+    device.run_check("tern-updater --config /data/tern/updater.toml daemon "
+                     ">>/data/tern/updater.log 2>&1 </dev/null &")
