@@ -13,7 +13,7 @@ DEBIAN_PACKAGES := python3 python3-venv python3-pip git make time \
 	qemu-system-arm qemu-utils u-boot-qemu u-boot-tools libubootenv-tool mmdebstrap \
 	e2fsprogs dosfstools mtools fdisk kmod cpio gzip busybox-static openssl openssh-client
 
-.PHONY: deps venv test test-unit test-integration lint demo bench image qemu-shell clean
+.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench image qemu-shell clean
 
 ## deps: install the Debian packages (idempotent: apt runs only when one is missing)
 deps:
@@ -46,7 +46,12 @@ test-integration: deps venv image
 lint: deps venv
 	$(VENV)/bin/ruff check .
 
-demo: deps venv
+## demo: tern-server + one emulated device + an OTA update to release-2 (a few minutes)
+demo: deps venv image
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/demo.py
+
+## demo-artifact: tern-artifact and Debian's mender-artifact read each other's artifacts
+demo-artifact: deps venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo-artifact.sh
 
 ## bench: every benchmark, each beside its baseline (about 15 minutes; see BENCHMARKS.md)

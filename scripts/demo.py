@@ -1,0 +1,125 @@
+"""`make demo`: an over-the-air update, end to end, on the embedded defaults.
+
+tern-server (SQLite, HTTPS with its self-signed certificate) in a temporary data directory;
+one emulated ARM64 device on release-1 running `tern-updater daemon`; release-2 uploaded
+and deployed; the device writes slot B, reboots, passes its health checks and commits.
+Logs (the device's console, the server's output) stay in build/demo/.
+"""
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from qemu.device import Device, make_overlay  # noqa: E402
+from qemu.guest import configure_daemon, release, start_daemon  # noqa: E402
+from server.testing import LiveServer, ServerAdmin, wait_for  # noqa: E402
+
+IMAGES = ROOT / "build" / "images"
+LOGS = ROOT / "build" / "demo"
+QEMU_MAC = "52:54:00:12:34:56"
+
+
+def step(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def say(text: str) -> None:
+    print(f"   {text}", flush=True)
+
+
+def follow(admin: ServerAdmin, deployment: str, device_id: str, done: threading.Event,
+           started: float) -> None:
+    """Print each status the server gets from the device, as it gets it."""
+    last = None
+    while not done.is_set():
+        status = admin.device_status(deployment, device_id)
+        if status != last:
+            say(f"{time.monotonic() - started:5.1f} s  server: deployment status {status}")
+            last = status
+        if status in ("success", "failure", "aborted"):
+            return
+        time.sleep(1)
+
+
+def main() -> int:
+    if not (IMAGES / "release-2.mender").exists():
+        print("demo: build/images/release-2.mender is missing: run `make image`",
+              file=sys.stderr)
+        return 1
+    LOGS.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="tern-demo-"))
+    live = device = None
+    try:
+        step("tern-server on the embedded defaults (SQLite, HTTPS, self-signed certificate)")
+        live = LiveServer(work / "server", names=("10.0.2.2",))
+        live.output = LOGS / "server.log"
+        live.start()
+        admin = ServerAdmin(live)
+        say(f"{live.url} (the device reaches it at https://10.0.2.2:{live.port}); "
+            f"log: {live.output.relative_to(ROOT)}")
+
+        step("One emulated device boots release-1 (QEMU, real U-Boot, A/B slots, /data)")
+        device = Device("demo", make_overlay(IMAGES / "disk.img", work / "demo.qcow2"),
+                        LOGS / "device-console.log", ssh_key=IMAGES / "keys" / "ssh_ed25519")
+        device.log_path.unlink(missing_ok=True)
+        started = time.monotonic()
+        device.transition("shell")
+        say(f"booted slot {device.slot}, {release(device)}, in {time.monotonic() - started:.0f} s;"
+            f" console: {device.log_path.relative_to(ROOT)}")
+        say("writing /data/tern/updater.toml and the server's certificate over the console")
+        configure_daemon(device, f"https://10.0.2.2:{live.port}", live.certificate.read_bytes())
+        device.run_check("echo 'written before the update' > /data/marker && sync")
+        start_daemon(device)
+
+        step("The device asks to join; the operator accepts it")
+        pending = wait_for(lambda: admin.device({"mac": QEMU_MAC}), timeout=120,
+                           what="the device's auth request")
+        say(f"pending: {pending['id']} {pending['identity_data']}")
+        admin.cli("devices", "accept", pending["id"])
+        inventory = wait_for(lambda: admin.attributes(pending["id"]).get("artifact_name"),
+                             timeout=120, what="the inventory")
+        say(f"accepted; inventory: artifact_name={inventory}")
+
+        step("Upload release-2 and deploy it")
+        artifact = admin.cli("artifacts", "upload", str(IMAGES / "release-2.mender"))
+        say(f"{artifact['name']}: {artifact['size']} bytes, signature {artifact['signature']}")
+        deployment = admin.cli("deployments", "create", "--name", "demo", "--artifact-name",
+                               "release-2", "--device", pending["id"])["id"]
+        started = time.monotonic()
+        done = threading.Event()
+        follower = threading.Thread(target=follow, daemon=True,
+                                    args=(admin, deployment, pending["id"], done, started))
+        follower.start()
+        slot = device.expect_reboot(timeout=600)
+        say(f"{time.monotonic() - started:5.1f} s  device: rebooted into slot {slot}")
+        follower.join(300)
+        done.set()
+
+        step("The result")
+        shown = admin.cli("deployments", "show", deployment)
+        status = shown["devices"][0]["status"]
+        say(f"deployment {deployment}: {shown['status']}, device: {status}, "
+            f"{time.monotonic() - started:.0f} s from deploy to {status}")
+        attributes = admin.attributes(pending["id"])
+        say("server's inventory: " + ", ".join(f"{key}={attributes[key]}" for key in
+                                                 ("artifact_name", "device_type", "hostname")))
+        for line in admin.device_log(deployment, pending["id"]):
+            say(f"device log: {line}")
+        say(f"device: prompt device-{device.slot}#, /etc/tern-release: {release(device)}, "
+            f"/data/marker: {device.run_check('cat /data/marker').strip()}")
+        return 0 if status == "success" and release(device) == "release-2" else 1
+    finally:
+        if device:
+            device.close()
+        if live:
+            live.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
