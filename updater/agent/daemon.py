@@ -70,8 +70,9 @@ class DaemonSteps(Steps):
     def update_status_report(self, update: dict) -> Event:
         super().update_status_report(update)
         try:
-            self.client.report_status(update["deployment_id"], update["status"])
+            # The log first: once the server shows the result, the log is there too.
             self.client.upload_log(update["deployment_id"], update["log"])
+            self.client.report_status(update["deployment_id"], update["status"])
         except Aborted as error:
             self.log(update, f"the server did not take the result: {error}")
         except (requests.RequestException, ServerError) as error:
@@ -94,10 +95,10 @@ class Daemon:
 
     def run(self) -> None:
         """Forever: finish a stored deployment, send the inventory, poll, deploy."""
-        self.finish_stored()
         inventory_due, failures = 0.0, 0
         while True:
             try:
+                self.finish_stored()
                 if time.monotonic() >= inventory_due:
                     self.client.send_inventory(identity.inventory(self.steps.device_type(),
                                                                   self.steps.provides()))
