@@ -1,0 +1,88 @@
+"""Over the air, end to end: `tern-server` on the host (HTTPS, SQLite), one emulated device
+running `tern-updater daemon`, reaching the server at 10.0.2.2 (QEMU's user network)."""
+import time
+
+import pytest
+
+from qemu.guest import configure_daemon, data_marker, put_data_marker, release, start_daemon
+from server.testing import LiveServer, ServerAdmin, wait_for
+
+pytestmark = pytest.mark.qemu
+QEMU_MAC = "52:54:00:12:34:56"  # QEMU's default for the first NIC: the device's identity
+
+
+@pytest.fixture
+def server(tmp_path):
+    live = LiveServer(tmp_path / "server", names=("10.0.2.2",)).start()
+    try:
+        yield ServerAdmin(live)
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def enrolled(server, make_device):
+    """A device on release-1 with the daemon running and accepted by the server."""
+    device = make_device()
+    device.transition("shell")
+    put_data_marker(device)
+    configure_daemon(device, f"https://10.0.2.2:{server.live.port}",
+                     server.live.certificate.read_bytes())
+    start_daemon(device)
+    pending = wait_for(lambda: server.device({"mac": QEMU_MAC}), timeout=120,
+                       what="the device's auth request")
+    server.cli("devices", "accept", pending["id"])
+    wait_for(lambda: server.attributes(pending["id"]).get("artifact_name") == "release-1",
+             timeout=120, what="the inventory")
+    return device, pending["id"]
+
+
+def deploy(server: ServerAdmin, base_image, name: str, device_id: str) -> str:
+    server.cli("artifacts", "upload", str(base_image.release(name).with_suffix(".mender")))
+    return server.cli("deployments", "create", "--name", name, "--artifact-name", name,
+                      "--device", device_id)["id"]
+
+
+def test_deployment_of_release_2_to_success(server, enrolled, base_image):
+    device, device_id = enrolled
+    started = time.monotonic()
+    deployment = deploy(server, base_image, "release-2", device_id)
+
+    assert device.expect_reboot(timeout=600) == "B"
+    rebooted = time.monotonic()
+    wait_for(lambda: server.device_status(deployment, device_id) == "success", timeout=180,
+             what="success on the server")
+    print(f"release-2: {rebooted - started:.0f} s to the reboot, "
+          f"{time.monotonic() - started:.0f} s to success")
+    wait_for(lambda: server.attributes(device_id).get("artifact_name") == "release-2",
+             timeout=60, what="the inventory after the commit")
+    assert "release-2: committed" in server.device_log(deployment, device_id)
+    assert device.slot == "B"  # the prompt was device-B#
+    assert release(device) == "release-2"
+    assert data_marker(device) == "survives"
+    assert "upgrade_available=0" in device.run_check("fw_printenv upgrade_available")
+
+
+def test_failed_updates_roll_back_and_report_failure(server, enrolled, base_image):
+    """release-broken never boots: U-Boot falls back to A. release-unhealthy boots, fails
+    its health check, and the updater rolls back. Both end as failures with a log."""
+    device, device_id = enrolled
+    deployment = deploy(server, base_image, "release-broken", device_id)
+    assert device.expect_reboot(timeout=600) == "A"
+    assert "Kernel panic" in device.log_path.read_text()
+    wait_for(lambda: server.device_status(deployment, device_id) == "failure", timeout=180,
+             what="failure on the server")
+    log = "\n".join(server.device_log(deployment, device_id))
+    assert "the trial boot of slot b failed" in log
+    assert release(device) == "release-1"
+
+    deployment = deploy(server, base_image, "release-unhealthy", device_id)
+    assert device.expect_reboot(timeout=600) == "B"  # on trial
+    assert device.expect_reboot(timeout=300) == "A"  # rolled back by the updater
+    wait_for(lambda: server.device_status(deployment, device_id) == "failure", timeout=180,
+             what="failure on the server")
+    log = "\n".join(server.device_log(deployment, device_id))
+    assert "50-always-fails: FAIL: exit 1: release-unhealthy: failing on purpose" in log
+    assert release(device) == "release-1"
+    assert server.attributes(device_id)["artifact_name"] == "release-1"
+    assert data_marker(device) == "survives"
