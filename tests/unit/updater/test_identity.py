@@ -1,0 +1,39 @@
+"""The daemon's device identity and key."""
+import pytest
+
+from updater import identity
+from updater.config import Config
+
+
+def interface(net, name: str, kind: str, mac: str) -> None:
+    (net / name).mkdir(parents=True)
+    (net / name / "type").write_text(kind + "\n")
+    (net / name / "address").write_text(mac + "\n")
+
+
+def test_identity_is_the_first_ethernet_mac(tmp_path):
+    net = tmp_path / "net"
+    interface(net, "lo", "772", "00:00:00:00:00:00")
+    interface(net, "wlan0", "1", "52:54:00:00:00:02")
+    interface(net, "eth0", "1", "52:54:00:00:00:01")
+    interface(net, "can0", "280", "")
+    assert identity.identity(Config(), net) == {"mac": "52:54:00:00:00:01"}
+    (net / "eth0" / "type").write_text("772\n")
+    (net / "wlan0" / "type").write_text("772\n")
+    with pytest.raises(ValueError, match="no ethernet interface"):
+        identity.identity(Config(), net)
+
+
+def test_identity_script_lines(tmp_path):
+    config = Config(identity_script="printf 'mac=aa\\nserial=42\\nnoise\\n'")
+    assert identity.identity(config) == {"mac": "aa", "serial": "42"}
+    with pytest.raises(ValueError, match="no KEY=VALUE"):
+        identity.identity(Config(identity_script="echo nothing"))
+
+
+def test_device_key_is_made_once_and_private(tmp_path):
+    key = identity.device_key(tmp_path / "data")
+    path = tmp_path / "data" / "device-key.pem"
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = identity.device_key(tmp_path / "data")
+    assert again.private_bytes_raw() == key.private_bytes_raw()
