@@ -54,8 +54,13 @@ def authenticate(kinds: tuple[str, ...]) -> Principal:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise ApiError(401, "missing bearer token")
+    return authenticate_token(header[7:].strip(), kinds)
+
+
+def authenticate_token(token: str, kinds: tuple[str, ...]) -> Principal:
+    """The principal of a token from a header or (the dashboard) a session cookie."""
     try:
-        claims = jwt.decode(header[7:].strip(), current_app.config["SECRET_KEY"],
+        claims = jwt.decode(token, current_app.config["SECRET_KEY"],
                             algorithms=["HS256"], issuer=ISSUER,
                             options={"require": ["exp", "jti", "sub", "kind"]})
     except jwt.ExpiredSignatureError:

@@ -55,6 +55,14 @@ def login(email: str, password: str) -> str:
     return token
 
 
+def logout(token_id: str) -> None:
+    """Revoke one login token (the dashboard's session), leaving the user's others alone."""
+    row = db.session.get(Token, token_id)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        db.session.commit()
+
+
 def list_users() -> list[dict]:
     return [{"id": u.id, "email": u.email, "created_at": u.created_at.isoformat()}
             for u in db.session.query(User).order_by(User.email)]
