@@ -33,4 +33,7 @@ def create_app(config: Mapping | None = None) -> Flask:
                       artifacts.management_api, deployments.management_api,
                       users.management_api, openapi.blueprint):
         app.register_blueprint(blueprint)
+
+    from . import ui
+    ui.init_app(app)  # the web dashboard
     return app

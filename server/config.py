@@ -19,6 +19,13 @@ class Config:
     MAX_ARTIFACT_BYTES = 10 * 1024 * MIB  # Mender's artifact limit
     # Flask's own cap for every body; artifact uploads raise it for their request only.
     MAX_CONTENT_LENGTH = MAX_JSON_BYTES
+    # The dashboard's session cookie (it holds the login token) and its forms' CSRF tokens.
+    SESSION_COOKIE_NAME = "tern_session"
+    SESSION_COOKIE_SECURE = True
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_CHECK_DEFAULT = False  # only the dashboard's forms; the APIs use bearer tokens
+    WTF_CSRF_TIME_LIMIT = None  # as long as the session
 
 
 def data_dir_config(data_dir: str | os.PathLike) -> dict:

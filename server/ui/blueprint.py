@@ -1,0 +1,61 @@
+"""The dashboard's blueprint and what every page shares: login, CSRF, safe redirects."""
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, g, redirect, request, session, url_for
+from flask_wtf.csrf import CSRFProtect
+
+from ..auth import USER, authenticate_token
+from ..errors import ApiError
+
+blueprint = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
+                      static_url_path="/assets")
+csrf = CSRFProtect()
+
+PUBLIC = {"ui.login", "ui.login_submit", "ui.static"}
+LARGE_BODIES = {"ui.upload_artifact"}
+
+
+@blueprint.before_request
+def _require_login_then_csrf():
+    if request.endpoint in LARGE_BODIES:  # before CSRF reads the form and caps the body
+        request.max_content_length = current_app.config["MAX_ARTIFACT_BYTES"]
+    if request.endpoint not in PUBLIC:
+        principal = _session_principal()
+        if principal is None:
+            target = request.full_path if request.method == "GET" else None
+            return redirect(url_for("ui.login", next=target), 303)
+        g.principal = principal
+    csrf.protect()
+
+
+def _session_principal():
+    token = session.get("token")
+    if token is None:
+        return None
+    try:
+        return authenticate_token(token, (USER,))
+    except ApiError:
+        session.clear()
+        flash("Your session has ended; please log in again.", "error")
+        return None
+
+
+def safe_next(target: str | None, default: str) -> str:
+    """A local path to go back to: never another site (`//host`, `https://host`)."""
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/") \
+                and not target.startswith("//") and "\\" not in target:
+            return target
+    return default
+
+
+def back(default: str):
+    """After a form: see-other to the page it came from (its `next` field) or `default`."""
+    return redirect(safe_next(request.form.get("next"), default), 303)
+
+
+@blueprint.app_template_filter("when")
+def when(iso_time: str | None) -> str:
+    """An ISO 8601 UTC time as `YYYY-MM-DD HH:MM`."""
+    return iso_time[:16].replace("T", " ") if iso_time else ""

@@ -1,0 +1,78 @@
+"""Deployments: create, list, live progress per device, abort, each device's log."""
+from flask import flash, redirect, render_template, request, url_for
+
+from ..artifacts import service as artifacts
+from ..deployments import service as deployments
+from ..devices import service as devices
+from ..errors import ApiError
+from ..inventory import service as inventory
+from ..validation import text
+from .blueprint import blueprint
+
+
+def summary(deployment) -> dict:
+    """The API's view of a deployment and how many of its devices have finished."""
+    view = deployments.deployment_view(deployment)
+    view["finished"] = sum(view["statistics"].get(status, 0) for status in deployments.FINAL)
+    return view
+
+
+@blueprint.get("/deployments")
+def deployment_list():
+    return render_template("ui/deployments.html",
+                           deployments=[summary(d) for d in deployments.list_deployments()])
+
+
+@blueprint.get("/deployments/new")
+def new_deployment():
+    names = sorted({a.name for a in artifacts.list_artifacts()})
+    return render_template("ui/deployment_new.html", artifact_names=names,
+                           chosen=request.args.get("artifact_name"), groups=inventory.groups(),
+                           devices=[devices.device_view(d)
+                                    for d in devices.list_devices(devices.ACCEPTED)])
+
+
+@blueprint.post("/deployments")
+def create_deployment():
+    form = request.form
+    target = form.get("target")
+    if target not in ("devices", "group", "all"):
+        raise ApiError(400, "choose the devices, a group or all devices")
+    deployment = deployments.create(
+        text(form, "name"), text(form, "artifact_name"),
+        devices=form.getlist("devices") if target == "devices" else None,
+        group=text(form, "group", max_length=100) if target == "group" else None,
+        all_devices=target == "all", force="force" in form)
+    flash(f"Deployment {deployment.name} created.", "info")
+    return redirect(url_for("ui.deployment", deployment_id=deployment.id), 303)
+
+
+def _progress(deployment_id: str) -> dict:
+    deployment = deployments.get(deployment_id)
+    return {"deployment": summary(deployment),
+            "devices": [deployments.device_deployment_view(d) for d in deployment.devices]}
+
+
+@blueprint.get("/deployments/<deployment_id>")
+def deployment(deployment_id):
+    return render_template("ui/deployment.html", **_progress(deployment_id))
+
+
+@blueprint.get("/deployments/<deployment_id>/progress")
+def deployment_progress(deployment_id):
+    """The live part of the deployment page, fetched again every 2 s while it runs."""
+    return render_template("ui/_progress.html", **_progress(deployment_id))
+
+
+@blueprint.post("/deployments/<deployment_id>/abort")
+def abort_deployment(deployment_id):
+    deployment = deployments.abort(deployment_id)
+    flash(f"Deployment {deployment.name} aborted.", "info")
+    return redirect(url_for("ui.deployment", deployment_id=deployment_id), 303)
+
+
+@blueprint.get("/deployments/<deployment_id>/devices/<device_id>/log")
+def device_log(deployment_id, device_id):
+    return render_template("ui/log.html", deployment=deployments.get(deployment_id),
+                           device_id=device_id,
+                           messages=deployments.device_log(deployment_id, device_id))

@@ -1,0 +1,68 @@
+"""Devices: the admission tabs, accept / reject / preauthorize, inventory, groups."""
+import json
+
+from flask import flash, render_template, request, url_for
+
+from ..devices import service as devices
+from ..errors import ApiError
+from ..inventory import service as inventory
+from ..validation import text
+from .blueprint import back, blueprint
+
+
+@blueprint.get("/devices")
+def device_list():
+    status = request.args.get("status", devices.ACCEPTED)
+    group = request.args.get("group") or None
+    return render_template("ui/devices.html", status=status, group=group,
+                           statuses=devices.STATUSES, groups=inventory.groups(),
+                           devices=[devices.device_view(d)
+                                    for d in devices.list_devices(status, group)])
+
+
+@blueprint.get("/devices/<device_id>")
+def device(device_id):
+    return render_template("ui/device.html",
+                           device=devices.device_view(devices.get_device(device_id)),
+                           groups=inventory.groups())
+
+
+@blueprint.post("/devices/<device_id>/status")
+def set_device_status(device_id):
+    status = request.form.get("status", "")
+    devices.set_status(device_id, status, request.form.get("auth_id") or None)
+    flash(f"Device {device_id} {status}.", "info")
+    return back(url_for("ui.device", device_id=device_id))
+
+
+@blueprint.post("/devices/preauthorize")
+def preauthorize():
+    device = devices.preauthorize(parse_identity(request.form.get("identity", "")),
+                                  text(request.form, "pubkey", max_length=16384))
+    flash(f"Device {device.id} preauthorized.", "info")
+    return back(url_for("ui.device_list", status=devices.PREAUTHORIZED))
+
+
+def parse_identity(text: str) -> dict[str, str]:
+    """Identity data typed as `name=value` lines, or as a JSON object."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ApiError(400, "identity is not valid JSON") from None
+    identity = {}
+    for line in filter(None, (line.strip() for line in text.splitlines())):
+        name, equals, value = line.partition("=")
+        if not equals or not name.strip():
+            raise ApiError(400, f"identity line {line!r} is not name=value")
+        identity[name.strip()] = value.strip()
+    return identity
+
+
+@blueprint.post("/devices/<device_id>/group")
+def set_group(device_id):
+    group = None if "clear" in request.form else request.form.get("group", "").strip()
+    inventory.set_group(device_id, group)
+    flash(f"Device {device_id} is in group {group}." if group else
+          f"Device {device_id} is in no group.", "info")
+    return back(url_for("ui.device", device_id=device_id))

@@ -1,0 +1,278 @@
+"""The web dashboard through Flask's test client: login and logout, CSRF, every page with data,
+its actions, and HTML errors for pages while the APIs keep answering JSON."""
+import re
+
+import pytest
+
+from server.testing import SimulatedDevice
+
+from .conftest import PASSWORD, write_artifact
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client, path: str = "/login") -> str:
+    return CSRF.search(client.get(path).get_data(as_text=True)).group(1)
+
+
+def log_in(client, email="admin@example.com", password=PASSWORD, next_page=""):
+    return client.post("/login", data={"email": email, "password": password, "next": next_page,
+                                       "csrf_token": csrf_token(client)})
+
+
+@pytest.fixture
+def browser(app, admin):
+    """A test client logged in to the dashboard as the admin user (made by `admin`)."""
+    client = app.test_client()
+    assert log_in(client).status_code == 303
+    return client
+
+
+def post(client, path: str, data: dict | None = None, **options):
+    """A form post with the session's CSRF token, as the page's form sends it."""
+    return client.post(path, data={**(data or {}), "csrf_token": csrf_token(client, "/")},
+                       **options)
+
+
+def page(response) -> str:
+    assert response.status_code == 200, response.get_data(as_text=True)[:2000]
+    assert response.content_type.startswith("text/html")
+    return response.get_data(as_text=True)
+
+
+# -- login, logout, CSRF ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/devices", "/devices?status=pending", "/artifacts",
+                                  "/deployments", "/deployments/new", "/devices/x"])
+def test_pages_redirect_to_login_without_a_session(client, path):
+    response = client.get(path)
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_actions_without_login_change_nothing(client, fleet, app):
+    device = SimulatedDevice({"mac": "pending"})
+    fleet.authenticate(device)
+    device_id = fleet.device_id(device)
+    token = csrf_token(client)  # a valid CSRF token of an anonymous session
+    response = client.post(f"/devices/{device_id}/status",
+                           data={"status": "accepted", "csrf_token": token})
+    assert response.status_code == 303 and response.headers["Location"].startswith("/login")
+    assert client.get(f"/api/management/v1/devices/{device_id}",
+                      headers=fleet.admin).json["status"] == "pending"
+
+
+def test_login_sets_a_secure_httponly_session_cookie_and_goes_to_next(app, admin):
+    client = app.test_client()
+    response = log_in(client, next_page="/artifacts")
+    assert response.status_code == 303 and response.headers["Location"] == "/artifacts"
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("tern_session=")
+    assert {"Secure", "HttpOnly", "SameSite=Lax"} <= {p.strip() for p in cookie.split(";")}
+    assert "admin@example.com" in page(client.get("/artifacts"))
+
+
+def test_login_never_redirects_to_another_site(app, admin):
+    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
+        client = app.test_client()
+        assert log_in(client, next_page=target).headers["Location"] == "/"
+
+
+def test_wrong_password_is_a_401_page(app, admin):
+    client = app.test_client()
+    response = log_in(client, password="wrong password")
+    assert response.status_code == 401
+    assert "wrong email or password" in response.get_data(as_text=True)
+    assert client.get("/").status_code == 303
+
+
+def test_logout_revokes_the_session_token(app, browser):
+    cookie = browser.get_cookie("tern_session")
+    assert post(browser, "/logout").headers["Location"] == "/login"
+    assert browser.get("/").status_code == 303
+    stolen = app.test_client()  # the old cookie, replayed: its token is revoked
+    stolen.set_cookie("tern_session", cookie.value)
+    assert stolen.get("/").status_code == 303
+
+
+@pytest.mark.parametrize("token", [None, "forged"])
+def test_forms_without_a_valid_csrf_token_are_a_400(browser, fleet, token):
+    device = SimulatedDevice({"mac": "pending"})
+    fleet.authenticate(device)
+    device_id = fleet.device_id(device)
+    data = {"status": "accepted", **({"csrf_token": token} if token else {})}
+    response = browser.post(f"/devices/{device_id}/status", data=data)
+    assert response.status_code == 400
+    assert "CSRF" in page_text(response)
+    assert browser.get(f"/api/management/v1/devices/{device_id}",
+                       headers=fleet.admin).json["status"] == "pending"
+
+
+def test_login_form_needs_a_csrf_token_too(app, admin):
+    response = app.test_client().post("/login", data={"email": "admin@example.com",
+                                                      "password": PASSWORD})
+    assert response.status_code == 400
+
+
+def page_text(response) -> str:
+    assert response.content_type.startswith("text/html")
+    return response.get_data(as_text=True)
+
+
+# -- errors: HTML for pages, JSON for the APIs ------------------------------------------------
+
+
+def test_errors_are_html_pages_for_the_dashboard_and_json_for_the_api(browser, admin):
+    response = browser.get("/devices/no-such-device")
+    assert response.status_code == 404
+    assert "no device no-such-device" in page_text(response)
+    response = browser.get("/devices?status=bogus")
+    assert response.status_code == 400 and "<h1>" in page_text(response)
+    api = browser.get("/api/management/v1/devices/no-such-device", headers=admin)
+    assert api.status_code == 404 and api.json["error"] == "no device no-such-device"
+    assert browser.get("/api/management/v1/devices").status_code == 401  # no cookie auth
+
+
+# -- pages with data --------------------------------------------------------------------------
+
+
+def test_overview_shows_counts_and_both_charts(browser, fleet, upload, client, admin):
+    devices = [fleet.accepted(mac=f"52:54:00:00:00:0{i}") for i in range(3)]
+    fleet.authenticate(SimulatedDevice({"mac": "still-pending"}))
+    upload("app-1.0")
+    deployment = client.post("/api/management/v1/deployments", json={
+        "name": "first", "artifact_name": "app-1.0", "all_devices": True}, headers=admin).json
+    for device, status in zip(devices, ("success", "failure"), strict=False):
+        fleet.next(device)
+        assert fleet.status(device, deployment["id"], status).status_code == 204
+    html = page(browser.get("/"))
+    assert re.search(r"<strong>3</strong> accepted", html)
+    assert re.search(r"<strong>1</strong> pending", html)
+    assert "<title>release-0: 3 devices</title>" in html
+    assert re.search(r"<title>\d{4}-\d\d-\d\d: 1 success, 1 failure</title>", html)
+    assert 'value="2"' in html and "first" in html  # 2 of 3 finished
+
+
+def test_device_tabs_and_accept_reject(browser, fleet):
+    device = SimulatedDevice({"mac": "new-device"})
+    fleet.authenticate(device)
+    device_id = fleet.device_id(device)
+    assert "mac=new-device" in page(browser.get("/devices?status=pending"))
+    assert "mac=new-device" not in page(browser.get("/devices?status=accepted"))
+    response = post(browser, f"/devices/{device_id}/status",
+                    {"status": "accepted", "next": "/devices?status=pending"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/devices?status=pending"
+    assert fleet.authenticate(device).status_code == 200
+    assert "mac=new-device" in page(browser.get("/devices?status=accepted"))
+    post(browser, f"/devices/{device_id}/status", {"status": "rejected"})
+    assert fleet.authenticate(device).status_code == 401
+    assert "mac=new-device" in page(browser.get("/devices?status=rejected"))
+
+
+def test_preauthorize_then_the_device_is_accepted_on_its_first_request(browser, fleet):
+    device = SimulatedDevice({"mac": "pre", "serial": "7"}, "ed25519")
+    response = post(browser, "/devices/preauthorize",
+                    {"identity": "mac=pre\nserial = 7\n", "pubkey": device.pubkey})
+    assert response.status_code == 303
+    assert "mac=pre" in page(browser.get("/devices?status=preauthorized"))
+    assert fleet.authenticate(device).status_code == 200
+    response = post(browser, "/devices/preauthorize", {"identity": "not a pair",
+                                                       "pubkey": device.pubkey})
+    assert response.status_code == 400 and "name=value" in page_text(response)
+
+
+def test_device_page_shows_inventory_and_sets_and_clears_the_group(browser, fleet):
+    device = fleet.accepted(device_type="raspberrypi4")
+    html = page(browser.get(f"/devices/{device.id}"))
+    assert "raspberrypi4" in html and "52:54:00:00:00:01" in html
+    post(browser, f"/devices/{device.id}/group", {"group": "lab"})
+    assert "group: lab" in page(browser.get(f"/devices/{device.id}"))
+    assert "lab (1)" in page(browser.get("/devices"))
+    response = post(browser, f"/devices/{device.id}/group", {"group": "no spaces allowed"})
+    assert response.status_code == 400
+    post(browser, f"/devices/{device.id}/group", {"group": "", "clear": ""})
+    assert "group: none" in page(browser.get(f"/devices/{device.id}"))
+
+
+def test_artifact_upload_details_and_delete(browser, tmp_path, keys, app):
+    app.config["ARTIFACT_VERIFY_KEYS"] = [str(keys["ecdsa"].public_path)]
+    path = write_artifact(tmp_path, "app-2.0", depends={"artifact_name": ["app-1.0"]},
+                          signing_key=keys["ecdsa"].private_key)
+    token = csrf_token(browser, "/artifacts")
+    response = browser.post("/artifacts?description=nightly", data=path.read_bytes(),
+                            headers={"X-CSRFToken": token, "Accept": "application/json",
+                                     "Content-Type": "application/octet-stream"})
+    assert response.status_code == 201, response.json
+    html = page(browser.get(response.json["url"]))
+    for expected in ("app-2.0", "verified", "single-file", "nightly", "qemux86-64",
+                     "artifact_name: app-1.0", "rootfs-image.single-file.version: app-2.0",
+                     str(path.stat().st_size)):
+        assert expected in html, expected
+    assert "app-2.0" in page(browser.get("/artifacts"))
+    assert post(browser, f"/artifacts/{response.json['id']}/delete").status_code == 303
+    html = page(browser.get("/artifacts"))
+    assert "Artifact app-2.0 deleted." in html and "No artifacts yet." in html
+
+
+def test_a_bad_upload_is_a_json_400_for_the_page_script(browser):
+    response = browser.post("/artifacts", data=b"not an artifact",
+                            headers={"X-CSRFToken": csrf_token(browser, "/artifacts"),
+                                     "Accept": "application/json",
+                                     "Content-Type": "application/octet-stream"})
+    assert response.status_code == 400
+    assert response.json["error"].startswith("invalid artifact")
+    response = browser.post("/artifacts", data=b"x", headers={"Accept": "application/json"})
+    assert response.status_code == 400 and "CSRF" in response.json["error"]
+
+
+def test_deploy_to_a_group_see_progress_and_logs_then_abort(browser, fleet, upload, client):
+    lab = [fleet.accepted(mac=f"52:54:00:00:01:0{i}") for i in range(2)]
+    other = fleet.accepted(mac="52:54:00:00:02:00")
+    for device in lab:
+        post(browser, f"/devices/{device.id}/group", {"group": "lab"})
+    upload("app-1.0")
+    html = page(browser.get("/deployments/new?artifact_name=app-1.0"))
+    assert "lab (2)" in html and other.id in html
+    response = post(browser, "/deployments", {"name": "to the lab", "artifact_name": "app-1.0",
+                                              "target": "group", "group": "lab"})
+    assert response.status_code == 303
+    deployment_path = response.headers["Location"]
+    deployment_id = deployment_path.rsplit("/", 1)[1]
+    assert fleet.next(other).status_code == 204
+
+    fleet.next(lab[0])
+    fleet.status(lab[0], deployment_id, "downloading")
+    progress = page(browser.get(f"{deployment_path}/progress"))
+    assert "data-refresh" in progress and "downloading" in progress
+    assert 'max="2" value="0"' in progress
+    fleet.status(lab[0], deployment_id, "failure")
+    client.put(f"/api/devices/v1/deployments/device/deployments/{deployment_id}/log",
+               json={"messages": [{"timestamp": "2026-01-01T00:00:00Z", "level": "error",
+                                   "message": "ArtifactInstall: <no space left>"}]},
+               headers=lab[0].headers)
+    html = page(browser.get(deployment_path))
+    assert 'max="2" value="1"' in html and "1 failed" in html
+    log = page(browser.get(f"{deployment_path}/devices/{lab[0].id}/log"))
+    assert "ArtifactInstall: &lt;no space left&gt;" in log  # escaped
+
+    assert post(browser, f"{deployment_path}/abort").status_code == 303
+    progress = page(browser.get(f"{deployment_path}/progress"))
+    assert "data-refresh" not in progress and "aborted" in progress
+    response = post(browser, f"{deployment_path}/abort")
+    assert response.status_code == 409 and "already aborted" in page_text(response)
+    assert "to the lab" in page(browser.get("/deployments"))
+
+
+def test_deployment_form_mistakes_are_400_pages(browser, fleet, upload):
+    device = fleet.accepted()
+    upload("app-1.0")
+    for data in ({"name": "x", "artifact_name": "app-1.0"},
+                 {"name": "x", "artifact_name": "app-1.0", "target": "devices"},
+                 {"name": "x", "artifact_name": "nope", "target": "devices",
+                  "devices": device.id},
+                 {"name": "", "artifact_name": "app-1.0", "target": "all"}):
+        response = post(browser, "/deployments", data)
+        assert response.status_code == 400, data
+        assert "<h1>400" in page_text(response)
