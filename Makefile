@@ -11,7 +11,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := python3 python3-venv python3-pip git make time \
 	mender-artifact mender-client postgresql nginx-light wrk \
 	qemu-system-arm qemu-utils u-boot-qemu u-boot-tools libubootenv-tool mmdebstrap \
-	e2fsprogs dosfstools mtools fdisk kmod cpio gzip busybox-static openssl openssh-client
+	e2fsprogs dosfstools mtools fdisk kmod cpio gzip busybox-static openssl openssh-client \
+	chromium chromium-driver
 
 .PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench image qemu-shell clean
 
