@@ -244,3 +244,12 @@ def device_deployment_view(device_deployment: DeviceDeployment) -> dict:
         "finished_at": finished.isoformat() if finished else None,
         "has_log": device_deployment.log is not None,
     }
+
+
+def outcomes_since(since: datetime) -> list[tuple[datetime, str]]:
+    """(finished_at, status) of each device's deployment that ended in success or failure
+    since `since`."""
+    rows = db.session.query(DeviceDeployment.finished_at, DeviceDeployment.status).filter(
+        DeviceDeployment.finished_at >= since,
+        DeviceDeployment.status.in_(("success", "failure")))
+    return [(finished_at, status) for finished_at, status in rows]

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from flask import current_app
+from sqlalchemy import func
 
 from .. import audit
 from ..auth import DEVICE, issue_token, revoke_tokens
@@ -228,3 +229,9 @@ def _has_attribute(device: Device, name: str, wanted: str) -> bool:
             value = attribute.value
             return value == wanted or (isinstance(value, list) and wanted in value)
     return False
+
+
+def count_by_status() -> dict[str, int]:
+    """How many devices have each admission status (zero included)."""
+    rows = db.session.query(Device.status, func.count()).group_by(Device.status)
+    return {**dict.fromkeys(STATUSES, 0), **dict(rows.all())}

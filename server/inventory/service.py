@@ -74,3 +74,11 @@ def groups() -> list[dict]:
             .filter(Device.group_name.is_not(None))
             .group_by(Device.group_name).order_by(Device.group_name))
     return [{"name": name, "devices": count} for name, count in rows]
+
+
+def attribute_values(name: str, status: str) -> list:
+    """Attribute `name` of every device with admission `status`; None where not reported."""
+    reported = (InventoryAttribute.device_id == Device.id) & (InventoryAttribute.name == name)
+    rows = (db.session.query(InventoryAttribute.value).select_from(Device)
+            .outerjoin(InventoryAttribute, reported).filter(Device.status == status))
+    return [value for (value,) in rows]
