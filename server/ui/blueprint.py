@@ -11,6 +11,7 @@ blueprint = Blueprint("ui", __name__, template_folder="templates", static_folder
                       static_url_path="/assets")
 csrf = CSRFProtect()
 
+PAGE_SIZE = 100
 PUBLIC = {"ui.login", "ui.login_submit", "ui.static"}
 LARGE_BODIES = {"ui.upload_artifact"}
 
@@ -59,3 +60,13 @@ def back(default: str):
 def when(iso_time: str | None) -> str:
     """An ISO 8601 UTC time as `YYYY-MM-DD HH:MM`."""
     return iso_time[:16].replace("T", " ") if iso_time else ""
+
+
+def page_of(items: list) -> dict:
+    """The page of `items` the `page` query argument asks for, PAGE_SIZE a page."""
+    pages = max(1, -(-len(items) // PAGE_SIZE))
+    page = min(max(request.args.get("page", 1, type=int), 1), pages)
+    start = (page - 1) * PAGE_SIZE
+    shown = items[start:start + PAGE_SIZE]
+    return {"items": shown, "page": page, "pages": pages, "first": start + 1,
+            "last": start + len(shown), "total": len(items)}

@@ -7,7 +7,7 @@ from ..devices import service as devices
 from ..errors import ApiError
 from ..inventory import service as inventory
 from ..validation import text
-from .blueprint import blueprint
+from .blueprint import blueprint, page_of
 
 
 def summary(deployment) -> dict:
@@ -49,8 +49,9 @@ def create_deployment():
 
 def _progress(deployment_id: str) -> dict:
     deployment = deployments.get(deployment_id)
-    return {"deployment": summary(deployment),
-            "devices": [deployments.device_deployment_view(d) for d in deployment.devices]}
+    page = page_of(sorted(deployment.devices, key=lambda d: d.device_id))
+    return {"deployment": summary(deployment), "page": page,
+            "devices": [deployments.device_deployment_view(d) for d in page["items"]]}
 
 
 @blueprint.get("/deployments/<deployment_id>")

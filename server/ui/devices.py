@@ -7,17 +7,17 @@ from ..devices import service as devices
 from ..errors import ApiError
 from ..inventory import service as inventory
 from ..validation import text
-from .blueprint import back, blueprint
+from .blueprint import back, blueprint, page_of
 
 
 @blueprint.get("/devices")
 def device_list():
     status = request.args.get("status", devices.ACCEPTED)
     group = request.args.get("group") or None
+    page = page_of(devices.list_devices(status, group))
     return render_template("ui/devices.html", status=status, group=group,
-                           statuses=devices.STATUSES, groups=inventory.groups(),
-                           devices=[devices.device_view(d)
-                                    for d in devices.list_devices(status, group)])
+                           statuses=devices.STATUSES, groups=inventory.groups(), page=page,
+                           devices=[devices.device_view(d) for d in page["items"]])
 
 
 @blueprint.get("/devices/<device_id>")

@@ -276,3 +276,14 @@ def test_deployment_form_mistakes_are_400_pages(browser, fleet, upload):
         response = post(browser, "/deployments", data)
         assert response.status_code == 400, data
         assert "<h1>400" in page_text(response)
+
+
+def test_long_lists_come_in_pages_of_100(browser, fleet):
+    for index in range(101):
+        fleet.authenticate(SimulatedDevice({"mac": f"page-{index:03}"}, "ed25519"))
+    first = page(browser.get("/devices?status=pending"))
+    assert "1–100 of 101" in first and first.count('value="accepted"') == 100
+    assert 'href="/devices?status=pending&amp;page=2" rel="next"' in first
+    second = page(browser.get("/devices?status=pending&page=2"))
+    assert "101–101 of 101" in second and second.count('value="accepted"') == 1
+    assert "mac=page-100" in second and "mac=page-100" not in first
