@@ -14,3 +14,4 @@ def init_app(app: Flask) -> None:
 
     csrf.init_app(app)
     app.register_blueprint(blueprint)
+    app.register_error_handler(404, errors.not_found)

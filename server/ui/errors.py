@@ -3,7 +3,7 @@ import logging
 
 from flask import g, render_template, request
 from sqlalchemy.exc import DataError, IntegrityError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
 
 from ..errors import ApiError, error_response
 from .blueprint import blueprint
@@ -42,3 +42,10 @@ def _integrity_error(_error: IntegrityError):
 def _unexpected(_error: Exception):
     log.exception("unhandled error in %s %s", request.method, request.path)
     return error_page(500, InternalServerError.description)
+
+
+def not_found(error: NotFound):
+    """An unknown address outside any blueprint: a page for browsers, JSON under /api/."""
+    if request.path.startswith("/api/"):
+        return error_response(404, error.description)
+    return error_page(404, f"There is no page at {request.path}.")

@@ -132,6 +132,10 @@ def test_errors_are_html_pages_for_the_dashboard_and_json_for_the_api(browser, a
     api = browser.get("/api/management/v1/devices/no-such-device", headers=admin)
     assert api.status_code == 404 and api.json["error"] == "no device no-such-device"
     assert browser.get("/api/management/v1/devices").status_code == 401  # no cookie auth
+    response = browser.get("/no/such/page")
+    assert response.status_code == 404 and "There is no page at /no/such/page" in \
+        page_text(response)
+    assert browser.get("/api/no/such/path").json["error"]
 
 
 # -- pages with data --------------------------------------------------------------------------
