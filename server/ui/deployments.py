@@ -19,8 +19,9 @@ def summary(deployment) -> dict:
 
 @blueprint.get("/deployments")
 def deployment_list():
-    return render_template("ui/deployments.html",
-                           deployments=[summary(d) for d in deployments.list_deployments()])
+    page = page_of(deployments.list_deployments())
+    return render_template("ui/deployments.html", page=page,
+                           deployments=[summary(d) for d in page["items"]])
 
 
 @blueprint.get("/deployments/new")

@@ -173,6 +173,9 @@ def test_device_tabs_and_accept_reject(browser, fleet):
     post(browser, f"/devices/{device_id}/status", {"status": "rejected"})
     assert fleet.authenticate(device).status_code == 401
     assert "mac=new-device" in page(browser.get("/devices?status=rejected"))
+    audit = browser.get("/api/management/v1/audit", headers=fleet.admin).json
+    assert [(e["action"], e["actor"]) for e in audit[:2]] == [
+        ("device.reject", "user:admin@example.com"), ("device.accept", "user:admin@example.com")]
 
 
 def test_preauthorize_then_the_device_is_accepted_on_its_first_request(browser, fleet):
