@@ -29,8 +29,7 @@ def new_deployment():
     names = sorted({a.name for a in artifacts.list_artifacts()})
     return render_template("ui/deployment_new.html", artifact_names=names,
                            chosen=request.args.get("artifact_name"), groups=inventory.groups(),
-                           devices=[devices.device_view(d)
-                                    for d in devices.list_devices(devices.ACCEPTED)])
+                           devices=devices.list_devices(devices.ACCEPTED))
 
 
 @blueprint.post("/deployments")
