@@ -127,7 +127,11 @@ class LiveServer:
                              "--workers", str(self.workers),
                              *[arg for name in self.names for arg in ("--name", name)]),
                 stdout=log, stderr=subprocess.STDOUT)
-        self._wait(timeout)
+        try:
+            self._wait(timeout)
+        except BaseException:  # never leave a half-started server behind
+            self.stop()
+            raise
         return self
 
     @property
