@@ -34,7 +34,7 @@ class DaemonSteps(Steps):
     """The standalone steps, plus Sync and the conversation with the server."""
 
     def __init__(self, config, bootloader, client: Client, quiet: bool = False):
-        super().__init__(config, bootloader, ArtifactSource(verify=client.verify), quiet)
+        super().__init__(config, bootloader, ArtifactSource(config, verify=client.verify), quiet)
         self.client = client
         self.handlers[S.SYNC] = self.sync
 

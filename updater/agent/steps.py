@@ -111,7 +111,9 @@ class Steps:
         """Stream the artifact: check signature and compatibility, write the payload."""
         keys = [load_key_file(path) for path in self.config.verify_keys]
         current = self.provides()
-        with self.source.open(update) as stream, ArtifactReader(stream, keys) as reader:
+        opened = self.source.open(update, log=lambda message: self.log(update, message),
+                                  check=lambda: self.download_check(update))
+        with opened as stream, ArtifactReader(stream, keys) as reader:
             header = reader.header
             update["artifact_name"] = header.name
             check_compatible(header, self.device_type(), current)
@@ -132,6 +134,9 @@ class Steps:
         self.log(update, f"{header.name}: downloaded and verified "
                          f"(signature: {reader.signature})")
         return E.SUCCESS
+
+    def download_check(self, update: dict) -> None:
+        """Runs all along a download; the daemon raises here when the deployment is aborted."""
 
     def _download_rootfs(self, update: dict, reader, payload) -> None:
         update["kind"] = "rootfs"
