@@ -131,14 +131,13 @@ class ResumableDownload:
         if not match or int(match[1]) != self.offset or \
                 (self.size is not None and match[3] != str(self.size)):
             response.close()
-            raise DownloadError(f"cannot resume at byte {self.offset} of {self.size}: "
+            raise DownloadError(f"cannot resume {self._position()}: "
                                 f"Content-Range {response.headers.get('Content-Range')!r}")
 
     def _failed(self, reason: str) -> None:
         """Count a failure, give up past `retries`, else wait before the next attempt."""
         self.failures += 1
-        where = f"at byte {self.offset} of {self.size}" if self.size is not None \
-            else "connecting"
+        where = self._position()
         if self.failures > self.retries:
             raise DownloadError(f"download failed {where}: {reason}; {self.retries} "
                                 "retries without progress")
@@ -151,7 +150,12 @@ class ResumableDownload:
     def _check_deadline(self) -> None:
         if time.monotonic() >= self.deadline:
             raise DownloadError(f"download deadline of {self.deadline_seconds:g} s passed "
-                                f"at byte {self.offset} of {self.size}")
+                                f"{self._position()}")
+
+    def _position(self) -> str:
+        if self.size is None and not self.offset:
+            return "connecting"
+        return f"at byte {self.offset}" + (f" of {self.size}" if self.size is not None else "")
 
 
 def _redacted(url: str) -> str:
