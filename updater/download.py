@@ -48,7 +48,11 @@ class ResumableDownload:
         self.response: requests.Response | None = None
         self.resumed = 0  # answers to Range requests
         self.failures = 0  # in a row, without new data
-        self._open_with_retries()
+        try:
+            self._open_with_retries()
+        except BaseException:
+            self.session.close()
+            raise
 
     def read(self, size: int = -1) -> bytes:
         while True:
