@@ -6,7 +6,6 @@ unexpected answer; the daemon decides what to retry.
 """
 import base64
 import json
-import time
 
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +21,16 @@ TIMEOUT = 60
 
 class ServerError(Exception):
     """The server answered something the protocol does not allow here."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def permanent(self) -> bool:
+        """A 4xx that the same request again cannot turn into a success."""
+        return self.status is not None and 400 <= self.status < 500 and \
+            self.status not in (401, 408, 429)
 
 
 class Unauthorized(ServerError):
@@ -78,9 +87,8 @@ class Client:
         response = self._call("PUT", f"{DEPLOYMENT}/{deployment_id}/status", {"status": status})
         self._check(response, 204)
 
-    def upload_log(self, deployment_id: str, lines: list[str]) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        messages = [{"level": "info", "message": line, "timestamp": stamp} for line in lines]
+    def upload_log(self, deployment_id: str, messages: list[dict]) -> None:
+        """`messages`: Mender's {timestamp, level, message}, as the updater logs them."""
         response = self._call("PUT", f"{DEPLOYMENT}/{deployment_id}/log",
                               {"messages": messages})
         self._check(response, 204)
@@ -105,7 +113,7 @@ class Client:
                   f"{response.text[:200]}"
         if response.status_code == 401:
             self.token = None
-            raise Unauthorized(message)
+            raise Unauthorized(message, 401)
         if response.status_code == 409:
-            raise Aborted(message)
-        raise ServerError(message)
+            raise Aborted(message, 409)
+        raise ServerError(message, response.status_code)

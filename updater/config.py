@@ -63,6 +63,14 @@ class Config:
     retry_interval: float = setting(300.0, "daemon: longest wait between retries after an error")
     identity_script: str = setting("", "daemon: prints the identity as KEY=VALUE lines; "
                                        "empty: the first ethernet interface's mac")
+    download_retries: int = setting(10, "reconnections in a row without new data before a "
+                                        "download fails (each resumes with HTTP Range)")
+    download_timeout: float = setting(60.0, "seconds without data before a download's "
+                                            "connection is dropped and resumed")
+    download_deadline: float = setting(14400.0, "seconds a whole download may take; past "
+                                                "them the update fails")
+    abort_check_interval: float = setting(30.0, "daemon: seconds between checks, during a "
+                                                "download, that the deployment still stands")
 
     @property
     def data(self) -> Path:

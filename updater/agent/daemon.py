@@ -3,7 +3,8 @@ machine, from Sync; the server hears each status, the result and the log.
 
 The deployment's id rides in the stored update, so a reboot or a power cut never loses a
 result: `tern-updater resume` at boot takes the update as far as UpdateStatusReport and
-stops there; the daemon reports from there, retrying until the server takes it.
+stops there; the daemon queues the result from there. Statuses wait in the status queue
+(a file beside the state store) until the server takes them, oldest first.
 """
 import dataclasses
 import random
@@ -17,12 +18,13 @@ from ..bootloader import make_bootloader
 from ..client import Aborted, Client, ServerError
 from .standalone import ArtifactSource, Busy, Standalone
 from .states import Event, State
+from .statusqueue import StatusQueue
 from .steps import Steps, new_update
 
 S, E = State, Event
 # What the server hears as the machine enters these states (Sync says "downloading").
 STATUS = {S.ARTIFACT_INSTALL: "installing", S.ARTIFACT_REBOOT: "rebooting"}
-STATUS_ATTEMPTS = 3  # for the statuses above; the result is retried until it is taken
+NETWORK_ERRORS = (requests.RequestException, ServerError)
 
 
 def jitter(seconds: float) -> float:
@@ -31,11 +33,15 @@ def jitter(seconds: float) -> float:
 
 
 class DaemonSteps(Steps):
-    """The standalone steps, plus Sync and the conversation with the server."""
+    """The standalone steps, plus Sync and the conversation with the server: every status
+    goes through the status queue, so none is lost while the server is out of reach."""
 
     def __init__(self, config, bootloader, client: Client, quiet: bool = False):
-        super().__init__(config, bootloader, ArtifactSource(verify=client.verify), quiet)
+        super().__init__(config, bootloader, ArtifactSource(config, verify=client.verify),
+                         quiet)
         self.client = client
+        self.queue = StatusQueue(config.data / "status-queue.json")
+        self.abort_check_due = 0.0
         self.handlers[S.SYNC] = self.sync
 
     def run(self, state: State, update: dict) -> Event:
@@ -43,43 +49,53 @@ class DaemonSteps(Steps):
             try:
                 self.report(update, STATUS[state])
             except Aborted:
-                self.log(update, f"{state}: the deployment was aborted on the server")
+                self.log(update, f"{state}: the deployment was aborted on the server", "error")
                 update["error"] = update["error"] or "deployment aborted on the server"
                 return E.FAILURE
         return super().run(state, update)
 
     def sync(self, update: dict) -> Event:
         if update["artifact_name"] == self.provides().get("artifact_name"):
-            self.report(update, "already-installed")
+            self.queue.push(update["deployment_id"], "already-installed")
+            self.send_statuses()
             return E.FAILURE  # back to Idle: nothing to do
-        self.report(update, "downloading")
+        try:
+            self.report(update, "downloading")
+        except Aborted:
+            return E.FAILURE  # aborted before it began: nothing to undo
+        self.abort_check_due = time.monotonic() + self.config.abort_check_interval
         return E.SUCCESS
 
+    def download_check(self, update: dict) -> None:
+        """Every abort_check_interval of a download: "downloading" again, which the server
+        refuses (409) once the deployment is aborted; then the download stops."""
+        if time.monotonic() < self.abort_check_due:
+            return
+        self.abort_check_due = time.monotonic() + self.config.abort_check_interval
+        self.report(update, "downloading")
+
     def report(self, update: dict, status: str) -> None:
-        """A few attempts; the result (not these) is what must reach the server."""
-        for attempt in range(1, STATUS_ATTEMPTS + 1):
-            try:
-                self.client.report_status(update["deployment_id"], status)
-                return
-            except Aborted:
-                raise
-            except (requests.RequestException, ServerError) as error:
-                self.log(update, f"status {status} not reported ({attempt}): {error}")
-                time.sleep(min(self.config.retry_interval, 2 ** attempt))
+        """Queue the status and send what the queue holds; raise Aborted on a 409 for this
+        deployment. Out of reach, the statuses stay queued and the update goes on."""
+        self.queue.push(update["deployment_id"], status)
+        if update["deployment_id"] in self.send_statuses():
+            raise Aborted("the deployment was aborted on the server")
+
+    def send_statuses(self) -> set[str]:
+        """The aborted deployments among those sent; errors are only printed."""
+        try:
+            return self.queue.flush(self.client)
+        except NETWORK_ERRORS as error:
+            print(f"tern-updater: statuses queued, not sent yet: {error}", file=sys.stderr,
+                  flush=True)
+            return set()
 
     def update_status_report(self, update: dict) -> Event:
+        """The result and the full log join the queue; the daemon sends it until the
+        server has it, across reboots."""
         super().update_status_report(update)
-        try:
-            # The log first: once the server shows the result, the log is there too.
-            self.client.upload_log(update["deployment_id"], update["log"])
-            self.client.report_status(update["deployment_id"], update["status"])
-        except Aborted as error:
-            self.log(update, f"the server did not take the result: {error}")
-        except (requests.RequestException, ServerError) as error:
-            print(f"tern-updater: reporting {update['status']} failed: {error}; retrying",
-                  file=sys.stderr, flush=True)
-            time.sleep(jitter(self.config.retry_interval))
-            return E.FAILURE  # UpdateStatusReport again, up to the store-count cap
+        self.queue.push(update["deployment_id"], update["status"], update["log"])
+        self.send_statuses()
         return E.SUCCESS
 
 
@@ -99,6 +115,7 @@ class Daemon:
         while True:
             try:
                 self.finish_stored()
+                self.steps.queue.flush(self.client)  # before anything new is asked
                 if time.monotonic() >= inventory_due:
                     self.client.send_inventory(identity.inventory(self.steps.device_type(),
                                                                   self.steps.provides()))
@@ -110,7 +127,7 @@ class Daemon:
                     inventory_due = 0.0  # the server sees the new artifact at once
                     continue
                 delay = jitter(self.config.poll_interval)
-            except (requests.RequestException, ServerError, Busy) as error:
+            except (*NETWORK_ERRORS, Busy) as error:
                 failures += 1
                 delay = jitter(min(self.config.retry_interval, 2 ** failures))
                 print(f"tern-updater: {error}; again in {delay:.0f} s", file=sys.stderr,

@@ -23,27 +23,31 @@ PENDING = {S.ARTIFACT_REBOOT, S.ARTIFACT_VERIFY_REBOOT, S.ARTIFACT_COMMIT}
 
 
 class ArtifactSource:
-    """Where Download reads the artifact: a local file or an HTTP(S) URL, streamed.
+    """Where Download reads the artifact: a local file, or an HTTP(S) URL streamed through
+    `ResumableDownload` with the config's retries, timeout and deadline.
 
     `verify`: as requests' (a CA file for a server with its own certificate)."""
 
-    def __init__(self, verify=True):
+    def __init__(self, config, verify=True):
+        self.config = config
         self.verify = verify
 
     @contextlib.contextmanager
-    def open(self, update: dict):
+    def open(self, update: dict, log=lambda message: None, check=lambda: None):
         location = update["source"]
-        if urllib.parse.urlsplit(location).scheme in ("http", "https"):
-            import requests  # only here: it takes a while to import
-
-            with requests.get(location, stream=True, timeout=60,
-                              verify=self.verify) as response:
-                response.raise_for_status()
-                response.raw.decode_content = True
-                yield response.raw
-        else:
+        if urllib.parse.urlsplit(location).scheme not in ("http", "https"):
             with open(location, "rb") as file:
                 yield file
+            return
+        from ..download import ResumableDownload  # only here: requests takes a while to import
+
+        with ResumableDownload(location, verify=self.verify,
+                               retries=self.config.download_retries,
+                               timeout=self.config.download_timeout,
+                               deadline=self.config.download_deadline,
+                               max_backoff=self.config.retry_interval,
+                               log=log, check=check) as download:
+            yield download
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Standalone:
         failpoints.arm(config.failpoints)
         self.config = config
         self.store = StateStore(config.data / "state.json")
-        self.steps = steps or Steps(config, make_bootloader(config), ArtifactSource(), quiet)
+        self.steps = steps or Steps(config, make_bootloader(config), ArtifactSource(config), quiet)
         self.machine = Machine(self.steps, self.store, config.max_store_count)
 
     @contextlib.contextmanager

@@ -6,13 +6,15 @@ The update being worked on is a plain dict, stored with the state:
     source, artifact_name, kind ("rootfs" | "module"), payload_type,
     from_slot, to_slot, needs_reboot, supports_rollback,
     previous_provides, provides (after commit), boot_id (at the reboot),
-    status (None | "success" | "failure"), error (the first), log (lines), health (output)
+    status (None | "success" | "failure"), error (the first), health (output),
+    log ({timestamp, level, message} lines, Mender's deployment log format)
 """
 import json
 import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from artifact import ArtifactReader
@@ -73,8 +75,9 @@ class Steps:
 
     # -- running a step with its scripts ------------------------------------------------
 
-    def log(self, update: dict, message: str) -> None:
-        update["log"].append(message)
+    def log(self, update: dict, message: str, level: str = "info") -> None:
+        """A line of the deployment log, in Mender's format (what the server stores)."""
+        update["log"].append({"timestamp": timestamp(), "level": level, "message": message})
         if not self.quiet:
             print(f"tern-updater: {message}", file=sys.stderr, flush=True)
 
@@ -89,7 +92,7 @@ class Steps:
             return event
         except Exception as error:  # any failure of a step fails the update
             message = f"{state}: {error}"
-            log(message)
+            self.log(update, message, "error")
             if update["error"] is None:
                 update["error"] = message
             if state in SCRIPT_STATES:
@@ -111,7 +114,9 @@ class Steps:
         """Stream the artifact: check signature and compatibility, write the payload."""
         keys = [load_key_file(path) for path in self.config.verify_keys]
         current = self.provides()
-        with self.source.open(update) as stream, ArtifactReader(stream, keys) as reader:
+        opened = self.source.open(update, log=lambda message: self.log(update, message),
+                                  check=lambda: self.download_check(update))
+        with opened as stream, ArtifactReader(stream, keys) as reader:
             header = reader.header
             update["artifact_name"] = header.name
             check_compatible(header, self.device_type(), current)
@@ -132,6 +137,9 @@ class Steps:
         self.log(update, f"{header.name}: downloaded and verified "
                          f"(signature: {reader.signature})")
         return E.SUCCESS
+
+    def download_check(self, update: dict) -> None:
+        """Runs all along a download; the daemon raises here when the deployment is aborted."""
 
     def _download_rootfs(self, update: dict, reader, payload) -> None:
         update["kind"] = "rootfs"
@@ -319,6 +327,11 @@ class Steps:
         self.config.data.mkdir(parents=True, exist_ok=True)
         write_atomically(self.config.data / "provides.json",
                          json.dumps(provides, indent=1, sort_keys=True).encode())
+
+
+def timestamp() -> str:
+    """UTC, RFC 3339 with milliseconds: 2026-11-27T12:00:00.123Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def read_key_value(path: str) -> dict[str, str]:

@@ -107,6 +107,10 @@ def test_device_download_link_supports_range_and_expires(fleet, client, admin, u
     assert response.status_code == 200 and response.data == whole
     partial = client.get(uri, headers={"Range": "bytes=100-199"})
     assert partial.status_code == 206 and partial.data == whole[100:200]
+    resumed = client.get(uri, headers={"Range": "bytes=100-",  # as the updater resumes
+                                       "If-Range": response.headers["ETag"]})
+    assert resumed.status_code == 206 and resumed.data == whole[100:]
+    assert resumed.headers["Content-Range"] == f"bytes 100-{len(whole) - 1}/{len(whole)}"
     tampered = uri.replace("signature=", "signature=0")
     assert client.get(tampered).status_code == 403
     expired = uri.split("expire=")[0] + "expire=1&signature=" + uri.split("signature=")[1]

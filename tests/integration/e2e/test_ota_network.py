@@ -1,0 +1,84 @@
+"""Over the air on an emulated device, with the network in the way: the device reaches
+tern-server at 10.0.2.2 through the fault-injecting proxy on the host's loopback. An
+abort during the download stops the device on A; then a connection reset in the middle
+of the download is resumed with HTTP Range, to success on B."""
+import json
+
+import pytest
+
+from qemu.guest import configure_daemon, data_marker, put_data_marker, release, start_daemon
+from server.faultproxy import FaultProxy
+from server.testing import wait_for
+
+from .test_ota import QEMU_MAC, deploy, server  # noqa: F401  (server: a fixture)
+
+pytestmark = pytest.mark.qemu
+# Short enough for a test, long enough for an emulated device's TLS handshakes.
+DEVICE_SETTINGS = {"download_timeout": 10.0, "abort_check_interval": 2.0}
+
+
+@pytest.fixture
+def proxy(server):  # noqa: F811
+    proxy = FaultProxy(server.live.port).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def enrolled(server, proxy, make_device):  # noqa: F811
+    """A device on release-1, its daemon talking to the server through the proxy, accepted."""
+    device = make_device()
+    device.transition("shell")
+    put_data_marker(device)
+    configure_daemon(device, f"https://10.0.2.2:{proxy.port}",
+                     server.live.certificate.read_bytes())
+    settings = "\\n".join(f"{key} = {value}" for key, value in DEVICE_SETTINGS.items())
+    device.run_check(f"printf '{settings}\\n' >> /data/tern/updater.toml && sync")
+    start_daemon(device)
+    # 300 s: under emulation on a loaded host, the daemon's first start (Python, the
+    # device key, TLS) can take minutes.
+    pending = wait_for(lambda: server.device({"mac": QEMU_MAC}), timeout=300,
+                       what="the device's auth request")
+    server.cli("devices", "accept", pending["id"])
+    wait_for(lambda: server.attributes(pending["id"]).get("artifact_name") == "release-1",
+             timeout=300, what="the inventory")
+    return device, pending["id"]
+
+
+def test_abort_during_the_download_then_a_reset_download_resumes(
+        server, proxy, enrolled, base_image):  # noqa: F811
+    """One device for both cases (a boot is most of an emulated test's time)."""
+    device, device_id = enrolled
+    proxy.stall_after(4 << 20)  # the download hangs there until the device gives up on it
+    deployment = deploy(server, base_image, "release-2", device_id)
+    wait_for(lambda: proxy.faults_done, timeout=120, what="4 MiB of the download")
+    assert server.device_status(deployment, device_id) == "downloading"
+    server.cli("deployments", "abort", deployment)
+
+    result = wait_for(lambda: last_result(device), timeout=120, what="the device's result")
+    assert result["status"] == "failure"
+    assert "aborted on the server" in result["error"]
+    assert server.device_status(deployment, device_id) == "aborted"
+    assert device.slot == "A"  # no reboot: the prompt is still device-A#
+    assert release(device) == "release-1"
+    env = device.run_check("fw_printenv mender_boot_part upgrade_available")
+    assert "mender_boot_part=2" in env and "upgrade_available=0" in env
+
+    proxy.reset_after(8 << 20)
+    deployment = server.cli("deployments", "create", "--name", "again", "--artifact-name",
+                            "release-2", "--device", device_id)["id"]
+    assert device.expect_reboot(timeout=600) == "B"
+    wait_for(lambda: server.device_status(deployment, device_id) == "success", timeout=180,
+             what="success on the server")
+    assert proxy.faults_done == 2
+    log = "\n".join(server.device_log(deployment, device_id))
+    assert "download interrupted at byte" in log
+    assert "download: resumed at byte" in log  # after a 206 from that byte
+    assert "release-2: committed" in log
+    assert release(device) == "release-2"
+    assert data_marker(device) == "survives"
+
+
+def last_result(device) -> dict | None:
+    output, code = device.run("cat /data/tern/last-result.json")
+    return json.loads(output) if code == 0 else None
