@@ -60,6 +60,7 @@ bench: deps venv image
 	$(SUDO) $(PY) bench/install.py
 	$(PY) bench/server.py
 	$(PY) bench/boot.py
+	$(PY) bench/fleet.py
 
 ## image: the emulated device's disk and release images in build/images (cached)
 image: deps venv
