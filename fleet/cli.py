@@ -11,7 +11,7 @@ from artifact import ArtifactReader
 
 from .device import Settings
 from .management import Management, ManagementError
-from .simulator import ADMISSIONS, SCENARIOS, Fleet, Options, failed, summary_table
+from .simulator import ADMISSIONS, SCENARIOS, Fleet, FleetError, Options, failed, summary_table
 
 
 def artifact_name_of(path: Path) -> str:
@@ -91,7 +91,7 @@ def run(server_url, ca_cert, token, count, scenario, admission, polls, artifact,
                       timeout, progress=sys.stderr.isatty())
     try:
         report = asyncio.run(Fleet(settings, management, options).run())
-    except (ValueError, ManagementError) as error:
+    except (ValueError, ManagementError, FleetError) as error:
         raise click.ClickException(str(error)) from None
     if as_json:
         click.echo(json.dumps(report, indent=1))

@@ -10,7 +10,7 @@ import contextlib
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -98,12 +98,11 @@ class Record:
     polls: int = 0
     power_cuts: int = 0
     reboots: int = 0
-    errors: int = 0
     update_started: float | None = None
     update_finished: float | None = None
     result: str | None = None  # the status the server took: success, failure, ...
     deployment_id: str | None = None
-    log: list[str] = field(default_factory=list)
+    error: str | None = None  # why the device's simulation crashed (a bug, not a fault)
 
 
 def mac_address(fleet_id: int, index: int) -> str:
@@ -288,7 +287,6 @@ class FleetDaemonSteps(SimulatedSteps, DaemonSteps):
         record = self.device.record
         record.result, record.deployment_id = status, update["deployment_id"]
         record.update_finished = time.monotonic()
-        record.log.extend(update["log"][-3:])
 
 
 class FleetClient(Client):

@@ -1,7 +1,7 @@
 """The operator's side: the server's management API, with a user's token."""
 from pathlib import Path
 
-import requests
+from .device import WorkerSessions
 
 API = "/api/management/v1"
 
@@ -11,11 +11,12 @@ class ManagementError(Exception):
 
 
 class Management:
-    def __init__(self, server_url: str, token: str, certificate: str = "", sessions=None):
+    def __init__(self, server_url: str, token: str, certificate: str = "",
+                 sessions: WorkerSessions | None = None):
         self.url = server_url.rstrip("/") + API
         self.headers = {"Authorization": f"Bearer {token}"}
         self.verify = certificate or True
-        self.sessions = sessions or requests.Session()
+        self.sessions = sessions or WorkerSessions()  # called from the fleet's workers
 
     def call(self, method: str, path: str, expected: int = 200, **kwargs):
         response = self.sessions.request(method, self.url + path, headers=self.headers,

@@ -25,6 +25,10 @@ SCENARIOS = ("register", "poll", "update")
 ADMISSIONS = ("preauthorize", "accept", "pending")
 
 
+class FleetError(Exception):
+    """The run could not go on (the server refused an operator's request)."""
+
+
 @dataclass
 class Options:
     devices: int
@@ -71,6 +75,7 @@ class Fleet:
         self.device_ids: dict[str, str] = {}  # device name -> server id
         self.deployment_id = options.deployment_id
         self.deployed_at: float | None = None
+        self.failure: str | None = None  # of the operator's side: ends the run
 
     async def work(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
@@ -85,16 +90,18 @@ class Fleet:
                 await asyncio.gather(*(self.work(self._preauthorize, device)
                                        for device in self.devices))
             tasks = [asyncio.create_task(self.live(device)) for device in self.devices]
-            helpers = [asyncio.create_task(self._admit())] \
-                if self.options.admission == "accept" else []
+            operator = [self._admit()] if self.options.admission == "accept" else []
             if self.options.scenario == "update" and not self.deployment_id:
-                helpers.append(asyncio.create_task(self._deploy()))
+                operator.append(self._deploy())
+            helpers = [asyncio.create_task(self._or_stop(job, tasks)) for job in operator]
             if self.options.progress:
                 helpers.append(asyncio.create_task(self._show_progress(started)))
             _, unfinished = await asyncio.wait(tasks, timeout=self.options.timeout)
             for task in [*unfinished, *helpers]:
                 task.cancel()
             await asyncio.gather(*unfinished, *helpers, return_exceptions=True)
+            if self.failure:
+                raise FleetError(self.failure)
             finished = time.monotonic()
             statuses = await self.work(self._server_statuses)
         finally:
@@ -130,7 +137,7 @@ class Fleet:
             record.phase = "done"
         except Exception:
             record.phase = "crashed"
-            record.log.append(traceback.format_exc())
+            record.error = traceback.format_exc()
 
     def done(self, device: FleetDevice) -> bool:
         record = device.record
@@ -143,6 +150,15 @@ class Fleet:
                 and device.stored_state() == "Idle")  # not cut off before storing Idle
 
     # -- the operator ---------------------------------------------------------------------------
+
+    async def _or_stop(self, job, tasks: list[asyncio.Task]) -> None:
+        """Run an operator's job; if it fails, the run cannot succeed: stop the devices."""
+        try:
+            await job
+        except Exception as error:
+            self.failure = f"{type(error).__name__}: {error}"
+            for task in tasks:
+                task.cancel()
 
     def _preauthorize(self, device: FleetDevice) -> None:
         self.device_ids[device.name] = self.management.preauthorize(device.identity,
@@ -209,8 +225,8 @@ class Fleet:
             }
             if self.options.scenario == "update" and record.result and artifact_name:
                 entry["inconsistency"] = device.inconsistency(artifact_name)
-            if record.phase == "crashed":
-                entry["error"] = record.log[-1]
+            if record.error:
+                entry["error"] = record.error
             devices.append(entry)
         times = sorted(d["update_seconds"] for d in devices if d["update_seconds"] is not None)
         finishes = [d.record.update_finished for d in self.devices if d.record.update_finished]

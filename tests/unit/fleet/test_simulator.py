@@ -4,7 +4,7 @@ import asyncio
 import pytest
 
 from fleet.device import Faults, PowerCut, Reboot, Record, Settings
-from fleet.simulator import Fleet, Options, failed, percentile, summary_table
+from fleet.simulator import Fleet, FleetError, Options, failed, percentile, summary_table
 
 
 class FakeDevice:
@@ -125,6 +125,18 @@ async def test_devices_that_never_finish_are_reported_at_the_timeout():
     report = await asyncio.wait_for(fleet.run(), 10)
     assert report["problems"]["unfinished"] == 1
     assert failed(report)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_deployment_ends_the_run_at_once():
+    fleet, management = make_fleet([["nothing"] * 10_000])
+
+    def refuse(*args):
+        raise ValueError("409 artifact is being deleted")
+
+    management.create_deployment = refuse
+    with pytest.raises(FleetError, match="409 artifact is being deleted"):
+        await asyncio.wait_for(fleet.run(), 10)
 
 
 def test_options_that_cannot_work_are_refused():
