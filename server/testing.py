@@ -145,7 +145,7 @@ class LiveServer:
                 try:
                     requests.get(f"{self.url}/api/health", verify=self.certificate, timeout=2)
                     return
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # still starting, or busy
                     pass
             time.sleep(0.2)
         raise RuntimeError(f"tern-server did not answer in {timeout}s: {self.output.read_text()}")
