@@ -138,7 +138,10 @@ class FleetDevice:
     # -- the hardware ------------------------------------------------------------------------
 
     def manufacture(self) -> None:
-        """A factory-fresh device: release-1 in slot A, its key made, never booted."""
+        """A factory-fresh device: release-1 in slot A, its key made, never booted. A device
+        an earlier run made (the same workdir) stays as it is."""
+        if (self.config.data / "device-key.pem").exists():
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "slot2.img").write_bytes(f"{FACTORY_ARTIFACT}\n".encode())
         (self.root / "slot3.img").write_bytes(b"")

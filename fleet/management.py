@@ -7,7 +7,9 @@ API = "/api/management/v1"
 
 
 class ManagementError(Exception):
-    pass
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 class Management:
@@ -23,12 +25,18 @@ class Management:
                                          verify=self.verify, timeout=300, **kwargs)
         if response.status_code != expected:
             raise ManagementError(f"{method} {path}: {response.status_code} "
-                                  f"{response.text[:300]}")
+                                  f"{response.text[:300]}", response.status_code)
         return response.json() if response.content else None
 
-    def preauthorize(self, identity: dict, pubkey: str) -> str:
-        device = self.call("POST", "/devices", 201,
-                           json={"identity_data": identity, "pubkey": pubkey})
+    def preauthorize(self, identity: dict, pubkey: str) -> str | None:
+        """The device's id; None if the server has this identity with this key already."""
+        try:
+            device = self.call("POST", "/devices", 201,
+                               json={"identity_data": identity, "pubkey": pubkey})
+        except ManagementError as error:
+            if error.status == 409:
+                return None
+            raise
         return device["id"]
 
     def devices(self, status: str | None = None) -> list[dict]:
@@ -47,7 +55,7 @@ class Management:
             return None
         if response.status_code != 201:
             raise ManagementError(f"uploading {artifact}: {response.status_code} "
-                                  f"{response.text[:300]}")
+                                  f"{response.text[:300]}", response.status_code)
         return response.json()
 
     def create_deployment(self, name: str, artifact_name: str,

@@ -89,6 +89,8 @@ class Fleet:
             if self.options.admission == "preauthorize":
                 await asyncio.gather(*(self.work(self._preauthorize, device)
                                        for device in self.devices))
+                if len(self.device_ids) < len(self.devices):  # known from an earlier run
+                    await self.work(self._look_up_ids)
             tasks = [asyncio.create_task(self.live(device)) for device in self.devices]
             operator = [self._admit()] if self.options.admission == "accept" else []
             if self.options.scenario == "update" and not self.deployment_id:
@@ -161,8 +163,16 @@ class Fleet:
                 task.cancel()
 
     def _preauthorize(self, device: FleetDevice) -> None:
-        self.device_ids[device.name] = self.management.preauthorize(device.identity,
-                                                                    device.public_key())
+        device_id = self.management.preauthorize(device.identity, device.public_key())
+        if device_id:
+            self.device_ids[device.name] = device_id
+
+    def _look_up_ids(self) -> None:
+        ours = {device.identity["mac"]: device.name for device in self.devices}
+        for known in self.management.devices():
+            name = ours.get(known["identity_data"].get("mac"))
+            if name:
+                self.device_ids[name] = known["id"]
 
     async def _admit(self) -> None:
         """Accept this fleet's devices as their auth requests arrive."""

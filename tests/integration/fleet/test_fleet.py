@@ -107,7 +107,7 @@ async def test_after_power_cuts_every_device_is_consistent_with_the_server(
     print("after power cuts:", report["server_statuses"])
 
 
-def test_register_leaves_devices_pending_or_preauthorizes_them(server, keys):
+def test_register_poll_and_a_given_deployment(server, keys, release_2, tmp_path):
     pending = tern_fleet(server, keys, "--devices", "5", "--scenario", "register",
                          "--admission", "pending", "--fleet-id", "4")
     assert pending["phases"] == {"done": 5}
@@ -116,7 +116,21 @@ def test_register_leaves_devices_pending_or_preauthorizes_them(server, keys):
               if d["identity_data"].get("mac") in macs]
     assert len(listed) == 5
 
+    workdir = tmp_path / "fleet-5"
     polled = tern_fleet(server, keys, "--devices", "5", "--scenario", "poll", "--polls", "2",
-                        "--fleet-id", "5")
+                        "--fleet-id", "5", "--workdir", str(workdir))
     assert not any(polled["problems"].values())
     assert all(d["polls"] >= 2 and d["admission"] == "accepted" for d in polled["device"])
+
+    # The same devices (their directories) later take a deployment the operator made.
+    Management(server.live.url, server.token, str(server.live.certificate)).upload(release_2)
+    deployment = server.cli("deployments", "create", "--name", "given", "--artifact-name",
+                            "release-2", *[arg for d in polled["device"]
+                                           for arg in ("--device", d["id"])])["id"]
+    updated = tern_fleet(server, keys, "--devices", "5", "--deployment", deployment,
+                         "--artifact-name", "release-2", "--fleet-id", "5",
+                         "--workdir", str(workdir))
+    assert not any(updated["problems"].values()), updated["problems"]
+    assert [d["id"] for d in updated["device"]] == [d["id"] for d in polled["device"]]
+    assert updated["server_statuses"] == {"success": 5}
+    assert all(d["inconsistency"] is None for d in updated["device"])
