@@ -118,7 +118,7 @@ class Fleet:
         """Boot, then run the daemon's cycles until the scenario is done; a reboot or a
         power cut (in a cycle, or in the boot's resume) means: boot again."""
         record = device.record
-        await asyncio.sleep(self.rng.uniform(0, self.settings.poll_interval))  # not in step
+        await asyncio.sleep(self.rng.uniform(0, self.settings.poll_interval))  # not all at once
         powered = False
         try:
             while True:
@@ -181,8 +181,8 @@ class Fleet:
             for pending in await self.work(self.management.devices, "pending"):
                 name = ours.get(pending["identity_data"].get("mac"))
                 if name and name not in self.device_ids:
+                    self.device_ids[name] = pending["id"]  # known before it can be accepted
                     await self.work(self.management.accept, pending["id"])
-                    self.device_ids[name] = pending["id"]
             await asyncio.sleep(1)
 
     async def _deploy(self) -> None:
