@@ -24,8 +24,9 @@ QEMU_DEVICES, SIMULATED_DEVICES = 4, 200
 
 @pytest.fixture
 def server(tmp_path):
-    live = LiveServer(tmp_path / "server", workers=2, names=("10.0.2.2",)).start()
+    live = LiveServer(tmp_path / "server", workers=2, names=("10.0.2.2",))
     try:
+        live.start()  # inside: a start that times out leaves no server behind
         yield ServerAdmin(live)
     finally:
         live.stop()

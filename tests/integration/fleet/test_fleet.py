@@ -20,8 +20,9 @@ TERN_FLEET = str(Path(sys.executable).parent / "tern-fleet")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    live = LiveServer(tmp_path_factory.mktemp("fleet-server") / "data", workers=2).start()
+    live = LiveServer(tmp_path_factory.mktemp("fleet-server") / "data", workers=2)
     try:
+        live.start()  # inside: a start that times out leaves no server behind
         yield ServerAdmin(live)
     finally:
         live.stop()
