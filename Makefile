@@ -62,6 +62,7 @@ bench: deps venv image
 	$(PY) bench/server.py
 	$(PY) bench/boot.py
 	$(PY) bench/download.py
+	$(PY) bench/fleet.py
 
 ## image: the emulated device's disk and release images in build/images (cached)
 image: deps venv

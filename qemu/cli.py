@@ -12,7 +12,9 @@ from pathlib import Path
 
 import click
 
+from qemu.console import SHELL_PROMPT, Console
 from qemu.device import free_port, make_overlay
+from qemu.guest import configure_daemon, start_daemon
 from qemu.launch import QemuConfig, build_command, connect_unix
 from qemu.qmp import QMP
 
@@ -120,10 +122,97 @@ def console(name: str) -> None:
 
 
 @main.command()
-@click.argument("name")
-def stop(name: str) -> None:
-    """Power off the device NAME and delete its overlay."""
+@click.argument("names", nargs=-1, required=True)
+def stop(names: tuple[str, ...]) -> None:
+    """Power off the devices NAMES and delete their overlays."""
+    for name in names:
+        workdir = device_dir(name)
+        if is_running(name):
+            QMP(connect_unix(workdir / "qmp", time.monotonic() + 10)).execute("quit")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Shell:
+    """The shell of a detached device over its console socket (the `run_check` that
+    qemu.guest's helpers use)."""
+
+    def __init__(self, name: str, console: Console):
+        self.name = name
+        self.console = console
+
+    def run_check(self, command: str, timeout: float = 60) -> str:
+        output, code = self.console.run(command, time.monotonic() + timeout)
+        if code != 0:
+            raise click.ClickException(f"{self.name}: {command!r} exited {code}:\n{output}")
+        return output
+
+
+@main.command()
+@click.argument("count", type=click.IntRange(1, 250))
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default="build/images/disk.img", show_default=True)
+@click.option("--prefix", default="fleet", show_default=True,
+              help="Names are PREFIX-1 ... PREFIX-COUNT.")
+@click.option("--server-url", required=True,
+              help="As the devices reach it; the host is 10.0.2.2 (QEMU's user network).")
+@click.option("--server-certificate", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The CA (or self-signed) certificate the devices trust.")
+@click.option("--memory", type=click.IntRange(128), default=384, show_default=True,
+              help="MiB per device (one vCPU each).")
+@click.option("--poll-interval", type=float, default=2.0, show_default=True)
+@click.option("--boot-timeout", type=float, default=600.0, show_default=True)
+def fleet(count: int, image: Path, prefix: str, server_url: str, server_certificate: Path,
+          memory: int, poll_interval: float, boot_timeout: float) -> None:
+    """Boot COUNT devices from IMAGE (one overlay and MAC each), each running the updater
+    daemon against the server; prints their names. `tern-qemu stop NAME...` ends them."""
+    names = [f"{prefix}-{number}" for number in range(1, count + 1)]
+    busy = [name for name in names if is_running(name)]
+    if busy:
+        raise click.ClickException(f"already running: {' '.join(busy)}")
+    shells = []
+    try:
+        for number, name in enumerate(names, 1):
+            shells.append(Shell(name, start_detached(image, name, memory,
+                                                     f"52:54:00:fe:00:{number:02x}")))
+        deadline = time.monotonic() + boot_timeout
+        for shell in shells:
+            shell.console.expect(SHELL_PROMPT, deadline)
+            configure_daemon(shell, server_url, server_certificate.read_bytes(),
+                             poll_interval=poll_interval)
+            start_daemon(shell)
+            shell.console.close()
+            info = json.loads((device_dir(shell.name) / "info.json").read_text())
+            click.echo(f"{shell.name}: mac {info['mac']}, console log "
+                       f"{device_dir(shell.name) / 'console.log'}", err=True)
+    except BaseException:
+        for name in names:
+            if is_running(name):
+                QMP(connect_unix(device_dir(name) / "qmp", time.monotonic() + 10)
+                    ).execute("quit")
+            shutil.rmtree(device_dir(name), ignore_errors=True)
+        raise
+    click.echo("\n".join(names))
+
+
+def start_detached(image: Path, name: str, memory: int, mac: str) -> Console:
+    """Start a device on a fresh overlay, its console attached from the first byte (so
+    that the boot is seen whole) and also logged to console.log; returns the console."""
     workdir = device_dir(name)
-    if is_running(name):
-        QMP(connect_unix(workdir / "qmp", time.monotonic() + 10)).execute("quit")
     shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    config = QemuConfig(disk=make_overlay(image, workdir / "disk.qcow2"),
+                        console_socket=workdir / "console", qmp_socket=workdir / "qmp",
+                        ssh_port=free_port(), memory_mib=memory, mac=mac,
+                        console_log=workdir / "console.log")
+    with open(workdir / "qemu.log", "w") as log:
+        process = subprocess.Popen(build_command(config), stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    (workdir / "info.json").write_text(json.dumps({"pid": process.pid, "mac": mac,
+                                                   "ssh_port": config.ssh_port}))
+    deadline = time.monotonic() + 10
+    console = Console(connect_unix(config.console_socket, deadline), None)
+    qmp = QMP(connect_unix(config.qmp_socket, deadline))
+    qmp.execute("cont")
+    qmp.close()
+    return console

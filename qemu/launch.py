@@ -14,6 +14,8 @@ class QemuConfig:
     qmp_socket: Path
     ssh_port: int | None = None
     extra_disks: tuple[Path, ...] = ()
+    mac: str | None = None  # the NIC's (QEMU's default: 52:54:00:12:34:56)
+    console_log: Path | None = None  # QEMU writes the console here too, attached or not
     cpu: str = "cortex-a57"
     memory_mib: int = 512
     firmware: Path = UBOOT
@@ -28,13 +30,15 @@ def disk_format(path: Path) -> str:
 def build_command(config: QemuConfig) -> list[str]:
     """Start paused (-S): the caller attaches the console first, then sends QMP `cont`."""
     hostfwd = f",hostfwd=tcp:127.0.0.1:{config.ssh_port}-:22" if config.ssh_port else ""
+    mac = f",mac={config.mac}" if config.mac else ""
+    logfile = f",logfile={config.console_log}" if config.console_log else ""
     command = [
         config.qemu, "-M", "virt", "-cpu", config.cpu, "-smp", "1", "-m", str(config.memory_mib),
         "-bios", str(config.firmware), "-S", "-display", "none", "-monitor", "none",
-        "-chardev", f"socket,id=console,path={config.console_socket},server=on,wait=off",
+        "-chardev", f"socket,id=console,path={config.console_socket},server=on,wait=off{logfile}",
         "-serial", "chardev:console",
         "-qmp", f"unix:{config.qmp_socket},server=on,wait=off",
-        "-netdev", f"user,id=net0{hostfwd}", "-device", "virtio-net-pci,netdev=net0,romfile=",
+        "-netdev", f"user,id=net0{hostfwd}", "-device", f"virtio-net-pci,netdev=net0,romfile={mac}",
         "-device", "virtio-rng-pci",
     ]
     # The system disk is /dev/vda; extra disks (e.g. release images to install) are

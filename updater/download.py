@@ -28,10 +28,11 @@ class DownloadError(Exception):
 class ResumableDownload:
     def __init__(self, url: str, *, verify=True, retries: int = 10, timeout: float = 60.0,
                  deadline: float = 14400.0, max_backoff: float = 30.0,
-                 log=lambda message: None, check=lambda: None):
+                 log=lambda message: None, check=lambda: None,
+                 session: requests.Session | None = None):
         """`log(message)` hears every reconnection; `check()` runs before each connection
         and each read, and whatever it raises ends the download (the daemon's abort check,
-        which throttles itself)."""
+        which throttles itself). A given `session` (its kept-alive connections) stays open."""
         self.url = url
         self.verify = verify
         self.retries = retries
@@ -41,7 +42,8 @@ class ResumableDownload:
         self.max_backoff = max_backoff
         self.log = log
         self.check = check
-        self.session = requests.Session()
+        self.own_session = session is None
+        self.session = session or requests.Session()
         self.offset = 0
         self.size: int | None = None  # from the first answer's Content-Length
         self.etag: str | None = None
@@ -51,7 +53,7 @@ class ResumableDownload:
         try:
             self._open_with_retries()
         except BaseException:
-            self.session.close()
+            self._close_session()
             raise
 
     def read(self, size: int = -1) -> bytes:
@@ -74,7 +76,11 @@ class ResumableDownload:
     def close(self) -> None:
         if self.response is not None:
             self.response.close()
-        self.session.close()
+        self._close_session()
+
+    def _close_session(self) -> None:
+        if self.own_session:
+            self.session.close()
 
     def __enter__(self) -> "ResumableDownload":
         return self

@@ -86,8 +86,9 @@ class DaemonSteps(Steps):
         try:
             return self.queue.flush(self.client)
         except NETWORK_ERRORS as error:
-            print(f"tern-updater: statuses queued, not sent yet: {error}", file=sys.stderr,
-                  flush=True)
+            if not self.quiet:
+                print(f"tern-updater: statuses queued, not sent yet: {error}",
+                      file=sys.stderr, flush=True)
             return set()
 
     def update_status_report(self, update: dict) -> Event:
@@ -109,30 +110,38 @@ class Daemon:
         self.steps = DaemonSteps(self.config, make_bootloader(self.config), self.client)
         self.standalone = Standalone(self.config, steps=self.steps)
 
+    inventory_due = 0.0  # monotonic time of the next inventory
+    failures = 0  # errors in a row, for the backoff
+
     def run(self) -> None:
         """Forever: finish a stored deployment, send the inventory, poll, deploy."""
-        inventory_due, failures = 0.0, 0
         while True:
-            try:
-                self.finish_stored()
-                self.steps.queue.flush(self.client)  # before anything new is asked
-                if time.monotonic() >= inventory_due:
-                    self.client.send_inventory(identity.inventory(self.steps.device_type(),
-                                                                  self.steps.provides()))
-                    inventory_due = time.monotonic() + self.config.inventory_interval
-                deployment = self.client.next_deployment(self.device_provides())
-                failures = 0
-                if deployment:
-                    self.deploy(deployment)
-                    inventory_due = 0.0  # the server sees the new artifact at once
-                    continue
-                delay = jitter(self.config.poll_interval)
-            except (*NETWORK_ERRORS, Busy) as error:
-                failures += 1
-                delay = jitter(min(self.config.retry_interval, 2 ** failures))
+            time.sleep(self.cycle())
+
+    def cycle(self) -> float:
+        """One round of `run`; returns the seconds to wait before the next. (The fleet
+        simulator calls it from a thread pool and waits in asyncio.)"""
+        try:
+            self.finish_stored()
+            self.steps.queue.flush(self.client)  # before anything new is asked
+            if time.monotonic() >= self.inventory_due:
+                self.client.send_inventory(identity.inventory(self.steps.device_type(),
+                                                              self.steps.provides()))
+                self.inventory_due = time.monotonic() + self.config.inventory_interval
+            deployment = self.client.next_deployment(self.device_provides())
+            self.failures = 0
+            if deployment:
+                self.deploy(deployment)
+                self.inventory_due = 0.0  # the server sees the new artifact at once
+                return 0.0
+            return jitter(self.config.poll_interval)
+        except (*NETWORK_ERRORS, Busy) as error:
+            self.failures += 1
+            delay = jitter(min(self.config.retry_interval, 2 ** self.failures))
+            if not self.steps.quiet:
                 print(f"tern-updater: {error}; again in {delay:.0f} s", file=sys.stderr,
                       flush=True)
-            time.sleep(delay)
+            return delay
 
     def device_provides(self) -> dict[str, str]:
         return {**self.steps.provides(), "device_type": self.steps.device_type()}

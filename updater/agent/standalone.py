@@ -26,11 +26,13 @@ class ArtifactSource:
     """Where Download reads the artifact: a local file, or an HTTP(S) URL streamed through
     `ResumableDownload` with the config's retries, timeout and deadline.
 
-    `verify`: as requests' (a CA file for a server with its own certificate)."""
+    `verify`: as requests' (a CA file for a server with its own certificate); `session`:
+    a requests session to download through (the fleet simulator shares one per thread)."""
 
-    def __init__(self, config, verify=True):
+    def __init__(self, config, verify=True, session=None):
         self.config = config
         self.verify = verify
+        self.session = session
 
     @contextlib.contextmanager
     def open(self, update: dict, log=lambda message: None, check=lambda: None):
@@ -46,7 +48,7 @@ class ArtifactSource:
                                timeout=self.config.download_timeout,
                                deadline=self.config.download_deadline,
                                max_backoff=self.config.retry_interval,
-                               log=log, check=check) as download:
+                               log=log, check=check, session=self.session) as download:
             yield download
 
 

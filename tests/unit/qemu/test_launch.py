@@ -70,3 +70,10 @@ def test_connect_unix_waits_for_the_socket_to_listen(tmp_path):
     server.close()
     with pytest.raises(FileNotFoundError):
         connect_unix(tmp_path / "never", time.monotonic() + 0.1)
+
+
+def test_mac_and_console_log_when_given():
+    command = build_command(config(mac="52:54:00:fe:00:01", console_log=Path("/r/log")))
+    assert "virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:fe:00:01" in command
+    assert option_values(command, "-chardev") == [
+        "socket,id=console,path=/r/console,server=on,wait=off,logfile=/r/log"]

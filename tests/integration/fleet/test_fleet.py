@@ -1,0 +1,137 @@
+"""tern-fleet against a live tern-server (gunicorn, HTTPS): simulated devices, each running
+the real updater, register and update; injected failures and power cuts end as the server
+says, and every device ends consistent with it."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet.artifacts import write_rootfs_artifact
+from fleet.device import Settings
+from fleet.management import Management
+from fleet.simulator import Fleet, Options, failed
+from server.testing import LiveServer, ServerAdmin
+
+pytestmark = pytest.mark.slow
+TERN_FLEET = str(Path(sys.executable).parent / "tern-fleet")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    live = LiveServer(tmp_path_factory.mktemp("fleet-server") / "data", workers=2)
+    try:
+        live.start()  # inside: a start that times out leaves no server behind
+        yield ServerAdmin(live)
+    finally:
+        live.stop()
+
+
+@pytest.fixture(scope="module")
+def release_2(keys, tmp_path_factory):
+    path = tmp_path_factory.mktemp("artifacts") / "release-2-sim.mender"
+    return write_rootfs_artifact(path, "release-2", "tern-simulated",
+                                 keys["ed25519"].private_key, size=100_000)
+
+
+def tern_fleet(server: ServerAdmin, keys, *args: str) -> dict:
+    result = subprocess.run(
+        [TERN_FLEET, "run", "--server", server.live.url,
+         "--ca-cert", str(server.live.certificate), "--token", server.token,
+         "--verify-key", str(keys["ed25519"].public_path), "--poll-interval", "1",
+         "--retry-interval", "1", "--timeout", "240", "--json", *args],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    return report
+
+
+def server_statuses(server: ServerAdmin, deployment_id: str) -> dict[str, str]:
+    return {d["device_id"]: d["status"]
+            for d in server.get(f"/deployments/{deployment_id}/devices")}
+
+
+def test_50_devices_register_and_update_to_success(server, keys, release_2):
+    report = tern_fleet(server, keys, "--devices", "50", "--admission", "accept",
+                        "--artifact", str(release_2), "--fleet-id", "1", "--seed", "1")
+    assert report["problems"] == {"unfinished": 0, "crashed": 0, "unexpected_result": 0,
+                                  "server_mismatch": 0, "inconsistent": 0}
+    assert report["results"] == {"success": 50}
+    statuses = server_statuses(server, report["deployment_id"])
+    assert sorted(statuses) == sorted(d["id"] for d in report["device"])
+    assert set(statuses.values()) == {"success"}
+    some = report["device"][7]
+    attributes = server.attributes(some["id"])
+    assert (attributes["artifact_name"], attributes["device_type"]) == \
+        ("release-2", "tern-simulated")
+    print(f"50 devices: {report['wall_seconds']} s, deployment → last result "
+          f"{report['converge_seconds']} s, p50 {report['update_seconds']['p50']} s")
+
+
+def test_the_failures_on_the_server_are_exactly_the_injected_ones(server, keys, release_2):
+    report = tern_fleet(server, keys, "--devices", "50", "--artifact", str(release_2),
+                        "--fail-rate", "0.2", "--fleet-id", "2", "--seed", "2")
+    assert not any(report["problems"].values()), report["problems"]
+    faulty = {d["id"] for d in report["device"] if d["fault"]}
+    assert len(faulty) == 10
+    assert {d["fault"] for d in report["device"] if d["fault"]} == \
+        {"trial-boot", "trial-health"}
+    statuses = server_statuses(server, report["deployment_id"])
+    assert {device for device, status in statuses.items() if status == "failure"} == faulty
+    assert {device for device, status in statuses.items() if status == "success"} == \
+        {d["id"] for d in report["device"]} - faulty
+    failed_one = next(d for d in report["device"] if d["fault"] == "trial-health")
+    log = server.get(f"/deployments/{report['deployment_id']}/devices/{failed_one['id']}/log")
+    assert any("50-injected: FAIL" in line["message"] for line in log["messages"])
+
+
+@pytest.mark.asyncio
+async def test_after_power_cuts_every_device_is_consistent_with_the_server(
+        server, keys, release_2, tmp_path):
+    settings = Settings(server.live.url, str(server.live.certificate),
+                        (str(keys["ed25519"].public_path),), poll_interval=0.5,
+                        retry_interval=0.5, fleet_id=3)
+    management = Management(server.live.url, server.token, str(server.live.certificate))
+    fleet = Fleet(settings, management, Options(
+        40, "update", artifact=release_2, artifact_name="release-2", power_cut_rate=0.5,
+        seed=3, workdir=tmp_path, timeout=240))
+    report = await fleet.run()
+    assert not failed(report), report["problems"]
+    assert sum(d["power_cuts"] for d in report["device"]) == 20  # every cut struck
+    statuses = server_statuses(server, report["deployment_id"])
+    for device, entry in zip(fleet.devices, report["device"], strict=True):
+        assert device.inconsistency("release-2") is None
+        slot = "b" if statuses[entry["id"]] == "success" else "a"
+        assert f"slot{2 if slot == 'a' else 3}" in Path(device.config.cmdline_file).read_text()
+    assert set(statuses.values()) <= {"success", "failure"}
+    print("after power cuts:", report["server_statuses"])
+
+
+def test_register_poll_and_a_given_deployment(server, keys, release_2, tmp_path):
+    pending = tern_fleet(server, keys, "--devices", "5", "--scenario", "register",
+                         "--admission", "pending", "--fleet-id", "4")
+    assert pending["phases"] == {"done": 5}
+    macs = {d["mac"] for d in pending["device"]}
+    listed = [d for d in server.cli("devices", "list", "--status", "pending")
+              if d["identity_data"].get("mac") in macs]
+    assert len(listed) == 5
+
+    workdir = tmp_path / "fleet-5"
+    polled = tern_fleet(server, keys, "--devices", "5", "--scenario", "poll", "--polls", "2",
+                        "--fleet-id", "5", "--workdir", str(workdir))
+    assert not any(polled["problems"].values())
+    assert all(d["polls"] >= 2 and d["admission"] == "accepted" for d in polled["device"])
+
+    # The same devices (their directories) later take a deployment the operator made.
+    Management(server.live.url, server.token, str(server.live.certificate)).upload(release_2)
+    deployment = server.cli("deployments", "create", "--name", "given", "--artifact-name",
+                            "release-2", *[arg for d in polled["device"]
+                                           for arg in ("--device", d["id"])])["id"]
+    updated = tern_fleet(server, keys, "--devices", "5", "--deployment", deployment,
+                         "--artifact-name", "release-2", "--fleet-id", "5",
+                         "--workdir", str(workdir))
+    assert not any(updated["problems"].values()), updated["problems"]
+    assert [d["id"] for d in updated["device"]] == [d["id"] for d in polled["device"]]
+    assert updated["server_statuses"] == {"success": 5}
+    assert all(d["inconsistency"] is None for d in updated["device"])
