@@ -72,15 +72,19 @@ def init(obj, database_url):
               help="Host name or address for the self-signed certificate; repeatable.")
 @click.pass_obj
 def serve(obj, bind, workers, threads, cert, key, names):
-    """Serve the API over HTTPS with gunicorn (self-signed certificate unless --cert)."""
+    """Serve the API over HTTPS with gunicorn (self-signed certificate unless --cert).
+
+    The schema is upgraded first, once, before the workers start."""
     from gunicorn.app.base import BaseApplication
 
     from . import create_app
+    from .migrate import upgrade
     from .tls import ensure_self_signed, fingerprint
 
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
     config = _data_dir_config(obj["data_dir"])
+    upgrade(config["DATABASE_URL"])
     if not cert:
         host = bind.rsplit(":", 1)[0].strip("[]")
         defaults = ["localhost", "127.0.0.1", "::1", socket.gethostname()]

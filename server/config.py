@@ -22,13 +22,18 @@ class Config:
 
 
 def data_dir_config(data_dir: str | os.PathLike) -> dict:
-    """The configuration of a data directory made by `tern-server init`."""
+    """The configuration of a data directory made by `tern-server init`.
+
+    Several instances behind a load balancer each get a copy of the same `config.json` and
+    `secret.key`; the database and the artifact storage (`artifacts_dir` on a shared
+    filesystem, or `artifact_storage` naming an S3 bucket) are what they share.
+    """
     root = Path(data_dir).resolve()
     settings = json.loads((root / "config.json").read_text())
     return {
         "DATA_DIR": str(root),
         "DATABASE_URL": settings.get("database_url") or f"sqlite:///{root / 'tern.db'}",
-        "ARTIFACTS_DIR": str(root / "artifacts"),
+        "ARTIFACTS_DIR": str(root / settings.get("artifacts_dir", "artifacts")),
         "SECRET_KEY": (root / "secret.key").read_text().strip(),
     }
 

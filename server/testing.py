@@ -113,7 +113,7 @@ class LiveServer:
         self.workers = workers
         self.database_url = database_url
         self.process: subprocess.Popen | None = None
-        self.output = data_dir.parent / f"{data_dir.name}-serve.log"
+        self.output = data_dir.parent / f"{data_dir.name}-serve-{self.port}.log"
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "server", "--data-dir", str(self.data_dir), *args]
