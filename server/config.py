@@ -10,6 +10,7 @@ MIB = 1 << 20
 class Config:
     DATABASE_URL = "sqlite:///tern.db"
     ARTIFACTS_DIR = "artifacts"
+    ARTIFACT_STORAGE = None  # filesystem in ARTIFACTS_DIR; see server.storage for S3
     # Signs JWTs and download URLs; `tern-server init` keeps one in the data directory.
     SECRET_KEY = ""
     DEVICE_TOKEN_SECONDS = 7 * 24 * 3600
@@ -34,6 +35,7 @@ def data_dir_config(data_dir: str | os.PathLike) -> dict:
         "DATA_DIR": str(root),
         "DATABASE_URL": settings.get("database_url") or f"sqlite:///{root / 'tern.db'}",
         "ARTIFACTS_DIR": str(root / settings.get("artifacts_dir", "artifacts")),
+        "ARTIFACT_STORAGE": settings.get("artifact_storage"),
         "SECRET_KEY": (root / "secret.key").read_text().strip(),
     }
 

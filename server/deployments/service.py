@@ -9,8 +9,6 @@ and never sees the deployment.
 """
 from datetime import UTC, datetime
 
-from flask import url_for
-
 from artifact import CompatibilityError
 from artifact.provides import check_compatible
 
@@ -79,9 +77,7 @@ def _select_artifact(deployment: Deployment, device_type: str, provides: dict) -
 
 def _next_answer(device_deployment: DeviceDeployment) -> dict:
     artifact = artifacts.get(device_deployment.artifact_id)
-    expires, signature = artifacts.sign_download(artifact.id)
-    uri = url_for("artifact_download.device_download", artifact_id=artifact.id,
-                  expire=expires, signature=signature, _external=True)
+    uri, expires = artifacts.device_download_url(artifact)
     return {
         "id": device_deployment.deployment_id,
         "artifact": {
