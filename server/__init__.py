@@ -23,7 +23,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     init_storage(app)
     register_error_handlers(app)
 
-    from . import openapi
+    from . import metrics, openapi
     from .artifacts import routes as artifacts
     from .deployments import routes as deployments
     from .devices import routes as devices
@@ -35,4 +35,5 @@ def create_app(config: Mapping | None = None) -> Flask:
                       artifacts.management_api, deployments.management_api,
                       users.management_api, openapi.blueprint):
         app.register_blueprint(blueprint)
+    metrics.init_app(app)
     return app

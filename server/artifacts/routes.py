@@ -2,6 +2,7 @@
 from flask import Blueprint, current_app, redirect, request, send_file
 
 from ..auth import user_required
+from ..metrics import BYTES_SERVED
 from ..storage import storage
 from . import service
 
@@ -62,6 +63,8 @@ def _send(artifact):
     direct = store.download_url(artifact.id, DIRECT_URL_SECONDS)
     if direct is not None:
         return redirect(direct)
-    return send_file(store.path(artifact.id), mimetype=MEDIA_TYPE, conditional=True,
-                     download_name=f"{artifact.name}.mender", max_age=0)
+    response = send_file(store.path(artifact.id), mimetype=MEDIA_TYPE, conditional=True,
+                         download_name=f"{artifact.name}.mender", max_age=0)
+    BYTES_SERVED.inc(response.content_length or 0)
+    return response
 
