@@ -59,6 +59,8 @@ bench: deps venv image
 	$(PY) bench/artifact.py
 	$(SUDO) $(PY) bench/install.py
 	$(PY) bench/server.py
+	$(PY) bench/polls.py
+	$(PY) bench/download.py
 	$(PY) bench/boot.py
 
 ## image: the emulated device's disk and release images in build/images (cached)

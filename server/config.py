@@ -16,6 +16,9 @@ class Config:
     DEVICE_TOKEN_SECONDS = 7 * 24 * 3600
     USER_TOKEN_SECONDS = 12 * 3600
     DOWNLOAD_URL_SECONDS = 24 * 3600
+    # Behind nginx: answer a checked download link with `X-Accel-Redirect: <prefix><id>` and
+    # let nginx send the file (an `internal` location aliased to the artifacts directory).
+    ACCEL_REDIRECT_PREFIX = ""
     MAX_JSON_BYTES = 1 * MIB  # Mender's API payload limit; deployment logs included
     MAX_ARTIFACT_BYTES = 10 * 1024 * MIB  # Mender's artifact limit
     # Flask's own cap for every body; artifact uploads raise it for their request only.
@@ -36,6 +39,7 @@ def data_dir_config(data_dir: str | os.PathLike) -> dict:
         "DATABASE_URL": settings.get("database_url") or f"sqlite:///{root / 'tern.db'}",
         "ARTIFACTS_DIR": str(root / settings.get("artifacts_dir", "artifacts")),
         "ARTIFACT_STORAGE": settings.get("artifact_storage"),
+        "ACCEL_REDIRECT_PREFIX": settings.get("accel_redirect_prefix", ""),
         "SECRET_KEY": (root / "secret.key").read_text().strip(),
     }
 

@@ -144,9 +144,9 @@ class LiveServer:
                 raise RuntimeError(f"tern-server exited: {self.output.read_text()}")
             if self.certificate.exists():
                 try:
-                    requests.get(f"{self.url}/api/health", verify=self.certificate, timeout=2)
+                    requests.get(f"{self.url}/api/health", verify=self.certificate, timeout=5)
                     return
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # busy machine
                     pass
             time.sleep(0.2)
         raise RuntimeError(f"tern-server did not answer in {timeout}s: {self.output.read_text()}")

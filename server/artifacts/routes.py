@@ -1,5 +1,5 @@
 """Artifacts: management (upload, list, show, delete, download) and the devices' signed download."""
-from flask import Blueprint, current_app, redirect, request, send_file
+from flask import Blueprint, Response, current_app, redirect, request, send_file
 
 from ..auth import user_required
 from ..metrics import BYTES_SERVED
@@ -63,6 +63,10 @@ def _send(artifact):
     direct = store.download_url(artifact.id, DIRECT_URL_SECONDS)
     if direct is not None:
         return redirect(direct)
+    prefix = current_app.config["ACCEL_REDIRECT_PREFIX"]
+    if prefix:  # nginx sends the file (and counts its bytes), Range included
+        return Response(mimetype=MEDIA_TYPE,
+                        headers={"X-Accel-Redirect": f"{prefix}{artifact.id}"})
     response = send_file(store.path(artifact.id), mimetype=MEDIA_TYPE, conditional=True,
                          download_name=f"{artifact.name}.mender", max_age=0)
     BYTES_SERVED.inc(response.content_length or 0)

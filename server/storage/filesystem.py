@@ -18,6 +18,7 @@ class FilesystemStorage:
         return self.root / key
 
     def put(self, key: str, staged: Path) -> None:
+        staged.chmod(0o644)  # not the staging file's 0600: a front nginx may send it
         os.replace(staged, self.path(key))
 
     def open(self, key: str) -> BinaryIO:
