@@ -32,7 +32,7 @@ MAX_LOG_MESSAGES = 100_000
 # -- device side ------------------------------------------------------------------------------
 
 
-# Built once, run on every poll through Core (no ORM objects for the usual empty answer).
+# Built once: every poll runs it.
 _OPEN_DEPLOYMENTS = (
     select(DeviceDeployment.id).join(Deployment)
     .where(DeviceDeployment.device_id == bindparam("device_id"),
@@ -45,10 +45,10 @@ def next_for_device(device_id: str, provides: dict[str, str]) -> dict | None:
     device_type = provides.get("device_type")
     if not isinstance(device_type, str) or not device_type:
         raise ApiError(400, "device_type is required")
+    # None open, on almost every poll: then no ORM objects, no writes, no commit.
     open_ids = db.session.connection().execute(
         _OPEN_DEPLOYMENTS, {"device_id": device_id}).scalars().all()
     for device_deployment in (db.session.get(DeviceDeployment, id_) for id_ in open_ids):
-        # none, on almost every poll: no writes then
         if device_deployment.artifact_id is None:
             assigned = _assign(device_deployment, device_type, provides)
             db.session.commit()
