@@ -3,6 +3,7 @@ uploads go into the bucket, devices download through presigned URLs straight fro
 deleting the artifact deletes the object."""
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -11,13 +12,27 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from artifact import ArtifactHeader, write_artifact
+from artifact.payloads import PayloadOptions, Software, module_image
 from server.testing import AUTH_PATH, LiveServer, ServerAdmin, SimulatedDevice, free_port, wait_for
 
-from .test_scale_out import NEXT, PROVIDES, make_artifact
+from .test_scale_out import NEXT, PROVIDES
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "tern-artifacts"
+
+
+def large_artifact(tmp_path):
+    """9 MiB that do not compress: above boto3's 8 MiB multipart threshold."""
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(9 << 20))
+    path = tmp_path / "app.mender"
+    with path.open("wb") as out:
+        write_artifact(out, ArtifactHeader("app-1.0", ["qemux86-64"], []), [module_image(
+            "single-file", [payload], Software(name="single-file"), PayloadOptions())],
+            compression="none")
+    return path
 
 
 @pytest.fixture
@@ -57,10 +72,12 @@ def test_s3_storage_presigned_download_and_delete(s3_server, tmp_path):
     server = LiveServer(data_dir).start()
     try:
         admin = ServerAdmin(server)
-        artifact = make_artifact(tmp_path)
+        artifact = large_artifact(tmp_path)
         uploaded = admin.cli("artifacts", "upload", str(artifact))
         key = f"artifacts/{uploaded['id']}"
-        assert s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == uploaded["size"]
+        stored = s3.head_object(Bucket=BUCKET, Key=key)
+        assert stored["ContentLength"] == uploaded["size"] == artifact.stat().st_size
+        assert stored["ETag"].strip('"').endswith("-2")  # uploaded in two parts
         assert not (data_dir / "artifacts").exists() or not any(
             (data_dir / "artifacts").iterdir())
 
