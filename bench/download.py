@@ -1,100 +1,211 @@
-"""The updater's resumable download against a plain streamed `requests` read: a file
-served over loopback HTTP (werkzeug, Range support as the server's `send_file`), read in
-1 MiB chunks and hashed (as the artifact reader does), directly and through the fault
-proxy, without faults and with a connection reset every `--reset-every` MiB.
+#!/usr/bin/env python3
+"""Artifact download throughput: 1 and 100 concurrent clients fetching the same artifact over
+HTTPS, from Tern as deployed and from nginx serving the same file, in one run.
 
-    .venv/bin/python bench/download.py [--size-mib 256] [--repeat 3]
+    python bench/download.py [--size-mib 16] [--duration 15] [--workers 2]
+
+Rows, each with the device's signed download link and the same certificate:
+- nginx: the artifact file as a static file (the ceiling);
+- tern: `tern-server serve` (gunicorn gthread, TLS in Python) sending the file itself;
+- nginx -> tern: nginx ends TLS and proxies to tern, which checks the link and answers
+  `X-Accel-Redirect` (`accel_redirect_prefix`), so nginx sends the file.
+wrk is the client (it reads every body to the end and throws it away); MB/s is body bytes
+per second (1 MB = 10^6 bytes). Goal (issue 7): >= 0.9x nginx.
 """
 import argparse
-import hashlib
-import io
-import logging
+import json
 import os
-import statistics
+import re
+import shutil
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
-import requests
-from werkzeug.serving import make_server
-from werkzeug.utils import send_file
-from werkzeug.wrappers import Request
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from polls import lua_string  # noqa: E402
 
-from server.faultproxy import FaultProxy  # noqa: E402
-from updater.download import ResumableDownload  # noqa: E402
+from server import create_app  # noqa: E402
+from server.config import data_dir_config  # noqa: E402
+from server.testing import LiveServer, free_port  # noqa: E402
 
-CHUNK = 1 << 20
+ACCEL_PREFIX = "/_artifacts/"
 
+WRK_SCRIPT = """
+wrk.path = %(path)s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests,
+    summary.bytes, summary.duration, latency:percentile(50), latency:percentile(99), e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
 
-def serve(data: bytes) -> int:
-    @Request.application
-    def app(request):
-        return send_file(io.BytesIO(data), request.environ, conditional=True, etag="bench",
-                         mimetype="application/octet-stream")
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server.server_port
-
-
-def drain(stream) -> str:
-    digest = hashlib.sha256()
-    while chunk := stream.read(CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def plain(url: str) -> str:
-    with requests.get(url, stream=True, timeout=60) as response:
-        return drain(response.raw)
-
-
-def resumable(url: str) -> str:
-    with ResumableDownload(url, max_backoff=0.0) as download:
-        return drain(download)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--reset-every", type=int, default=32, metavar="MIB")
-    args = parser.parse_args()
-    data = os.urandom(args.size_mib << 20)
-    expected = hashlib.sha256(data).hexdigest()
-    port = serve(data)
-    proxy = FaultProxy(port).start()
-    direct, proxied = f"http://127.0.0.1:{port}/a", f"http://127.0.0.1:{proxy.port}/a"
-    resets = args.size_mib // args.reset_every
-    rows = {
-        "requests, streamed (baseline)": (plain, direct, None),
-        "ResumableDownload": (resumable, direct, None),
-        "ResumableDownload, through the proxy": (resumable, proxied, None),
-        f"ResumableDownload, through the proxy, {resets} resets": (resumable, proxied, resets),
+NGINX_CONF = """
+worker_processes %(workers)d;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  client_body_temp_path %(dir)s/body; proxy_temp_path %(dir)s/proxy;
+  fastcgi_temp_path %(dir)s/fastcgi; uwsgi_temp_path %(dir)s/uwsgi; scgi_temp_path %(dir)s/scgi;
+  upstream tern { server 127.0.0.1:%(tern_port)d; keepalive 16; }
+  server {
+    listen 127.0.0.1:%(static_port)d ssl;
+    ssl_certificate %(cert)s;
+    ssl_certificate_key %(key)s;
+    location / { root %(static_root)s; }
+  }
+  server {
+    listen 127.0.0.1:%(proxy_port)d ssl;
+    ssl_certificate %(cert)s;
+    ssl_certificate_key %(key)s;
+    location %(accel)s { internal; alias %(artifacts)s/; }
+    location / {
+      proxy_pass https://tern;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
     }
-    times = {name: [] for name in rows}
-    for _ in range(args.repeat):
-        for name, (read, url, reset_count) in rows.items():
-            if reset_count:
-                proxy.reset_after(args.reset_every << 20, times=reset_count)
-            started = time.perf_counter()
-            assert read(url) == expected, name
-            times[name].append(time.perf_counter() - started)
-            proxy.passing()
-    baseline = statistics.median(times["requests, streamed (baseline)"])
-    print(f"| read ({args.size_mib} MiB, sha256) | median (s) | MiB/s | vs baseline |")
-    print("|---|---:|---:|---:|")
-    for name, runs in times.items():
-        median = statistics.median(runs)
-        print(f"| {name} | {median:.2f} | {args.size_mib / median:.0f} | "
-              f"{median / baseline:.2f}x |")
-    proxy.stop()
-    return 0
+  }
+}
+"""
+
+
+def run_wrk(url: str, path: str, connections: int, args) -> dict:
+    script = Path(args.work) / "download.lua"
+    script.write_text(WRK_SCRIPT % {"path": lua_string(path)})
+    result = subprocess.run(
+        ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d",
+         f"{args.duration}s", "--timeout", "120s", "-s", str(script), url],
+        capture_output=True, text=True, check=True)
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", result.stdout)
+    requests, body_bytes, duration_us, p50, p99, bad_status, socket_errors = map(
+        int, match.groups())
+    return {"downloads": requests, "mb_per_second": body_bytes / duration_us,
+            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "non_2xx": bad_status,
+            "socket_errors": socket_errors}
+
+
+def make_artifact(work: Path, size_mib: int) -> Path:
+    """A module-image artifact around `size_mib` MiB of random (incompressible) bytes."""
+    from artifact import ArtifactHeader, write_artifact
+    from artifact.payloads import PayloadOptions, Software, module_image
+
+    payload = work / "payload.bin"
+    with payload.open("wb") as out:
+        for _ in range(size_mib):
+            out.write(os.urandom(1 << 20))
+    path = work / "big.mender"
+    with path.open("wb") as out:
+        write_artifact(out, ArtifactHeader("big-1.0", ["qemux86-64"], []), [module_image(
+            "single-file", [payload], Software(name="single-file"), PayloadOptions())],
+            compression="none")
+    payload.unlink()
+    return path
+
+
+def upload_and_sign(data_dir: Path, artifact: Path) -> tuple[str, Path]:
+    """Upload in-process; return the device's signed link (path and query) and the file."""
+    from server.artifacts import service as artifacts
+    from server.storage import storage
+
+    app = create_app(data_dir_config(data_dir))
+    with app.test_request_context(), artifact.open("rb") as source:
+        uploaded = artifacts.upload(source)
+        uri, _ = artifacts.device_download_url(uploaded)
+        stored = storage().path(uploaded.id)
+    return uri.split("://", 1)[1].split("/", 1)[1], stored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=16)
+    parser.add_argument("--duration", type=int, default=15, help="seconds per row")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn and nginx workers")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 100])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install {tool}")
+
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="tern-download-") as work:
+        args.work = work
+        Path(work).chmod(0o755)  # nginx's workers run as nobody
+        data_dir = Path(work) / "data"
+        data_dir.mkdir()
+        (data_dir / "config.json").write_text(json.dumps({"accel_redirect_prefix": ""}))
+        artifact = make_artifact(Path(work), args.size_mib)
+        direct = LiveServer(data_dir, workers=args.workers, threads=args.threads,
+                            request_log="off")
+        behind = nginx = None
+        try:
+            direct.start()
+            link, stored = upload_and_sign(data_dir, artifact)
+            # A second instance on the same data directory, configured for nginx in front.
+            accel_dir = Path(work) / "accel"
+            shutil.copytree(data_dir, accel_dir, symlinks=True,
+                            ignore=shutil.ignore_patterns("*.log"))
+            (accel_dir / "config.json").write_text(json.dumps({
+                "database_url": f"sqlite:///{data_dir / 'tern.db'}",
+                "artifacts_dir": str(stored.parent), "accel_redirect_prefix": ACCEL_PREFIX}))
+            behind = LiveServer(accel_dir, workers=args.workers, threads=args.threads,
+                                request_log="off").start()
+            static_root = Path(work) / "static"
+            static_root.mkdir()
+            os.link(stored, static_root / "artifact.mender")
+            static_port, proxy_port = free_port(), free_port()
+            conf = Path(work) / "nginx.conf"
+            conf.write_text(NGINX_CONF % {
+                "workers": args.workers, "dir": work, "tern_port": behind.port,
+                "static_port": static_port, "proxy_port": proxy_port,
+                "cert": direct.certificate, "key": direct.certificate.with_name("server.key"),
+                "static_root": static_root, "accel": ACCEL_PREFIX,
+                "artifacts": stored.parent})
+            nginx = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"],
+                                     stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            targets = {"nginx (static file)": (f"https://127.0.0.1:{static_port}",
+                                               "/artifact.mender"),
+                       "tern (gunicorn, TLS)": (direct.url, "/" + link),
+                       "nginx -> tern (X-Accel-Redirect)": (f"https://127.0.0.1:{proxy_port}",
+                                                            "/" + link)}
+            for clients in args.clients:
+                for name, (url, path) in targets.items():
+                    rows[f"{name}, {clients} client{'s' if clients > 1 else ''}"] = run_wrk(
+                        url, path, clients, args)
+        finally:
+            if nginx is not None:
+                nginx.terminate()
+                nginx.wait()
+            for server in (direct, behind):
+                if server is not None:
+                    server.stop()
+
+    load = os.getloadavg()[0]
+    if args.json:
+        print(json.dumps({"rows": rows, "load_average_1m": load}, indent=2))
+        return
+    print(f"\n{args.size_mib} MiB artifact, {args.duration} s per row, {args.workers} workers "
+          f"(gunicorn x {args.threads} threads; nginx), {os.cpu_count()} CPUs shared with wrk; "
+          f"load average (1 min) after the run {load:.1f}\n")
+    print("| server, clients | MB/s | x nginx | downloads | p50 ms | p99 ms | non-2xx | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in rows.items():
+        clients = name.rsplit(", ", 1)[1]
+        baseline = rows[f"nginx (static file), {clients}"]["mb_per_second"]
+        print(f"| {name} | {row['mb_per_second']:.0f} | {row['mb_per_second'] / baseline:.2f} "
+              f"| {row['downloads']} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} "
+              f"| {row['non_2xx']} | {row['socket_errors']} |")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

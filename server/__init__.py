@@ -10,6 +10,7 @@ from flask import Flask
 from .config import Config
 from .errors import register_error_handlers
 from .extensions import db
+from .storage import init_app as init_storage
 
 
 def create_app(config: Mapping | None = None) -> Flask:
@@ -19,9 +20,10 @@ def create_app(config: Mapping | None = None) -> Flask:
     if not app.config["SECRET_KEY"]:
         raise RuntimeError("SECRET_KEY is not set (tern-server init makes one)")
     db.init_app(app)
+    init_storage(app)
     register_error_handlers(app)
 
-    from . import openapi
+    from . import metrics, openapi
     from .artifacts import routes as artifacts
     from .deployments import routes as deployments
     from .devices import routes as devices
@@ -33,6 +35,7 @@ def create_app(config: Mapping | None = None) -> Flask:
                       artifacts.management_api, deployments.management_api,
                       users.management_api, openapi.blueprint):
         app.register_blueprint(blueprint)
+    metrics.init_app(app)
 
     from . import ui
     ui.init_app(app)  # the web dashboard

@@ -6,8 +6,10 @@ through the same routes, checks and audit log either way.
 """
 import getpass
 import json
+import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -70,17 +72,23 @@ def init(obj, database_url):
 @click.option("--key", type=click.Path(exists=True, dir_okay=False), help="PEM private key.")
 @click.option("--name", "names", multiple=True,
               help="Host name or address for the self-signed certificate; repeatable.")
+@click.option("--request-log", type=click.Choice(["json", "off"]), default="json",
+              show_default=True, help="One JSON object per request on stderr.")
 @click.pass_obj
-def serve(obj, bind, workers, threads, cert, key, names):
-    """Serve the API over HTTPS with gunicorn (self-signed certificate unless --cert)."""
+def serve(obj, bind, workers, threads, cert, key, names, request_log):
+    """Serve the API over HTTPS with gunicorn (self-signed certificate unless --cert).
+
+    The schema is upgraded first, once, before the workers start."""
     from gunicorn.app.base import BaseApplication
 
     from . import create_app
+    from .migrate import upgrade
     from .tls import ensure_self_signed, fingerprint
 
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
-    config = _data_dir_config(obj["data_dir"])
+    config = {**_data_dir_config(obj["data_dir"]), "REQUEST_LOG": request_log}
+    upgrade(config["DATABASE_URL"])
     if not cert:
         host = bind.rsplit(":", 1)[0].strip("[]")
         defaults = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
@@ -104,7 +112,11 @@ def serve(obj, bind, workers, threads, cert, key, names):
         def load(self):
             return create_app(config)
 
-    Server().run()
+    # Metrics of every worker, added up at scrape time (server.metrics); set before any
+    # worker imports prometheus_client.
+    with tempfile.TemporaryDirectory(prefix="tern-metrics-") as metrics_dir:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        Server().run()
 
 
 def _data_dir_config(data_dir: Path) -> dict:

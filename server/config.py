@@ -10,11 +10,15 @@ MIB = 1 << 20
 class Config:
     DATABASE_URL = "sqlite:///tern.db"
     ARTIFACTS_DIR = "artifacts"
+    ARTIFACT_STORAGE = None  # filesystem in ARTIFACTS_DIR; see server.storage for S3
     # Signs JWTs and download URLs; `tern-server init` keeps one in the data directory.
     SECRET_KEY = ""
     DEVICE_TOKEN_SECONDS = 7 * 24 * 3600
     USER_TOKEN_SECONDS = 12 * 3600
     DOWNLOAD_URL_SECONDS = 24 * 3600
+    # Behind nginx: answer a checked download link with `X-Accel-Redirect: <prefix><id>` and
+    # let nginx send the file (an `internal` location aliased to the artifacts directory).
+    ACCEL_REDIRECT_PREFIX = ""
     MAX_JSON_BYTES = 1 * MIB  # Mender's API payload limit; deployment logs included
     MAX_ARTIFACT_BYTES = 10 * 1024 * MIB  # Mender's artifact limit
     # Flask's own cap for every body; artifact uploads raise it for their request only.
@@ -29,13 +33,20 @@ class Config:
 
 
 def data_dir_config(data_dir: str | os.PathLike) -> dict:
-    """The configuration of a data directory made by `tern-server init`."""
+    """The configuration of a data directory made by `tern-server init`.
+
+    Several instances behind a load balancer each get a copy of the same `config.json` and
+    `secret.key`; the database and the artifact storage (`artifacts_dir` on a shared
+    filesystem, or `artifact_storage` naming an S3 bucket) are what they share.
+    """
     root = Path(data_dir).resolve()
     settings = json.loads((root / "config.json").read_text())
     return {
         "DATA_DIR": str(root),
         "DATABASE_URL": settings.get("database_url") or f"sqlite:///{root / 'tern.db'}",
-        "ARTIFACTS_DIR": str(root / "artifacts"),
+        "ARTIFACTS_DIR": str(root / settings.get("artifacts_dir", "artifacts")),
+        "ARTIFACT_STORAGE": settings.get("artifact_storage"),
+        "ACCEL_REDIRECT_PREFIX": settings.get("accel_redirect_prefix", ""),
         "SECRET_KEY": (root / "secret.key").read_text().strip(),
     }
 

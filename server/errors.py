@@ -3,7 +3,7 @@ import logging
 import uuid
 
 from flask import Flask, g, jsonify, request
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,16 @@ def register_error_handlers(app: Flask) -> None:
         """Two requests creating the same row at once: the later one may simply retry."""
         log.warning("integrity error in %s %s: %s", request.method, request.path, error.orig)
         return error_response(409, "conflicting concurrent change; retry the request")
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(error: DBAPIError):
+        """A pooled connection the database dropped (a restart): the pool has discarded it,
+        and the retry gets a fresh one (cheaper than a ping before every request)."""
+        if not error.connection_invalidated:
+            return _unexpected(error)
+        log.warning("database connection lost in %s %s: %s", request.method, request.path,
+                    error.orig)
+        return error_response(503, "database connection lost; retry the request")
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -4,14 +4,17 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+POOL_RECYCLE_SECONDS = 300
+
 
 class Database:
     def init_app(self, app: Flask) -> None:
         url = app.config["DATABASE_URL"]
         if url.startswith("sqlite"):
             options = {"connect_args": {"check_same_thread": False, "timeout": 30}}
-        else:  # a server may have closed idle connections
-            options = {"pool_pre_ping": True}
+        else:  # a server may close idle connections: renew them before it would; no
+            # pre-ping, which costs a round trip on every request
+            options = {"pool_recycle": POOL_RECYCLE_SECONDS}
         engine = create_engine(url, **options)
         if url.startswith("sqlite"):
             event.listen(engine, "connect", _sqlite_pragmas)

@@ -216,6 +216,10 @@ PATHS = {
             "properties": {"status": {"type": "string", "enum": ["aborted"]}}}))},
     "/api/health": {"get": {"summary": "Liveness: 204, no database access", "security": [],
                             "responses": _ok(204, "alive")}},
+    "/metrics": {"get": _operation(
+        "Prometheus metrics (text exposition format)", USER_AUTH,
+        {"200": {"description": "metrics", "content": {"text/plain": {"schema": {
+            "type": "string"}}}}})},
 }
 
 DOCUMENT = {

@@ -105,15 +105,15 @@ class LiveServer:
     """
 
     def __init__(self, data_dir: Path, workers: int = 1, database_url: str | None = None,
-                 names: tuple[str, ...] = ()):
+                 names: tuple[str, ...] = (), threads: int = 4, request_log: str = "json"):
         self.data_dir = data_dir
         self.names = names
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
-        self.workers = workers
+        self.workers, self.threads, self.request_log = workers, threads, request_log
         self.database_url = database_url
         self.process: subprocess.Popen | None = None
-        self.output = data_dir.parent / f"{data_dir.name}-serve.log"
+        self.output = data_dir.parent / f"{data_dir.name}-serve-{self.port}.log"
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "server", "--data-dir", str(self.data_dir), *args]
@@ -124,7 +124,8 @@ class LiveServer:
         with self.output.open("wb") as log:
             self.process = subprocess.Popen(
                 self.command("serve", "--bind", f"127.0.0.1:{self.port}",
-                             "--workers", str(self.workers),
+                             "--workers", str(self.workers), "--threads", str(self.threads),
+                             "--request-log", self.request_log,
                              *[arg for name in self.names for arg in ("--name", name)]),
                 stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -147,7 +148,7 @@ class LiveServer:
                 raise RuntimeError(f"tern-server exited: {self.output.read_text()}")
             if self.certificate.exists():
                 try:
-                    requests.get(f"{self.url}/api/health", verify=self.certificate, timeout=2)
+                    requests.get(f"{self.url}/api/health", verify=self.certificate, timeout=5)
                     return
                 except (requests.ConnectionError, requests.Timeout):  # starting, or busy
                     pass

@@ -1,7 +1,9 @@
 """Artifacts: management (upload, list, show, delete, download) and the devices' signed download."""
-from flask import Blueprint, current_app, request, send_file
+from flask import Blueprint, Response, current_app, redirect, request, send_file
 
 from ..auth import user_required
+from ..metrics import BYTES_SERVED
+from ..storage import storage
 from . import service
 
 management_api = Blueprint("artifacts", __name__, url_prefix="/api/management/v1/artifacts")
@@ -9,6 +11,7 @@ download_api = Blueprint("artifact_download", __name__,
                          url_prefix="/api/devices/v1/deployments/download")
 
 MEDIA_TYPE = "application/vnd.mender-artifact"
+DIRECT_URL_SECONDS = 3600  # a redirect is followed at once
 
 
 @management_api.post("")
@@ -55,6 +58,17 @@ def device_download(artifact_id):
 
 
 def _send(artifact):
-    return send_file(service.path_of(artifact), mimetype=MEDIA_TYPE, conditional=True,
-                     download_name=f"{artifact.name}.mender", max_age=0)
+    """The bytes from the server's own directory, or a redirect to the storage's URL (S3)."""
+    store = storage()
+    direct = store.download_url(artifact.id, DIRECT_URL_SECONDS)
+    if direct is not None:
+        return redirect(direct)
+    prefix = current_app.config["ACCEL_REDIRECT_PREFIX"]
+    if prefix:  # nginx sends the file (and counts its bytes), Range included
+        return Response(mimetype=MEDIA_TYPE,
+                        headers={"X-Accel-Redirect": f"{prefix}{artifact.id}"})
+    response = send_file(store.path(artifact.id), mimetype=MEDIA_TYPE, conditional=True,
+                         download_name=f"{artifact.name}.mender", max_age=0)
+    BYTES_SERVED.inc(response.content_length or 0)
+    return response
 

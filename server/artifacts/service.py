@@ -1,8 +1,9 @@
-"""The artifact store: streaming, validated uploads into a directory, and signed download URLs.
+"""Artifacts: streaming, validated uploads into the storage, and the devices' download URLs.
 
-An upload is written to a temporary file while `ArtifactReader` reads the same
+An upload is written to a staged file while `ArtifactReader` reads the same
 bytes (a tee), so the artifact is validated in one pass, in flat memory; only a
-valid artifact is renamed into place, under its id, never under its name.
+valid artifact is put into the storage (`server.storage`), under its id, never under
+its name.
 """
 import hashlib
 import hmac
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from flask import current_app
+from flask import current_app, url_for
 
 from artifact import ArtifactError, ArtifactHeader, ArtifactReader, PayloadHeader
 from artifact.signing import load_key_file
@@ -22,6 +23,7 @@ from .. import audit
 from ..errors import ApiError
 from ..extensions import db
 from ..models import Artifact, DeviceDeployment
+from ..storage import storage
 
 CHUNK = 1 << 20
 # What a name may not contain: path separators, parent references, control characters.
@@ -48,16 +50,6 @@ class _Tee:
             pass
 
 
-def store_dir() -> Path:
-    path = Path(current_app.config["ARTIFACTS_DIR"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def path_of(artifact: Artifact) -> Path:
-    return store_dir() / artifact.id
-
-
 def check_name(name: str) -> None:
     if UNSAFE_NAME.search(name):
         raise ApiError(400, f"artifact name {name!r} contains a path or control character")
@@ -65,7 +57,9 @@ def check_name(name: str) -> None:
 
 def upload(stream: BinaryIO, description: str = "") -> Artifact:
     keys = [load_key_file(p) for p in current_app.config.get("ARTIFACT_VERIFY_KEYS", [])]
-    temporary = tempfile.NamedTemporaryFile(dir=store_dir(), prefix=".upload-", delete=False)
+    store = storage()
+    temporary = tempfile.NamedTemporaryFile(dir=store.staging_dir, prefix=".upload-",
+                                            delete=False)
     try:
         with temporary:
             tee = _Tee(stream, temporary)
@@ -85,7 +79,7 @@ def upload(stream: BinaryIO, description: str = "") -> Artifact:
                             sha256=tee.sha256.hexdigest(), description=description)
         db.session.add(artifact)
         db.session.flush()
-        os.replace(temporary.name, path_of(artifact))
+        store.put(artifact.id, Path(temporary.name))
         audit.record("artifact.upload", artifact.id, name=artifact.name, size=artifact.size)
         db.session.commit()
         return artifact
@@ -126,7 +120,7 @@ def delete(artifact_id: str) -> None:
     db.session.delete(artifact)
     audit.record("artifact.delete", artifact.id, name=artifact.name)
     db.session.commit()
-    path_of(artifact).unlink(missing_ok=True)
+    storage().delete(artifact.id)
 
 
 def artifact_view(artifact: Artifact) -> dict:
@@ -163,10 +157,16 @@ def _signature(artifact_id: str, expires: int) -> str:
     return hmac.new(key, f"download\n{artifact_id}\n{expires}".encode(), "sha256").hexdigest()
 
 
-def sign_download(artifact_id: str) -> tuple[int, str]:
-    """The expiry (Unix time) and signature of a download link valid for DOWNLOAD_URL_SECONDS."""
-    expires = int(time.time()) + current_app.config["DOWNLOAD_URL_SECONDS"]
-    return expires, _signature(artifact_id, expires)
+def device_download_url(artifact: Artifact) -> tuple[str, int]:
+    """Where a device fetches the artifact, and until when (Unix time): the storage's own URL
+    (S3: presigned), else the server's link signed for DOWNLOAD_URL_SECONDS."""
+    seconds = current_app.config["DOWNLOAD_URL_SECONDS"]
+    expires = int(time.time()) + seconds
+    direct = storage().download_url(artifact.id, seconds)
+    if direct is not None:
+        return direct, expires
+    return url_for("artifact_download.device_download", artifact_id=artifact.id, expire=expires,
+                   signature=_signature(artifact.id, expires), _external=True), expires
 
 
 def check_download(artifact_id: str, expires: str | None, signature: str | None) -> Artifact:

@@ -3,6 +3,7 @@ from flask import Blueprint, request
 
 from ..auth import current_principal, device_required, user_required
 from ..errors import ApiError
+from ..metrics import POLLS
 from ..validation import field, json_body, string_list, text
 from . import service
 
@@ -20,6 +21,7 @@ def _provides(document) -> dict[str, str]:
 
 
 def _next(provides: dict[str, str]):
+    POLLS.inc()
     answer = service.next_for_device(current_principal().subject, provides)
     return (answer, 200) if answer else ("", 204)
 

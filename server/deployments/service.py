@@ -9,7 +9,7 @@ and never sees the deployment.
 """
 from datetime import UTC, datetime
 
-from flask import url_for
+from sqlalchemy import bindparam, select
 
 from artifact import CompatibilityError
 from artifact.provides import check_compatible
@@ -32,25 +32,30 @@ MAX_LOG_MESSAGES = 100_000
 # -- device side ------------------------------------------------------------------------------
 
 
+# Built once: every poll runs it.
+_OPEN_DEPLOYMENTS = (
+    select(DeviceDeployment.id).join(Deployment)
+    .where(DeviceDeployment.device_id == bindparam("device_id"),
+           DeviceDeployment.finished_at.is_(None), Deployment.aborted_at.is_(None))
+    .order_by(Deployment.created_at, Deployment.id))
+
+
 def next_for_device(device_id: str, provides: dict[str, str]) -> dict | None:
     """The deployment the device should run now, as Mender's `next` answer, or None (204)."""
     device_type = provides.get("device_type")
     if not isinstance(device_type, str) or not device_type:
         raise ApiError(400, "device_type is required")
-    open_deployments = (
-        db.session.query(DeviceDeployment).join(Deployment)
-        .filter(DeviceDeployment.device_id == device_id,
-                DeviceDeployment.finished_at.is_(None), Deployment.aborted_at.is_(None))
-        .order_by(Deployment.created_at, Deployment.id))
-    answer = None
-    for device_deployment in open_deployments:
-        if device_deployment.artifact_id is None and not _assign(device_deployment, device_type,
-                                                                   provides):
-            continue
-        answer = _next_answer(device_deployment)
-        break
-    db.session.commit()
-    return answer
+    # None open, on almost every poll: then no ORM objects, no writes, no commit.
+    open_ids = db.session.connection().execute(
+        _OPEN_DEPLOYMENTS, {"device_id": device_id}).scalars().all()
+    for device_deployment in (db.session.get(DeviceDeployment, id_) for id_ in open_ids):
+        if device_deployment.artifact_id is None:
+            assigned = _assign(device_deployment, device_type, provides)
+            db.session.commit()
+            if not assigned:
+                continue
+        return _next_answer(device_deployment)
+    return None
 
 
 def _assign(device_deployment: DeviceDeployment, device_type: str, provides: dict) -> bool:
@@ -79,9 +84,7 @@ def _select_artifact(deployment: Deployment, device_type: str, provides: dict) -
 
 def _next_answer(device_deployment: DeviceDeployment) -> dict:
     artifact = artifacts.get(device_deployment.artifact_id)
-    expires, signature = artifacts.sign_download(artifact.id)
-    uri = url_for("artifact_download.device_download", artifact_id=artifact.id,
-                  expire=expires, signature=signature, _external=True)
+    uri, expires = artifacts.device_download_url(artifact)
     return {
         "id": device_deployment.deployment_id,
         "artifact": {

@@ -1,10 +1,13 @@
 """The app factory, the error format, the OpenAPI document, and migrations against models."""
+import jwt
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from server import create_app
 from server.extensions import db
+from server.migrate import upgrade
 from server.models import Base
 
 
@@ -83,3 +86,30 @@ def test_nul_characters_are_a_400_on_both_databases(fleet, client, admin, app):
     response = client.post("/api/management/v1/auth/login",
                            headers={"Authorization": "Basic YQBiOnBhc3N3b3Jk"})  # "a\0b:password"
     assert response.status_code == (400 if on_postgresql else 401)
+
+
+def test_a_dropped_database_connection_is_a_503_then_recovers(postgres, tmp_path):
+    """No pre-ping on checkout: a pooled connection the database dropped fails one request
+    with a 503, and the next gets a fresh connection."""
+    url = postgres.create_database("tern_dropped")
+    upgrade(url)
+    secret = "test-secret-" + "x" * 32
+    app = create_app({"DATABASE_URL": url, "SECRET_KEY": secret,
+                      "ARTIFACTS_DIR": str(tmp_path / "artifacts")})
+    token = jwt.encode({"iss": "tern", "jti": "no-such-token", "sub": "someone",
+                        "kind": "user", "exp": 2**40}, secret, algorithm="HS256")
+    client = app.test_client()
+
+    def get():
+        return client.get("/api/management/v1/devices",
+                          headers={"Authorization": f"Bearer {token}"})
+
+    assert get().status_code == 401  # the token was looked up: a pooled connection
+    with psycopg.connect(host=str(postgres.directory), port=postgres.port, user="postgres",
+                         dbname="tern_dropped", autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = 'tern_dropped' AND pid <> pg_backend_pid()")
+    dropped = get()
+    assert dropped.status_code == 503 and "retry" in dropped.json["error"]
+    assert get().status_code == 401
+    db.engine(app).dispose()

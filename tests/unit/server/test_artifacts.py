@@ -116,3 +116,16 @@ def test_device_download_link_supports_range_and_expires(fleet, client, admin, u
     expired = uri.split("expire=")[0] + "expire=1&signature=" + uri.split("signature=")[1]
     assert client.get(expired).status_code == 403
     assert client.get(uri.split("?")[0]).status_code == 403
+
+
+def test_behind_nginx_a_checked_link_is_an_accel_redirect(fleet, client, admin, upload, app):
+    app.config["ACCEL_REDIRECT_PREFIX"] = "/_artifacts/"
+    device = fleet.accepted()
+    artifact = upload("app-1.0")
+    client.post("/api/management/v1/deployments", json={
+        "name": "d", "artifact_name": "app-1.0", "devices": [device.id]}, headers=admin)
+    uri = fleet.next(device).json["artifact"]["source"]["uri"]
+    response = client.get(uri)
+    assert response.status_code == 200 and response.data == b""
+    assert response.headers["X-Accel-Redirect"] == f"/_artifacts/{artifact['id']}"
+    assert client.get(uri.replace("signature=", "signature=0")).status_code == 403

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""Sustained device polls against a fleet of 1,000,000 devices, over HTTPS as deployed.
+
+    python bench/polls.py [--devices 1000000] [--sample 10000] [--duration 20]
+                          [--connections 32] [--workers 2] [--threads 4]
+
+PostgreSQL (a throwaway cluster) is seeded in bulk with COPY: N accepted devices, each with
+an auth set, two inventory attributes, a token, and a finished deployment (one rollout to
+the whole fleet already done), then ANALYZEd. `tern-server serve` (gunicorn gthread, TLS)
+answers wrk, which rotates through the tokens of `--sample` devices picked at random from
+the fleet (a Lua table of a million JWTs would measure wrk, not the server). Rows, in one
+run, same certificate, same worker count: nginx answering 204; the same stack's
+hello-world (`GET /api/health`, no database); Mender's `GET .../deployments/next` (v1,
+what mender-client polls with, nothing to deploy: 204) and the v2 POST. Goals (issue 7):
+>= 1,000 polls/s, p99 < 100 ms, >= 0.5x hello-world.
+"""
+import argparse
+import io
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.config import new_secret  # noqa: E402
+from server.testing import LiveServer, PostgresServer, free_port  # noqa: E402
+
+DEVICE_TYPE = "qemux86-64"
+NEXT_V1 = f"/api/devices/v1/deployments/device/deployments/next?artifact_name=release-1" \
+          f"&device_type={DEVICE_TYPE}"
+NEXT_V2 = "/api/devices/v2/deployments/device/deployments/next"
+PROVIDES = json.dumps({"device_provides": {"device_type": DEVICE_TYPE,
+                                           "artifact_name": "release-1"}})
+COPY_BATCH = 100_000
+
+WRK_SCRIPT = """
+tokens = {}
+for line in io.lines(%(tokens)s) do tokens[#tokens + 1] = line end
+local i = math.random(#tokens)
+request = function()
+  i = i %% #tokens + 1
+  return wrk.format(%(method)s, %(path)s, {["Authorization"] = "Bearer " .. tokens[i],
+                    ["Content-Type"] = "application/json"}, %(body)s)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99), e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+NGINX_CONF = """
+worker_processes %(workers)d;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %(dir)s/body; proxy_temp_path %(dir)s/proxy;
+  fastcgi_temp_path %(dir)s/fastcgi; uwsgi_temp_path %(dir)s/uwsgi; scgi_temp_path %(dir)s/scgi;
+  server {
+    listen 127.0.0.1:%(port)d ssl;
+    ssl_certificate %(cert)s;
+    ssl_certificate_key %(key)s;
+    location / { return 204; }
+  }
+}
+"""
+
+
+def lua_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string literal is a valid Lua string literal here
+
+
+def run_wrk(url: str, path: str, tokens_file: Path | None, args, method="GET",
+            body=None) -> dict:
+    script = Path(args.work) / "wrk.lua"
+    script.write_text(WRK_SCRIPT % {
+        "tokens": lua_string(str(tokens_file or Path(args.work) / "no-tokens")),
+        "method": lua_string(method), "path": lua_string(path),
+        "body": lua_string(body) if body else "nil"})
+    (Path(args.work) / "no-tokens").write_text("-\n")
+    result = subprocess.run(
+        ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
+         "-d", f"{args.duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True)
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", result.stdout)
+    requests, duration_us, p50, p99, bad_status, socket_errors = map(int, match.groups())
+    return {"requests": requests, "per_second": requests / (duration_us / 1e6),
+            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "non_2xx": bad_status,
+            "socket_errors": socket_errors}
+
+
+def start_nginx(work: Path, cert: Path, key: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF % {"workers": workers, "dir": work, "port": port,
+                                  "cert": cert, "key": key})
+    process = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"],
+                               stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return process, f"https://127.0.0.1:{port}"
+
+
+def _copy(cursor, table: str, columns: str, rows) -> None:
+    """COPY rows (tuples of str) in text format."""
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join("\\N" if v is None else v for v in row))
+        buffer.write("\n")
+    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        copy.write(buffer.getvalue())
+
+
+def seed(postgres: PostgresServer, database: str, count: int, secret: str, sample: int,
+         tokens_file: Path) -> float:
+    """`count` accepted devices with inventory, tokens and a finished deployment; JWTs of
+    `sample` of them into `tokens_file`. Returns the seconds it took."""
+    started = time.monotonic()
+    now = datetime.now(UTC)
+    expires = now + timedelta(days=7)
+    stamp, expiry = now.isoformat(), expires.isoformat()
+    deployment_id = str(uuid.uuid4())
+    picked = set(random.sample(range(count), min(sample, count)))
+    tokens = []
+    with psycopg.connect(host=str(postgres.directory), port=postgres.port, user="postgres",
+                         dbname=database, autocommit=True) as connection:
+        cursor = connection.cursor()
+        # No foreign-key triggers while loading: the rows are consistent by construction.
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("INSERT INTO deployments (id, name, artifact_name, force, created_at) "
+                       "VALUES (%s, 'rollout-1', 'release-1', false, %s)",
+                       (deployment_id, stamp))
+        for start in range(0, count, COPY_BATCH):
+            batch = range(start, min(start + COPY_BATCH, count))
+            ids = [str(uuid.uuid4()) for _ in batch]
+            token_ids = [str(uuid.uuid4()) for _ in batch]
+            _copy(cursor, "devices", "id, identity, status, created_at, updated_at",
+                  ((d, f'{{"mac":"02:{i:010x}"}}', "accepted", stamp, stamp)
+                   for i, d in zip(batch, ids, strict=True)))
+            _copy(cursor, "auth_sets", "id, device_id, pubkey, status, created_at",
+                  ((str(uuid.uuid4()), d, f"benchmark key {d}", "accepted", stamp)
+                   for d in ids))
+            _copy(cursor, "inventory", "device_id, name, value, updated_at",
+                  (row for d in ids for row in ((d, "device_type", f'"{DEVICE_TYPE}"', stamp),
+                                                (d, "artifact_name", '"release-1"', stamp))))
+            _copy(cursor, "tokens", "id, kind, subject, created_at, expires_at",
+                  ((t, "device", d, stamp, expiry) for d, t in zip(ids, token_ids, strict=True)))
+            _copy(cursor, "device_deployments",
+                  "id, deployment_id, device_id, status, created_at, finished_at",
+                  ((str(uuid.uuid4()), deployment_id, d, "success", stamp, stamp) for d in ids))
+            for i, d, t in zip(batch, ids, token_ids, strict=True):
+                if i in picked:
+                    tokens.append(jwt.encode(
+                        {"iss": "tern", "jti": t, "sub": d, "kind": "device",
+                         "iat": int(now.timestamp()), "exp": int(expires.timestamp())},
+                        secret, algorithm="HS256"))
+            print(f"  seeded {batch.stop:,} devices", file=sys.stderr, flush=True)
+        cursor.execute("ANALYZE")
+    random.shuffle(tokens)
+    tokens_file.write_text("\n".join(tokens) + "\n")
+    return time.monotonic() - started
+
+
+def explain(postgres: PostgresServer, database: str, tokens_file: Path) -> str:
+    """The plans of a poll's two queries (server.auth, server.deployments.service) for one
+    sampled device, as PostgreSQL runs them."""
+    claims = jwt.decode(tokens_file.read_text().split("\n", 1)[0],
+                        options={"verify_signature": False})
+    with psycopg.connect(host=str(postgres.directory), port=postgres.port, user="postgres",
+                         dbname=database) as connection:
+        plans = []
+        for query, parameter in (
+                ("SELECT tokens.kind, tokens.subject, tokens.name, tokens.revoked_at, "
+                 "devices.status FROM tokens LEFT JOIN devices ON devices.id = tokens.subject "
+                 "WHERE tokens.id = %s", claims["jti"]),
+                ("SELECT device_deployments.id FROM device_deployments JOIN deployments "
+                 "ON deployments.id = device_deployments.deployment_id "
+                 "WHERE device_deployments.device_id = %s "
+                 "AND device_deployments.finished_at IS NULL AND deployments.aborted_at IS NULL "
+                 "ORDER BY deployments.created_at, deployments.id", claims["sub"])):
+            rows = connection.execute(f"EXPLAIN ANALYZE {query}", (parameter,)).fetchall()
+            plans.append("\n".join(row[0] for row in rows))
+    return "\n\n".join(plans)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=1_000_000)
+    parser.add_argument("--sample", type=int, default=10_000, help="devices wrk polls as")
+    parser.add_argument("--duration", type=int, default=20, help="seconds per row")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn and nginx workers")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--request-log", choices=["json", "off"], default="json")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install {tool}")
+
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="tern-polls-") as work:
+        args.work = work
+        postgres = PostgresServer().start()
+        server = nginx = None
+        try:
+            url = postgres.create_database("polls")
+            data_dir = Path(work) / "data"
+            data_dir.mkdir()
+            secret = new_secret()
+            (data_dir / "config.json").write_text(json.dumps({"database_url": url}))
+            (data_dir / "secret.key").write_text(secret)
+            server = LiveServer(data_dir, workers=args.workers, threads=args.threads,
+                                request_log=args.request_log)
+            server.start(timeout=120)
+            tokens_file = Path(work) / "tokens.txt"
+            seconds = seed(postgres, "polls", args.devices, secret, args.sample, tokens_file)
+            print(f"seeded {args.devices:,} devices in {seconds:.0f} s", file=sys.stderr)
+            plans = explain(postgres, "polls", tokens_file)
+            nginx, nginx_url = start_nginx(Path(work), server.certificate,
+                                           server.certificate.with_name("server.key"),
+                                           args.workers)
+            run_wrk(server.url, NEXT_V1, tokens_file, argparse.Namespace(
+                **{**vars(args), "duration": 3}))  # warm the connection pools and caches
+            rows["nginx: return 204"] = run_wrk(nginx_url, "/", None, args)
+            rows["tern: GET /api/health (hello world, 204)"] = run_wrk(
+                server.url, "/api/health", None, args)
+            rows["tern: GET v1 next, nothing to deploy (204)"] = run_wrk(
+                server.url, NEXT_V1, tokens_file, args)
+            rows["tern: POST v2 next, nothing to deploy (204)"] = run_wrk(
+                server.url, NEXT_V2, tokens_file, args, "POST", PROVIDES)
+        finally:
+            if nginx is not None:
+                nginx.terminate()
+                nginx.wait()
+            if server is not None:
+                server.stop()
+            postgres.stop()
+
+    load = os.getloadavg()[0]
+    if args.json:
+        print(json.dumps({"rows": rows, "load_average_1m": load, "args": {
+            k: v for k, v in vars(args).items() if k != "work"}}, indent=2))
+        return
+    print(f"\n{args.devices:,} devices (wrk polls as {args.sample:,} of them), "
+          f"{args.connections} connections, {args.duration} s per row, {args.workers} gunicorn "
+          f"workers x {args.threads} threads, PostgreSQL 15, {os.cpu_count()} CPUs shared "
+          f"with wrk and PostgreSQL; load average (1 min) after the run {load:.1f}\n")
+    print("| endpoint | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in rows.items():
+        print(f"| {name} | {row['per_second']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
+              f"| {row['non_2xx']} | {row['socket_errors']} |")
+    hello = rows["tern: GET /api/health (hello world, 204)"]["per_second"]
+    poll = rows["tern: GET v1 next, nothing to deploy (204)"]
+    print(f"\npolls/s {poll['per_second']:.0f} (goal >= 1000), p99 {poll['p99_ms']:.1f} ms "
+          f"(goal < 100), {poll['per_second'] / hello:.2f}x hello world (goal >= 0.5)")
+    print(f"\nQuery plans for one device:\n\n{plans}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The S3 artifact storage against a real S3-compatible server (moto's, in its own process):
+uploads go into the bucket, devices download through presigned URLs straight from it, and
+deleting the artifact deletes the object."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from artifact import ArtifactHeader, write_artifact
+from artifact.payloads import PayloadOptions, Software, module_image
+from server.testing import AUTH_PATH, LiveServer, ServerAdmin, SimulatedDevice, free_port, wait_for
+
+from .test_scale_out import NEXT, PROVIDES
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "tern-artifacts"
+
+
+def large_artifact(tmp_path):
+    """9 MiB that do not compress: above boto3's 8 MiB multipart threshold."""
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(9 << 20))
+    path = tmp_path / "app.mender"
+    with path.open("wb") as out:
+        write_artifact(out, ArtifactHeader("app-1.0", ["qemux86-64"], []), [module_image(
+            "single-file", [payload], Software(name="single-file"), PayloadOptions())],
+            compression="none")
+    return path
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """moto's S3 server on a loopback port; boto3 in tern-server finds the credentials in the
+    environment it inherits."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "tern", "AWS_SECRET_ACCESS_KEY": "tern-secret",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                "-p", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers():
+        try:
+            return requests.get(url, timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(answers, timeout=30, interval=0.2, what="moto_server")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_s3_storage_presigned_download_and_delete(s3_server, tmp_path):
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket=BUCKET)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "config.json").write_text(json.dumps({"artifact_storage": {
+        "backend": "s3", "bucket": BUCKET, "prefix": "artifacts/", "endpoint_url": s3_server}}))
+    server = LiveServer(data_dir).start()
+    try:
+        admin = ServerAdmin(server)
+        artifact = large_artifact(tmp_path)
+        uploaded = admin.cli("artifacts", "upload", str(artifact))
+        key = f"artifacts/{uploaded['id']}"
+        stored = s3.head_object(Bucket=BUCKET, Key=key)
+        assert stored["ContentLength"] == uploaded["size"] == artifact.stat().st_size
+        assert stored["ETag"].strip('"').endswith("-2")  # uploaded in two parts
+        assert not (data_dir / "artifacts").exists() or not any(
+            (data_dir / "artifacts").iterdir())
+
+        device = SimulatedDevice({"mac": "02:00:00:00:00:53"}, "ecdsa")
+        body, headers = device.auth_request()
+        auth = f"{server.url}{AUTH_PATH}"
+        requests.post(auth, data=body, headers=headers, verify=server.certificate)
+        [pending] = admin.cli("devices", "list", "--status", "pending")
+        admin.cli("devices", "accept", pending["id"])
+        device.token = requests.post(auth, data=body, headers=headers,
+                                     verify=server.certificate).text
+        deployment = admin.cli("deployments", "create", "--name", "s3", "--artifact-name",
+                               "app-1.0", "--device", pending["id"])
+        answer = requests.post(f"{server.url}{NEXT}", json=PROVIDES, headers=device.headers,
+                               verify=server.certificate).json()
+        uri = answer["artifact"]["source"]["uri"]
+        assert uri.startswith(f"{s3_server}/{BUCKET}/{key}?")  # from the store, not the server
+        assert "X-Amz-Signature=" in uri
+        download = requests.get(uri, timeout=30)
+        assert download.status_code == 200
+        assert hashlib.sha256(download.content).hexdigest() == uploaded["sha256"]
+
+        admin.cli("deployments", "abort", deployment["id"])
+        response = requests.delete(f"{server.url}/api/management/v1/artifacts/{uploaded['id']}",
+                                   headers={"Authorization": f"Bearer {admin.token}"},
+                                   verify=server.certificate)
+        assert response.status_code == 204
+        with pytest.raises(ClientError) as missing:
+            s3.head_object(Bucket=BUCKET, Key=key)
+        assert missing.value.response["Error"]["Code"] == "404"
+    finally:
+        server.stop()

@@ -1,0 +1,103 @@
+"""Two `tern-server serve` instances (gunicorn, HTTPS) sharing one PostgreSQL and one artifact
+directory, as behind a load balancer: whatever one instance does, the other sees."""
+import hashlib
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from artifact import ArtifactHeader, write_artifact
+from artifact.payloads import PayloadOptions, Software, module_image
+from server.config import new_secret
+from server.testing import AUTH_PATH, LiveServer, ServerAdmin, SimulatedDevice
+from server.tls import ensure_self_signed
+
+pytestmark = pytest.mark.slow
+
+NEXT = "/api/devices/v2/deployments/device/deployments/next"
+PROVIDES = {"device_provides": {"device_type": "qemux86-64", "artifact_name": "release-0"}}
+
+
+@pytest.fixture
+def instances(postgres, tmp_path):
+    """Two data directories as on two hosts: the same config.json, secret.key and certificate;
+    started together, so both migrate the empty database at once."""
+    database_url = postgres.create_database("tern_scale_out")
+    shared_artifacts = tmp_path / "shared-artifacts"
+    settings = {"database_url": database_url, "artifacts_dir": str(shared_artifacts)}
+    secret = new_secret()
+    ensure_self_signed(tmp_path / "tls", ["localhost", "127.0.0.1"])
+    servers = []
+    for name in ("host1", "host2"):
+        data_dir = tmp_path / name
+        data_dir.mkdir()
+        (data_dir / "config.json").write_text(json.dumps(settings))
+        (data_dir / "secret.key").write_text(secret)
+        shutil.copytree(tmp_path / "tls", data_dir / "tls")
+        servers.append(LiveServer(data_dir, workers=2))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(LiveServer.start, servers))
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+    with create_engine(database_url).connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+
+
+def make_artifact(tmp_path):
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(bytes(range(256)) * 4096)
+    path = tmp_path / "app.mender"
+    with path.open("wb") as out:
+        write_artifact(out, ArtifactHeader("app-1.0", ["qemux86-64"], []), [module_image(
+            "single-file", [payload], Software(name="single-file"), PayloadOptions())])
+    return path
+
+
+def test_two_instances_share_database_and_artifacts(instances, tmp_path):
+    one, two = instances
+    assert one.certificate.read_bytes() == two.certificate.read_bytes()
+    admin = ServerAdmin(one)
+    over_one = ("--server", one.url, "--token", admin.token, "--ca-cert", str(one.certificate))
+
+    artifact = make_artifact(tmp_path)
+    uploaded = admin.cli(*over_one, "artifacts", "upload", str(artifact))
+
+    device = SimulatedDevice({"mac": "02:00:00:00:00:01"}, "ed25519")
+    body, headers = device.auth_request()
+    auth_two = f"{two.url}{AUTH_PATH}"
+    assert requests.post(auth_two, data=body, headers=headers,
+                         verify=two.certificate).status_code == 401
+    [pending] = admin.cli(*over_one, "devices", "list", "--status", "pending")
+    admin.cli(*over_one, "devices", "accept", pending["id"])
+    response = requests.post(auth_two, data=body, headers=headers, verify=two.certificate)
+    assert response.status_code == 200
+    device.token = response.text
+    deployment = admin.cli(*over_one, "deployments", "create", "--name", "scale",
+                           "--artifact-name", "app-1.0", "--device", pending["id"])
+
+    for server in (two, one):  # the token issued by instance 2 works on both
+        response = requests.post(f"{server.url}{NEXT}", json=PROVIDES, headers=device.headers,
+                                 verify=server.certificate)
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == deployment["id"]
+    answer = requests.post(f"{two.url}{NEXT}", json=PROVIDES, headers=device.headers,
+                           verify=two.certificate).json()
+    uri = answer["artifact"]["source"]["uri"]
+    assert uri.startswith(two.url)
+    download = requests.get(uri, verify=two.certificate)
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == uploaded["sha256"]
+
+    status_url = (f"{two.url}/api/devices/v1/deployments/device/deployments/"
+                  f"{deployment['id']}/status")
+    for status in ("downloading", "installing", "success"):
+        assert requests.put(status_url, json={"status": status}, headers=device.headers,
+                            verify=two.certificate).status_code == 204
+    assert admin.device_status(deployment["id"], pending["id"]) == "success"  # via instance 1
+    assert admin.get(f"/deployments/{deployment['id']}")["status"] == "finished"
