@@ -17,6 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from artifact import ArtifactHeader, write_artifact
 from artifact.payloads import PayloadOptions, Software, module_image
 from server.testing import SimulatedDevice, wait_for
+from updater.agent.steps import timestamp
 from updater.client import Aborted, Client, Unauthorized
 
 pytestmark = pytest.mark.slow
@@ -77,7 +78,8 @@ class FleetDevice:
             self.client.report_status(deployment_id, status)
             time.sleep(step)
         if log:
-            self.client.upload_log(deployment_id, list(log))
+            self.client.upload_log(deployment_id, [
+                {"timestamp": timestamp(), "level": "error", "message": line} for line in log])
         self.client.report_status(deployment_id, outcome)
 
     def finish(self, timeout: float = 60) -> None:
