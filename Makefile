@@ -60,6 +60,12 @@ bench: deps venv image
 	$(SUDO) $(PY) bench/install.py
 	$(PY) bench/server.py
 	$(PY) bench/boot.py
+	$(PY) bench/ota.py
+
+## campaign: power cuts during OTA updates (make campaign N=200: about a minute a cut); RELIABILITY.md
+.PHONY: campaign
+campaign: deps venv image
+	$(PY) -m qemu.campaign --cuts $(or $(N),200)
 
 ## image: the emulated device's disk and release images in build/images (cached)
 image: deps venv
