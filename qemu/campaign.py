@@ -270,7 +270,7 @@ def single_cuts(count: int, rng: random.Random) -> list[Run]:
         if bucket == "write":
             point = Point(write=rng.randrange(10, 100, 10), delay=rng.uniform(0, 2))
         else:
-            point = Point(state=bucket, delay=rng.uniform(0, 1))
+            point = Point(state=bucket, delay=rng.uniform(0, 0.3))
         if bucket in ROLLBACK_STATES:
             runs.append(Run(FAILING[failing % 2], [point]))
             failing += 1
@@ -295,8 +295,11 @@ def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: floa
         "One emulated device (QEMU TCG, real U-Boot, A/B slots) runs `tern-updater daemon` "
         "against `tern-server` (HTTPS, SQLite). Each run deploys a release and kills QEMU "
         "when the updater announces the chosen point on the console (a state, or a 10 % "
-        "step of the rootfs write) plus a random delay (0–1 s; 0–2 s for the write), powers "
-        "it on, waits for the server's final status and checks the device (`qemu/campaign.py`).",
+        "step of the rootfs write) plus a random delay (0–0.3 s; 0–2 s for the write), powers "
+        "it on, waits for the server's final status and checks the device (`qemu/campaign.py`). "
+        "A cut counts under the marker it followed; with the delay it may land a state later. "
+        "Rollback states are cut with release-broken (never boots) and release-unhealthy "
+        "(fails its health check) in turn, the others with release-1 / release-2 in turn.",
         "",
         f"- runs (one cut each): {len(outcomes)}; cuts made: {sum(buckets.values())}; "
         f"points never reached: {missed}",
