@@ -66,6 +66,12 @@ bench: deps venv image
 	$(PY) bench/resume.py
 	$(PY) bench/boot.py
 	$(PY) bench/fleet.py
+	$(PY) bench/ota.py
+
+## campaign: power cuts during OTA updates (make campaign N=200: about a minute a cut); RELIABILITY.md
+.PHONY: campaign
+campaign: deps venv image
+	$(PY) -m qemu.campaign --cuts $(or $(N),200)
 
 ## image: the emulated device's disk and release images in build/images (cached)
 image: deps venv

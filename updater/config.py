@@ -55,6 +55,8 @@ class Config:
     watchdog_device: str = setting("/dev/watchdog", "kept fed while health checks run")
     max_store_count: int = setting(30, "state store writes per update before it is failed")
     failpoints: str = setting("", "fail points to arm (tests only), see agent/failpoints.py")
+    console_markers: str = setting("", "tests: file (e.g. /dev/console) where each state "
+                                       "entered and the write progress are announced")
     server_url: str = setting("", "daemon: the management server, e.g. https://ota.example.com")
     server_certificate: str = setting("", "daemon: CA file to trust for the server; empty: "
                                           "the system's")

@@ -4,7 +4,7 @@ Standalone mode and the (later) daemon share the runner and the steps; they diff
 where they start (Download here, Sync in the daemon), in the source the steps download
 from, and in where they stop (`stop_before`).
 """
-from . import failpoints
+from . import failpoints, markers
 from .states import Event, State
 from .statestore import StateStore
 
@@ -103,6 +103,7 @@ class Machine:
                 return state
             store_count += 1
             self.store.save(state, update, store_count)
+            markers.state(state)
             if store_count > self.max_store_count * CAP_SHARE[state]:
                 event = E.LOOP_DETECTED
                 message = (f"{state}: {store_count} state store writes, more than "

@@ -10,7 +10,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from ..bootloader import make_bootloader
-from . import failpoints
+from . import failpoints, markers
 from .machine import Machine
 from .states import State
 from .statestore import StateStore
@@ -68,6 +68,7 @@ class Standalone:
     def __init__(self, config, quiet: bool = False, steps: Steps | None = None):
         """`steps`: the daemon's, which talk to the server."""
         failpoints.arm(config.failpoints)
+        markers.configure(config.console_markers)
         self.config = config
         self.store = StateStore(config.data / "state.json")
         self.steps = steps or Steps(config, make_bootloader(config), ArtifactSource(config), quiet)

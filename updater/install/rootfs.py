@@ -8,7 +8,7 @@ import hashlib
 import os
 import stat
 
-from ..agent import failpoints
+from ..agent import failpoints, markers
 
 WRITE_SIZE = 4 << 20
 READ_SIZE = 4 << 20
@@ -32,7 +32,7 @@ def write_image(file, target: str, expected_sha256: str, readback: bool = True) 
             if file.size > capacity:
                 raise InstallError(f"payload {file.name} is {file.size} bytes, slot {target} "
                                    f"holds {capacity}")
-        written = _stream(fd, file)
+        written = _stream(fd, file, markers.WriteProgress(file.size))
         if not block_device:
             os.ftruncate(fd, written)
         os.fsync(fd)
@@ -46,7 +46,7 @@ def write_image(file, target: str, expected_sha256: str, readback: bool = True) 
     return written
 
 
-def _stream(fd: int, chunks) -> int:
+def _stream(fd: int, chunks, progress: markers.WriteProgress) -> int:
     crash_at = failpoints.payload_offset()
     pending = bytearray()
     written = 0
@@ -57,8 +57,11 @@ def _stream(fd: int, chunks) -> int:
             with memoryview(pending) as view:
                 written += _write_all(fd, view[:size], written, crash_at)
             del pending[:size]
+            progress.update(written)
     with memoryview(pending) as view:
-        return written + _write_all(fd, view, written, crash_at)
+        written += _write_all(fd, view, written, crash_at)
+    progress.update(written)
+    return written
 
 
 def _write_all(fd: int, data: memoryview, offset: int, crash_at: int | None) -> int:

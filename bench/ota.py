@@ -1,0 +1,161 @@
+"""Over-the-air update, end to end: deployment creation to success on one emulated device,
+and its parts, beside a baseline on the same device and machine.
+
+    .venv/bin/python bench/ota.py [--runs N]
+
+tern-server (HTTPS, SQLite) on the host; one QEMU device (TCG) running `tern-updater
+daemon` with console markers; deployments alternate release-2 / release-1 (each writes
+the other slot). The parts come from the host's clock as the markers arrive on the serial
+console. Baseline, from the same device's shell: the same image fetched over plain HTTP
+with busybox wget and written by dd into the inactive slot (raw, and gzip through gunzip,
+as the artifact carries it), and a bare `reboot` to the shell. Prints Markdown tables.
+"""
+import argparse
+import functools
+import gzip
+import http.server
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from qemu.campaign import Campaign  # noqa: E402
+from qemu.device import Device, make_overlay  # noqa: E402
+from server.testing import LiveServer, ServerAdmin, wait_for  # noqa: E402
+
+IMAGES = ROOT / "build" / "images"
+# What the console shows of a successful deployment, in order.
+MILESTONES = [
+    ("picked up", "tern-state: Sync"),
+    ("download starts", "tern-state: Download"),
+    ("written", "tern-write: 100%"),
+    ("read back, trial set", "tern-state: ArtifactReboot"),
+    ("updater runs on the new slot", "tern-state: ArtifactVerifyReboot"),
+    ("committed", "tern-state: Cleanup"),
+    ("daemon reports", "tern-state: UpdateStatusReport"),
+]
+PARTS = [
+    ("poll: deployment created -> picked up", None, "picked up"),
+    ("download + verify + write (192 MiB)", "download starts", "written"),
+    ("read-back check, trial boot set", "written", "read back, trial set"),
+    ("reboot: U-Boot, kernel, init, updater start", "read back, trial set",
+     "updater runs on the new slot"),
+    ("health checks + commit", "updater runs on the new slot", "committed"),
+    ("daemon start + status report", "committed", "success on the server"),
+    ("**deployment created -> success**", None, "success on the server"),
+]
+
+
+def deployment_timeline(campaign: Campaign, release: str) -> dict[str, float]:
+    """Seconds from the deployment's creation to each milestone."""
+    server, console = campaign.server, campaign.device.console
+    deployment = server.cli("deployments", "create", "--name", f"bench-{time.time_ns()}",
+                            "--artifact-name", release, "--device", campaign.device_id)["id"]
+    created = time.monotonic()
+    times = {}
+    for name, marker in MILESTONES:
+        console.expect(marker, created + 900)
+        times[name] = time.monotonic() - created
+    wait_for(lambda: server.device_status(deployment, campaign.device_id) == "success",
+             timeout=300, interval=0.2, what="success on the server")
+    times["success on the server"] = time.monotonic() - created
+    campaign.running = release
+    return times
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def serve_directory(directory: Path) -> http.server.ThreadingHTTPServer:
+    """Plain HTTP on the host's loopback: the guest reaches it at 10.0.2.2."""
+    handler = functools.partial(QuietHandler, directory=directory)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def timed_run(device: Device, command: str) -> float:
+    start = time.monotonic()
+    device.run_check(command, timeout=600)
+    return time.monotonic() - start
+
+
+def baseline(device: Device, port: int) -> dict[str, float]:
+    inactive = "/dev/vda2" if device.slot == "B" else "/dev/vda3"
+    url = f"http://10.0.2.2:{port}"
+    times = {
+        "wget, dd: raw image": timed_run(
+            device, f"wget -q -O - {url}/release-2.ext4 | dd of={inactive} bs=1M conv=fsync "
+                    "2>/dev/null"),
+        "wget, gunzip, dd: gzip image": timed_run(
+            device, f"wget -q -O - {url}/release-2.ext4.gz | gunzip | dd of={inactive} bs=1M "
+                    "conv=fsync 2>/dev/null"),
+    }
+    device.console.sendline("reboot")
+    start = time.monotonic()
+    device.expect_reboot(timeout=300)
+    times["bare `reboot` -> shell"] = time.monotonic() - start
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2, help="deployments (alternating)")
+    args = parser.parse_args()
+    subprocess.run([sys.executable, str(ROOT / "images" / "build.py")], check=True)
+    load_at_start = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="tern-bench-ota-"))
+    live = device = httpd = None
+    try:
+        with open(IMAGES / "release-2.ext4", "rb") as raw, \
+                gzip.open(work / "release-2.ext4.gz", "wb", compresslevel=6) as packed:
+            shutil.copyfileobj(raw, packed, 1 << 20)
+        (work / "release-2.ext4").symlink_to(IMAGES / "release-2.ext4")
+        live = LiveServer(work / "server", names=("10.0.2.2",)).start()
+        device = Device("bench", make_overlay(IMAGES / "disk.img", work / "bench.qcow2"),
+                        work / "console.log")
+        campaign = Campaign(ServerAdmin(live), device, IMAGES)
+        campaign.enroll()
+        runs = []
+        for number in range(args.runs):
+            release = campaign.next_good()
+            runs.append(deployment_timeline(campaign, release))
+            print(f"run {number + 1}: {release}: "
+                  f"{runs[-1]['success on the server']:.1f} s to success", flush=True)
+        device.transition("off")
+        device.transition("shell")  # a clean shell after the deployments' reboots
+        httpd = serve_directory(work)
+        base = baseline(device, httpd.server_address[1])
+    finally:
+        if httpd:
+            httpd.shutdown()
+        if device:
+            device.close()
+        if live:
+            live.stop()
+        load = os.getloadavg()[0]
+    print(f"\n1-minute load average: {load_at_start:.2f} at the start, {load:.2f} at the end\n")
+    print(f"| part ({args.runs} deployments, seconds) | median | min | max |")
+    print("|---|---:|---:|---:|")
+    for label, start, end in PARTS:
+        samples = [run[end] - (run[start] if start else 0.0) for run in runs]
+        print(f"| {label} | {statistics.median(samples):.1f} | {min(samples):.1f} | "
+              f"{max(samples):.1f} |")
+    print("\n| baseline, same device (seconds) | time |\n|---|---:|")
+    for label, seconds in base.items():
+        print(f"| {label} | {seconds:.1f} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Power cuts during over-the-air updates (qemu/campaign.py): one device, a real server,
+QEMU killed at every named updater state and at random points of the rootfs write.
+
+To fit CI, a deployment takes several cuts in turn: each power-on goes on from where the
+last cut left it (a resume, a U-Boot fallback, a rollback) and the next cut lands in what
+it does. The seed of the random points is printed; TERN_SEED=<seed> repeats them.
+"""
+import os
+import random
+import time
+
+import pytest
+
+from qemu.campaign import STATES, Campaign, Point, Run
+from server.testing import LiveServer, ServerAdmin
+
+pytestmark = pytest.mark.qemu
+
+
+def sample(rng: random.Random) -> list[Run]:
+    def write() -> Point:
+        return Point(write=rng.randrange(10, 100, 10), delay=rng.uniform(0, 1))
+
+    S = Point  # a point at a state: S("Download")
+    return [
+        Run("", [S("Sync"), S("Download"), S("ArtifactFailure")]),
+        Run("", [write(), S("Cleanup")]),
+        Run("", [S("ArtifactInstall"), S("ArtifactRollback"),
+                 S("ArtifactVerifyRollbackReboot"), S("ArtifactFailure")]),
+        # broken: the trial boot panics and U-Boot falls back; resume goes on from there
+        Run("release-broken", [S("ArtifactReboot"), S("ArtifactVerifyReboot"),
+                               S("ArtifactRollbackReboot"), S("UpdateStatusReport")]),
+        Run("", [S("ArtifactCommit"), S("Cleanup")]),
+        Run("", [write(), S("UpdateStatusReport")]),
+    ]
+
+
+@pytest.fixture
+def campaign(tmp_path, make_device, base_image):
+    live = LiveServer(tmp_path / "server", names=("10.0.2.2",)).start()
+    try:
+        campaign = Campaign(ServerAdmin(live), make_device(), base_image.directory,
+                            tmp_path / "failures")
+        campaign.enroll()
+        yield campaign
+    finally:
+        live.stop()
+
+
+def test_power_cuts_at_every_state_and_during_the_write(campaign):
+    seed = int(os.environ.get("TERN_SEED", time.time_ns() % 1_000_000))
+    print(f"TERN_SEED={seed}")
+    for run in sample(random.Random(seed)):
+        outcome = campaign.run(run)
+        print(f"{outcome.release}: cut at {', '.join(outcome.cut)}; missed "
+              f"{outcome.missed or 'none'} -> {outcome.status}, {outcome.kind}, slot "
+              f"{outcome.slot} {outcome.running}, {outcome.seconds:.0f} s {outcome.problems}")
+        assert outcome.kind == "ok", outcome.problems
+    cut = [label for outcome in campaign.outcomes for label in outcome.cut]
+    assert set(STATES) <= set(cut), f"never cut at {set(STATES) - set(cut)}"
+    assert sum(label.startswith("write") for label in cut) == 2

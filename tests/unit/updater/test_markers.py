@@ -1,0 +1,28 @@
+"""Console markers: each state the machine enters and the write progress, only when set."""
+from updater.agent import markers
+
+from .conftest import payload_bytes
+
+
+def test_install_announces_states_and_write_progress(device, make_artifact, tmp_path):
+    console = tmp_path / "console"
+    device.settings["console_markers"] = str(console)
+    payload = payload_bytes("release-2", size=10 << 20)  # 4 MiB writes: 40 %, 80 %, 100 %
+    assert device.run("install", str(make_artifact({"rootfs.ext4": payload}))) == 0
+    assert device.power_on() == "b"
+    assert device.run("resume") == 0
+    assert console.read_text().splitlines() == [
+        "tern-state: Download", "tern-write: 40%", "tern-write: 80%", "tern-write: 100%",
+        "tern-state: ArtifactInstall", "tern-state: ArtifactReboot",
+        "tern-state: ArtifactVerifyReboot", "tern-state: ArtifactCommit",
+        "tern-state: Cleanup", "tern-state: UpdateStatusReport"]
+
+
+def test_write_progress_announces_each_tenth_once(tmp_path, monkeypatch):
+    console = tmp_path / "console"
+    monkeypatch.setattr(markers, "_target", str(console))
+    progress = markers.WriteProgress(1000)
+    for written in range(0, 1001, 7):
+        progress.update(written)
+    progress.update(1000)
+    assert console.read_text().splitlines() == [f"tern-write: {p}%" for p in range(10, 101, 10)]
