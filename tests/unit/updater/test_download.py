@@ -97,9 +97,11 @@ def test_a_stall_is_detected_by_the_read_timeout_and_resumed(proxy):
 
 
 def test_a_server_that_ignores_range_fails_cleanly(proxy, origin):
+    # A stall rather than a reset: a reset may drop what the client has not read yet, even
+    # all of it, and a download broken at byte 0 rightly starts again without Range.
     origin.honour_range = False
-    proxy.reset_after(1_000_000)
-    with download(proxy) as stream:
+    proxy.stall_after(1_000_000)
+    with download(proxy, timeout=0.5) as stream:
         received = stream.read(900_000)
         with pytest.raises(DownloadError, match="cannot resume at byte .*answered 200"):
             while stream.read(100_000):
