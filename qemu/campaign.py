@@ -196,13 +196,17 @@ class Campaign:
             return f"unknown ({error})"
 
     def shell(self) -> bool:
-        """Is the device at its shell prompt? (Sets the booted slot.)"""
+        """Is the device at its shell prompt? (Sets the booted slot.)
+
+        The console's buffer still holds what `watch` read, prompts of earlier boots
+        included: the slot is read from the prompt after a marker-framed command."""
         device = self.device
         if device.state == "off":
             return False
         try:
             device.console.sendline()
             device.console.expect(SHELL_PROMPT, time.monotonic() + 30)
+            device.console.run("true", time.monotonic() + 30)
         except (pexpect.TIMEOUT, pexpect.EOF):
             return False
         device.state, device.slot = "shell", device.console.match.group(1)
