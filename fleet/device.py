@@ -302,10 +302,8 @@ class FleetDaemon(Daemon):
     """The daemon of one simulated device: its own client and steps, no identity script."""
 
     def __init__(self, device: FleetDevice):
-        self.config = device.config
-        self.client = FleetClient(device)
-        self.steps = FleetDaemonSteps(device, self.client)
-        self.standalone = Standalone(self.config, steps=self.steps)
+        client = FleetClient(device)
+        super().__init__(device.config, client, FleetDaemonSteps(device, client))
 
 
 def choose_faults(count: int, fail_rate: float, power_cut_rate: float,

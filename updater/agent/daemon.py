@@ -101,17 +101,18 @@ class DaemonSteps(Steps):
 
 
 class Daemon:
-    def __init__(self, config):
+    def __init__(self, config, client: Client | None = None, steps: DaemonSteps | None = None):
+        """`client` and `steps`: the fleet simulator's own; by default the device's."""
         if not config.server_url:
             raise ValueError("the daemon needs server_url")
         self.config = dataclasses.replace(config, auto_reboot=True)
-        self.client = Client(config.server_url, identity.device_key(config.data),
-                             identity.identity(config), config.server_certificate)
-        self.steps = DaemonSteps(self.config, make_bootloader(self.config), self.client)
+        self.client = client or Client(config.server_url, identity.device_key(config.data),
+                                       identity.identity(config), config.server_certificate)
+        self.steps = steps or DaemonSteps(self.config, make_bootloader(self.config),
+                                          self.client)
         self.standalone = Standalone(self.config, steps=self.steps)
-
-    inventory_due = 0.0  # monotonic time of the next inventory
-    failures = 0  # errors in a row, for the backoff
+        self.inventory_due = 0.0  # monotonic time of the next inventory
+        self.failures = 0  # errors in a row, for the backoff
 
     def run(self) -> None:
         """Forever: finish a stored deployment, send the inventory, poll, deploy."""
