@@ -66,5 +66,6 @@ def revoke_token(token_id):
 @user_required
 def audit_log():
     limit = min(request.args.get("limit", 100, type=int), 1000)
-    offset = max(request.args.get("offset", 0, type=int), 0)
+    # within a 64-bit integer, the most either database takes (a larger one was a 500)
+    offset = min(max(request.args.get("offset", 0, type=int), 0), 2**63 - 1)
     return audit.entries(max(limit, 1), offset)

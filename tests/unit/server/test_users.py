@@ -57,3 +57,10 @@ def test_management_actions_are_audited(fleet, client, admin):
     assert [(e["action"], e["target"]) for e in entries[:2]] == [
         ("device.reject", device.id), ("device.accept", device.id)]
     assert entries[0]["actor"] == "user:admin@example.com"
+
+
+def test_an_audit_offset_past_any_integer_is_an_empty_page(fleet, client, admin):
+    fleet.accepted()
+    response = client.get("/api/management/v1/audit", query_string={"offset": 10**30},
+                          headers=admin)
+    assert response.status_code == 200 and response.json == []
