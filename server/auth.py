@@ -12,7 +12,7 @@ from functools import wraps
 import jwt
 from flask import current_app, g, request
 from jwt.algorithms import HMACAlgorithm
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, bindparam, select
 
 from .errors import ApiError
 from .extensions import db
@@ -52,9 +52,9 @@ def revoke_tokens(subject: str) -> int:
     return rows.update({Token.revoked_at: utcnow()}, synchronize_session=False)
 
 
-def _token_query(subject, column):
+def _token_query(subject, *columns):
     """The token and its subject, as plain columns, by one primary-key lookup each."""
-    return (select(Token.kind, Token.subject, Token.name, Token.revoked_at, column)
+    return (select(Token.kind, Token.subject, Token.name, Token.revoked_at, *columns)
             .outerjoin(subject, subject.id == Token.subject)
             .where(Token.id == bindparam("jti")))
 
@@ -81,14 +81,15 @@ _jwt._jws = jwt.PyJWS(algorithms=[])  # pyjwt has no public way to swap an algor
 _jwt._jws.register_algorithm("HS256", _HS256())
 
 
-def authenticate(kinds: tuple[str, ...]) -> Principal:
+def authenticate(kinds: tuple[str, ...], device_query=_DEVICE_TOKEN) -> Principal:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise ApiError(401, "missing bearer token")
-    return authenticate_token(header[7:].strip(), kinds)
+    return authenticate_token(header[7:].strip(), kinds, device_query)
 
 
-def authenticate_token(token: str, kinds: tuple[str, ...]) -> Principal:
+def authenticate_token(token: str, kinds: tuple[str, ...],
+                       device_query=_DEVICE_TOKEN) -> Principal:
     """The principal of a token from a header or (the dashboard) a session cookie."""
     try:
         claims = _jwt.decode(token, current_app.config["SECRET_KEY"],
@@ -101,8 +102,7 @@ def authenticate_token(token: str, kinds: tuple[str, ...]) -> Principal:
     if claims["kind"] not in kinds:
         raise ApiError(403, f"a {claims['kind']} token cannot be used here")
     device = claims["kind"] == DEVICE
-    found = db.session.connection().execute(  # Core: no ORM objects to build
-        _DEVICE_TOKEN if device else _USER_TOKEN, {"jti": claims["jti"]}).first()
+    found = db.read_one(device_query if device else _USER_TOKEN, jti=claims["jti"])
     if (found is None or found.revoked_at is not None or found.subject != claims["sub"]
             or found.kind != claims["kind"]):
         raise ApiError(401, "token revoked")
@@ -113,21 +113,31 @@ def authenticate_token(token: str, kinds: tuple[str, ...]) -> Principal:
         if found.email is None:
             raise ApiError(401, "user no longer exists")
         name = found.email
+    if device:
+        g.also = getattr(found, "also", None)
     return Principal(found.kind, found.subject, claims["jti"], name)
 
 
-def _requires(*kinds: str) -> Callable:
+def _requires(kinds: tuple[str, ...], device_query=_DEVICE_TOKEN) -> Callable:
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args, **kwargs):
-            g.principal = authenticate(kinds)
+            g.principal = authenticate(kinds, device_query)
             return view(*args, **kwargs)
         return wrapper
     return decorator
 
 
-device_required = _requires(DEVICE)
-user_required = _requires(USER, API, LOCAL)
+def device_required(view: Callable | None = None, *, also: ColumnElement | None = None):
+    """Require a device token: `@device_required`, or `@device_required(also=column)` to
+    fetch one more column, correlated to the device, in the token's own lookup, into
+    `g.also`. A poll asks "anything to do?" that way: one round trip with its token check."""
+    if view is not None:
+        return _requires((DEVICE,))(view)
+    return _requires((DEVICE,), _token_query(Device, Device.status, also.label("also")))
+
+
+user_required = _requires((USER, API, LOCAL))
 
 
 def current_principal() -> Principal:

@@ -106,16 +106,18 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _observe(response):
-        seconds = time.perf_counter() - g.pop("started", time.perf_counter())
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        REQUEST_SECONDS.labels(request.method, endpoint, response.status_code).observe(seconds)
+        context, req = g._get_current_object(), request._get_current_object()  # one lookup each
+        seconds = time.perf_counter() - context.pop("started", time.perf_counter())
+        status = response.status_code
+        endpoint = req.url_rule.rule if req.url_rule else "unmatched"
+        REQUEST_SECONDS.labels(req.method, endpoint, status).observe(seconds)
         if log_json:
             fields = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                      "method": request.method, "path": request.path,
-                      "status": response.status_code, "duration_ms": round(seconds * 1000, 2),
-                      "bytes": response.content_length, "remote": request.remote_addr,
-                      "request_id": g.get("request_id")}
-            principal = g.get("principal")
+                      "method": req.method, "path": req.path, "status": status,
+                      "duration_ms": round(seconds * 1000, 2),
+                      "bytes": response.content_length, "remote": req.remote_addr,
+                      "request_id": context.get("request_id")}
+            principal = context.get("principal")
             if principal is not None:
                 fields["device_id" if principal.kind == DEVICE else "user_id"] = \
                     principal.subject

@@ -9,7 +9,7 @@ and never sees the deployment.
 """
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import exists
 
 from artifact import CompatibilityError
 from artifact.provides import check_compatible
@@ -32,23 +32,28 @@ MAX_LOG_MESSAGES = 100_000
 # -- device side ------------------------------------------------------------------------------
 
 
-# Built once: every poll runs it.
-_OPEN_DEPLOYMENTS = (
-    select(DeviceDeployment.id).join(Deployment)
-    .where(DeviceDeployment.device_id == bindparam("device_id"),
-           DeviceDeployment.finished_at.is_(None), Deployment.aborted_at.is_(None))
-    .order_by(Deployment.created_at, Deployment.id))
+# Correlated to the device of a poll's token lookup (`device_required(also=...)`): whether
+# anything is open for it comes with the token check, in the same round trip.
+HAS_OPEN_DEPLOYMENT = exists().where(
+    DeviceDeployment.device_id == Device.id, DeviceDeployment.finished_at.is_(None),
+    DeviceDeployment.deployment_id == Deployment.id, Deployment.aborted_at.is_(None))
 
 
-def next_for_device(device_id: str, provides: dict[str, str]) -> dict | None:
-    """The deployment the device should run now, as Mender's `next` answer, or None (204)."""
+def next_for_device(device_id: str, provides: dict[str, str],
+                    anything_open: bool = True) -> dict | None:
+    """The deployment the device should run now, as Mender's `next` answer, or None (204).
+    `anything_open` False (from the token's lookup): nothing to look for, no query at all."""
     device_type = provides.get("device_type")
     if not isinstance(device_type, str) or not device_type:
         raise ApiError(400, "device_type is required")
-    # None open, on almost every poll: then no ORM objects, no writes, no commit.
-    open_ids = db.session.connection().execute(
-        _OPEN_DEPLOYMENTS, {"device_id": device_id}).scalars().all()
-    for device_deployment in (db.session.get(DeviceDeployment, id_) for id_ in open_ids):
+    if not anything_open:  # almost every poll: no ORM session, no writes, no commit
+        return None
+    open_deployments = (db.session.query(DeviceDeployment).join(Deployment)
+                        .filter(DeviceDeployment.device_id == device_id,
+                                DeviceDeployment.finished_at.is_(None),
+                                Deployment.aborted_at.is_(None))
+                        .order_by(Deployment.created_at, Deployment.id))
+    for device_deployment in open_deployments.all():
         if device_deployment.artifact_id is None:
             assigned = _assign(device_deployment, device_type, provides)
             db.session.commit()

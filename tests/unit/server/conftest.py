@@ -46,7 +46,7 @@ def app(database_url, tmp_path):
         for table in reversed(Base.metadata.sorted_tables):
             connection.execute(text(f"DELETE FROM {table.name}"))
     yield app
-    db.engine(app).dispose()
+    db.dispose(app)
 
 
 @pytest.fixture

@@ -112,4 +112,4 @@ def test_a_dropped_database_connection_is_a_503_then_recovers(postgres, tmp_path
     dropped = get()
     assert dropped.status_code == 503 and "retry" in dropped.json["error"]
     assert get().status_code == 401
-    db.engine(app).dispose()
+    db.dispose(app)
