@@ -4,6 +4,7 @@ Management commands talk to the API, either of a running server (`--server URL`,
 with `--token`) or, by default, of the data directory in-process: one code path
 through the same routes, checks and audit log either way.
 """
+import gc
 import getpass
 import json
 import os
@@ -105,12 +106,16 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
         def load_config(self):
             for option, value in {"bind": [bind], "workers": workers, "threads": threads,
                                   "worker_class": "gthread", "certfile": cert, "keyfile": key,
-                                  "timeout": 120, "graceful_timeout": 10,
+                                  "timeout": 120, "graceful_timeout": 10, "reuse_port": True,
                                   "proc_name": "tern-server"}.items():
                 self.cfg.set(option, value)
 
         def load(self):
-            return create_app(config)
+            app = create_app(config)
+            # The app's objects live as long as the worker: keep the cyclic collector off
+            # them, or each full collection walks them all (tens of ms: a p99 spike).
+            gc.freeze()
+            return app
 
     # Metrics of every worker, added up at scrape time (server.metrics); set before any
     # worker imports prometheus_client.
