@@ -177,25 +177,23 @@ def seed(postgres: PostgresServer, database: str, count: int, secret: str, sampl
 
 
 def explain(postgres: PostgresServer, database: str, tokens_file: Path) -> str:
-    """The plans of a poll's two queries (server.auth, server.deployments.service) for one
-    sampled device, as PostgreSQL runs them."""
-    claims = jwt.decode(tokens_file.read_text().split("\n", 1)[0],
-                        options={"verify_signature": False})
+    """The plan of a poll's one query (the token, its device and whether anything is open
+    for it: server.auth with deployments.service.HAS_OPEN_DEPLOYMENT) for one sampled
+    device, as PostgreSQL runs it."""
+    from sqlalchemy.dialects.postgresql import psycopg as dialect
+
+    from server.auth import _token_query
+    from server.deployments.service import HAS_OPEN_DEPLOYMENT
+    from server.models import Device
+
+    query = _token_query(Device, Device.status, HAS_OPEN_DEPLOYMENT.label("also"))
+    sql = str(query.compile(dialect=dialect.dialect()))
+    jti = jwt.decode(tokens_file.read_text().split("\n", 1)[0],
+                     options={"verify_signature": False})["jti"]
     with psycopg.connect(host=str(postgres.directory), port=postgres.port, user="postgres",
                          dbname=database) as connection:
-        plans = []
-        for query, parameter in (
-                ("SELECT tokens.kind, tokens.subject, tokens.name, tokens.revoked_at, "
-                 "devices.status FROM tokens LEFT JOIN devices ON devices.id = tokens.subject "
-                 "WHERE tokens.id = %s", claims["jti"]),
-                ("SELECT device_deployments.id FROM device_deployments JOIN deployments "
-                 "ON deployments.id = device_deployments.deployment_id "
-                 "WHERE device_deployments.device_id = %s "
-                 "AND device_deployments.finished_at IS NULL AND deployments.aborted_at IS NULL "
-                 "ORDER BY deployments.created_at, deployments.id", claims["sub"])):
-            rows = connection.execute(f"EXPLAIN ANALYZE {query}", (parameter,)).fetchall()
-            plans.append("\n".join(row[0] for row in rows))
-    return "\n\n".join(plans)
+        rows = connection.execute(f"EXPLAIN ANALYZE {sql}", {"jti": jti}).fetchall()
+    return "\n".join(row[0] for row in rows)
 
 
 def main() -> None:
