@@ -26,7 +26,9 @@ class Database:
             # pre-ping, which costs a round trip on every request
             options = {"pool_recycle": POOL_RECYCLE_SECONDS}
         engine = create_engine(url, **options)
-        reads = create_engine(url, isolation_level="AUTOCOMMIT", **options)
+        # autocommit: no transaction to end, so nothing to roll back when a connection returns
+        reads = create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
+                              **options)
         if url.startswith("sqlite"):
             for each in (engine, reads):
                 event.listen(each, "connect", _sqlite_pragmas)
