@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flask import current_app, url_for
+from sqlalchemy import bindparam, select
 
 from artifact import ArtifactError, ArtifactHeader, ArtifactReader, PayloadHeader
 from artifact.signing import load_key_file
@@ -169,11 +170,20 @@ def device_download_url(artifact: Artifact) -> tuple[str, int]:
                    signature=_signature(artifact.id, expires), _external=True), expires
 
 
-def check_download(artifact_id: str, expires: str | None, signature: str | None) -> Artifact:
+# Built once: every device download checks its link, then only needs the id and name.
+_DOWNLOADABLE = select(Artifact.id, Artifact.name).where(Artifact.id == bindparam("artifact_id"))
+
+
+def check_download(artifact_id: str, expires: str | None, signature: str | None):
+    """The artifact's id and name (a named tuple), if the link is good: one autocommit
+    lookup, no ORM object (its header can be large) and no session."""
     if not expires or not signature or not expires.isdigit():
         raise ApiError(403, "missing or malformed download signature")
     if not hmac.compare_digest(_signature(artifact_id, int(expires)), signature):
         raise ApiError(403, "invalid download signature")
     if int(expires) < time.time():
         raise ApiError(403, "download link expired")
-    return get(artifact_id)
+    found = db.read_one(_DOWNLOADABLE, artifact_id=artifact_id)
+    if found is None:
+        raise ApiError(404, f"no artifact {artifact_id}")
+    return found
