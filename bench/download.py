@@ -2,7 +2,7 @@
 """Artifact download throughput: 1 and 100 concurrent clients fetching the same artifact over
 HTTPS, from Tern as deployed and from nginx serving the same file, in one run.
 
-    python bench/download.py [--size-mib 16] [--duration 15] [--workers 2]
+    python bench/download.py [--size-mib 16] [--duration 10] [--rounds 3] [--workers 2]
 
 Rows, each with the device's signed download link and the same certificate:
 - nginx: the artifact file as a static file (the ceiling);
@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -126,7 +127,9 @@ def upload_and_sign(data_dir: Path, artifact: Path) -> tuple[str, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=16)
-    parser.add_argument("--duration", type=int, default=15, help="seconds per row")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per row")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="every row this many times, interleaved (the machine drifts)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn and nginx workers")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 100])
@@ -178,10 +181,11 @@ def main() -> None:
                        "tern (gunicorn, TLS)": (direct.url, "/" + link),
                        "nginx -> tern (X-Accel-Redirect)": (f"https://127.0.0.1:{proxy_port}",
                                                             "/" + link)}
-            for clients in args.clients:
-                for name, (url, path) in targets.items():
-                    rows[f"{name}, {clients} client{'s' if clients > 1 else ''}"] = run_wrk(
-                        url, path, clients, args)
+            for _ in range(args.rounds):
+                for clients in args.clients:
+                    for name, (url, path) in targets.items():
+                        rows.setdefault(f"{name}, {clients} client{'s' if clients > 1 else ''}",
+                                        []).append(run_wrk(url, path, clients, args))
         finally:
             if nginx is not None:
                 nginx.terminate()
@@ -194,17 +198,23 @@ def main() -> None:
     if args.json:
         print(json.dumps({"rows": rows, "load_average_1m": load}, indent=2))
         return
-    print(f"\n{args.size_mib} MiB artifact, {args.duration} s per row, {args.workers} workers "
-          f"(gunicorn x {args.threads} threads; nginx), {os.cpu_count()} CPUs shared with wrk; "
-          f"load average (1 min) after the run {load:.1f}\n")
+    print(f"\n{args.size_mib} MiB artifact, {args.rounds} rounds of {args.duration} s per row, "
+          f"{args.workers} workers (gunicorn x {args.threads} threads; nginx), {os.cpu_count()} "
+          f"CPUs shared with wrk; load average (1 min) after the run {load:.1f}\n")
+    print("Medians over the rounds; x nginx is the median of each round's ratio to the nginx row "
+          "run just before it (range in brackets).\n")
     print("| server, clients | MB/s | x nginx | downloads | p50 ms | p99 ms | non-2xx | errors |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, row in rows.items():
+    for name, runs in rows.items():
         clients = name.rsplit(", ", 1)[1]
-        baseline = rows[f"nginx (static file), {clients}"]["mb_per_second"]
-        print(f"| {name} | {row['mb_per_second']:.0f} | {row['mb_per_second'] / baseline:.2f} "
-              f"| {row['downloads']} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} "
-              f"| {row['non_2xx']} | {row['socket_errors']} |")
+        baselines = rows[f"nginx (static file), {clients}"]
+        ratios = sorted(run["mb_per_second"] / base["mb_per_second"]
+                        for run, base in zip(runs, baselines, strict=True))
+        print(f"| {name} | {median(r['mb_per_second'] for r in runs):.0f} "
+              f"| {median(ratios):.2f} [{ratios[0]:.2f}-{ratios[-1]:.2f}] "
+              f"| {sum(r['downloads'] for r in runs)} | {median(r['p50_ms'] for r in runs):.0f} "
+              f"| {median(r['p99_ms'] for r in runs):.0f} | {sum(r['non_2xx'] for r in runs)} "
+              f"| {sum(r['socket_errors'] for r in runs)} |")
 
 
 if __name__ == "__main__":
