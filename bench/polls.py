@@ -2,7 +2,7 @@
 """Sustained device polls against a fleet of 1,000,000 devices, over HTTPS as deployed.
 
     python bench/polls.py [--devices 1000000] [--sample 10000] [--duration 20]
-                          [--connections 32] [--workers 2] [--threads 4]
+                          [--rounds 3] [--connections 32] [--workers 2] [--threads 4]
 
 PostgreSQL (a throwaway cluster) is seeded in bulk with COPY: N accepted devices, each with
 an auth set, two inventory attributes, a token, and a finished deployment (one rollout to
@@ -28,6 +28,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 
 import jwt
 import psycopg
@@ -80,6 +81,13 @@ http {
   }
 }
 """
+
+
+HELLO = "tern: GET /api/health (hello world, 204)"
+POLL = "tern: GET v1 next, nothing to deploy (204)"
+TERN_ROWS = {HELLO: ("/api/health", False, "GET", None),
+             POLL: (NEXT_V1, True, "GET", None),
+             "tern: POST v2 next, nothing to deploy (204)": (NEXT_V2, True, "POST", PROVIDES)}
 
 
 def lua_string(text: str) -> str:
@@ -201,6 +209,8 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--sample", type=int, default=10_000, help="devices wrk polls as")
     parser.add_argument("--duration", type=int, default=20, help="seconds per row")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="the tern rows this many times, interleaved (the machine drifts)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn and nginx workers")
@@ -236,13 +246,11 @@ def main() -> None:
                                            args.workers)
             run_wrk(server.url, NEXT_V1, tokens_file, argparse.Namespace(
                 **{**vars(args), "duration": 3}))  # warm the connection pools and caches
-            rows["nginx: return 204"] = run_wrk(nginx_url, "/", None, args)
-            rows["tern: GET /api/health (hello world, 204)"] = run_wrk(
-                server.url, "/api/health", None, args)
-            rows["tern: GET v1 next, nothing to deploy (204)"] = run_wrk(
-                server.url, NEXT_V1, tokens_file, args)
-            rows["tern: POST v2 next, nothing to deploy (204)"] = run_wrk(
-                server.url, NEXT_V2, tokens_file, args, "POST", PROVIDES)
+            rows["nginx: return 204"] = [run_wrk(nginx_url, "/", None, args)]
+            for _ in range(args.rounds):
+                for name, (path, tokens, method, body) in TERN_ROWS.items():
+                    rows.setdefault(name, []).append(run_wrk(
+                        server.url, path, tokens_file if tokens else None, args, method, body))
         finally:
             if nginx is not None:
                 nginx.terminate()
@@ -257,18 +265,29 @@ def main() -> None:
             k: v for k, v in vars(args).items() if k != "work"}}, indent=2))
         return
     print(f"\n{args.devices:,} devices (wrk polls as {args.sample:,} of them), "
-          f"{args.connections} connections, {args.duration} s per row, {args.workers} gunicorn "
-          f"workers x {args.threads} threads, PostgreSQL 15, {os.cpu_count()} CPUs shared "
-          f"with wrk and PostgreSQL; load average (1 min) after the run {load:.1f}\n")
-    print("| endpoint | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, row in rows.items():
-        print(f"| {name} | {row['per_second']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
-              f"| {row['non_2xx']} | {row['socket_errors']} |")
-    hello = rows["tern: GET /api/health (hello world, 204)"]["per_second"]
-    poll = rows["tern: GET v1 next, nothing to deploy (204)"]
-    print(f"\npolls/s {poll['per_second']:.0f} (goal >= 1000), p99 {poll['p99_ms']:.1f} ms "
-          f"(goal < 100), {poll['per_second'] / hello:.2f}x hello world (goal >= 0.5)")
+          f"{args.connections} connections, {args.rounds} round(s) of {args.duration} s per row, "
+          f"{args.workers} gunicorn workers x {args.threads} threads, PostgreSQL 15, "
+          f"{os.cpu_count()} CPUs shared with wrk and PostgreSQL; load average (1 min) after "
+          f"the run {load:.1f}\n")
+    print("Medians over the rounds; x hello is the median of each round's ratio to the hello "
+          "world run just before it (range in brackets).\n")
+    print("| endpoint | requests/s | x hello | p50 ms | p99 ms | non-2xx | socket errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, runs in rows.items():
+        ratios = sorted(run["per_second"] / hello["per_second"]
+                        for run, hello in zip(runs, rows[HELLO], strict=False))
+        shown = f"{median(ratios):.2f} [{ratios[0]:.2f}-{ratios[-1]:.2f}]" \
+            if name != "nginx: return 204" else ""
+        print(f"| {name} | {median(r['per_second'] for r in runs):.0f} | {shown} "
+              f"| {median(r['p50_ms'] for r in runs):.1f} "
+              f"| {median(r['p99_ms'] for r in runs):.1f} | {sum(r['non_2xx'] for r in runs)} "
+              f"| {sum(r['socket_errors'] for r in runs)} |")
+    poll = rows[POLL]
+    ratio = median(p["per_second"] / h["per_second"] for p, h in zip(poll, rows[HELLO],
+                                                                     strict=True))
+    print(f"\npolls/s {median(p['per_second'] for p in poll):.0f} (goal >= 1000), p99 "
+          f"{median(p['p99_ms'] for p in poll):.1f} ms (goal < 100), {ratio:.2f}x hello world "
+          f"(goal >= 0.5)")
     print(f"\nQuery plans for one device:\n\n{plans}")
 
 
