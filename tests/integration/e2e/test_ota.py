@@ -4,43 +4,19 @@ import time
 
 import pytest
 
-from qemu.guest import configure_daemon, data_marker, put_data_marker, release, start_daemon
-from server.testing import LiveServer, ServerAdmin, wait_for
+from qemu.guest import data_marker, release
+from server.testing import wait_for
+
+from .conftest import deploy, enroll
 
 pytestmark = pytest.mark.qemu
-QEMU_MAC = "52:54:00:12:34:56"  # QEMU's default for the first NIC: the device's identity
-
-
-@pytest.fixture
-def server(tmp_path):
-    live = LiveServer(tmp_path / "server", names=("10.0.2.2",)).start()
-    try:
-        yield ServerAdmin(live)
-    finally:
-        live.stop()
 
 
 @pytest.fixture
 def enrolled(server, make_device):
     """A device on release-1 with the daemon running and accepted by the server."""
     device = make_device()
-    device.transition("shell")
-    put_data_marker(device)
-    configure_daemon(device, f"https://10.0.2.2:{server.live.port}",
-                     server.live.certificate.read_bytes())
-    start_daemon(device)
-    pending = wait_for(lambda: server.device({"mac": QEMU_MAC}), timeout=120,
-                       what="the device's auth request")
-    server.cli("devices", "accept", pending["id"])
-    wait_for(lambda: server.attributes(pending["id"]).get("artifact_name") == "release-1",
-             timeout=120, what="the inventory")
-    return device, pending["id"]
-
-
-def deploy(server: ServerAdmin, base_image, name: str, device_id: str) -> str:
-    server.cli("artifacts", "upload", str(base_image.release(name).with_suffix(".mender")))
-    return server.cli("deployments", "create", "--name", name, "--artifact-name", name,
-                      "--device", device_id)["id"]
+    return device, enroll(server, device, server.live.port)
 
 
 def test_deployment_of_release_2_to_success(server, enrolled, base_image):

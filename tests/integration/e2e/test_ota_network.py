@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from qemu.guest import configure_daemon, data_marker, put_data_marker, release, start_daemon
+from qemu.guest import data_marker, release
 from server.faultproxy import FaultProxy
 from server.testing import wait_for
 
-from .test_ota import QEMU_MAC, deploy, server  # noqa: F401  (server: a fixture)
+from .conftest import deploy, enroll
 
 pytestmark = pytest.mark.qemu
 # Short enough for a test, long enough for an emulated device's TLS handshakes.
@@ -18,35 +18,21 @@ DEVICE_SETTINGS = {"download_timeout": 10.0, "abort_check_interval": 2.0}
 
 
 @pytest.fixture
-def proxy(server):  # noqa: F811
+def proxy(server):
     proxy = FaultProxy(server.live.port).start()
     yield proxy
     proxy.stop()
 
 
 @pytest.fixture
-def enrolled(server, proxy, make_device):  # noqa: F811
+def enrolled(server, proxy, make_device):
     """A device on release-1, its daemon talking to the server through the proxy, accepted."""
     device = make_device()
-    device.transition("shell")
-    put_data_marker(device)
-    configure_daemon(device, f"https://10.0.2.2:{proxy.port}",
-                     server.live.certificate.read_bytes())
-    settings = "\\n".join(f"{key} = {value}" for key, value in DEVICE_SETTINGS.items())
-    device.run_check(f"printf '{settings}\\n' >> /data/tern/updater.toml && sync")
-    start_daemon(device)
-    # 300 s: under emulation on a loaded host, the daemon's first start (Python, the
-    # device key, TLS) can take minutes.
-    pending = wait_for(lambda: server.device({"mac": QEMU_MAC}), timeout=300,
-                       what="the device's auth request")
-    server.cli("devices", "accept", pending["id"])
-    wait_for(lambda: server.attributes(pending["id"]).get("artifact_name") == "release-1",
-             timeout=300, what="the inventory")
-    return device, pending["id"]
+    return device, enroll(server, device, proxy.port, DEVICE_SETTINGS)
 
 
 def test_abort_during_the_download_then_a_reset_download_resumes(
-        server, proxy, enrolled, base_image):  # noqa: F811
+        server, proxy, enrolled, base_image):
     """One device for both cases (a boot is most of an emulated test's time)."""
     device, device_id = enrolled
     proxy.stall_after(4 << 20)  # the download hangs there until the device gives up on it
