@@ -34,7 +34,7 @@ class Database:
                 event.listen(each, "connect", _sqlite_pragmas)
         app.extensions["tern.db"] = sessionmaker(engine, expire_on_commit=False)
         app.extensions["tern.db.reads"] = reads
-        app.teardown_appcontext(self._close)
+        app.teardown_appcontext(self._close_session)
 
     @property
     def session(self) -> Session:
@@ -75,7 +75,7 @@ class Database:
         app.extensions["tern.db.reads"].dispose()
 
     @staticmethod
-    def _close(_exc) -> None:
+    def _close_session(_exc) -> None:
         session = g.pop("db_session", None)
         if session is not None:
             session.close()
