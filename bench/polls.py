@@ -190,11 +190,10 @@ def explain(postgres: PostgresServer, database: str, tokens_file: Path) -> str:
     device, as PostgreSQL runs it."""
     from sqlalchemy.dialects.postgresql import psycopg as dialect
 
-    from server.auth import _token_query
+    from server.auth import device_token_query
     from server.deployments.service import HAS_OPEN_DEPLOYMENT
-    from server.models import Device
 
-    query = _token_query(Device, Device.status, HAS_OPEN_DEPLOYMENT.label("also"))
+    query = device_token_query(HAS_OPEN_DEPLOYMENT)
     sql = str(query.compile(dialect=dialect.dialect()))
     jti = jwt.decode(tokens_file.read_text().split("\n", 1)[0],
                      options={"verify_signature": False})["jti"]

@@ -12,7 +12,7 @@ from functools import wraps
 import jwt
 from flask import current_app, g, request
 from jwt.algorithms import HMACAlgorithm
-from sqlalchemy import ColumnElement, bindparam, select
+from sqlalchemy import ColumnElement, Select, bindparam, select
 
 from .errors import ApiError
 from .extensions import db
@@ -57,6 +57,11 @@ def _token_query(subject, *columns):
     return (select(Token.kind, Token.subject, Token.name, Token.revoked_at, *columns)
             .outerjoin(subject, subject.id == Token.subject)
             .where(Token.id == bindparam("jti")))
+
+
+def device_token_query(also: ColumnElement) -> Select:
+    """A device token's lookup with one more column, `also`, correlated to the device."""
+    return _token_query(Device, Device.status, also.label("also"))
 
 
 # Built once: these run on every request, a device's poll included.
@@ -134,7 +139,7 @@ def device_required(view: Callable | None = None, *, also: ColumnElement | None 
     `g.also`. A poll asks "anything to do?" that way: one round trip with its token check."""
     if view is not None:
         return _requires((DEVICE,))(view)
-    return _requires((DEVICE,), _token_query(Device, Device.status, also.label("also")))
+    return _requires((DEVICE,), device_token_query(also))
 
 
 user_required = _requires((USER, API, LOCAL))
