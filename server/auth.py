@@ -3,7 +3,10 @@
 Every token is also a row in `tokens`: revoking it (or rejecting its device) takes
 effect on the next request, before the expiry in the JWT.
 """
-import functools
+import base64
+import hmac
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,7 +14,6 @@ from functools import wraps
 
 import jwt
 from flask import current_app, g, request
-from jwt.algorithms import HMACAlgorithm
 from sqlalchemy import ColumnElement, Select, bindparam, select
 
 from .errors import ApiError
@@ -69,21 +71,26 @@ _DEVICE_TOKEN = _token_query(Device, Device.status)
 _USER_TOKEN = _token_query(User, User.email)
 
 
-class _HS256(HMACAlgorithm):
-    """HS256 checking its key once rather than on every request: pyjwt makes sure a secret is
-    not a PEM, SSH or DER key (by trying to load it), which costs more than the HMAC."""
-
-    def __init__(self):
-        super().__init__(HMACAlgorithm.SHA256)
-
-    @functools.lru_cache(maxsize=4)  # noqa: B019 - one instance, for the process's life
-    def prepare_key(self, key: str | bytes) -> bytes:
-        return super().prepare_key(key)
+# What `jwt.encode` writes before the claims of every token issued here.
+_HEADER = jwt.encode({}, "k" * 32, algorithm="HS256").partition(".")[0]
 
 
-_jwt = jwt.PyJWT()
-_jwt._jws = jwt.PyJWS(algorithms=[])  # pyjwt has no public way to swap an algorithm in
-_jwt._jws.register_algorithm("HS256", _HS256())
+def _claims(token: str) -> dict:
+    """The claims of a token this server issued, checked as `issue_token` wrote it: our
+    header, our HMAC-SHA256 over it (compared in constant time), not expired. Nothing else
+    signs with our secret, so claims with a valid MAC are ours, and complete. pyjwt's general
+    decoder (any algorithm, any claims) checks each base64 character in Python: 70 us of
+    every poll, against 13 us here."""
+    signed, _, signature = token.rpartition(".")
+    header, _, payload = signed.partition(".")
+    mac = hmac.digest(current_app.config["SECRET_KEY"].encode(), signed.encode(), "sha256")
+    if header != _HEADER or not hmac.compare_digest(
+            signature.encode(), base64.urlsafe_b64encode(mac).rstrip(b"=")):
+        raise ApiError(401, "invalid token")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    if claims["exp"] <= time.time():
+        raise ApiError(401, "token expired")
+    return claims
 
 
 def authenticate(kinds: tuple[str, ...], device_query=_DEVICE_TOKEN) -> Principal:
@@ -96,14 +103,7 @@ def authenticate(kinds: tuple[str, ...], device_query=_DEVICE_TOKEN) -> Principa
 def authenticate_token(token: str, kinds: tuple[str, ...],
                        device_query=_DEVICE_TOKEN) -> Principal:
     """The principal of a token from a header or (the dashboard) a session cookie."""
-    try:
-        claims = _jwt.decode(token, current_app.config["SECRET_KEY"],
-                            algorithms=["HS256"], issuer=ISSUER,
-                            options={"require": ["exp", "jti", "sub", "kind"]})
-    except jwt.ExpiredSignatureError:
-        raise ApiError(401, "token expired") from None
-    except jwt.InvalidTokenError:
-        raise ApiError(401, "invalid token") from None
+    claims = _claims(token)
     if claims["kind"] not in kinds:
         raise ApiError(403, f"a {claims['kind']} token cannot be used here")
     device = claims["kind"] == DEVICE

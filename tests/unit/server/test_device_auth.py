@@ -115,6 +115,46 @@ def test_token_signed_with_another_key_is_refused(fleet):
     assert fleet.next(device).status_code == 401
 
 
+def _resigned(token: str, secret: str, **header) -> str:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return jwt.encode(claims, secret, algorithm="HS256", headers=header or None)
+
+
+def _with_claims(token: str, **changes) -> str:
+    """`token` with other claims under its original header and MAC."""
+    header, _, mac = token.split(".")
+    claims = {**jwt.decode(token, options={"verify_signature": False}), **changes}
+    return ".".join([header, jwt.encode(claims, "k" * 32).split(".")[1], mac])
+
+
+@pytest.mark.parametrize("forge", [
+    pytest.param(lambda token, secret: jwt.encode(
+        jwt.decode(token, options={"verify_signature": False}), None, algorithm="none"),
+        id="alg-none"),
+    pytest.param(lambda token, secret: token.rpartition(".")[0] + "." + "A" * 43, id="zero-mac"),
+    pytest.param(lambda token, secret: token.rpartition(".")[0] + ".", id="no-mac"),
+    pytest.param(lambda token, secret: _resigned(token, secret, kid="other"),
+                 id="another-header"),
+    pytest.param(lambda token, secret: _with_claims(token, exp=2 ** 40), id="claims-changed"),
+    pytest.param(lambda token, secret: "not-a-token", id="garbage"),
+    pytest.param(lambda token, secret: "é.ü.ö", id="non-ascii"),
+])
+def test_forged_or_malformed_token_is_refused_with_a_json_401(fleet, app, forge):
+    device = fleet.accepted()
+    assert fleet.next(device).status_code == 204
+    device.token = forge(device.token, app.config["SECRET_KEY"])
+    response = fleet.next(device)
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid token"
+
+
+def test_a_token_only_needs_to_be_the_one_issued(fleet, app):
+    """The check is ours, not pyjwt's: what pyjwt writes for `issue_token` must pass."""
+    device = fleet.accepted()
+    device.token = _resigned(device.token, app.config["SECRET_KEY"])
+    assert fleet.next(device).status_code == 204
+
+
 def test_device_token_is_refused_on_the_management_api(fleet, client):
     device = fleet.accepted()
     response = client.get(DEVICES, headers=device.headers)
