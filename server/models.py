@@ -7,10 +7,12 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -122,7 +124,14 @@ class Deployment(Base):
 
 class DeviceDeployment(Base):
     __tablename__ = "device_deployments"
-    __table_args__ = (UniqueConstraint("deployment_id", "device_id"),)
+    __table_args__ = (
+        UniqueConstraint("deployment_id", "device_id"),
+        # Every poll asks whether its device has one open: a lookup in this index, which
+        # holds only the open ones, costs the same however many a device has finished.
+        Index("ix_device_deployments_open", "device_id",
+              postgresql_where=text("finished_at IS NULL"),
+              sqlite_where=text("finished_at IS NULL")),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     deployment_id: Mapped[str] = mapped_column(
         ForeignKey("deployments.id", ondelete="CASCADE"), index=True)

@@ -33,10 +33,10 @@ MAX_LOG_MESSAGES = 100_000
 
 
 # Correlated to the device of a poll's token lookup (`device_required(also=...)`): whether
-# anything is open for it comes with the token check, in the same round trip.
+# anything is open for it comes with the token check, in the same round trip. An aborted
+# deployment has nothing open (`abort` finishes its devices in the same commit).
 HAS_OPEN_DEPLOYMENT = exists().where(
-    DeviceDeployment.device_id == Device.id, DeviceDeployment.finished_at.is_(None),
-    DeviceDeployment.deployment_id == Deployment.id, Deployment.aborted_at.is_(None))
+    DeviceDeployment.device_id == Device.id, DeviceDeployment.finished_at.is_(None))
 
 
 def next_for_device(device_id: str, provides: dict[str, str],
