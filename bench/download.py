@@ -15,19 +15,17 @@ per second (1 MB = 10^6 bytes). Goal (issue 7): >= 0.9x nginx.
 import argparse
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from polls import lua_string  # noqa: E402
+import wrk  # noqa: E402
+from wrk import NGINX_HEAD, TEMP_PATHS  # noqa: E402
 
 from server import create_app  # noqa: E402
 from server.config import data_dir_config  # noqa: E402
@@ -35,26 +33,13 @@ from server.testing import LiveServer, free_port  # noqa: E402
 
 ACCEL_PREFIX = "/_artifacts/"
 
-WRK_SCRIPT = """
-wrk.path = %(path)s
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests,
-    summary.bytes, summary.duration, latency:percentile(50), latency:percentile(99), e.status,
-    e.connect + e.read + e.write + e.timeout))
-end
-"""
+# Fetch one path, again and again.
+FETCH = "wrk.path = %(path)s\n"
 
-NGINX_CONF = """
-worker_processes %(workers)d;
-pid %(dir)s/nginx.pid;
-error_log %(dir)s/error.log;
-events { worker_connections 1024; }
+NGINX_CONF = NGINX_HEAD + """
 http {
   access_log off;
-  sendfile on;
-  client_body_temp_path %(dir)s/body; proxy_temp_path %(dir)s/proxy;
-  fastcgi_temp_path %(dir)s/fastcgi; uwsgi_temp_path %(dir)s/uwsgi; scgi_temp_path %(dir)s/scgi;
+  sendfile on;""" + TEMP_PATHS + """
   upstream tern { server 127.0.0.1:%(tern_port)d; keepalive 16; }
   server {
     listen 127.0.0.1:%(static_port)d ssl;
@@ -78,19 +63,10 @@ http {
 """
 
 
-def run_wrk(url: str, path: str, connections: int, args) -> dict:
-    script = Path(args.work) / "download.lua"
-    script.write_text(WRK_SCRIPT % {"path": lua_string(path)})
-    result = subprocess.run(
-        ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d",
-         f"{args.duration}s", "--timeout", "120s", "-s", str(script), url],
-        capture_output=True, text=True, check=True)
-    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", result.stdout)
-    requests, body_bytes, duration_us, p50, p99, bad_status, socket_errors = map(
-        int, match.groups())
-    return {"downloads": requests, "mb_per_second": body_bytes / duration_us,
-            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "non_2xx": bad_status,
-            "socket_errors": socket_errors}
+def fetch(url: str, path: str, connections: int, args) -> dict:
+    return wrk.run(url, FETCH % {"path": wrk.lua_string(path)}, args.work,
+                   connections=connections, duration=args.duration,
+                   threads=min(connections, 2), timeout=120)
 
 
 def make_artifact(work: Path, size_mib: int) -> Path:
@@ -166,16 +142,11 @@ def main() -> None:
             static_root.mkdir()
             os.link(stored, static_root / "artifact.mender")
             static_port, proxy_port = free_port(), free_port()
-            conf = Path(work) / "nginx.conf"
-            conf.write_text(NGINX_CONF % {
-                "workers": args.workers, "dir": work, "tern_port": behind.port,
-                "static_port": static_port, "proxy_port": proxy_port,
-                "cert": direct.certificate, "key": direct.certificate.with_name("server.key"),
-                "static_root": static_root, "accel": ACCEL_PREFIX,
-                "artifacts": stored.parent})
-            nginx = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"],
-                                     stderr=subprocess.DEVNULL)
-            time.sleep(0.5)
+            nginx = wrk.start_nginx(
+                work, NGINX_CONF, workers=args.workers, tern_port=behind.port,
+                static_port=static_port, proxy_port=proxy_port, cert=direct.certificate,
+                key=direct.certificate.with_name("server.key"), static_root=static_root,
+                accel=ACCEL_PREFIX, artifacts=stored.parent)
             targets = {"nginx (static file)": (f"https://127.0.0.1:{static_port}",
                                                "/artifact.mender"),
                        "tern (gunicorn, TLS)": (direct.url, "/" + link),
@@ -185,11 +156,9 @@ def main() -> None:
                 for clients in args.clients:
                     for name, (url, path) in targets.items():
                         rows.setdefault(f"{name}, {clients} client{'s' if clients > 1 else ''}",
-                                        []).append(run_wrk(url, path, clients, args))
+                                        []).append(fetch(url, path, clients, args))
         finally:
-            if nginx is not None:
-                nginx.terminate()
-                nginx.wait()
+            wrk.stop_nginx(nginx)
             for server in (direct, behind):
                 if server is not None:
                     server.stop()
@@ -212,7 +181,7 @@ def main() -> None:
                         for run, base in zip(runs, baselines, strict=True))
         print(f"| {name} | {median(r['mb_per_second'] for r in runs):.0f} "
               f"| {median(ratios):.2f} [{ratios[0]:.2f}-{ratios[-1]:.2f}] "
-              f"| {sum(r['downloads'] for r in runs)} | {median(r['p50_ms'] for r in runs):.0f} "
+              f"| {sum(r['requests'] for r in runs)} | {median(r['p50_ms'] for r in runs):.0f} "
               f"| {median(r['p99_ms'] for r in runs):.0f} | {sum(r['non_2xx'] for r in runs)} "
               f"| {sum(r['socket_errors'] for r in runs)} |")
 

@@ -19,9 +19,7 @@ import io
 import json
 import os
 import random
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from wrk import NGINX_204, run_as_devices, start_nginx, stop_nginx  # noqa: E402
+
 from server.config import new_secret  # noqa: E402
 from server.testing import LiveServer, PostgresServer, free_port  # noqa: E402
 
@@ -47,81 +47,11 @@ PROVIDES = json.dumps({"device_provides": {"device_type": DEVICE_TYPE,
                                            "artifact_name": "release-1"}})
 COPY_BATCH = 100_000
 
-WRK_SCRIPT = """
-tokens = {}
-for line in io.lines(%(tokens)s) do tokens[#tokens + 1] = line end
-local i = math.random(#tokens)
-request = function()
-  i = i %% #tokens + 1
-  return wrk.format(%(method)s, %(path)s, {["Authorization"] = "Bearer " .. tokens[i],
-                    ["Content-Type"] = "application/json"}, %(body)s)
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests,
-    summary.duration, latency:percentile(50), latency:percentile(99), e.status,
-    e.connect + e.read + e.write + e.timeout))
-end
-"""
-
-NGINX_CONF = """
-worker_processes %(workers)d;
-pid %(dir)s/nginx.pid;
-error_log %(dir)s/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path %(dir)s/body; proxy_temp_path %(dir)s/proxy;
-  fastcgi_temp_path %(dir)s/fastcgi; uwsgi_temp_path %(dir)s/uwsgi; scgi_temp_path %(dir)s/scgi;
-  server {
-    listen 127.0.0.1:%(port)d ssl;
-    ssl_certificate %(cert)s;
-    ssl_certificate_key %(key)s;
-    location / { return 204; }
-  }
-}
-"""
-
-
 HELLO = "tern: GET /api/health (hello world, 204)"
 POLL = "tern: GET v1 next, nothing to deploy (204)"
 TERN_ROWS = {HELLO: ("/api/health", False, "GET", None),
              POLL: (NEXT_V1, True, "GET", None),
              "tern: POST v2 next, nothing to deploy (204)": (NEXT_V2, True, "POST", PROVIDES)}
-
-
-def lua_string(text: str) -> str:
-    return json.dumps(text)  # a JSON string literal is a valid Lua string literal here
-
-
-def run_wrk(url: str, path: str, tokens_file: Path | None, args, method="GET",
-            body=None) -> dict:
-    script = Path(args.work) / "wrk.lua"
-    script.write_text(WRK_SCRIPT % {
-        "tokens": lua_string(str(tokens_file or Path(args.work) / "no-tokens")),
-        "method": lua_string(method), "path": lua_string(path),
-        "body": lua_string(body) if body else "nil"})
-    (Path(args.work) / "no-tokens").write_text("-\n")
-    result = subprocess.run(
-        ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
-         "-d", f"{args.duration}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True)
-    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", result.stdout)
-    requests, duration_us, p50, p99, bad_status, socket_errors = map(int, match.groups())
-    return {"requests": requests, "per_second": requests / (duration_us / 1e6),
-            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "non_2xx": bad_status,
-            "socket_errors": socket_errors}
-
-
-def start_nginx(work: Path, cert: Path, key: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF % {"workers": workers, "dir": work, "port": port,
-                                  "cert": cert, "key": key})
-    process = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"],
-                               stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    return process, f"https://127.0.0.1:{port}"
 
 
 def _copy(cursor, table: str, columns: str, rows) -> None:
@@ -240,20 +170,20 @@ def main() -> None:
             seconds = seed(postgres, "polls", args.devices, secret, args.sample, tokens_file)
             print(f"seeded {args.devices:,} devices in {seconds:.0f} s", file=sys.stderr)
             plans = explain(postgres, "polls", tokens_file)
-            nginx, nginx_url = start_nginx(Path(work), server.certificate,
-                                           server.certificate.with_name("server.key"),
-                                           args.workers)
-            run_wrk(server.url, NEXT_V1, tokens_file, argparse.Namespace(
+            nginx_port = free_port()
+            nginx = start_nginx(work, NGINX_204, workers=args.workers, port=nginx_port,
+                                cert=server.certificate,
+                                key=server.certificate.with_name("server.key"))
+            run_as_devices(server.url, NEXT_V1, tokens_file, argparse.Namespace(
                 **{**vars(args), "duration": 3}))  # warm the connection pools and caches
-            rows["nginx: return 204"] = [run_wrk(nginx_url, "/", None, args)]
+            rows["nginx: return 204"] = [run_as_devices(f"https://127.0.0.1:{nginx_port}", "/",
+                                                        None, args)]
             for _ in range(args.rounds):
                 for name, (path, tokens, method, body) in TERN_ROWS.items():
-                    rows.setdefault(name, []).append(run_wrk(
+                    rows.setdefault(name, []).append(run_as_devices(
                         server.url, path, tokens_file if tokens else None, args, method, body))
         finally:
-            if nginx is not None:
-                nginx.terminate()
-                nginx.wait()
+            stop_nginx(nginx)
             if server is not None:
                 server.stop()
             postgres.stop()

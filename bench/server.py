@@ -14,15 +14,15 @@ Every device has its own token; wrk rotates through them.
 import argparse
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from wrk import NGINX_204, run_as_devices, start_nginx, stop_nginx  # noqa: E402
 
 from server import create_app  # noqa: E402
 from server.config import data_dir_config  # noqa: E402
@@ -32,71 +32,6 @@ from server.testing import LiveServer, PostgresServer, SimulatedDevice, free_por
 NEXT = "/api/devices/v2/deployments/device/deployments/next"
 PROVIDES = {"device_provides": {"device_type": "qemux86-64", "artifact_name": "release-0"},
             "update_control_map": False}
-
-WRK_SCRIPT = """
-tokens = {%(tokens)s}
-i = 0
-request = function()
-  i = i %% #tokens + 1
-  return wrk.format(%(method)s, %(path)s, {["Authorization"] = "Bearer " .. tokens[i],
-                    ["Content-Type"] = "application/json"}, %(body)s)
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests,
-    summary.duration, latency:percentile(50), latency:percentile(99), e.status,
-    e.connect + e.read + e.write + e.timeout))
-end
-"""
-
-NGINX_CONF = """
-worker_processes %(workers)d;
-pid %(dir)s/nginx.pid;
-error_log %(dir)s/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path %(dir)s/body; proxy_temp_path %(dir)s/proxy;
-  fastcgi_temp_path %(dir)s/fastcgi; uwsgi_temp_path %(dir)s/uwsgi; scgi_temp_path %(dir)s/scgi;
-  server {
-    listen 127.0.0.1:%(port)d ssl;
-    ssl_certificate %(cert)s;
-    ssl_certificate_key %(key)s;
-    location / { return 204; }
-  }
-}
-"""
-
-
-def lua_string(text: str) -> str:
-    return json.dumps(text)  # a JSON string literal is a valid Lua string literal here
-
-
-def run_wrk(url: str, path: str, tokens: list[str], args, method="GET", body=None) -> dict:
-    script = Path(args.work) / "wrk.lua"
-    script.write_text(WRK_SCRIPT % {
-        "tokens": ", ".join(lua_string(t) for t in tokens) or '""', "method": lua_string(method),
-        "path": lua_string(path), "body": lua_string(body) if body else "nil"})
-    result = subprocess.run(
-        ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
-         "-d", f"{args.duration}s", "-s", str(script), url],
-        capture_output=True, text=True, check=True)
-    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", result.stdout)
-    requests, duration_us, p50, p99, bad_status, socket_errors = map(int, match.groups())
-    return {"requests": requests, "per_second": requests / (duration_us / 1e6),
-            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "non_2xx": bad_status,
-            "socket_errors": socket_errors}
-
-
-def start_nginx(work: Path, cert: Path, key: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF % {"workers": workers, "dir": work, "port": port,
-                                  "cert": cert, "key": key})
-    process = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"],
-                               stderr=subprocess.DEVNULL)
-    return process, f"https://127.0.0.1:{port}"
-
 
 def enrol(server: LiveServer, count: int, with_deployment: bool) -> list[str]:
     """`count` accepted devices with inventory; returns their tokens."""
@@ -160,23 +95,24 @@ def main() -> None:
         nginx = None
         try:
             server.start()
-            nginx, nginx_url = start_nginx(Path(work), server.certificate,
-                                           server.certificate.with_name("server.key"),
-                                           args.workers)
-            tokens = enrol(server, args.devices, with_deployment=False)
+            nginx_port = free_port()
+            nginx = start_nginx(work, NGINX_204, workers=args.workers, port=nginx_port,
+                                cert=server.certificate,
+                                key=server.certificate.with_name("server.key"))
+            tokens = Path(work) / "tokens.txt"
+            tokens.write_text("\n".join(enrol(server, args.devices, with_deployment=False)))
             body = json.dumps(PROVIDES)
-            rows["nginx: return 204"] = run_wrk(nginx_url, "/", [], args)
-            rows["tern: GET /api/health (hello world, 204)"] = run_wrk(
-                server.url, "/api/health", [], args)
-            rows["tern: POST v2 next, nothing to deploy (204)"] = run_wrk(
+            rows["nginx: return 204"] = run_as_devices(f"https://127.0.0.1:{nginx_port}", "/",
+                                                      None, args)
+            rows["tern: GET /api/health (hello world, 204)"] = run_as_devices(
+                server.url, "/api/health", None, args)
+            rows["tern: POST v2 next, nothing to deploy (204)"] = run_as_devices(
                 server.url, NEXT, tokens, args, "POST", body)
             deploy_to_all(server, create_app(data_dir_config(server.data_dir)))
-            rows["tern: POST v2 next, deployment pending (200)"] = run_wrk(
+            rows["tern: POST v2 next, deployment pending (200)"] = run_as_devices(
                 server.url, NEXT, tokens, args, "POST", body)
         finally:
-            if nginx is not None:
-                nginx.terminate()
-                nginx.wait()
+            stop_nginx(nginx)
             server.stop()
             if postgres is not None:
                 postgres.stop()

@@ -10,8 +10,10 @@ QEMU_MAC = "52:54:00:12:34:56"  # QEMU's default for the first NIC: the device's
 
 @pytest.fixture
 def server(tmp_path):
-    live = LiveServer(tmp_path / "server", names=("10.0.2.2",)).start()
+    """The server as deployed (2 gunicorn workers), with a certificate for 10.0.2.2."""
+    live = LiveServer(tmp_path / "server", workers=2, names=("10.0.2.2",))
     try:
+        live.start()  # inside: a start that times out leaves no server behind
         yield ServerAdmin(live)
     finally:
         live.stop()

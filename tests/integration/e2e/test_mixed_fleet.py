@@ -15,21 +15,11 @@ from fleet.artifacts import write_rootfs_artifact
 from qemu.cli import device_dir
 from qemu.console import Console
 from qemu.launch import connect_unix
-from server.testing import LiveServer, ServerAdmin, wait_for
+from server.testing import wait_for
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 QEMU_DEVICES, SIMULATED_DEVICES = 4, 200
-
-
-@pytest.fixture
-def server(tmp_path):
-    live = LiveServer(tmp_path / "server", workers=2, names=("10.0.2.2",))
-    try:
-        live.start()  # inside: a start that times out leaves no server behind
-        yield ServerAdmin(live)
-    finally:
-        live.stop()
 
 
 @pytest.fixture
