@@ -34,10 +34,10 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wrk import NGINX_204, run_as_devices, start_nginx, stop_nginx  # noqa: E402
+from wrk import run_as_devices, start_nginx_204, stop_nginx  # noqa: E402
 
 from server.config import new_secret  # noqa: E402
-from server.testing import LiveServer, PostgresServer, free_port  # noqa: E402
+from server.testing import LiveServer, PostgresServer  # noqa: E402
 
 DEVICE_TYPE = "qemux86-64"
 NEXT_V1 = f"/api/devices/v1/deployments/device/deployments/next?artifact_name=release-1" \
@@ -170,13 +170,10 @@ def main() -> None:
             seconds = seed(postgres, "polls", args.devices, secret, args.sample, tokens_file)
             print(f"seeded {args.devices:,} devices in {seconds:.0f} s", file=sys.stderr)
             plans = explain(postgres, "polls", tokens_file)
-            nginx_port = free_port()
-            nginx = start_nginx(work, NGINX_204, workers=args.workers, port=nginx_port,
-                                cert=server.certificate,
-                                key=server.certificate.with_name("server.key"))
+            nginx, nginx_url = start_nginx_204(work, server.certificate, args.workers)
             run_as_devices(server.url, NEXT_V1, tokens_file, argparse.Namespace(
                 **{**vars(args), "duration": 3}))  # warm the connection pools and caches
-            rows["nginx: return 204"] = [run_as_devices(f"https://127.0.0.1:{nginx_port}", "/",
+            rows["nginx: return 204"] = [run_as_devices(nginx_url, "/",
                                                         None, args)]
             for _ in range(args.rounds):
                 for name, (path, tokens, method, body) in TERN_ROWS.items():

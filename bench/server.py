@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wrk import NGINX_204, run_as_devices, start_nginx, stop_nginx  # noqa: E402
+from wrk import run_as_devices, start_nginx_204, stop_nginx  # noqa: E402
 
 from server import create_app  # noqa: E402
 from server.config import data_dir_config  # noqa: E402
 from server.devices import service as devices  # noqa: E402
-from server.testing import LiveServer, PostgresServer, SimulatedDevice, free_port  # noqa: E402
+from server.testing import LiveServer, PostgresServer, SimulatedDevice  # noqa: E402
 
 NEXT = "/api/devices/v2/deployments/device/deployments/next"
 PROVIDES = {"device_provides": {"device_type": "qemux86-64", "artifact_name": "release-0"},
@@ -95,15 +95,11 @@ def main() -> None:
         nginx = None
         try:
             server.start()
-            nginx_port = free_port()
-            nginx = start_nginx(work, NGINX_204, workers=args.workers, port=nginx_port,
-                                cert=server.certificate,
-                                key=server.certificate.with_name("server.key"))
+            nginx, nginx_url = start_nginx_204(work, server.certificate, args.workers)
             tokens = Path(work) / "tokens.txt"
             tokens.write_text("\n".join(enrol(server, args.devices, with_deployment=False)))
             body = json.dumps(PROVIDES)
-            rows["nginx: return 204"] = run_as_devices(f"https://127.0.0.1:{nginx_port}", "/",
-                                                      None, args)
+            rows["nginx: return 204"] = run_as_devices(nginx_url, "/", None, args)
             rows["tern: GET /api/health (hello world, 204)"] = run_as_devices(
                 server.url, "/api/health", None, args)
             rows["tern: POST v2 next, nothing to deploy (204)"] = run_as_devices(

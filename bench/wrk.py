@@ -99,6 +99,16 @@ def start_nginx(work: Path, conf: str, **values) -> subprocess.Popen:
     return process
 
 
+def start_nginx_204(work: Path, certificate: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    """nginx answering 204 over TLS with `certificate` (and its `server.key`): process, URL."""
+    from server.testing import free_port
+
+    port = free_port()
+    process = start_nginx(work, NGINX_204, workers=workers, port=port, cert=certificate,
+                          key=certificate.with_name("server.key"))
+    return process, f"https://127.0.0.1:{port}"
+
+
 def stop_nginx(process: subprocess.Popen | None) -> None:
     if process is not None:
         process.terminate()
