@@ -88,7 +88,8 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
 
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
-    config = {**_data_dir_config(obj["data_dir"]), "REQUEST_LOG": request_log}
+    config = {**_data_dir_config(obj["data_dir"]), "REQUEST_LOG": request_log,
+              "DATABASE_POOL_SIZE": threads}
     upgrade(config["DATABASE_URL"])
     if not cert:
         host = bind.rsplit(":", 1)[0].strip("[]")

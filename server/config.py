@@ -9,6 +9,10 @@ MIB = 1 << 20
 
 class Config:
     DATABASE_URL = "sqlite:///tern.db"
+    # Database connections each pool keeps open per process: at least the threads that may
+    # use them at once (`serve` sets its --threads), or the ones beyond are closed when
+    # returned and opened again for the next request.
+    DATABASE_POOL_SIZE = 5
     ARTIFACTS_DIR = "artifacts"
     ARTIFACT_STORAGE = None  # filesystem in ARTIFACTS_DIR; see server.storage for S3
     # Signs JWTs and download URLs; `tern-server init` keeps one in the data directory.

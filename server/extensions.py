@@ -25,6 +25,7 @@ class Database:
         else:  # a server may close idle connections: renew them before it would; no
             # pre-ping, which costs a round trip on every request
             options = {"pool_recycle": POOL_RECYCLE_SECONDS}
+        options["pool_size"] = app.config["DATABASE_POOL_SIZE"]
         engine = create_engine(url, **options)
         # autocommit: no transaction to end, so nothing to roll back when a connection returns
         reads = create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None,

@@ -5,6 +5,8 @@ import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
+import jwt
+import psycopg
 import pytest
 import requests
 from sqlalchemy import create_engine, text
@@ -101,3 +103,37 @@ def test_two_instances_share_database_and_artifacts(instances, tmp_path):
                             verify=two.certificate).status_code == 204
     assert admin.device_status(deployment["id"], pending["id"]) == "success"  # via instance 1
     assert admin.get(f"/deployments/{deployment['id']}")["status"] == "finished"
+
+
+def test_a_busy_worker_keeps_its_database_connections(postgres, tmp_path):
+    """Each worker pools as many connections as it has threads: with every thread answering
+    at once, no connection is closed on its return and opened again for the next request.
+    (With SQLAlchemy's default of 5 and 8 threads, a worker opened a new PostgreSQL backend
+    every few dozen polls under load.)"""
+    server = LiveServer(tmp_path / "data", workers=1, threads=8,
+                        database_url=postgres.create_database("tern_pool")).start()
+    try:
+        secret = (tmp_path / "data" / "secret.key").read_text().strip()
+        token = jwt.encode({"iss": "tern", "jti": "no-such-token", "sub": "no-such-device",
+                            "kind": "device", "exp": 2**40}, secret, algorithm="HS256")
+
+        def poll_as_the_same_device(_):
+            with requests.Session() as session:  # one keep-alive connection each
+                for _ in range(50):  # each is one token lookup: unknown, so a 401
+                    response = session.post(f"{server.url}{NEXT}", json=PROVIDES,
+                                            headers={"Authorization": f"Bearer {token}"},
+                                            verify=server.certificate)
+                    assert response.status_code == 401
+
+        with psycopg.connect(host=str(postgres.directory), port=postgres.port,
+                             user="postgres", dbname="tern_pool", autocommit=True) as stats:
+            def sessions() -> int:
+                return stats.execute("SELECT sessions FROM pg_stat_database "
+                                     "WHERE datname = 'tern_pool'").fetchone()[0]
+
+            before = sessions()
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(poll_as_the_same_device, range(16)))
+            assert sessions() - before <= 8
+    finally:
+        server.stop()
