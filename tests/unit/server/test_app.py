@@ -4,6 +4,8 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import column, literal_column, select, table, true
+from sqlalchemy.exc import DBAPIError
 
 from server import create_app
 from server.extensions import db
@@ -113,3 +115,40 @@ def test_a_dropped_database_connection_is_a_503_then_recovers(postgres, tmp_path
     assert dropped.status_code == 503 and "retry" in dropped.json["error"]
     assert get().status_code == 401
     db.dispose(app)
+
+
+def test_read_one_prepares_its_statement_again_when_the_database_forgot_it(postgres, tmp_path):
+    """On PostgreSQL `db.read_one` runs a statement prepared on the connection; a connection
+    whose prepared statements are gone (DEALLOCATE, as a pooler may do) prepares it again."""
+    url = postgres.create_database("tern_prepared")
+    upgrade(url)
+    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "test-secret-" + "x" * 32,
+                      "ARTIFACTS_DIR": str(tmp_path / "artifacts")})
+    reads = app.extensions["tern.db.reads"]
+    statement = select(literal_column("'tern'").label("name"), true().label("yes"))
+
+    def prepared_here() -> int:
+        connection = reads.raw_connection()  # the pool's only connection
+        try:
+            with connection.dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_prepared_statements "
+                               "WHERE name LIKE 'tern_%%'")
+                count = cursor.fetchone()[0]
+                cursor.execute("DEALLOCATE ALL")
+            return count
+        finally:
+            connection.close()
+
+    with app.app_context():
+        assert tuple(db.read_one(statement)) == ("tern", True)
+        assert prepared_here() == 1  # and now forgotten
+        assert tuple(db.read_one(statement)) == ("tern", True)
+        assert prepared_here() == 1
+    db.dispose(app)
+
+
+def test_read_one_raises_a_database_error_as_sqlalchemy_does(app):
+    with app.app_context(), pytest.raises(DBAPIError) as raised:
+        db.read_one(select(table("no_such_table", column("id"))))
+    assert "no_such_table" in str(raised.value.orig)
+    assert not raised.value.connection_invalidated
