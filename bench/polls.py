@@ -173,8 +173,7 @@ def main() -> None:
             nginx, nginx_url = start_nginx_204(work, server.certificate, args.workers)
             run_as_devices(server.url, NEXT_V1, tokens_file, argparse.Namespace(
                 **{**vars(args), "duration": 3}))  # warm the connection pools and caches
-            rows["nginx: return 204"] = [run_as_devices(nginx_url, "/",
-                                                        None, args)]
+            rows["nginx: return 204"] = [run_as_devices(nginx_url, "/", None, args)]
             for _ in range(args.rounds):
                 for name, (path, tokens, method, body) in TERN_ROWS.items():
                     rows.setdefault(name, []).append(run_as_devices(

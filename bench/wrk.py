@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from server.testing import free_port
+
 DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -101,8 +103,6 @@ def start_nginx(work: Path, conf: str, **values) -> subprocess.Popen:
 
 def start_nginx_204(work: Path, certificate: Path, workers: int) -> tuple[subprocess.Popen, str]:
     """nginx answering 204 over TLS with `certificate` (and its `server.key`): process, URL."""
-    from server.testing import free_port
-
     port = free_port()
     process = start_nginx(work, NGINX_204, workers=workers, port=port, cert=certificate,
                           key=certificate.with_name("server.key"))

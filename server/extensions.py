@@ -107,7 +107,7 @@ def _postgres_first_row(connection, sql: str, values: list) -> tuple | None:
     run by one libpq call that waits with the GIL released. psycopg's cursor takes the same
     round trip in non-blocking steps, each back in Python: about 100 us more of a poll's CPU.
     Values go and come through psycopg's own adapters."""
-    name = b"tern_" + hashlib.blake2s(sql.encode(), digest_size=8).hexdigest().encode()
+    name = _statement_name(sql)
     transformer = Transformer(connection)
     params = transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
     result = connection.pgconn.exec_prepared(name, params)
@@ -126,6 +126,12 @@ def _postgres_first_row(connection, sql: str, values: list) -> tuple | None:
         return None
     transformer.set_pgresult(result)
     return transformer.load_row(0, tuple)
+
+
+@functools.lru_cache(maxsize=32)
+def _statement_name(sql: str) -> bytes:
+    """A prepared statement's name, the same for the same SQL on every connection."""
+    return b"tern_" + hashlib.blake2s(sql.encode(), digest_size=8).hexdigest().encode()
 
 
 def _sqlstate(result) -> str | None:

@@ -127,7 +127,7 @@ def test_read_one_prepares_its_statement_again_when_the_database_forgot_it(postg
     reads = app.extensions["tern.db.reads"]
     statement = select(literal_column("'tern'").label("name"), true().label("yes"))
 
-    def prepared_here() -> int:
+    def count_then_forget_prepared() -> int:
         connection = reads.raw_connection()  # the pool's only connection
         try:
             with connection.dbapi_connection.cursor() as cursor:
@@ -141,9 +141,9 @@ def test_read_one_prepares_its_statement_again_when_the_database_forgot_it(postg
 
     with app.app_context():
         assert tuple(db.read_one(statement)) == ("tern", True)
-        assert prepared_here() == 1  # and now forgotten
+        assert count_then_forget_prepared() == 1  # and now forgotten
         assert tuple(db.read_one(statement)) == ("tern", True)
-        assert prepared_here() == 1
+        assert count_then_forget_prepared() == 1
     db.dispose(app)
 
 
