@@ -45,6 +45,7 @@ STATES = ("Sync", "Download", "ArtifactInstall", "ArtifactReboot", "ArtifactVeri
 ROLLBACK_STATES = frozenset(STATES[-4:])
 FINAL = ("success", "failure")
 SLOT_PARTITION = {"A": "2", "B": "3"}
+STATE_MARKER = re.compile(r"tern-state: (\w+)\r?\n")
 SETTLE_TIMEOUT = 600  # from the last power-on to the server's final status
 MARKER_TIMEOUT = 600  # from the deployment (or a power-on) to the next point
 
@@ -88,7 +89,8 @@ class Outcome:
     run: Run
     release: str  # the release deployed
     kind: str  # ok | brick | inconsistent | lost-data
-    cut: list[str] = field(default_factory=list)  # the points where the power was cut
+    # where the power was cut: the point, or the last state announced after its marker
+    cut: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)  # points the deployment never passed
     status: str = ""  # the server's final status for the device
     slot: str = ""
@@ -156,15 +158,15 @@ class Campaign:
                                      f"cut-{self.deployments}", "--artifact-name", target,
                                      "--device", self.device_id)["id"]
         outcome = Outcome(run, target, "ok")
-        for point in run.points:
-            if not self.watch(point.pattern, deployment):
-                outcome.missed.append(point.label)
-                continue
+        for number, point in enumerate(run.points):
+            if not self.watch(point.pattern, deployment):  # the deployment is over
+                outcome.missed += [later.label for later in run.points[number:]]
+                break
             time.sleep(point.delay)
-            device.power_cut()
+            announced = STATE_MARKER.findall(device.power_cut())
             device.transition("uboot")  # as a power-on, less the 2 s autoboot delay
             device.console.sendline("boot")
-            outcome.cut.append(point.label)
+            outcome.cut.append(announced[-1] if announced else point.label)
         self.watch(None, deployment, SETTLE_TIMEOUT)
         outcome.status = self.status(deployment)
         self.check(outcome, previous, before_run)
@@ -268,19 +270,22 @@ def single_cuts(count: int, rng: random.Random) -> list[Run]:
     Cuts on the rollback states go with a failing release (broken and unhealthy in turn);
     the others with the good release the device is not running."""
     buckets = [*STATES, "write"]
-    runs, failing = [], 0
+    runs = []
     for number in range(count):
         bucket = buckets[number % len(buckets)]
         if bucket == "write":
-            point = Point(write=rng.randrange(10, 100, 10), delay=rng.uniform(0, 2))
+            runs.append(Run("", [Point(write=rng.randrange(10, 100, 10),
+                                       delay=rng.uniform(0, 2))]))
         else:
-            point = Point(state=bucket, delay=rng.uniform(0, 0.3))
-        if bucket in ROLLBACK_STATES:
-            runs.append(Run(FAILING[failing % 2], [point]))
-            failing += 1
-        else:
-            runs.append(Run("", [point]))
+            runs.append(aimed_at(bucket, rng.uniform(0, 0.3), len(runs)))
     return runs
+
+
+def aimed_at(state: str, delay: float = 0.0, number: int = 0) -> Run:
+    """A run cut at `state`: with the good release the device is not running, or, for a
+    rollback state, with a failing one (broken for even `number`s, unhealthy for odd)."""
+    release = FAILING[number % 2] if state in ROLLBACK_STATES else ""
+    return Run(release, [Point(state=state, delay=delay)])
 
 
 def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: float,
@@ -292,6 +297,9 @@ def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: floa
     buckets = collections.Counter(point for o in outcomes for point in
                                   [("write" if c.startswith("write") else c) for c in o.cut])
     missed = sum(len(o.missed) for o in outcomes)
+    # A run's cuts follow its points in order (the first point missed ends the run's cuts).
+    drifted = sum(cut != point.label for o in outcomes
+                  for point, cut in zip(o.run.points, o.cut, strict=False))
     lines = [
         "# Reliability: power cuts during over-the-air updates", "",
         f"`make campaign N={planned}` on {datetime.date.today()}, commit `{commit}`, "
@@ -301,12 +309,14 @@ def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: floa
         "when the updater announces the chosen point on the console (a state, or a 10 % "
         "step of the rootfs write) plus a random delay (0–0.3 s; 0–2 s for the write), powers "
         "it on, waits for the server's final status and checks the device (`qemu/campaign.py`). "
-        "A cut counts under the marker it followed; with the delay it may land a state later. "
+        "A cut counts under the last state the updater announced before the power went: "
+        "with the delay, it may land a state or more after the marker it waited for. "
         "Rollback states are cut with release-broken (never boots) and release-unhealthy "
         "(fails its health check) in turn, the others with release-1 / release-2 in turn.",
         "",
         f"- runs (one cut each): {len(outcomes)}; cuts made: {sum(buckets.values())}; "
-        f"points never reached: {missed}",
+        f"points never reached: {missed}; cuts that landed past the point they waited for: "
+        f"{drifted}",
         f"- **bricks** (no shell): {kinds['brick']}",
         f"- **inconsistent reports** (status, inventory or boot environment against the "
         f"running release): {kinds['inconsistent']}",
@@ -356,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}; device enrolled; {args.cuts} cuts", flush=True)
         for number, run in enumerate(single_cuts(args.cuts, rng), 1):
             outcome = campaign.run(run)
-            print(f"[{number}/{args.cuts}] {outcome.release:17} cut at {run.points[0].label:28} "
+            print(f"[{number}/{args.cuts}] {outcome.release:17} aimed at "
+                  f"{run.points[0].label:28} cut at {', '.join(outcome.cut) or '-':28} "
                   f"-> {outcome.status:8} {outcome.kind:12} slot {outcome.slot} "
                   f"{outcome.running} {outcome.seconds:4.0f} s "
                   f"{'; '.join(outcome.problems + [f'missed {m}' for m in outcome.missed])}",

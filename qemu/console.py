@@ -48,13 +48,16 @@ class Console:
         self.expect(prompt, deadline)
         return output.replace("\r\n", "\n"), code
 
-    def drain(self) -> None:
-        """Read what is left on the line into the log (after QEMU is gone: up to EOF)."""
+    def drain(self) -> str:
+        """Read what is left on the line into the log (after QEMU is gone: up to EOF);
+        returns all not yet matched: the rest of the buffer and what was left."""
+        unread = [self.pexpect.buffer]
         try:
-            while self.pexpect.read_nonblocking(65536, timeout=1):
-                pass
+            while chunk := self.pexpect.read_nonblocking(65536, timeout=1):
+                unread.append(chunk)
         except (pexpect.EOF, pexpect.TIMEOUT):
             pass
+        return "".join(unread)
 
     def close(self) -> None:
         self._sock.close()

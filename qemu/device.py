@@ -86,15 +86,18 @@ class Device:
         self.qmp.execute("cont")
         self.state = "booting"
 
-    def power_cut(self) -> None:
-        """Pull the plug: SIGKILL QEMU, nothing is flushed or shut down."""
+    def power_cut(self) -> str:
+        """Pull the plug: SIGKILL QEMU, nothing is flushed or shut down. Returns what the
+        console printed after the last match, up to the cut."""
+        unread = ""
         if self.process:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
             if self.console:
-                self.console.drain()
+                unread = self.console.drain()
             self._log.write(f"\n===== {self.name}: power cut =====\n")
         self._cleanup()
+        return unread
 
     def reset(self) -> None:
         """Press the reset button (the guest restarts in U-Boot)."""

@@ -43,10 +43,14 @@ def test_report_counts_cuts_and_outcomes():
         Outcome(Run("", [Point("Sync")]), "release-2", "ok", cut=["Sync"], status="success"),
         Outcome(Run("", [Point(write=40)]), "release-1", "inconsistent", cut=["write 40%"],
                 status="failure", problems=["server: failure, device runs release-1"]),
+        Outcome(Run("", [Point("Sync")]), "release-2", "ok", cut=["Download"],
+                status="failure"),  # the delay took the cut past Sync
     ]
     report = reliability_report(campaign, "abc1234", seed=7, seconds=120)
-    assert "`make campaign N=2` on " in report and "commit `abc1234`, seed 7: 2 of 2 runs" in report
+    assert "`make campaign N=3` on " in report and "commit `abc1234`, seed 7: 3 of 3 runs" in report
     assert "| Sync | 1 | 1 | 1 | 0 |" in report and "| write | 1 | 0 | 0 | 1 |" in report
+    assert "| Download | 1 | 1 | 0 | 1 |" in report
+    assert "cuts that landed past the point they waited for: 1" in report
     assert "**inconsistent reports** (status, inventory or boot environment against the " \
            "running release): 1" in report
     assert "release-1, cut at write 40%: **inconsistent**" in report

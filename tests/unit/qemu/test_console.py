@@ -48,3 +48,11 @@ def test_prompt_text_in_output_does_not_end_the_command(console):
     output, code = console.run("echo 'device-A# '; echo after", time.monotonic() + 5)
     assert output == "device-A# \nafter\n"
     assert code == 0
+
+
+def test_drain_returns_what_no_expect_matched_yet(console):
+    """What a power cut leaves: the rest of the buffer after a match, then the line."""
+    console.sendline("echo one; echo two; echo three")
+    console.expect("one\r\n", time.monotonic() + 5)
+    unread = console.drain()
+    assert unread.startswith("two\r\nthree\r\n") and "one" not in unread
