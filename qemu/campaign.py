@@ -32,10 +32,9 @@ import pexpect
 
 from qemu.console import SHELL_PROMPT
 from qemu.device import Device, make_overlay
-from qemu.guest import configure_daemon, release, start_daemon
+from qemu.guest import enroll, release
 from server.testing import LiveServer, ServerAdmin, wait_for
 
-QEMU_MAC = "52:54:00:12:34:56"  # QEMU's default for the first NIC: the device's identity
 GOOD = ("release-1", "release-2")
 FAILING = ("release-broken", "release-unhealthy")
 # The updater's states, as a deployment meets them; the last four only when it fails.
@@ -117,23 +116,13 @@ class Campaign:
     # -- set-up ------------------------------------------------------------------------
 
     def enroll(self) -> None:
-        """Boot release-1, point the daemon at the server with console markers, accept it."""
-        device, server = self.device, self.server
-        device.transition("shell")
+        """Boot release-1, point the daemon at the server with console markers, accept it;
+        upload the releases."""
+        self.device_id = enroll(self.server, self.device, self.server.live.port,
+                                {"console_markers": '"/dev/console"'})
         self.before_campaign = self.put_random_file("/data/before-campaign")
-        configure_daemon(device, f"https://10.0.2.2:{server.live.port}",
-                         server.live.certificate.read_bytes())
-        device.run_check("echo 'console_markers = \"/dev/console\"' >> /data/tern/updater.toml"
-                         " && sync")
-        start_daemon(device)
-        pending = wait_for(lambda: server.device({"mac": QEMU_MAC}), timeout=120,
-                           what="the device's auth request")
-        self.device_id = pending["id"]
-        server.cli("devices", "accept", self.device_id)
         for name in (*GOOD, *FAILING):
-            server.cli("artifacts", "upload", str(self.images / f"{name}.mender"))
-        wait_for(lambda: server.attributes(self.device_id).get("artifact_name") == "release-1",
-                 timeout=120, what="the inventory")
+            self.server.cli("artifacts", "upload", str(self.images / f"{name}.mender"))
 
     def put_random_file(self, path: str) -> str:
         """64 KiB of random data on the device, synced; returns its sha256."""

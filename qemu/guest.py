@@ -1,7 +1,11 @@
-"""What tests do in a device's shell: read and write the boot environment, install to B."""
+"""What tests do in a device's shell: read and write the boot environment, install to B,
+point the updater daemon at a server and enroll the device there."""
 import base64
 import re
 
+from server.testing import wait_for
+
+QEMU_MAC = "52:54:00:12:34:56"  # QEMU's default for the first NIC: the device's identity
 TRIAL_B = {"mender_boot_part": 3, "mender_boot_part_hex": 3, "upgrade_available": 1,
            "bootcount": 0}
 COMMIT = {"upgrade_available": 0, "bootcount": 0}
@@ -70,3 +74,25 @@ def configure_daemon(device, server_url: str, certificate: bytes, poll_interval:
 def start_daemon(device) -> None:
     device.run_check("tern-updater --config /data/tern/updater.toml daemon "
                      ">>/data/tern/updater.log 2>&1 </dev/null &")
+
+
+def enroll(admin, device, port: int, settings: dict | None = None,
+           timeout: float = 300) -> str:
+    """Boot the device and start the daemon, talking to 10.0.2.2:`port` (the server, or a
+    proxy in front of it) with `settings` added to its configuration; accept the device
+    as `admin` (server.testing's ServerAdmin) and wait for an inventory that names the
+    release it runs. Returns its id on the server.
+
+    `timeout` for each wait: under emulation on a loaded host, the daemon's first start
+    (Python, the device key, TLS) can take minutes."""
+    device.transition("shell")
+    running = release(device)
+    configure_daemon(device, f"https://10.0.2.2:{port}", admin.live.certificate.read_bytes())
+    if settings:
+        lines = "\\n".join(f"{key} = {value}" for key, value in settings.items())
+        device.run_check(f"printf '{lines}\\n' >> /data/tern/updater.toml && sync")
+    start_daemon(device)
+    device_id = admin.accept({"mac": QEMU_MAC}, timeout)
+    wait_for(lambda: admin.attributes(device_id).get("artifact_name") == running,
+             timeout=timeout, what="the inventory")
+    return device_id

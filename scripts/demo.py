@@ -16,12 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qemu.device import Device, make_overlay  # noqa: E402
-from qemu.guest import configure_daemon, release, start_daemon  # noqa: E402
-from server.testing import LiveServer, ServerAdmin, wait_for  # noqa: E402
+from qemu.guest import QEMU_MAC, enroll, release  # noqa: E402
+from server.testing import LiveServer, ServerAdmin  # noqa: E402
 
 IMAGES = ROOT / "build" / "images"
 LOGS = ROOT / "build" / "demo"
-QEMU_MAC = "52:54:00:12:34:56"
 
 
 def step(text: str) -> None:
@@ -71,29 +70,23 @@ def main() -> int:
         device.transition("shell")
         say(f"booted slot {device.slot}, {release(device)}, in {time.monotonic() - started:.0f} s;"
             f" console: {device.log_path.relative_to(ROOT)}")
-        say("writing /data/tern/updater.toml and the server's certificate over the console")
-        configure_daemon(device, f"https://10.0.2.2:{live.port}", live.certificate.read_bytes())
         device.run_check("echo 'written before the update' > /data/marker && sync")
-        start_daemon(device)
 
-        step("The device asks to join; the operator accepts it")
-        pending = wait_for(lambda: admin.device({"mac": QEMU_MAC}), timeout=120,
-                           what="the device's auth request")
-        say(f"pending: {pending['id']} {pending['identity_data']}")
-        admin.cli("devices", "accept", pending["id"])
-        inventory = wait_for(lambda: admin.attributes(pending["id"]).get("artifact_name"),
-                             timeout=120, what="the inventory")
-        say(f"accepted; inventory: artifact_name={inventory}")
+        step("The daemon starts and asks to join; the operator accepts it")
+        say("writing /data/tern/updater.toml and the server's certificate over the console")
+        device_id = enroll(admin, device, live.port)
+        say(f"accepted: {device_id} (mac {QEMU_MAC}); inventory: artifact_name="
+            f"{admin.attributes(device_id)['artifact_name']}")
 
         step("Upload release-2 and deploy it")
         artifact = admin.cli("artifacts", "upload", str(IMAGES / "release-2.mender"))
         say(f"{artifact['name']}: {artifact['size']} bytes, signature {artifact['signature']}")
         deployment = admin.cli("deployments", "create", "--name", "demo", "--artifact-name",
-                               "release-2", "--device", pending["id"])["id"]
+                               "release-2", "--device", device_id)["id"]
         started = time.monotonic()
         done = threading.Event()
         follower = threading.Thread(target=follow, daemon=True,
-                                    args=(admin, deployment, pending["id"], done, started))
+                                    args=(admin, deployment, device_id, done, started))
         follower.start()
         slot = device.expect_reboot(timeout=600)
         say(f"{time.monotonic() - started:5.1f} s  device: rebooted into slot {slot}")
@@ -105,10 +98,10 @@ def main() -> int:
         status = shown["devices"][0]["status"]
         say(f"deployment {deployment}: {shown['status']}, device: {status}, "
             f"{time.monotonic() - started:.0f} s from deploy to {status}")
-        attributes = admin.attributes(pending["id"])
+        attributes = admin.attributes(device_id)
         say("server's inventory: " + ", ".join(f"{key}={attributes[key]}" for key in
                                                  ("artifact_name", "device_type", "hostname")))
-        for line in admin.device_log(deployment, pending["id"]):
+        for line in admin.device_log(deployment, device_id):
             say(f"device log: {line}")
         say(f"device: prompt device-{device.slot}#, /etc/tern-release: {release(device)}, "
             f"/data/marker: {device.run_check('cat /data/marker').strip()}")

@@ -213,6 +213,14 @@ class ServerAdmin:
         found = [d for d in self.cli("devices", "list") if d["identity_data"] == identity]
         return found[0] if found else None
 
+    def accept(self, identity: dict, timeout: float = 300) -> str:
+        """Wait for the auth request of the device with `identity` and accept it; returns
+        the device's id."""
+        pending = wait_for(lambda: self.device(identity), timeout=timeout,
+                           what=f"the auth request of {identity}")
+        self.cli("devices", "accept", pending["id"])
+        return pending["id"]
+
     def attributes(self, device_id: str) -> dict:
         return {a["name"]: a["value"] for a in self.get(f"/devices/{device_id}")["attributes"]}
 

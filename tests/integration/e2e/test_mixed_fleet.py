@@ -55,12 +55,7 @@ def release_in(name: str) -> str:
 def test_qemu_and_simulated_devices_through_one_deployment(server, qemu_fleet, base_image,
                                                            keys, tmp_path):
     macs = [f"52:54:00:fe:00:{number:02x}" for number in range(1, QEMU_DEVICES + 1)]
-    qemu_ids = []
-    for mac in macs:
-        pending = wait_for(lambda mac=mac: server.device({"mac": mac}), timeout=300,
-                           what=f"the auth request of {mac}")
-        server.cli("devices", "accept", pending["id"])
-        qemu_ids.append(pending["id"])
+    qemu_ids = [server.accept({"mac": mac}) for mac in macs]
     server.cli("artifacts", "upload", str(base_image.directory / "release-2.mender"))
     small = write_rootfs_artifact(tmp_path / "release-2-sim.mender", "release-2",
                                   "tern-simulated", keys["ed25519"].private_key)

@@ -4,19 +4,22 @@ import time
 
 import pytest
 
-from qemu.guest import data_marker, release
+from qemu.guest import data_marker, enroll, put_data_marker, release
 from server.testing import wait_for
 
-from .conftest import deploy, enroll
+from .conftest import deploy
 
 pytestmark = pytest.mark.qemu
 
 
 @pytest.fixture
 def enrolled(server, make_device):
-    """A device on release-1 with the daemon running and accepted by the server."""
+    """A device on release-1 with the daemon running and accepted by the server, and a
+    marker on /data."""
     device = make_device()
-    return device, enroll(server, device, server.live.port)
+    device_id = enroll(server, device, server.live.port)
+    put_data_marker(device)
+    return device, device_id
 
 
 def test_deployment_of_release_2_to_success(server, enrolled, base_image):

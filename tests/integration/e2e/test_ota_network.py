@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from qemu.guest import data_marker, release
+from qemu.guest import data_marker, enroll, put_data_marker, release
 from server.faultproxy import FaultProxy
 from server.testing import wait_for
 
-from .conftest import deploy, enroll
+from .conftest import deploy
 
 pytestmark = pytest.mark.qemu
 # Short enough for a test, long enough for an emulated device's TLS handshakes.
@@ -26,9 +26,12 @@ def proxy(server):
 
 @pytest.fixture
 def enrolled(server, proxy, make_device):
-    """A device on release-1, its daemon talking to the server through the proxy, accepted."""
+    """A device on release-1, its daemon talking to the server through the proxy, accepted,
+    and a marker on /data."""
     device = make_device()
-    return device, enroll(server, device, proxy.port, DEVICE_SETTINGS)
+    device_id = enroll(server, device, proxy.port, DEVICE_SETTINGS)
+    put_data_marker(device)
+    return device, device_id
 
 
 def test_abort_during_the_download_then_a_reset_download_resumes(
