@@ -266,7 +266,8 @@ def single_cuts(count: int, rng: random.Random) -> list[Run]:
             runs.append(Run("", [Point(write=rng.randrange(10, 100, 10),
                                        delay=rng.uniform(0, 2))]))
         else:
-            runs.append(aimed_at(bucket, rng.uniform(0, 0.3), len(runs)))
+            # several states last well under 0.1 s: a longer delay cuts the next one
+            runs.append(aimed_at(bucket, rng.uniform(0, 0.05), len(runs)))
     return runs
 
 
@@ -296,7 +297,7 @@ def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: floa
         "One emulated device (QEMU TCG, real U-Boot, A/B slots) runs `tern-updater daemon` "
         "against `tern-server` (HTTPS, SQLite). Each run deploys a release and kills QEMU "
         "when the updater announces the chosen point on the console (a state, or a 10 % "
-        "step of the rootfs write) plus a random delay (0–0.3 s; 0–2 s for the write), powers "
+        "step of the rootfs write) plus a random delay (0–0.05 s; 0–2 s for the write), powers "
         "it on, waits for the server's final status and checks the device (`qemu/campaign.py`). "
         "A cut counts under the last state the updater announced before the power went: "
         "with the delay, it may land a state or more after the marker it waited for. "
