@@ -227,7 +227,7 @@ def test_accept_upload_deploy_watch_progress_read_log_and_abort(browser, live, a
         assert maximum == 3
         if value != seen_values[-1]:
             seen_values.append(value)
-    assert seen_values[-1] == 3, seen_values
+    assert seen_values[-1] == 3, (seen_values, [device.error for device in fleet])
     assert seen_values == sorted(seen_values) and seen_values[0] < 3, seen_values
     for device in fleet:
         device.finish()
