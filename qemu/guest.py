@@ -3,8 +3,6 @@ point the updater daemon at a server and enroll the device there."""
 import base64
 import re
 
-from server.testing import wait_for
-
 QEMU_MAC = "52:54:00:12:34:56"  # QEMU's default for the first NIC: the device's identity
 TRIAL_B = {"mender_boot_part": 3, "mender_boot_part_hex": 3, "upgrade_available": 1,
            "bootcount": 0}
@@ -85,6 +83,10 @@ def enroll(admin, device, port: int, settings: dict | None = None,
 
     `timeout` for each wait: under emulation on a loaded host, the daemon's first start
     (Python, the device key, TLS) can take minutes."""
+    # Only here: importing server.testing loads the server package (0.7 s), which
+    # tern-qemu's commands, importing this module, never need.
+    from server.testing import wait_for
+
     device.transition("shell")
     running = release(device)
     configure_daemon(device, f"https://10.0.2.2:{port}", admin.live.certificate.read_bytes())
