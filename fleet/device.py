@@ -16,7 +16,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 
 from updater.agent.daemon import Daemon, DaemonSteps
-from updater.agent.standalone import ArtifactSource, Standalone
+from updater.agent.standalone import Standalone
 from updater.agent.states import Event, State
 from updater.agent.statestore import StateStore
 from updater.agent.steps import Steps
@@ -26,6 +26,7 @@ from updater.client import Client, Unauthorized
 from updater.config import Config
 from updater.identity import device_key
 from updater.install.slots import inactive_slot, running_slot
+from updater.source import ArtifactSource
 
 S, E = State, Event
 FACTORY_ARTIFACT = "release-1"

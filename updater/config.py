@@ -54,7 +54,7 @@ class Config:
     health_wait_timeout: float = setting(120.0, "seconds to wait for processes and ports")
     watchdog_device: str = setting("/dev/watchdog", "kept fed while health checks run")
     max_store_count: int = setting(30, "state store writes per update before it is failed")
-    failpoints: str = setting("", "fail points to arm (tests only), see agent/failpoints.py")
+    failpoints: str = setting("", "fail points to arm (tests only), see failpoints.py")
     console_markers: str = setting("", "tests: file (e.g. /dev/console) where each state "
                                        "entered and the write progress are announced")
     server_url: str = setting("", "daemon: the management server, e.g. https://ota.example.com")

@@ -7,7 +7,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from .agent.statestore import write_atomically
+from .atomic import write_atomically
 
 ETHERNET = "1"  # ARPHRD_ETHER in /sys/class/net/*/type
 CLIENT_VERSION = "tern-updater 0.1"

@@ -16,7 +16,8 @@ import requests
 from .. import identity
 from ..bootloader import make_bootloader
 from ..client import Aborted, Client, ServerError
-from .standalone import ArtifactSource, Busy, Standalone
+from ..source import ArtifactSource
+from .standalone import Busy, Standalone
 from .states import Event, State
 from .statusqueue import StatusQueue
 from .steps import Steps, new_update

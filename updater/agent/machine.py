@@ -4,7 +4,7 @@ Standalone mode and the (later) daemon share the runner and the steps; they diff
 where they start (Download here, Sync in the daemon), in the source the steps download
 from, and in where they stop (`stop_before`).
 """
-from . import failpoints, markers
+from .. import failpoints, markers
 from .states import Event, State
 from .statestore import StateStore
 

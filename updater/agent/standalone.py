@@ -6,11 +6,11 @@ recovery after power loss) says; results are exit codes as Mender's: 0 done, 1 f
 """
 import contextlib
 import fcntl
-import urllib.parse
 from dataclasses import dataclass
 
+from .. import failpoints, markers
 from ..bootloader import make_bootloader
-from . import failpoints, markers
+from ..source import ArtifactSource
 from .machine import Machine
 from .states import State
 from .statestore import StateStore
@@ -20,36 +20,6 @@ S = State
 OK, FAILED, NOTHING_TO_DO = 0, 1, 2
 # Stored states from which a user's commit or rollback applies.
 PENDING = {S.ARTIFACT_REBOOT, S.ARTIFACT_VERIFY_REBOOT, S.ARTIFACT_COMMIT}
-
-
-class ArtifactSource:
-    """Where Download reads the artifact: a local file, or an HTTP(S) URL streamed through
-    `ResumableDownload` with the config's retries, timeout and deadline.
-
-    `verify`: as requests' (a CA file for a server with its own certificate); `session`:
-    a requests session to download through (the fleet simulator shares one per thread)."""
-
-    def __init__(self, config, verify=True, session=None):
-        self.config = config
-        self.verify = verify
-        self.session = session
-
-    @contextlib.contextmanager
-    def open(self, update: dict, log=lambda message: None, check=lambda: None):
-        location = update["source"]
-        if urllib.parse.urlsplit(location).scheme not in ("http", "https"):
-            with open(location, "rb") as file:
-                yield file
-            return
-        from ..download import ResumableDownload  # only here: requests takes a while to import
-
-        with ResumableDownload(location, verify=self.verify,
-                               retries=self.config.download_retries,
-                               timeout=self.config.download_timeout,
-                               deadline=self.config.download_deadline,
-                               max_backoff=self.config.retry_interval,
-                               log=log, check=check, session=self.session) as download:
-            yield download
 
 
 @dataclass

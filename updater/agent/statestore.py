@@ -1,34 +1,15 @@
-"""The state store: one JSON document, replaced atomically before each step.
-
-Atomic: write a temp file, fsync it, rename it over the store, fsync the directory.
-After power loss the store holds either the previous document or the new one.
+"""The state store: one JSON document, replaced atomically (`atomic.write_atomically`)
+before each step; after power loss it holds either the previous document or the new one.
 `store_count` counts the writes of one update; the machine fails an update that
 passes the cap, which breaks reboot loops.
 """
 import json
-import os
 from pathlib import Path
 
-from . import failpoints
+from ..atomic import write_atomically
 from .states import State
 
 VERSION = 1
-
-
-def write_atomically(path: Path, data: bytes, failpoint: str | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    if failpoint:
-        failpoints.hit_nth(failpoint)
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class StateStore:

@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..atomic import write_atomically
 from ..client import Aborted, ServerError
-from .statestore import write_atomically
 
 
 class StatusQueue:

@@ -21,6 +21,7 @@ from artifact import ArtifactReader
 from artifact.provides import check_compatible, provides_after_install
 from artifact.signing import load_key_file
 
+from ..atomic import write_atomically
 from ..bootloader.base import Bootloader
 from ..install import rootfs
 from ..install.modules import UpdateModule, prepare_tree
@@ -28,7 +29,6 @@ from ..install.slots import inactive_slot, running_slot, slot_devices
 from . import health
 from .scripts import ScriptError, StateScripts
 from .states import Event, State
-from .statestore import write_atomically
 
 S, E = State, Event
 ROOTFS_IMAGE = "rootfs-image"
@@ -54,7 +54,7 @@ class Steps:
     def __init__(self, config, bootloader: Bootloader, source, quiet: bool = False):
         self.config = config
         self.bootloader = bootloader
-        self.source = source  # .open(update) -> a binary stream of the artifact
+        self.source = source  # .open(location) -> a binary stream of the artifact
         self.quiet = quiet
         self.tree = config.data / "modules/v3/payloads/0000/tree"
         self.artifact_scripts = config.data / "scripts"
@@ -114,7 +114,7 @@ class Steps:
         """Stream the artifact: check signature and compatibility, write the payload."""
         keys = [load_key_file(path) for path in self.config.verify_keys]
         current = self.provides()
-        opened = self.source.open(update, log=lambda message: self.log(update, message),
+        opened = self.source.open(update["source"], log=lambda message: self.log(update, message),
                                   check=lambda: self.download_check(update))
         with opened as stream, ArtifactReader(stream, keys) as reader:
             header = reader.header

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..agent import failpoints
+from .. import failpoints
 from .base import BACKENDS, BootloaderError, MenderVariables
 
 

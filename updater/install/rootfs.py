@@ -8,7 +8,7 @@ import hashlib
 import os
 import stat
 
-from ..agent import failpoints, markers
+from .. import failpoints, markers
 
 WRITE_SIZE = 4 << 20
 READ_SIZE = 4 << 20

@@ -18,11 +18,11 @@ from fleet.device import (
     choose_faults,
     mac_address,
 )
-from updater.agent.standalone import ArtifactSource
 from updater.agent.states import Event, State
 from updater.agent.steps import new_update
 from updater.bootloader import make_bootloader
 from updater.client import Client
+from updater.source import ArtifactSource
 
 
 def make_device(tmp_path: Path, keys, faults=None, payload="discard") -> FleetDevice:

@@ -1,5 +1,5 @@
 """Console markers: each state the machine enters and the write progress, only when set."""
-from updater.agent import markers
+from updater import markers
 
 from .conftest import payload_bytes
 

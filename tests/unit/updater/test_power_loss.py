@@ -11,9 +11,9 @@ the final result recorded.
 """
 import pytest
 
-from updater.agent.failpoints import CRASH_EXIT
 from updater.agent.machine import CAP_SHARE, TRANSITIONS
 from updater.agent.states import State
+from updater.failpoints import CRASH_EXIT
 
 from .conftest import FACTORY_A, add_health_check, new_device, payload_bytes
 
