@@ -21,7 +21,7 @@ from updater.agent.states import Event, State
 from updater.agent.statestore import StateStore
 from updater.agent.steps import Steps
 from updater.bootloader import make_bootloader
-from updater.bootloader.file import power_on
+from updater.bootloader.boot import power_on
 from updater.client import Client, Unauthorized
 from updater.config import Config
 from updater.identity import device_key

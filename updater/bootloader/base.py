@@ -8,7 +8,6 @@
 Slots are named "a" and "b"; a backend maps them to partition numbers.
 """
 import re
-from collections.abc import Callable
 from typing import Protocol
 
 SLOTS = ("a", "b")
@@ -84,19 +83,3 @@ class MenderVariables:
     def _boot(self, slot: str) -> dict[str, str]:
         number = self.parts[slot]
         return {"mender_boot_part": number, "mender_boot_part_hex": f"{int(number):x}"}
-
-
-# name -> factory(config, parts); filled in by the backend modules
-BACKENDS: dict[str, Callable] = {}
-
-
-def make_bootloader(config) -> Bootloader:
-    from . import file, uboot  # noqa: F401  (they register themselves)
-
-    try:
-        factory = BACKENDS[config.bootloader]
-    except KeyError:
-        raise BootloaderError(f"unknown bootloader {config.bootloader!r}; "
-                              f"known: {', '.join(sorted(BACKENDS))}") from None
-    parts = {"a": partition_number(config.rootfs_a), "b": partition_number(config.rootfs_b)}
-    return factory(config, parts)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import failpoints
-from .base import BACKENDS, BootloaderError, MenderVariables
+from .base import BootloaderError, MenderVariables
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,5 @@ class UBootBootloader(MenderVariables):
         self.env.write(changes)
 
 
-def _from_config(config, parts: dict[str, str]) -> UBootBootloader:
+def from_config(config, parts: dict[str, str]) -> UBootBootloader:
     return UBootBootloader(UBootEnv(read_fw_env_config(config.fw_env_config)), parts)
-
-
-BACKENDS["uboot"] = _from_config

@@ -21,7 +21,7 @@ from artifact.writer import write_artifact
 from updater import cli
 from updater.agent.statestore import StateStore
 from updater.bootloader import make_bootloader
-from updater.bootloader.file import power_on
+from updater.bootloader.boot import power_on
 from updater.config import Config
 
 SLOT_SIZE = 1 << 20
