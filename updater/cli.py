@@ -13,6 +13,7 @@ from .agent.standalone import FAILED, OK, Busy, Standalone
 from .agent.statestore import StateStore
 from .agent.steps import Steps
 from .bootloader import BootloaderError, make_bootloader
+from .config import Config
 from .install.slots import SlotError, running_slot
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     return outcome.code
 
 
-def daemon(config) -> int:
+def daemon(config: Config) -> int:
     from .agent.daemon import Daemon  # only here: it imports requests
 
     try:
@@ -74,7 +75,7 @@ def daemon(config) -> int:
         return OK
 
 
-def show(config, args) -> int:
+def show(config: Config, args: argparse.Namespace) -> int:
     steps = Steps(config, bootloader=None, source=None)
     provides = steps.provides()
     if args.command == "show-artifact":
@@ -92,7 +93,7 @@ def show(config, args) -> int:
     return OK
 
 
-def status_report(config, steps: Steps, provides: dict) -> dict:
+def status_report(config: Config, steps: Steps, provides: dict) -> dict:
     stored = StateStore(config.data / "state.json").load()
     update = stored["update"]
     report = {

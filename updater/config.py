@@ -17,7 +17,7 @@ def setting(default, help: str, flag: str | None = None):
     return field(default=default, metadata=metadata)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     data_dir: str = setting("/var/lib/tern", "state store, provides, last result, module trees")
     bootloader: str = setting("uboot", "bootloader backend: uboot or file")

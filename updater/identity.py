@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from .atomic import write_atomically
+from .config import Config
 
 ETHERNET = "1"  # ARPHRD_ETHER in /sys/class/net/*/type
 CLIENT_VERSION = "tern-updater 0.1"
@@ -26,7 +27,7 @@ def device_key(data_dir: Path):
     return serialization.load_pem_private_key(path.read_bytes(), password=None)
 
 
-def identity(config, net: Path = Path("/sys/class/net")) -> dict[str, str]:
+def identity(config: Config, net: Path = Path("/sys/class/net")) -> dict[str, str]:
     """The identity script's KEY=VALUE lines, or the first ethernet interface's mac."""
     if config.identity_script:
         output = subprocess.run(config.identity_script, shell=True, check=True,

@@ -14,8 +14,9 @@ import time
 import requests
 
 from .. import identity
-from ..bootloader import make_bootloader
+from ..bootloader import Bootloader, make_bootloader
 from ..client import Aborted, Client, ServerError
+from ..config import Config
 from ..source import ArtifactSource
 from .standalone import Busy, Standalone
 from .states import Event, State
@@ -37,7 +38,7 @@ class DaemonSteps(Steps):
     """The standalone steps, plus Sync and the conversation with the server: every status
     goes through the status queue, so none is lost while the server is out of reach."""
 
-    def __init__(self, config, bootloader, client: Client, quiet: bool = False):
+    def __init__(self, config: Config, bootloader: Bootloader, client: Client, quiet: bool = False):
         super().__init__(config, bootloader, ArtifactSource(config, verify=client.verify),
                          quiet)
         self.client = client
@@ -102,7 +103,8 @@ class DaemonSteps(Steps):
 
 
 class Daemon:
-    def __init__(self, config, client: Client | None = None, steps: DaemonSteps | None = None):
+    def __init__(self, config: Config, client: Client | None = None,
+                 steps: DaemonSteps | None = None):
         """`client` and `steps`: the fleet simulator's own; by default the device's."""
         if not config.server_url:
             raise ValueError("the daemon needs server_url")

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..config import Config
+
 
 class Watchdog:
     """The Linux watchdog device, fed while the updater makes progress.
@@ -36,7 +38,7 @@ class Watchdog:
             self.fd = None
 
 
-def run_checks(config, watchdog: Watchdog) -> tuple[bool, list[str]]:
+def run_checks(config: Config, watchdog: Watchdog) -> tuple[bool, list[str]]:
     """(all passed, one line or more per check for the record)."""
     output: list[str] = []
     deadline = time.monotonic() + config.health_wait_timeout

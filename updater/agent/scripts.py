@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..config import Config
+
 RETRY_LATER = 21
 ROOTFS_STATES = ("Idle", "Sync", "Download")
 SCRIPT_NAME = re.compile(r"(?P<state>[A-Za-z]+)_(?P<action>Enter|Leave|Error)_\d\d(_.*)?")
@@ -21,7 +23,7 @@ class ScriptError(Exception):
 
 
 class StateScripts:
-    def __init__(self, config, artifact_dir: Path):
+    def __init__(self, config: Config, artifact_dir: Path):
         self.config = config
         self.rootfs_dir = Path(config.scripts_dir)
         self.artifact_dir = artifact_dir

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .. import failpoints, markers
 from ..bootloader import make_bootloader
+from ..config import Config
 from ..source import ArtifactSource
 from .machine import Machine
 from .states import State
@@ -35,7 +36,7 @@ class Busy(Exception):
 
 
 class Standalone:
-    def __init__(self, config, quiet: bool = False, steps: Steps | None = None):
+    def __init__(self, config: Config, quiet: bool = False, steps: Steps | None = None):
         """`steps`: the daemon's, which talk to the server."""
         failpoints.arm(config.failpoints)
         markers.configure(config.console_markers)

@@ -23,9 +23,11 @@ from artifact.signing import load_key_file
 
 from ..atomic import write_atomically
 from ..bootloader.base import Bootloader
+from ..config import Config
 from ..install import rootfs
 from ..install.modules import UpdateModule, prepare_tree
 from ..install.slots import inactive_slot, running_slot, slot_devices
+from ..source import ArtifactSource
 from . import health
 from .scripts import ScriptError, StateScripts
 from .states import Event, State
@@ -51,7 +53,8 @@ def new_update(source: str) -> dict:
 
 
 class Steps:
-    def __init__(self, config, bootloader: Bootloader, source, quiet: bool = False):
+    def __init__(self, config: Config, bootloader: Bootloader, source: ArtifactSource,
+                 quiet: bool = False):
         self.config = config
         self.bootloader = bootloader
         self.source = source  # .open(location) -> a binary stream of the artifact

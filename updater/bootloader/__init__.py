@@ -1,6 +1,7 @@
 """How the updater talks to the bootloader: which slot boots next, trial boots, commit, rollback."""
 from collections.abc import Callable
 
+from ..config import Config
 from . import file, uboot
 from .base import Bootloader, BootloaderError, partition_number
 
@@ -11,7 +12,7 @@ BACKENDS: dict[str, Callable[..., Bootloader]] = {
 }
 
 
-def make_bootloader(config) -> Bootloader:
+def make_bootloader(config: Config) -> Bootloader:
     try:
         factory = BACKENDS[config.bootloader]
     except KeyError:

@@ -5,6 +5,7 @@ plain files), then shows the kernel's view, so a test can "reboot" a simulated d
 import uuid
 from pathlib import Path
 
+from ..config import Config
 from . import make_bootloader
 from .base import MenderVariables, other_slot
 
@@ -21,7 +22,7 @@ def boot_script(bootloader: MenderVariables, bootlimit: int = 1) -> str:
     return bootloader.boot_slot()
 
 
-def power_on(config) -> str:
+def power_on(config: Config) -> str:
     """Boot a simulated device: the boot script, then what the kernel shows — the booted
     slot's root= in `cmdline_file`, a new boot id in `boot_id_file`."""
     slot = boot_script(make_bootloader(config))

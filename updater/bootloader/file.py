@@ -5,6 +5,7 @@ The file holds the same variables as U-Boot's environment (`name=value` lines).
 import os
 from pathlib import Path
 
+from ..config import Config
 from .base import MenderVariables
 
 
@@ -30,5 +31,5 @@ class FileBootloader(MenderVariables):
         os.replace(tmp, self.path)
 
 
-def from_config(config, parts: dict[str, str]) -> FileBootloader:
+def from_config(config: Config, parts: dict[str, str]) -> FileBootloader:
     return FileBootloader(config.bootloader_env, parts)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import failpoints
+from ..config import Config
 from .base import BootloaderError, MenderVariables
 
 
@@ -136,5 +137,5 @@ class UBootBootloader(MenderVariables):
         self.env.write(changes)
 
 
-def from_config(config, parts: dict[str, str]) -> UBootBootloader:
+def from_config(config: Config, parts: dict[str, str]) -> UBootBootloader:
     return UBootBootloader(UBootEnv(read_fw_env_config(config.fw_env_config)), parts)

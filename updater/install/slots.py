@@ -10,17 +10,18 @@ import stat
 from pathlib import Path
 
 from ..bootloader.base import Bootloader, other_slot
+from ..config import Config
 
 
 class SlotError(Exception):
     """The running slot cannot be told, or the boot environment disagrees with it."""
 
 
-def slot_devices(config) -> dict[str, str]:
+def slot_devices(config: Config) -> dict[str, str]:
     return {"a": config.rootfs_a, "b": config.rootfs_b}
 
 
-def running_slot(config) -> str:
+def running_slot(config: Config) -> str:
     devices = slot_devices(config)
     root = _root_from_cmdline(Path(config.cmdline_file).read_text())
     if root is None or root.startswith(("PARTUUID=", "UUID=", "LABEL=")):
@@ -46,7 +47,7 @@ def _mounted_slot(devices: dict[str, str], cmdline_file: str) -> str:
                     f"mounted from neither slot (a: {devices['a']}, b: {devices['b']})")
 
 
-def inactive_slot(config, bootloader: Bootloader) -> tuple[str, str]:
+def inactive_slot(config: Config, bootloader: Bootloader) -> tuple[str, str]:
     """(running, inactive) after cross-checking the boot environment."""
     running = running_slot(config)
     if bootloader.trial_pending():
