@@ -27,6 +27,7 @@ from updater.config import Config
 from updater.identity import device_key
 from updater.install.slots import inactive_slot, running_slot
 from updater.source import ArtifactSource
+from updater.update import Update
 
 S, E = State, Event
 FACTORY_ARTIFACT = "release-1"
@@ -181,7 +182,7 @@ class FleetDevice:
         return FleetSteps(self).provides().get("artifact_name", "")
 
     def stored_state(self) -> str:
-        return StateStore(self.config.data / "state.json").load()["state"]
+        return StateStore(self.config.data / "state.json").load().state
 
     def inconsistency(self, artifact_name: str) -> str | None:
         """After an update: what disagrees with the result the server has, if anything.
@@ -212,7 +213,7 @@ class SimulatedSteps:
         self.device = device
         super().__init__(*args)
 
-    def run(self, state: State, update: dict) -> Event:
+    def run(self, state: State, update: Update) -> Event:
         record = self.device.record
         record.phase = state.value
         if state is S.SYNC and record.update_started is None:
@@ -228,21 +229,21 @@ class SimulatedSteps:
             record.power_cuts += 1
             raise PowerCut(f"{when} {state}")
 
-    def _reboot(self, update: dict) -> Event:
+    def _reboot(self, update: Update) -> Event:
         self.log(update, "rebooting (simulated)")
         self.device.record.reboots += 1
         raise Reboot()
 
-    def _download_rootfs(self, update: dict, reader, payload) -> None:
+    def _download_rootfs(self, update: Update, reader, payload) -> None:
         if self.device.settings.payload == "write":
             return super()._download_rootfs(update, reader, payload)
-        update["kind"] = "rootfs"
-        update["from_slot"], update["to_slot"] = inactive_slot(self.config, self.bootloader)
+        update.kind = "rootfs"
+        update.from_slot, update.to_slot = inactive_slot(self.config, self.bootloader)
         # Iterating a payload file ends only once its sha256 matched the signed manifest.
         size = sum(len(chunk) for file in payload.files() for chunk in file)
-        self.log(update, f"slot {update['to_slot']}: {size} bytes verified and discarded")
-        if update["to_slot"] == "b":  # what the slot would hold: its release's name
-            (self.device.root / "slot3.img").write_bytes(f"{update['artifact_name']}\n".encode())
+        self.log(update, f"slot {update.to_slot}: {size} bytes verified and discarded")
+        if update.to_slot == "b":  # what the slot would hold: its release's name
+            (self.device.root / "slot3.img").write_bytes(f"{update.artifact_name}\n".encode())
 
 
 class FleetSteps(SimulatedSteps, Steps):
@@ -258,21 +259,21 @@ class FleetDaemonSteps(SimulatedSteps, DaemonSteps):
         super().__init__(device, device.config, make_bootloader(device.config), client, True)
         self.source = ArtifactSource(device.config, client.verify, session=device.sessions)
 
-    def sync(self, update: dict) -> Event:
+    def sync(self, update: Update) -> Event:
         event = super().sync(update)
         if event is E.FAILURE:
             self._finished(update, "already-installed")
         return event
 
-    def update_status_report(self, update: dict) -> Event:
+    def update_status_report(self, update: Update) -> Event:
         event = super().update_status_report(update)
         if event is E.SUCCESS:
-            self._finished(update, update["status"])
+            self._finished(update, update.status)
         return event
 
-    def _finished(self, update: dict, status: str) -> None:
+    def _finished(self, update: Update, status: str) -> None:
         record = self.device.record
-        record.result, record.deployment_id = status, update["deployment_id"]
+        record.result, record.deployment_id = status, update.deployment_id
         record.update_finished = time.monotonic()
 
 

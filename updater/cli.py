@@ -95,14 +95,14 @@ def show(config: Config, args: argparse.Namespace) -> int:
 
 def status_report(config: Config, steps: Steps, provides: dict) -> dict:
     stored = StateStore(config.data / "state.json").load()
-    update = stored["update"]
+    update = stored.update
     report = {
-        "state": stored["state"],
-        "store_count": stored["store_count"],
+        "state": stored.state.value,
+        "store_count": stored.store_count,
         "artifact_name": provides.get("artifact_name"),
         "provides": provides,
         "update": None if update is None else {
-            key: update.get(key) for key in ("artifact_name", "source", "kind", "payload_type",
+            key: getattr(update, key) for key in ("artifact_name", "source", "kind", "payload_type",
                                              "from_slot", "to_slot", "status", "error",
                                              "paused", "deployment_id")},
         "running_slot": None,

@@ -18,10 +18,11 @@ from ..bootloader import Bootloader, make_bootloader
 from ..client import Aborted, Client, ServerError
 from ..config import Config
 from ..source import ArtifactSource
+from ..update import Update
 from .standalone import Busy, Standalone
 from .states import Event, State
 from .statusqueue import StatusQueue
-from .steps import Steps, new_update
+from .steps import Steps
 
 S, E = State, Event
 # What the server hears as the machine enters these states (Sync says "downloading").
@@ -46,19 +47,19 @@ class DaemonSteps(Steps):
         self.abort_check_due = 0.0
         self.handlers[S.SYNC] = self.sync
 
-    def run(self, state: State, update: dict) -> Event:
+    def run(self, state: State, update: Update) -> Event:
         if state in STATUS:
             try:
                 self.report(update, STATUS[state])
             except Aborted:
                 self.log(update, f"{state}: the deployment was aborted on the server", "error")
-                update["error"] = update["error"] or "deployment aborted on the server"
+                update.error = update.error or "deployment aborted on the server"
                 return E.FAILURE
         return super().run(state, update)
 
-    def sync(self, update: dict) -> Event:
-        if update["artifact_name"] == self.provides().get("artifact_name"):
-            self.queue.push(update["deployment_id"], "already-installed")
+    def sync(self, update: Update) -> Event:
+        if update.artifact_name == self.provides().get("artifact_name"):
+            self.queue.push(update.deployment_id, "already-installed")
             self.send_statuses()
             return E.FAILURE  # back to Idle: nothing to do
         try:
@@ -68,7 +69,7 @@ class DaemonSteps(Steps):
         self.abort_check_due = time.monotonic() + self.config.abort_check_interval
         return E.SUCCESS
 
-    def download_check(self, update: dict) -> None:
+    def download_check(self, update: Update) -> None:
         """Every abort_check_interval of a download: "downloading" again, which the server
         refuses (409) once the deployment is aborted; then the download stops."""
         if time.monotonic() < self.abort_check_due:
@@ -76,11 +77,11 @@ class DaemonSteps(Steps):
         self.abort_check_due = time.monotonic() + self.config.abort_check_interval
         self.report(update, "downloading")
 
-    def report(self, update: dict, status: str) -> None:
+    def report(self, update: Update, status: str) -> None:
         """Queue the status and send what the queue holds; raise Aborted on a 409 for this
         deployment. Out of reach, the statuses stay queued and the update goes on."""
-        self.queue.push(update["deployment_id"], status)
-        if update["deployment_id"] in self.send_statuses():
+        self.queue.push(update.deployment_id, status)
+        if update.deployment_id in self.send_statuses():
             raise Aborted("the deployment was aborted on the server")
 
     def send_statuses(self) -> set[str]:
@@ -93,11 +94,11 @@ class DaemonSteps(Steps):
                       file=sys.stderr, flush=True)
             return set()
 
-    def update_status_report(self, update: dict) -> Event:
+    def update_status_report(self, update: Update) -> Event:
         """The result and the full log join the queue; the daemon sends it until the
         server has it, across reboots."""
         super().update_status_report(update)
-        self.queue.push(update["deployment_id"], update["status"], update["log"])
+        self.queue.push(update.deployment_id, update.status, update.log)
         self.send_statuses()
         return E.SUCCESS
 
@@ -153,20 +154,17 @@ class Daemon:
     def finish_stored(self) -> None:
         """An update of a deployment stored before a reboot or a crash: go on with it."""
         stored = self.standalone.store.load()
-        update = stored["update"]
-        if stored["state"] == S.IDLE or "deployment_id" not in update:
+        if stored.state is S.IDLE or stored.update.deployment_id is None:
             return
         with self.standalone.exclusive():
-            self.standalone.machine.resume(State(stored["state"]), update,
-                                           stored["store_count"])
+            self.standalone.machine.resume(stored.state, stored.update, stored.store_count)
 
     def deploy(self, deployment: dict) -> None:
         artifact = deployment["artifact"]
         with self.standalone.exclusive():
-            if self.standalone.store.load()["state"] != S.IDLE:
+            if self.standalone.store.load().state is not S.IDLE:
                 raise Busy("a standalone update is in progress; the deployment waits")
-            update = new_update(artifact["source"]["uri"])
-            update["deployment_id"] = deployment["id"]
-            update["artifact_name"] = artifact["artifact_name"]
-            self.steps.log(update, f"deployment {deployment['id']}: {update['artifact_name']}")
+            update = Update(artifact["source"]["uri"], artifact_name=artifact["artifact_name"],
+                            deployment_id=deployment["id"])
+            self.steps.log(update, f"deployment {deployment['id']}: {update.artifact_name}")
             self.standalone.machine.run(S.SYNC, update)

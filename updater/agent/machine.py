@@ -5,6 +5,7 @@ where they start (Download here, Sync in the daemon), in the source the steps do
 from, and in where they stop (`stop_before`).
 """
 from .. import failpoints, markers
+from ..update import Update
 from .states import Event, State
 from .statestore import StateStore
 
@@ -83,22 +84,22 @@ class Machine:
         self.store = store
         self.max_store_count = max_store_count
 
-    def resume(self, stored: State, update: dict, store_count: int,
+    def resume(self, stored: State, update: Update, store_count: int,
                stop_before: frozenset[State] = frozenset()) -> State:
         """Go on after the process ended in `stored` (a reboot, a crash, power loss)."""
         state = RECOVERY.get(stored, stored)
         if state != stored and state in (S.ARTIFACT_FAILURE, S.ARTIFACT_ROLLBACK):
-            update["error"] = update["error"] or f"{stored}: interrupted (power loss or crash)"
+            update.error = update.error or f"{stored}: interrupted (power loss or crash)"
         self.steps.log(update, f"resuming in {state} (stored: {stored})")
         return self.run(state, update, store_count, stop_before)
 
-    def run(self, state: State, update: dict, store_count: int = 0,
+    def run(self, state: State, update: Update, store_count: int = 0,
             stop_before: frozenset[State] = frozenset()) -> State:
         """Walk the table from `state`; return Idle, or the state where it waits."""
-        update.pop("paused", None)
+        update.paused = False
         while state is not S.IDLE:
             if state in stop_before:
-                update["paused"] = True
+                update.paused = True
                 self.store.save(state, update, store_count)
                 return state
             store_count += 1
@@ -109,7 +110,7 @@ class Machine:
                 message = (f"{state}: {store_count} state store writes, more than "
                            f"{self.max_store_count * CAP_SHARE[state]}: loop broken")
                 self.steps.log(update, message)
-                update["error"] = update["error"] or message
+                update.error = update.error or message
             else:
                 failpoints.hit(f"before:{state}")
                 event = self.steps.run(state, update)

@@ -12,10 +12,11 @@ from .. import failpoints, markers
 from ..bootloader import make_bootloader
 from ..config import Config
 from ..source import ArtifactSource
+from ..update import Update
 from .machine import Machine
 from .states import State
 from .statestore import StateStore
-from .steps import Steps, new_update
+from .steps import Steps
 
 S = State
 OK, FAILED, NOTHING_TO_DO = 0, 1, 2
@@ -28,7 +29,7 @@ class Outcome:
     code: int
     message: str
     state: State | None = None
-    update: dict | None = None
+    update: Update | None = None
 
 
 class Busy(Exception):
@@ -58,20 +59,19 @@ class Standalone:
 
     def install(self, location: str) -> Outcome:
         stored = self.store.load()
-        if stored["state"] != S.IDLE.value:
-            return Outcome(FAILED, f"an update is in progress (state {stored['state']}); "
+        if stored.state is not S.IDLE:
+            return Outcome(FAILED, f"an update is in progress (state {stored.state}); "
                                    "commit, roll back or resume it first")
-        update = new_update(location)
+        update = Update(location)
         state = self.machine.run(S.DOWNLOAD, update, stop_before=frozenset({S.ARTIFACT_COMMIT}))
         return self._outcome(state, update)
 
     def commit(self) -> Outcome:
         stored = self.store.load()
-        state = State(stored["state"])
+        state, update = stored.state, stored.update
         if state not in PENDING:
             return Outcome(NOTHING_TO_DO, "nothing to commit")
-        update = stored["update"]
-        end = self.machine.resume(state, update, stored["store_count"])
+        end = self.machine.resume(state, update, stored.store_count)
         if end is S.ARTIFACT_REBOOT:
             return Outcome(FAILED, "the device has not rebooted into the new artifact yet",
                            end, update)
@@ -79,52 +79,51 @@ class Standalone:
 
     def rollback(self) -> Outcome:
         stored = self.store.load()
-        if State(stored["state"]) not in PENDING:
+        if stored.state not in PENDING:
             return Outcome(NOTHING_TO_DO, "nothing to roll back")
-        update = stored["update"]
+        update = stored.update
         self.steps.log(update, "rollback requested")
-        update["error"] = update["error"] or "rolled back on request"
-        end = self.machine.run(S.ARTIFACT_ROLLBACK, update, stored["store_count"])
+        update.error = update.error or "rolled back on request"
+        end = self.machine.run(S.ARTIFACT_ROLLBACK, update, stored.store_count)
         if end is S.IDLE:
-            return Outcome(OK, f"rolled back {update['artifact_name']}", end, update)
+            return Outcome(OK, f"rolled back {update.artifact_name}", end, update)
         return self._outcome(end, update)
 
     def resume(self) -> Outcome:
         """On start (at boot): go on with an update that a reboot or power loss interrupted."""
         stored = self.store.load()
-        state = State(stored["state"])
+        state, update = stored.state, stored.update
         if state is S.IDLE:
             return Outcome(NOTHING_TO_DO, "no update in progress")
-        if state is S.UPDATE_STATUS_REPORT and stored["update"].get("paused"):
+        if state is S.UPDATE_STATUS_REPORT and update.paused:
             return Outcome(NOTHING_TO_DO, "the result waits for the daemon to report it")
-        if stored["update"].get("paused"):
-            return Outcome(NOTHING_TO_DO, f"{stored['update']['artifact_name']} is installed; "
+        if update.paused:
+            return Outcome(NOTHING_TO_DO, f"{update.artifact_name} is installed; "
                                           "waiting for commit or rollback")
-        update = stored["update"]
         # A deployment's result is the daemon's to report, once the network is up.
-        stop_before = frozenset({S.UPDATE_STATUS_REPORT}) if "deployment_id" in update \
+        stop_before = frozenset({S.UPDATE_STATUS_REPORT}) if update.deployment_id is not None \
             else frozenset()
-        end = self.machine.resume(state, update, stored["store_count"], stop_before)
+        end = self.machine.resume(state, update, stored.store_count, stop_before)
         return self._outcome(end, update)
 
-    def _outcome(self, state: State, update: dict) -> Outcome:
-        name = update["artifact_name"] or update["source"]
+    def _outcome(self, state: State, update: Update) -> Outcome:
+        name = update.artifact_name or update.source
         if state is S.IDLE:
-            if update["status"] == "success":
+            if update.status == "success":
                 return Outcome(OK, f"{name}: installed and committed", state, update)
-            return Outcome(FAILED, f"{name}: update failed: {update['error']}", state, update)
+            return Outcome(FAILED, f"{name}: update failed: {update.error}", state, update)
         if state is S.UPDATE_STATUS_REPORT:
-            return Outcome(OK if update["status"] == "success" else FAILED,
-                           f"{name}: {update['status']}: {update['error'] or 'committed'}; "
+            return Outcome(OK if update.status == "success" else FAILED,
+                           f"{name}: {update.status}: {update.error or 'committed'}; "
                            "the daemon reports it to the server", state, update)
         if state is S.ARTIFACT_COMMIT:
             return Outcome(OK, f"{name}: installed. Use 'commit' to update, or 'rollback' "
                                "to roll back the update.", state, update)
         if state is S.ARTIFACT_REBOOT:
-            return Outcome(OK, f"{name}: installed into slot {update['to_slot'] or '-'}. "
+            return Outcome(OK, f"{name}: installed into slot {update.to_slot or '-'}. "
                                "At the next reboot the device boots it on trial; it is "
                                "committed when the health checks pass.", state, update)
         if state in (S.ARTIFACT_ROLLBACK_REBOOT, S.ARTIFACT_VERIFY_ROLLBACK_REBOOT):
-            return Outcome(FAILED, f"{name}: update failed: {update['error']}; "
+            return Outcome(FAILED, f"{name}: update failed: {update.error}; "
                                    "reboot to return to the previous artifact", state, update)
         return Outcome(FAILED, f"{name}: stopped in {state}", state, update)

@@ -1,13 +1,6 @@
-"""What each state does. Every step is idempotent: after power loss the machine may run
-the step of the stored state again (see `machine.RECOVERY`).
-
-The update being worked on is a plain dict, stored with the state:
-
-    source, artifact_name, kind ("rootfs" | "module"), payload_type,
-    from_slot, to_slot, needs_reboot, supports_rollback,
-    previous_provides, provides (after commit), boot_id (at the reboot),
-    status (None | "success" | "failure"), error (the first), health (output),
-    log ({timestamp, level, message} lines, Mender's deployment log format)
+"""What each state does to the update in flight (`update.Update`, stored with the state).
+Every step is idempotent: after power loss the machine may run the step of the stored
+state again (see `machine.RECOVERY`).
 """
 import json
 import shutil
@@ -28,6 +21,7 @@ from ..install import rootfs
 from ..install.modules import UpdateModule, prepare_tree
 from ..install.slots import inactive_slot, running_slot, slot_devices
 from ..source import ArtifactSource
+from ..update import Update
 from . import health
 from .scripts import ScriptError, StateScripts
 from .states import Event, State
@@ -43,13 +37,6 @@ SCRIPT_STATES = {S.DOWNLOAD, S.ARTIFACT_INSTALL, S.ARTIFACT_REBOOT, S.ARTIFACT_C
 
 class StepError(Exception):
     """A step cannot go on; the message is recorded as the update's error."""
-
-
-def new_update(source: str) -> dict:
-    return {"source": source, "artifact_name": None, "kind": None, "payload_type": None,
-            "from_slot": None, "to_slot": None, "needs_reboot": None,
-            "supports_rollback": None, "previous_provides": None, "provides": None,
-            "status": None, "error": None, "log": [], "health": None, "started": time.time()}
 
 
 class Steps:
@@ -78,13 +65,13 @@ class Steps:
 
     # -- running a step with its scripts ------------------------------------------------
 
-    def log(self, update: dict, message: str, level: str = "info") -> None:
+    def log(self, update: Update, message: str, level: str = "info") -> None:
         """A line of the deployment log, in Mender's format (what the server stores)."""
-        update["log"].append({"timestamp": timestamp(), "level": level, "message": message})
+        update.log.append({"timestamp": timestamp(), "level": level, "message": message})
         if not self.quiet:
             print(f"tern-updater: {message}", file=sys.stderr, flush=True)
 
-    def run(self, state: State, update: dict) -> Event:
+    def run(self, state: State, update: Update) -> Event:
         log = lambda message: self.log(update, message)  # noqa: E731
         try:
             if state in SCRIPT_STATES:
@@ -96,8 +83,8 @@ class Steps:
         except Exception as error:  # any failure of a step fails the update
             message = f"{state}: {error}"
             self.log(update, message, "error")
-            if update["error"] is None:
-                update["error"] = message
+            if update.error is None:
+                update.error = message
             if state in SCRIPT_STATES:
                 self._scripts(state, state.value, "Error", log)
             return E.FAILURE
@@ -113,41 +100,41 @@ class Steps:
 
     # -- the steps ------------------------------------------------------------------------
 
-    def download(self, update: dict) -> Event:
+    def download(self, update: Update) -> Event:
         """Stream the artifact: check signature and compatibility, write the payload."""
         keys = [load_key_file(path) for path in self.config.verify_keys]
         current = self.provides()
-        opened = self.source.open(update["source"], log=lambda message: self.log(update, message),
+        opened = self.source.open(update.source, log=lambda message: self.log(update, message),
                                   check=lambda: self.download_check(update))
         with opened as stream, ArtifactReader(stream, keys) as reader:
             header = reader.header
-            update["artifact_name"] = header.name
+            update.artifact_name = header.name
             check_compatible(header, self.device_type(), current)
             if len(header.payloads) != 1:
                 raise StepError(f"artifact has {len(header.payloads)} payloads; "
                                 "exactly one is supported")
-            update["previous_provides"] = current
-            update["provides"] = provides_after_install(current, header)
-            update["payload_type"] = header.payloads[0].type
+            update.previous_provides = current
+            update.provides = provides_after_install(current, header)
+            update.payload_type = header.payloads[0].type
             self._store_artifact_scripts(header.scripts)
             for payload in reader.payloads():
                 if payload.type == ROOTFS_IMAGE:
                     self._download_rootfs(update, reader, payload)
                 else:
                     self._download_module(update, header, payload, current)
-        if update["kind"] == "module":
+        if update.kind == "module":
             self.module(update).call("Download")
         self.log(update, f"{header.name}: downloaded and verified "
                          f"(signature: {reader.signature})")
         return E.SUCCESS
 
-    def download_check(self, update: dict) -> None:
+    def download_check(self, update: Update) -> None:
         """Runs all along a download; the daemon raises here when the deployment is aborted."""
 
-    def _download_rootfs(self, update: dict, reader, payload) -> None:
-        update["kind"] = "rootfs"
+    def _download_rootfs(self, update: Update, reader, payload) -> None:
+        update.kind = "rootfs"
         running, target = inactive_slot(self.config, self.bootloader)
-        update["from_slot"], update["to_slot"] = running, target
+        update.from_slot, update.to_slot = running, target
         device = slot_devices(self.config)[target]
         files = list(payload.header.files)
         if len(files) != 1:
@@ -158,8 +145,8 @@ class Steps:
             size = rootfs.write_image(file, device, expected, self.config.verify_readback)
             self.log(update, f"slot {target}: {size} bytes written and verified")
 
-    def _download_module(self, update: dict, header, payload, current: dict) -> None:
-        update["kind"] = "module"
+    def _download_module(self, update: Update, header, payload, current: dict) -> None:
+        update.kind = "module"
         module = self.module(update)
         if not module.exists():
             raise StepError(f"payload type {payload.type!r}: no update module {module.path}")
@@ -170,41 +157,41 @@ class Steps:
                 for chunk in file:
                     out.write(chunk)
 
-    def artifact_install(self, update: dict) -> Event:
-        if update["kind"] == "rootfs":
-            self.bootloader.set_trial(update["to_slot"])
-            self.log(update, f"slot {update['to_slot']} is the boot candidate (trial boot)")
-            update["needs_reboot"] = True
+    def artifact_install(self, update: Update) -> Event:
+        if update.kind == "rootfs":
+            self.bootloader.set_trial(update.to_slot)
+            self.log(update, f"slot {update.to_slot} is the boot candidate (trial boot)")
+            update.needs_reboot = True
             return E.SUCCESS
         module = self.module(update)
-        update["supports_rollback"] = module.supports_rollback()
+        update.supports_rollback = module.supports_rollback()
         module.call("ArtifactInstall")
-        update["needs_reboot"] = module.needs_reboot()
-        return E.SUCCESS if update["needs_reboot"] else E.NO_REBOOT
+        update.needs_reboot = module.needs_reboot()
+        return E.SUCCESS if update.needs_reboot else E.NO_REBOOT
 
-    def artifact_reboot(self, update: dict) -> Event:
-        update["boot_id"] = self.boot_id()
+    def artifact_reboot(self, update: Update) -> Event:
+        update.boot_id = self.boot_id()
         if not self.config.auto_reboot:
             self.log(update, "waiting for a reboot into the new artifact")
             return E.WAIT
         return self._reboot(update)
 
-    def artifact_verify_reboot(self, update: dict) -> Event:
-        if self.boot_id() == update.get("boot_id"):
+    def artifact_verify_reboot(self, update: Update) -> Event:
+        if self.boot_id() == update.boot_id:
             return E.NOT_REBOOTED
-        if update["kind"] == "rootfs":
+        if update.kind == "rootfs":
             running = running_slot(self.config)
-            if running != update["to_slot"]:
+            if running != update.to_slot:
                 if self.bootloader.trial_pending() and \
-                        self.bootloader.boot_slot() == update["to_slot"]:
+                        self.bootloader.boot_slot() == update.to_slot:
                     return E.NOT_REBOOTED
-                raise StepError(f"the trial boot of slot {update['to_slot']} failed: the "
+                raise StepError(f"the trial boot of slot {update.to_slot} failed: the "
                                 f"bootloader fell back to slot {running}")
         self._scripts(S.ARTIFACT_VERIFY_REBOOT, "ArtifactReboot", "Leave",
                       lambda message: self.log(update, message))  # the reboot is over
         watchdog = health.Watchdog(self.config.watchdog_device)
         passed, output = health.run_checks(self.config, watchdog)
-        update["health"] = output
+        update.health = output
         for line in output:
             self.log(update, f"health: {line}")
         if not passed:
@@ -212,72 +199,72 @@ class Steps:
         watchdog.disarm()
         return E.SUCCESS
 
-    def artifact_commit(self, update: dict) -> Event:
-        if update["kind"] == "rootfs":
+    def artifact_commit(self, update: Update) -> Event:
+        if update.kind == "rootfs":
             running = running_slot(self.config)
-            if running != update["to_slot"]:
-                raise StepError(f"not running the new slot {update['to_slot']} "
+            if running != update.to_slot:
+                raise StepError(f"not running the new slot {update.to_slot} "
                                 f"(running {running}): nothing to commit")
             if self.bootloader.trial_pending():
                 self.bootloader.commit()
         else:
             self.module(update).call("ArtifactCommit")
-        self.write_provides(update["provides"])
-        update["status"] = "success"
-        self.log(update, f"{update['artifact_name']}: committed")
+        self.write_provides(update.provides)
+        update.status = "success"
+        self.log(update, f"{update.artifact_name}: committed")
         return E.SUCCESS
 
-    def artifact_rollback(self, update: dict) -> Event:
-        update["status"] = "failure"
-        if update["previous_provides"] and self.provides() != update["previous_provides"]:
-            self.write_provides(update["previous_provides"])  # rolled back after a commit
-        if update["kind"] == "rootfs":
-            self.bootloader.rollback(update["from_slot"])
-            self.log(update, f"boot environment back on slot {update['from_slot']}")
+    def artifact_rollback(self, update: Update) -> Event:
+        update.status = "failure"
+        if update.previous_provides and self.provides() != update.previous_provides:
+            self.write_provides(update.previous_provides)  # rolled back after a commit
+        if update.kind == "rootfs":
+            self.bootloader.rollback(update.from_slot)
+            self.log(update, f"boot environment back on slot {update.from_slot}")
             return E.SUCCESS
-        if update["kind"] == "module" and update["supports_rollback"]:
+        if update.kind == "module" and update.supports_rollback:
             module = self.module(update)
             module.call("ArtifactRollback")
-            return E.SUCCESS if update["needs_reboot"] else E.NO_REBOOT
-        self.log(update, "nothing to roll back" if update["kind"] is None
-                 else f"update module {update['payload_type']} does not support rollback")
+            return E.SUCCESS if update.needs_reboot else E.NO_REBOOT
+        self.log(update, "nothing to roll back" if update.kind is None
+                 else f"update module {update.payload_type} does not support rollback")
         return E.NO_REBOOT
 
-    def artifact_rollback_reboot(self, update: dict) -> Event:
-        if update["kind"] == "rootfs" and running_slot(self.config) == update["from_slot"]:
+    def artifact_rollback_reboot(self, update: Update) -> Event:
+        if update.kind == "rootfs" and running_slot(self.config) == update.from_slot:
             return E.SUCCESS  # the trial slot never ran, or the bootloader fell back already
-        update["boot_id"] = self.boot_id()
+        update.boot_id = self.boot_id()
         if not self.config.reboot_command:
             self.log(update, "waiting for a reboot into the previous artifact")
             return E.WAIT
         return self._reboot(update)
 
-    def artifact_verify_rollback_reboot(self, update: dict) -> Event:
-        if update["kind"] == "rootfs":
-            return E.SUCCESS if running_slot(self.config) == update["from_slot"] \
+    def artifact_verify_rollback_reboot(self, update: Update) -> Event:
+        if update.kind == "rootfs":
+            return E.SUCCESS if running_slot(self.config) == update.from_slot \
                 else E.NOT_REBOOTED
-        return E.NOT_REBOOTED if self.boot_id() == update.get("boot_id") else E.SUCCESS
+        return E.NOT_REBOOTED if self.boot_id() == update.boot_id else E.SUCCESS
 
-    def artifact_failure(self, update: dict) -> Event:
-        update["status"] = "failure"
-        if update["kind"] == "module":
+    def artifact_failure(self, update: Update) -> Event:
+        update.status = "failure"
+        if update.kind == "module":
             self.module(update).call("ArtifactFailure")
         return E.SUCCESS
 
-    def cleanup(self, update: dict) -> Event:
-        if update["kind"] == "module":
+    def cleanup(self, update: Update) -> Event:
+        if update.kind == "module":
             self.module(update).call("Cleanup")
         shutil.rmtree(self.tree.parent.parent, ignore_errors=True)
         shutil.rmtree(self.artifact_scripts, ignore_errors=True)
         return E.SUCCESS
 
-    def update_status_report(self, update: dict) -> Event:
+    def update_status_report(self, update: Update) -> Event:
         """Record the result; the daemon will also send it to the server from here."""
-        if update["status"] is None:
-            update["status"] = "failure"
-            update["error"] = update["error"] or "the update ended without a result"
-        result = {key: update[key] for key in ("artifact_name", "source", "status", "error",
-                                               "health", "log", "started")}
+        if update.status is None:
+            update.status = "failure"
+            update.error = update.error or "the update ended without a result"
+        result = {key: getattr(update, key) for key in ("artifact_name", "source", "status",
+                                                        "error", "health", "log", "started")}
         result["finished"] = time.time()
         write_atomically(self.config.data / "last-result.json",
                          json.dumps(result, indent=1).encode())
@@ -285,7 +272,7 @@ class Steps:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _reboot(self, update: dict) -> Event:
+    def _reboot(self, update: Update) -> Event:
         self.log(update, f"rebooting: {self.config.reboot_command}")
         subprocess.run(self.config.reboot_command, shell=True, check=True)
         time.sleep(600)  # the reboot ends this process; if it is still alive, it failed
@@ -298,8 +285,8 @@ class Steps:
         except FileNotFoundError:
             return ""
 
-    def module(self, update: dict) -> UpdateModule:
-        return UpdateModule(self.config.modules_dir, update["payload_type"], self.tree,
+    def module(self, update: Update) -> UpdateModule:
+        return UpdateModule(self.config.modules_dir, update.payload_type, self.tree,
                             self.config.module_timeout)
 
     def _store_artifact_scripts(self, scripts: dict[str, bytes]) -> None:

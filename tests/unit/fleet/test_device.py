@@ -19,10 +19,10 @@ from fleet.device import (
     mac_address,
 )
 from updater.agent.states import Event, State
-from updater.agent.steps import new_update
 from updater.bootloader import make_bootloader
 from updater.client import Client
 from updater.source import ArtifactSource
+from updater.update import Update
 
 
 def make_device(tmp_path: Path, keys, faults=None, payload="discard") -> FleetDevice:
@@ -33,12 +33,11 @@ def make_device(tmp_path: Path, keys, faults=None, payload="discard") -> FleetDe
     return device
 
 
-def download(device: FleetDevice, artifact: Path) -> tuple[Event, dict]:
+def download(device: FleetDevice, artifact: Path) -> tuple[Event, Update]:
     """Download with the daemon's steps, the artifact read from a file."""
     steps = FleetDaemonSteps(device, Client(device.settings.server_url, None, {}))
     steps.source = ArtifactSource(device.config)
-    update = new_update(str(artifact))
-    update["deployment_id"] = "d1"
+    update = Update(str(artifact), deployment_id="d1")
     return steps.run(State.DOWNLOAD, update), update
 
 
@@ -82,8 +81,8 @@ def test_download_verifies_the_signature_and_checksums(tmp_path, keys, payload):
     good = write_rootfs_artifact(tmp_path / "good.mender", "release-2", "tern-simulated",
                                  keys["ed25519"].private_key, size=100_000)
     event, update = download(device, good)
-    assert event is Event.SUCCESS, update["log"]
-    assert (update["from_slot"], update["to_slot"]) == ("a", "b")
+    assert event is Event.SUCCESS, update.log
+    assert (update.from_slot, update.to_slot) == ("a", "b")
     slot_b = (device.root / "slot3.img").read_bytes()
     assert slot_b.startswith(b"release-2\n")
     assert len(slot_b) == (100_000 if payload == "write" else len(b"release-2\n"))
@@ -96,12 +95,12 @@ def test_download_verifies_the_signature_and_checksums(tmp_path, keys, payload):
     tampered.write_bytes(bytes(data))
     event, update = download(device, tampered)
     assert event is Event.FAILURE
-    assert "invalid checksum" in update["error"]
+    assert "invalid checksum" in update.error
     other = write_rootfs_artifact(tmp_path / "other.mender", "release-2", "tern-simulated",
                                   keys["ecdsa"].private_key)
     event, update = download(device, other)
     assert event is Event.FAILURE
-    assert "signature" in update["error"].lower()
+    assert "signature" in update.error.lower()
 
 
 def test_a_power_cut_strikes_once_at_its_state(tmp_path, keys):

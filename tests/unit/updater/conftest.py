@@ -70,7 +70,9 @@ class Device:
         return Path(self.settings["rootfs_a" if name == "a" else "rootfs_b"])
 
     def stored(self) -> dict:
-        return StateStore(self.config.data / "state.json").load()
+        stored = StateStore(self.config.data / "state.json").load()
+        return {"state": stored.state, "store_count": stored.store_count,
+                "update": stored.update}
 
     def last_result(self) -> dict | None:
         path = self.config.data / "last-result.json"

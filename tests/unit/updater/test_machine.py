@@ -6,7 +6,8 @@ import pytest
 
 from updater.agent.machine import CAP_SHARE, RECOVERY, TRANSITIONS, Machine
 from updater.agent.states import Event, State
-from updater.agent.statestore import StateStore
+from updater.agent.statestore import StateStore, Stored
+from updater.update import Update
 
 S, E = State, Event
 UPDATE_STATES = {state for state, _ in TRANSITIONS} - {S.SYNC}
@@ -42,7 +43,7 @@ def test_loop_in_the_failure_path_is_capped_too(tmp_path):
         calls: list[State] = []
 
         def log(self, update, message):
-            update["log"].append(message)
+            update.log.append(message)
 
         def run(self, state, update):
             self.calls.append(state)
@@ -50,20 +51,20 @@ def test_loop_in_the_failure_path_is_capped_too(tmp_path):
 
     steps = Steps()
     store = StateStore(tmp_path / "state.json")
-    update = {"log": [], "error": None}
+    update = Update("release-2.mender")
     end = Machine(steps, store, max_store_count=5).run(S.ARTIFACT_ROLLBACK, update)
     assert end is S.IDLE
     assert steps.calls.count(S.ARTIFACT_VERIFY_ROLLBACK_REBOOT) <= 5
     assert steps.calls[-2:] == [S.CLEANUP, S.UPDATE_STATUS_REPORT]
-    assert "loop broken" in update["error"]
-    assert store.load() == {"version": 1, "state": "Idle", "store_count": 0, "update": None}
+    assert "loop broken" in update.error
+    assert store.load() == Stored(S.IDLE, 0, None)
 
 
 def test_store_replaces_atomically_and_leaves_no_temp_file(tmp_path):
     store = StateStore(tmp_path / "state.json")
-    store.save(S.DOWNLOAD, {"a": 1}, 1)
+    store.save(S.DOWNLOAD, Update("a"), 1)
     inode = os.stat(tmp_path / "state.json").st_ino
-    store.save(S.ARTIFACT_INSTALL, {"a": 2}, 2)
+    store.save(S.ARTIFACT_INSTALL, Update("b"), 2)
     assert os.stat(tmp_path / "state.json").st_ino != inode  # renamed over, not rewritten
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
     assert json.loads((tmp_path / "state.json").read_text())["state"] == "ArtifactInstall"
