@@ -9,6 +9,7 @@ script on the bootloader file (boot count, fallback), then what the image's rcS 
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from updater.bootloader.boot import power_on
 from updater.client import Client, Unauthorized
 from updater.config import Config
 from updater.identity import device_key
+from updater.install import INSTALLERS, InstallContext, RootfsInstaller
 from updater.install.slots import inactive_slot, running_slot
 from updater.source import ArtifactSource
 from updater.update import Update
@@ -205,13 +207,33 @@ class FleetDevice:
         return "; ".join(problem for problem in problems if problem) or None
 
 
+class DiscardedRootfs(RootfsInstaller):
+    """rootfs-image on a device that keeps no images (`payload = "discard"`): the payload is
+    hashed — iterating a payload file ends only once its sha256 matched the signed
+    manifest — and dropped; slot b's file gets what the slot would hold, the release's name."""
+
+    def __init__(self, context: InstallContext, root: Path):
+        super().__init__(context)
+        self.root = root
+
+    def write_payload(self, update: Update, reader, payload) -> None:
+        update.from_slot, update.to_slot = inactive_slot(self.config, self.context.bootloader)
+        size = sum(len(chunk) for file in payload.files() for chunk in file)
+        self.log(update, f"slot {update.to_slot}: {size} bytes verified and discarded")
+        if update.to_slot == "b":
+            (self.root / "slot3.img").write_bytes(f"{update.artifact_name}\n".encode())
+
+
 class SimulatedSteps:
     """What makes the real steps a simulation: reboots end the process, power cuts are
-    injected before or after a state, and the payload may be hashed and discarded."""
+    injected before or after a state, and the payload may be hashed and discarded (the
+    seams `reboot` and `installers` of the steps)."""
 
-    def __init__(self, device: FleetDevice, *args):
+    def __init__(self, device: FleetDevice, *args, **seams):
         self.device = device
-        super().__init__(*args)
+        installers = INSTALLERS if device.settings.payload == "write" else \
+            {**INSTALLERS, "rootfs-image": lambda context: DiscardedRootfs(context, device.root)}
+        super().__init__(*args, installers=installers, reboot=self.simulated_reboot, **seams)
 
     def run(self, state: State, update: Update) -> Event:
         record = self.device.record
@@ -229,21 +251,10 @@ class SimulatedSteps:
             record.power_cuts += 1
             raise PowerCut(f"{when} {state}")
 
-    def _reboot(self, update: Update) -> Event:
-        self.log(update, "rebooting (simulated)")
+    def simulated_reboot(self, log: Callable[[str], None]) -> None:
+        log("rebooting (simulated)")
         self.device.record.reboots += 1
         raise Reboot()
-
-    def _download_rootfs(self, update: Update, reader, payload) -> None:
-        if self.device.settings.payload == "write":
-            return super()._download_rootfs(update, reader, payload)
-        update.kind = "rootfs"
-        update.from_slot, update.to_slot = inactive_slot(self.config, self.bootloader)
-        # Iterating a payload file ends only once its sha256 matched the signed manifest.
-        size = sum(len(chunk) for file in payload.files() for chunk in file)
-        self.log(update, f"slot {update.to_slot}: {size} bytes verified and discarded")
-        if update.to_slot == "b":  # what the slot would hold: its release's name
-            (self.device.root / "slot3.img").write_bytes(f"{update.artifact_name}\n".encode())
 
 
 class FleetSteps(SimulatedSteps, Steps):
@@ -256,8 +267,9 @@ class FleetSteps(SimulatedSteps, Steps):
 
 class FleetDaemonSteps(SimulatedSteps, DaemonSteps):
     def __init__(self, device: FleetDevice, client: Client):
-        super().__init__(device, device.config, make_bootloader(device.config), client, True)
-        self.source = ArtifactSource(device.config, client.verify, session=device.sessions)
+        super().__init__(device, device.config, make_bootloader(device.config), client, True,
+                         source=ArtifactSource(device.config, client.verify,
+                                               session=device.sessions))
 
     def sync(self, update: Update) -> Event:
         event = super().sync(update)

@@ -17,12 +17,13 @@ from .. import identity
 from ..bootloader import Bootloader, make_bootloader
 from ..client import Aborted, Client, ServerError
 from ..config import Config
+from ..install import INSTALLERS, InstallerFactory
 from ..source import ArtifactSource
 from ..update import Update
 from .standalone import Busy, Standalone
 from .states import Event, State
 from .statusqueue import StatusQueue
-from .steps import Steps
+from .steps import Reboot, Steps
 
 S, E = State, Event
 # What the server hears as the machine enters these states (Sync says "downloading").
@@ -39,9 +40,13 @@ class DaemonSteps(Steps):
     """The standalone steps, plus Sync and the conversation with the server: every status
     goes through the status queue, so none is lost while the server is out of reach."""
 
-    def __init__(self, config: Config, bootloader: Bootloader, client: Client, quiet: bool = False):
-        super().__init__(config, bootloader, ArtifactSource(config, verify=client.verify),
-                         quiet)
+    def __init__(self, config: Config, bootloader: Bootloader, client: Client, quiet: bool = False,
+                 *, source: ArtifactSource | None = None,
+                 installers: dict[str, InstallerFactory] = INSTALLERS,
+                 reboot: Reboot | None = None):
+        """`source`: by default the server's links, trusted as the client trusts the server."""
+        super().__init__(config, bootloader, source or ArtifactSource(config, client.verify),
+                         quiet, installers=installers, reboot=reboot)
         self.client = client
         self.queue = StatusQueue(config.data / "status-queue.json")
         self.abort_check_due = 0.0

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,9 +18,8 @@ from artifact.signing import load_key_file
 from ..atomic import write_atomically
 from ..bootloader.base import Bootloader
 from ..config import Config
-from ..install import rootfs
-from ..install.modules import UpdateModule, prepare_tree
-from ..install.slots import inactive_slot, running_slot, slot_devices
+from ..install import INSTALLERS, InstallContext, Installer, InstallerFactory, NoPayload, choose
+from ..install.modules import MODULES_WORK_DIR
 from ..source import ArtifactSource
 from ..update import Update
 from . import health
@@ -27,7 +27,6 @@ from .scripts import ScriptError, StateScripts
 from .states import Event, State
 
 S, E = State, Event
-ROOTFS_IMAGE = "rootfs-image"
 # Their script failures are logged and ignored: the device is already on its way back.
 LENIENT_SCRIPT_STATES = {S.ARTIFACT_ROLLBACK, S.ARTIFACT_ROLLBACK_REBOOT, S.ARTIFACT_FAILURE}
 # States with state scripts of the same name.
@@ -39,14 +38,33 @@ class StepError(Exception):
     """A step cannot go on; the message is recorded as the update's error."""
 
 
+Reboot = Callable[[Callable[[str], None]], None]
+
+
+def command_reboot(command: str) -> Reboot:
+    """Reboots with `command`, which ends this process."""
+    def reboot(log: Callable[[str], None]) -> None:
+        log(f"rebooting: {command}")
+        subprocess.run(command, shell=True, check=True)
+        time.sleep(600)  # the reboot ends this process; if it is still alive, it failed
+    return reboot
+
+
 class Steps:
+    """The seams: `source` (where Download reads), `installers` (payload type -> installer)
+    and `reboot(log)` (reboots; returns only if the reboot failed). The daemon and the
+    fleet simulator pass their own."""
+
     def __init__(self, config: Config, bootloader: Bootloader, source: ArtifactSource,
-                 quiet: bool = False):
+                 quiet: bool = False, *, installers: dict[str, InstallerFactory] = INSTALLERS,
+                 reboot: Reboot | None = None):
         self.config = config
         self.bootloader = bootloader
-        self.source = source  # .open(location) -> a binary stream of the artifact
+        self.source = source
         self.quiet = quiet
-        self.tree = config.data / "modules/v3/payloads/0000/tree"
+        self.installers = installers
+        self.reboot = reboot or command_reboot(config.reboot_command)
+        self.install_context = InstallContext(config, bootloader, self.log, self.device_type)
         self.artifact_scripts = config.data / "scripts"
         self.scripts = StateScripts(config, self.artifact_scripts)
         self.handlers = {
@@ -118,12 +136,10 @@ class Steps:
             update.payload_type = header.payloads[0].type
             self._store_artifact_scripts(header.scripts)
             for payload in reader.payloads():
-                if payload.type == ROOTFS_IMAGE:
-                    self._download_rootfs(update, reader, payload)
-                else:
-                    self._download_module(update, header, payload, current)
-        if update.kind == "module":
-            self.module(update).call("Download")
+                installer = choose(self.installers, payload.type)(self.install_context)
+                update.kind = installer.kind
+                installer.write_payload(update, reader, payload)
+        self.installer(update).download(update)
         self.log(update, f"{header.name}: downloaded and verified "
                          f"(signature: {reader.signature})")
         return E.SUCCESS
@@ -131,42 +147,8 @@ class Steps:
     def download_check(self, update: Update) -> None:
         """Runs all along a download; the daemon raises here when the deployment is aborted."""
 
-    def _download_rootfs(self, update: Update, reader, payload) -> None:
-        update.kind = "rootfs"
-        running, target = inactive_slot(self.config, self.bootloader)
-        update.from_slot, update.to_slot = running, target
-        device = slot_devices(self.config)[target]
-        files = list(payload.header.files)
-        if len(files) != 1:
-            raise StepError(f"rootfs-image payload has {len(files)} files; expected one")
-        self.log(update, f"writing {files[0]} to slot {target} ({device}); running {running}")
-        for file in payload.files():
-            expected = reader.manifest[f"data/{payload.index:04d}/{file.name}"]
-            size = rootfs.write_image(file, device, expected, self.config.verify_readback)
-            self.log(update, f"slot {target}: {size} bytes written and verified")
-
-    def _download_module(self, update: Update, header, payload, current: dict) -> None:
-        update.kind = "module"
-        module = self.module(update)
-        if not module.exists():
-            raise StepError(f"payload type {payload.type!r}: no update module {module.path}")
-        files_dir = prepare_tree(self.tree, header, payload.header, current,
-                                 self.device_type())
-        for file in payload.files():
-            with open(files_dir / file.name, "wb") as out:
-                for chunk in file:
-                    out.write(chunk)
-
     def artifact_install(self, update: Update) -> Event:
-        if update.kind == "rootfs":
-            self.bootloader.set_trial(update.to_slot)
-            self.log(update, f"slot {update.to_slot} is the boot candidate (trial boot)")
-            update.needs_reboot = True
-            return E.SUCCESS
-        module = self.module(update)
-        update.supports_rollback = module.supports_rollback()
-        module.call("ArtifactInstall")
-        update.needs_reboot = module.needs_reboot()
+        self.installer(update).install(update)
         return E.SUCCESS if update.needs_reboot else E.NO_REBOOT
 
     def artifact_reboot(self, update: Update) -> Event:
@@ -179,14 +161,8 @@ class Steps:
     def artifact_verify_reboot(self, update: Update) -> Event:
         if self.boot_id() == update.boot_id:
             return E.NOT_REBOOTED
-        if update.kind == "rootfs":
-            running = running_slot(self.config)
-            if running != update.to_slot:
-                if self.bootloader.trial_pending() and \
-                        self.bootloader.boot_slot() == update.to_slot:
-                    return E.NOT_REBOOTED
-                raise StepError(f"the trial boot of slot {update.to_slot} failed: the "
-                                f"bootloader fell back to slot {running}")
+        if not self.installer(update).verify_reboot(update):
+            return E.NOT_REBOOTED
         self._scripts(S.ARTIFACT_VERIFY_REBOOT, "ArtifactReboot", "Leave",
                       lambda message: self.log(update, message))  # the reboot is over
         watchdog = health.Watchdog(self.config.watchdog_device)
@@ -200,15 +176,7 @@ class Steps:
         return E.SUCCESS
 
     def artifact_commit(self, update: Update) -> Event:
-        if update.kind == "rootfs":
-            running = running_slot(self.config)
-            if running != update.to_slot:
-                raise StepError(f"not running the new slot {update.to_slot} "
-                                f"(running {running}): nothing to commit")
-            if self.bootloader.trial_pending():
-                self.bootloader.commit()
-        else:
-            self.module(update).call("ArtifactCommit")
+        self.installer(update).commit(update)
         self.write_provides(update.provides)
         update.status = "success"
         self.log(update, f"{update.artifact_name}: committed")
@@ -218,21 +186,11 @@ class Steps:
         update.status = "failure"
         if update.previous_provides and self.provides() != update.previous_provides:
             self.write_provides(update.previous_provides)  # rolled back after a commit
-        if update.kind == "rootfs":
-            self.bootloader.rollback(update.from_slot)
-            self.log(update, f"boot environment back on slot {update.from_slot}")
-            return E.SUCCESS
-        if update.kind == "module" and update.supports_rollback:
-            module = self.module(update)
-            module.call("ArtifactRollback")
-            return E.SUCCESS if update.needs_reboot else E.NO_REBOOT
-        self.log(update, "nothing to roll back" if update.kind is None
-                 else f"update module {update.payload_type} does not support rollback")
-        return E.NO_REBOOT
+        return E.SUCCESS if self.installer(update).rollback(update) else E.NO_REBOOT
 
     def artifact_rollback_reboot(self, update: Update) -> Event:
-        if update.kind == "rootfs" and running_slot(self.config) == update.from_slot:
-            return E.SUCCESS  # the trial slot never ran, or the bootloader fell back already
+        if self.installer(update).runs_previous(update):
+            return E.SUCCESS  # the new artifact never ran, or the bootloader fell back already
         update.boot_id = self.boot_id()
         if not self.config.reboot_command:
             self.log(update, "waiting for a reboot into the previous artifact")
@@ -240,21 +198,19 @@ class Steps:
         return self._reboot(update)
 
     def artifact_verify_rollback_reboot(self, update: Update) -> Event:
-        if update.kind == "rootfs":
-            return E.SUCCESS if running_slot(self.config) == update.from_slot \
-                else E.NOT_REBOOTED
-        return E.NOT_REBOOTED if self.boot_id() == update.boot_id else E.SUCCESS
+        runs_previous = self.installer(update).runs_previous(update)
+        if runs_previous is None:  # told by the reboot alone
+            runs_previous = self.boot_id() != update.boot_id
+        return E.SUCCESS if runs_previous else E.NOT_REBOOTED
 
     def artifact_failure(self, update: Update) -> Event:
         update.status = "failure"
-        if update.kind == "module":
-            self.module(update).call("ArtifactFailure")
+        self.installer(update).failure(update)
         return E.SUCCESS
 
     def cleanup(self, update: Update) -> Event:
-        if update.kind == "module":
-            self.module(update).call("Cleanup")
-        shutil.rmtree(self.tree.parent.parent, ignore_errors=True)
+        self.installer(update).cleanup(update)
+        shutil.rmtree(self.config.data / MODULES_WORK_DIR, ignore_errors=True)
         shutil.rmtree(self.artifact_scripts, ignore_errors=True)
         return E.SUCCESS
 
@@ -272,10 +228,14 @@ class Steps:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def installer(self, update: Update) -> Installer:
+        """The installer that took the update's payload (none yet: nothing to undo)."""
+        if update.kind is None:
+            return NoPayload(self.install_context)
+        return choose(self.installers, update.payload_type)(self.install_context)
+
     def _reboot(self, update: Update) -> Event:
-        self.log(update, f"rebooting: {self.config.reboot_command}")
-        subprocess.run(self.config.reboot_command, shell=True, check=True)
-        time.sleep(600)  # the reboot ends this process; if it is still alive, it failed
+        self.reboot(lambda message: self.log(update, message))
         raise StepError(f"{self.config.reboot_command!r} did not reboot the device")
 
     def boot_id(self) -> str:
@@ -284,10 +244,6 @@ class Steps:
             return Path(self.config.boot_id_file).read_text().strip()
         except FileNotFoundError:
             return ""
-
-    def module(self, update: Update) -> UpdateModule:
-        return UpdateModule(self.config.modules_dir, update.payload_type, self.tree,
-                            self.config.module_timeout)
 
     def _store_artifact_scripts(self, scripts: dict[str, bytes]) -> None:
         shutil.rmtree(self.artifact_scripts, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Mender-compatible update modules (protocol v3), so Debian's modules work unchanged.
+"""Mender-compatible update modules (protocol v3), so Debian's modules work unchanged: the
+installer of every payload type but rootfs-image calls the module of the type's name.
 
 A module is called as `<module> <State> <tree>`; the tree holds the artifact's header
 and the payload's files as Mender lays them out:
@@ -15,6 +16,11 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+
+from ..update import Update
+from .installer import Installer
+
+MODULES_WORK_DIR = "modules/v3/payloads"  # under data_dir, removed at Cleanup
 
 
 class ModuleError(Exception):
@@ -73,3 +79,53 @@ def prepare_tree(tree: Path, header, payload, current: dict[str, str], device_ty
     (tree / "header/type-info").write_text(json.dumps(payload.type_info()))
     (tree / "header/meta-data").write_text(json.dumps(payload.meta_data or {}))
     return tree / "files"
+
+
+class ModuleInstaller(Installer):
+    """Each state is the module's: `<modules_dir>/<payload type> <State> <tree>`."""
+
+    kind = "module"
+
+    def module(self, update: Update) -> UpdateModule:
+        return UpdateModule(self.config.modules_dir, update.payload_type, self.tree,
+                            self.config.module_timeout)
+
+    @property
+    def tree(self) -> Path:
+        return self.config.data / MODULES_WORK_DIR / "0000/tree"
+
+    def write_payload(self, update: Update, reader, payload) -> None:
+        module = self.module(update)
+        if not module.exists():
+            raise ModuleError(f"payload type {payload.type!r}: no update module {module.path}")
+        files_dir = prepare_tree(self.tree, reader.header, payload.header,
+                                 update.previous_provides, self.context.device_type())
+        for file in payload.files():
+            with open(files_dir / file.name, "wb") as out:
+                for chunk in file:
+                    out.write(chunk)
+
+    def download(self, update: Update) -> None:
+        self.module(update).call("Download")
+
+    def install(self, update: Update) -> None:
+        module = self.module(update)
+        update.supports_rollback = module.supports_rollback()
+        module.call("ArtifactInstall")
+        update.needs_reboot = module.needs_reboot()
+
+    def commit(self, update: Update) -> None:
+        self.module(update).call("ArtifactCommit")
+
+    def rollback(self, update: Update) -> bool:
+        if not update.supports_rollback:
+            self.log(update, f"update module {update.payload_type} does not support rollback")
+            return False
+        self.module(update).call("ArtifactRollback")
+        return bool(update.needs_reboot)
+
+    def failure(self, update: Update) -> None:
+        self.module(update).call("ArtifactFailure")
+
+    def cleanup(self, update: Update) -> None:
+        self.module(update).call("Cleanup")

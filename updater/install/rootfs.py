@@ -1,4 +1,5 @@
-"""Streams a rootfs-image payload into the inactive slot.
+"""The rootfs-image installer: streams the payload into the inactive slot, boots it on trial,
+commits it or rolls back to the running slot.
 
 Writes are large and block-aligned (the last one may be short), the slot is fsynced,
 and — when `verify_readback` — read back from the device, past the page cache, and
@@ -9,6 +10,9 @@ import os
 import stat
 
 from .. import failpoints, markers
+from ..update import Update
+from .installer import Installer
+from .slots import inactive_slot, running_slot, slot_devices
 
 WRITE_SIZE = 4 << 20
 READ_SIZE = 4 << 20
@@ -89,3 +93,53 @@ def _hash_from_device(target: str, size: int) -> str:
     finally:
         os.close(fd)
     return digest.hexdigest()
+
+
+class RootfsInstaller(Installer):
+    """rootfs-image: the payload goes to the inactive A/B slot, which boots on trial."""
+
+    kind = "rootfs"
+
+    def write_payload(self, update: Update, reader, payload) -> None:
+        running, target = inactive_slot(self.config, self.context.bootloader)
+        update.from_slot, update.to_slot = running, target
+        device = slot_devices(self.config)[target]
+        files = list(payload.header.files)
+        if len(files) != 1:
+            raise InstallError(f"rootfs-image payload has {len(files)} files; expected one")
+        self.log(update, f"writing {files[0]} to slot {target} ({device}); running {running}")
+        for file in payload.files():
+            expected = reader.manifest[f"data/{payload.index:04d}/{file.name}"]
+            size = write_image(file, device, expected, self.config.verify_readback)
+            self.log(update, f"slot {target}: {size} bytes written and verified")
+
+    def install(self, update: Update) -> None:
+        self.context.bootloader.set_trial(update.to_slot)
+        self.log(update, f"slot {update.to_slot} is the boot candidate (trial boot)")
+        update.needs_reboot = True
+
+    def verify_reboot(self, update: Update) -> bool:
+        running = running_slot(self.config)
+        if running == update.to_slot:
+            return True
+        bootloader = self.context.bootloader
+        if bootloader.trial_pending() and bootloader.boot_slot() == update.to_slot:
+            return False
+        raise InstallError(f"the trial boot of slot {update.to_slot} failed: the "
+                           f"bootloader fell back to slot {running}")
+
+    def commit(self, update: Update) -> None:
+        running = running_slot(self.config)
+        if running != update.to_slot:
+            raise InstallError(f"not running the new slot {update.to_slot} "
+                               f"(running {running}): nothing to commit")
+        if self.context.bootloader.trial_pending():
+            self.context.bootloader.commit()
+
+    def rollback(self, update: Update) -> bool:
+        self.context.bootloader.rollback(update.from_slot)
+        self.log(update, f"boot environment back on slot {update.from_slot}")
+        return True
+
+    def runs_previous(self, update: Update) -> bool:
+        return running_slot(self.config) == update.from_slot
