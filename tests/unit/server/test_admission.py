@@ -5,8 +5,12 @@ import json
 import secrets
 
 import pytest
+from alembic import command
+from sqlalchemy import create_engine, text
 
 from server.config import data_dir_config
+from server.devices.service import identity_hash, source_of
+from server.migrate import alembic_config
 from server.testing import SimulatedDevice
 
 from .test_ui import log_in, page, post
@@ -175,8 +179,6 @@ def test_pending_devices_are_capped(fleet, client, admin, app):
     (None, "unknown"),
 ])
 def test_a_source_is_an_ipv4_address_or_an_ipv6_64(address, source):
-    from server.devices.service import source_of
-
     assert source_of(address) == source
 
 
@@ -211,3 +213,36 @@ def test_the_pending_view_shows_every_key_claiming_a_known_device(fleet, client,
     assert response.status_code == 303
     assert f'/devices/{device.id}"' not in page(client.get("/devices?status=pending"))
     assert fleet.next(device).status_code == 204
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_migration_hashes_identities_and_gives_live_tokens_their_key(engine, tmp_path, request):
+    url = (f"sqlite:///{tmp_path / 'old.db'}" if engine == "sqlite" else
+           request.getfixturevalue("postgres").create_database("tern_migration"))
+    command.upgrade(alembic_config(url), "0002")
+    database = create_engine(url)
+    now = "2026-11-29 12:00:00"
+    with database.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO devices (id, identity, status, created_at, updated_at) VALUES "
+            f"('d1', '{{\"mac\":\"m1\"}}', 'accepted', '{now}', '{now}'), "
+            f"('d2', '{{\"mac\":\"m2\"}}', 'pending', '{now}', '{now}')"))
+        connection.execute(text(
+            "INSERT INTO auth_sets (id, device_id, pubkey, status, created_at) VALUES "
+            f"('a1', 'd1', 'old', 'rejected', '{now}'), ('a2', 'd1', 'new', 'accepted', '{now}'),"
+            f" ('a3', 'd2', 'k', 'pending', '{now}')"))
+        connection.execute(text(
+            "INSERT INTO tokens (id, kind, subject, created_at, expires_at) VALUES "
+            f"('t1', 'device', 'd1', '{now}', '2099-01-01'), "
+            f"('t2', 'device', 'd2', '{now}', '2099-01-01'), "
+            f"('t3', 'user', 'u1', '{now}', '2099-01-01')"))
+    command.upgrade(alembic_config(url), "head")
+    with database.connect() as connection:
+        hashes = dict(connection.execute(text("SELECT id, identity_hash FROM devices")).all())
+        tokens = {row.id: row for row in connection.execute(
+            text("SELECT id, auth_set_id, revoked_at FROM tokens"))}
+    database.dispose()
+    assert hashes == {"d1": identity_hash('{"mac":"m1"}'), "d2": identity_hash('{"mac":"m2"}')}
+    assert tokens["t1"].auth_set_id == "a2" and tokens["t1"].revoked_at is None
+    assert tokens["t2"].auth_set_id is None and tokens["t2"].revoked_at is not None
+    assert tokens["t3"].auth_set_id is None and tokens["t3"].revoked_at is None
