@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from wrk import run_as_devices, start_nginx_204, stop_nginx  # noqa: E402
 
 from server.config import new_secret  # noqa: E402
+from server.devices.service import identity_hash  # noqa: E402
 from server.testing import LiveServer, PostgresServer  # noqa: E402
 
 DEVICE_TYPE = "qemux86-64"
@@ -87,17 +88,20 @@ def seed(postgres: PostgresServer, database: str, count: int, secret: str, sampl
             batch = range(start, min(start + COPY_BATCH, count))
             ids = [str(uuid.uuid4()) for _ in batch]
             token_ids = [str(uuid.uuid4()) for _ in batch]
-            _copy(cursor, "devices", "id, identity, status, created_at, updated_at",
-                  ((d, f'{{"mac":"02:{i:010x}"}}', "accepted", stamp, stamp)
-                   for i, d in zip(batch, ids, strict=True)))
+            key_ids = [str(uuid.uuid4()) for _ in batch]
+            identities = [f'{{"mac":"02:{i:010x}"}}' for i in batch]
+            _copy(cursor, "devices", "id, identity, identity_hash, status, created_at, updated_at",
+                  ((d, identity, identity_hash(identity), "accepted", stamp, stamp)
+                   for identity, d in zip(identities, ids, strict=True)))
             _copy(cursor, "auth_sets", "id, device_id, pubkey, status, created_at",
-                  ((str(uuid.uuid4()), d, f"benchmark key {d}", "accepted", stamp)
-                   for d in ids))
+                  ((k, d, f"benchmark key {d}", "accepted", stamp)
+                   for d, k in zip(ids, key_ids, strict=True)))
             _copy(cursor, "inventory", "device_id, name, value, updated_at",
                   (row for d in ids for row in ((d, "device_type", f'"{DEVICE_TYPE}"', stamp),
                                                 (d, "artifact_name", '"release-1"', stamp))))
-            _copy(cursor, "tokens", "id, kind, subject, created_at, expires_at",
-                  ((t, "device", d, stamp, expiry) for d, t in zip(ids, token_ids, strict=True)))
+            _copy(cursor, "tokens", "id, kind, subject, auth_set_id, created_at, expires_at",
+                  ((t, "device", d, k, stamp, expiry)
+                   for d, t, k in zip(ids, token_ids, key_ids, strict=True)))
             _copy(cursor, "device_deployments",
                   "id, deployment_id, device_id, status, created_at, finished_at",
                   ((str(uuid.uuid4()), deployment_id, d, "success", stamp, stamp) for d in ids))

@@ -14,7 +14,7 @@ from functools import wraps
 
 import jwt
 from flask import current_app, g, request
-from sqlalchemy import ColumnElement, Select, bindparam, select
+from sqlalchemy import ColumnElement, Select, bindparam, or_, select
 
 from .errors import ApiError
 from .extensions import db
@@ -33,14 +33,15 @@ class Principal:
     name: str  # for the audit log
 
 
-def issue_token(kind: str, subject: str, seconds: int,
-                name: str | None = None) -> tuple[str, Token]:
+def issue_token(kind: str, subject: str, seconds: int, name: str | None = None,
+                auth_set_id: str | None = None) -> tuple[str, Token]:
     now = utcnow()
     # Forget the subject's expired tokens, so that a device re-authenticating for years
     # leaves only its live ones.
     db.session.query(Token).filter(Token.subject == subject, Token.expires_at < now).delete(
         synchronize_session=False)
-    row = Token(kind=kind, subject=subject, name=name, expires_at=now + timedelta(seconds=seconds))
+    row = Token(kind=kind, subject=subject, name=name, auth_set_id=auth_set_id,
+                expires_at=now + timedelta(seconds=seconds))
     db.session.add(row)
     db.session.flush()
     claims = {"iss": ISSUER, "jti": row.id, "sub": subject, "kind": kind,
@@ -48,9 +49,12 @@ def issue_token(kind: str, subject: str, seconds: int,
     return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm="HS256"), row
 
 
-def revoke_tokens(subject: str) -> int:
-    """Revoke every live token of a device or user; return how many."""
+def revoke_tokens(subject: str, *, keep_auth_set: str | None = None) -> int:
+    """Revoke every live token of a device or user; return how many. `keep_auth_set`: but
+    those issued to that key of the device (its accepted one)."""
     rows = db.session.query(Token).filter(Token.subject == subject, Token.revoked_at.is_(None))
+    if keep_auth_set is not None:
+        rows = rows.filter(or_(Token.auth_set_id.is_(None), Token.auth_set_id != keep_auth_set))
     return rows.update({Token.revoked_at: utcnow()}, synchronize_session=False)
 
 

@@ -288,7 +288,8 @@ def devices_list(obj, status, group, attributes, as_json):
 
 def _status_command(status: str, verb: str):
     @click.argument("device_id")
-    @click.option("--auth-id", help="The auth set (default: the device's newest).")
+    @click.option("--auth-id", help="The auth set (key); accept needs it when the device has "
+                  "more than one key not rejected; reject without it rejects every key.")
     @json_option
     @click.pass_obj
     def command(obj, device_id, auth_id, as_json):

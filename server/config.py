@@ -27,6 +27,15 @@ class Config:
     MAX_ARTIFACT_BYTES = 10 * 1024 * MIB  # Mender's artifact limit
     # Flask's own cap for every body; artifact uploads raise it for their request only.
     MAX_CONTENT_LENGTH = MAX_JSON_BYTES
+    # Device admission: what unauthenticated auth requests may store (server/README.md,
+    # "Device admission"). A new key (a new device brings one) counts against its source
+    # address: at most NEW_KEYS_PER_SOURCE in any NEW_KEYS_WINDOW_SECONDS.
+    MAX_IDENTITY_BYTES = 4096  # the identity as canonical JSON
+    MAX_IDENTITY_ATTRIBUTES = 32
+    MAX_PENDING_KEYS_PER_DEVICE = 4  # keys awaiting a decision on one device
+    MAX_PENDING_DEVICES = 10000
+    NEW_KEYS_PER_SOURCE = 100
+    NEW_KEYS_WINDOW_SECONDS = 60
     # The dashboard's session cookie (it holds the login token) and its forms' CSRF tokens.
     SESSION_COOKIE_NAME = "tern_session"
     SESSION_COOKIE_SECURE = True
@@ -34,6 +43,12 @@ class Config:
     SESSION_COOKIE_SAMESITE = "Lax"
     WTF_CSRF_CHECK_DEFAULT = False  # only the dashboard's forms; the APIs use bearer tokens
     WTF_CSRF_TIME_LIMIT = None  # as long as the session
+
+
+# Settings `config.json` may give in lower case, e.g. {"max_pending_devices": 50000}.
+ADMISSION_SETTINGS = ("MAX_IDENTITY_BYTES", "MAX_IDENTITY_ATTRIBUTES",
+                      "MAX_PENDING_KEYS_PER_DEVICE", "MAX_PENDING_DEVICES",
+                      "NEW_KEYS_PER_SOURCE", "NEW_KEYS_WINDOW_SECONDS")
 
 
 def data_dir_config(data_dir: str | os.PathLike) -> dict:
@@ -52,6 +67,8 @@ def data_dir_config(data_dir: str | os.PathLike) -> dict:
         "ARTIFACT_STORAGE": settings.get("artifact_storage"),
         "ACCEL_REDIRECT_PREFIX": settings.get("accel_redirect_prefix", ""),
         "SECRET_KEY": (root / "secret.key").read_text().strip(),
+        **{name: int(settings[name.lower()]) for name in ADMISSION_SETTINGS
+           if name.lower() in settings},
     }
 
 

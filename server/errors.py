@@ -12,15 +12,18 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """A refusal the client can act on; raised by services and routes alike."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after  # seconds, for a 429 or 503
 
 
-def error_response(status: int, message: str):
+def error_response(status: int, message: str, retry_after: int | None = None):
     response = jsonify(error=message, request_id=g.get("request_id"))
     response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -36,7 +39,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
-        return error_response(error.status, error.message)
+        return error_response(error.status, error.message, error.retry_after)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

@@ -54,6 +54,8 @@ class Token(Base):
     kind: Mapped[str] = mapped_column(String(16))  # device | user | api
     subject: Mapped[str] = mapped_column(String(36), index=True)  # device or user id
     name: Mapped[str | None] = mapped_column(String(100))  # personal API tokens
+    # A device token's key: rejecting the key revokes its tokens, not the device's others.
+    auth_set_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
@@ -62,8 +64,10 @@ class Token(Base):
 class Device(Base):
     __tablename__ = "devices"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    # The identity as canonical JSON (sorted keys, compact), so equal identities compare equal.
-    identity: Mapped[str] = mapped_column(Text, unique=True)
+    # The identity as canonical JSON (sorted keys, compact), so equal identities compare equal;
+    # unique through its SHA-256 (a B-tree entry of PostgreSQL holds at most about 2.7 kB).
+    identity: Mapped[str] = mapped_column(Text)
+    identity_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)  # see devices.service.STATUSES
     group_name: Mapped[str | None] = mapped_column(String(100), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -77,11 +81,15 @@ class Device(Base):
 class AuthSet(Base):
     """One (identity, public key) pair a device authenticated with; the unit of acceptance."""
     __tablename__ = "auth_sets"
-    __table_args__ = (UniqueConstraint("device_id", "pubkey"),)
+    __table_args__ = (UniqueConstraint("device_id", "pubkey"),
+                      # admission's rate limit counts a source's new keys of the last minutes
+                      Index("ix_auth_sets_source_created_at", "source", "created_at"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     pubkey: Mapped[str] = mapped_column(Text)  # PKIX PEM, as re-encoded by the server
     status: Mapped[str] = mapped_column(String(16))
+    # The address (an IPv6 /64) the key first came from; None when preauthorized.
+    source: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     device: Mapped[Device] = relationship(back_populates="auth_sets")
 

@@ -92,10 +92,12 @@ NEXT_RESPONSES = {**_ok(200, "a deployment", _ref("NextAnswer")), **_ok(204, "no
 
 PATHS = {
     "/api/devices/v1/authentication/auth_requests": {"post": {
-        **_operation("Authenticate a device; 200 with the token as text, 401 until accepted", [],
+        **_operation("Authenticate a device; 200 with the token as text, 401 until accepted; "
+                     "409 when the device has too many keys awaiting a decision, 429 when the "
+                     "source sent too many new keys, 503 when too many devices are pending", [],
                      {"200": {"description": "device token",
                               "content": {"application/jwt": {"schema": STRING}}}},
-                     body=_json(_ref("AuthRequest"))),
+                     body=_json(_ref("AuthRequest")), errors=(400, 401, 403, 404, 409, 429, 503)),
         "parameters": [{"name": "X-MEN-Signature", "in": "header", "required": True,
                         "schema": STRING}]}},
     "/api/devices/v1/inventory/device/attributes": {
@@ -160,8 +162,10 @@ PATHS = {
         "delete": _operation("Decommission a device", USER_AUTH, _ok(204, "decommissioned"),
                              params=[DEVICE_ID])},
     f"{MANAGEMENT}/devices/{{device_id}}/status": {"put": _operation(
-        "Accept or reject the device's newest (or a given) auth set", USER_AUTH,
-        _ok(200, "device", _ref("Device")), params=[DEVICE_ID], body=_json({
+        "Accept or reject an auth set (key), given by auth_id; without it, accept the one key "
+        "not rejected (409 if there are several) or reject every key", USER_AUTH,
+        _ok(200, "device", _ref("Device")), params=[DEVICE_ID],
+        errors=(400, 401, 403, 404, 409), body=_json({
             "type": "object", "required": ["status"], "properties": {
                 "status": {"type": "string", "enum": ["accepted", "rejected"]},
                 "auth_id": STRING}}))},

@@ -9,13 +9,43 @@ from .errors import ApiError
 
 def json_body(expected: type = dict) -> Any:
     """The request's JSON, read in full (chunked bodies too; Flask's MAX_CONTENT_LENGTH caps it)."""
-    try:
-        document = json.loads(request.get_data(cache=True))
-    except (ValueError, RecursionError):
-        raise ApiError(400, "request body must be JSON") from None
+    document = parse_json(request.get_data(cache=True), "request body")
     if not isinstance(document, expected):
         raise ApiError(400, f"request body must be a JSON {_kind(expected)}")
     return document
+
+
+def parse_json(data: str | bytes, what: str) -> Any:
+    """JSON from a client, every string of it valid Unicode: the one way JSON enters (bodies,
+    a device's identity data, the dashboard's identity field). JSON may escape a lone UTF-16
+    surrogate (`"\\ud800"`), which Python keeps as a string that cannot be encoded to UTF-8:
+    stored, it would break every page and answer that shows it."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ApiError(400, f"{what} must be JSON") from None
+    if not _valid_unicode(document):
+        raise ApiError(400, f"{what} contains a string that is not valid Unicode "
+                            "(a lone surrogate)")
+    return document
+
+
+def _valid_unicode(document: Any) -> bool:
+    """Whether every string (keys too) encodes to UTF-8; iterative, as JSON may nest deep."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 def field(document: dict, name: str, kind: type | tuple[type, ...], *,

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import BinaryIO
@@ -24,7 +23,7 @@ from .. import audit
 from ..errors import ApiError
 from ..extensions import db
 from ..models import Artifact, DeviceDeployment
-from ..storage import storage
+from ..storage import staged_upload, storage
 
 CHUNK = 1 << 20
 # What a name may not contain: path separators, parent references, control characters.
@@ -59,21 +58,18 @@ def check_name(name: str) -> None:
 def upload(stream: BinaryIO, description: str = "") -> Artifact:
     keys = [load_key_file(p) for p in current_app.config.get("ARTIFACT_VERIFY_KEYS", [])]
     store = storage()
-    temporary = tempfile.NamedTemporaryFile(dir=store.staging_dir, prefix=".upload-",
-                                            delete=False)
-    try:
-        with temporary:
-            tee = _Tee(stream, temporary)
-            try:
-                with ArtifactReader(tee, keys) as reader:
-                    check_name(reader.header.name)
-                    reader.validate()
-                    header, signature = reader.header, reader.signature
-            except ArtifactError as error:
-                raise ApiError(400, f"invalid artifact: {error}") from None
-            tee.drain()
-            temporary.flush()
-            os.fsync(temporary.fileno())
+    with staged_upload(store) as temporary:
+        tee = _Tee(stream, temporary)
+        try:
+            with ArtifactReader(tee, keys) as reader:
+                check_name(reader.header.name)
+                reader.validate()
+                header, signature = reader.header, reader.signature
+        except ArtifactError as error:
+            raise ApiError(400, f"invalid artifact: {error}") from None
+        tee.drain()
+        temporary.flush()
+        os.fsync(temporary.fileno())
         _refuse_duplicate(header)
         artifact = Artifact(name=header.name, device_types=header.device_types,
                             header=header.to_dict(), signature=signature, size=tee.size,
@@ -84,8 +80,6 @@ def upload(stream: BinaryIO, description: str = "") -> Artifact:
         audit.record("artifact.upload", artifact.id, name=artifact.name, size=artifact.size)
         db.session.commit()
         return artifact
-    finally:
-        Path(temporary.name).unlink(missing_ok=True)
 
 
 def _refuse_duplicate(header: ArtifactHeader) -> None:
@@ -177,7 +171,8 @@ _DOWNLOADABLE = select(Artifact.id, Artifact.name).where(Artifact.id == bindpara
 def check_download(artifact_id: str, expires: str | None, signature: str | None):
     """The artifact's id and name (a named tuple), if the link is good: one autocommit
     lookup, no ORM object (its header can be large) and no session."""
-    if not expires or not signature or not expires.isdigit():
+    if not (expires and signature and expires.isascii() and expires.isdigit()
+            and len(expires) <= 20 and signature.isascii()):
         raise ApiError(403, "missing or malformed download signature")
     if not hmac.compare_digest(_signature(artifact_id, int(expires)), signature):
         raise ApiError(403, "invalid download signature")

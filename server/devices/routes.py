@@ -11,7 +11,8 @@ management_api = Blueprint("devices", __name__, url_prefix="/api/management/v1/d
 
 @device_api.post("/auth_requests")
 def auth_request():
-    token = service.authenticate(request.get_data(), request.headers.get("X-MEN-Signature"))
+    token = service.authenticate(request.get_data(), request.headers.get("X-MEN-Signature"),
+                                 service.source_of(request.remote_addr))
     return token, 200, {"Content-Type": "application/jwt"}
 
 

@@ -5,7 +5,10 @@ set, and the auth set, not the device, is what an operator accepts or rejects.
 """
 import base64
 import binascii
+import hashlib
+import ipaddress
 import json
+from datetime import timedelta
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,6 +22,7 @@ from ..auth import DEVICE, issue_token, revoke_tokens
 from ..errors import ApiError
 from ..extensions import db
 from ..models import AuthSet, Device, DeviceDeployment, utcnow
+from ..validation import parse_json
 
 PENDING, ACCEPTED, REJECTED, PREAUTHORIZED = "pending", "accepted", "rejected", "preauthorized"
 STATUSES = (PENDING, ACCEPTED, REJECTED, PREAUTHORIZED)
@@ -26,9 +30,27 @@ MIN_RSA_BITS = 2048
 
 
 def canonical_identity(identity) -> str:
+    """The identity as stored: sorted, compact JSON, within the configured caps."""
     if not isinstance(identity, dict) or not identity:
         raise ApiError(400, "identity data must be a non-empty JSON object")
-    return json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    config = current_app.config
+    if len(identity) > config["MAX_IDENTITY_ATTRIBUTES"]:
+        raise ApiError(400, f"identity data has more than {config['MAX_IDENTITY_ATTRIBUTES']} "
+                            "attributes")
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    if len(canonical) > config["MAX_IDENTITY_BYTES"]:
+        raise ApiError(400, f"identity data is longer than {config['MAX_IDENTITY_BYTES']} bytes "
+                            "as JSON")
+    return canonical
+
+
+def identity_hash(identity_json: str) -> str:
+    return hashlib.sha256(identity_json.encode()).hexdigest()
+
+
+def find_device(identity_json: str) -> Device | None:
+    return db.session.query(Device).filter_by(
+        identity_hash=identity_hash(identity_json)).one_or_none()
 
 
 def load_device_key(pem: str):
@@ -65,14 +87,14 @@ def verify_signature(key, signature_b64: str, body: bytes) -> None:
         raise ApiError(401, "signature verification failed") from None
 
 
-def authenticate(body: bytes, signature: str | None) -> str:
-    """Handle an auth request; return a device token, or raise 401 while not accepted."""
-    try:
-        request = json.loads(body)
-        identity = json.loads(request["id_data"])
-        pubkey = request["pubkey"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        raise ApiError(400, "expected {id_data: JSON string, pubkey: PEM string}") from None
+def authenticate(body: bytes, signature: str | None, source: str) -> str:
+    """Handle an auth request from `source` (see `source_of`); return a device token, or
+    raise 401 while not accepted."""
+    request = parse_json(body, "auth request")
+    if not isinstance(request, dict) or not isinstance(request.get("id_data"), str):
+        raise ApiError(400, "expected {id_data: JSON string, pubkey: PEM string}")
+    identity = parse_json(request["id_data"], "id_data")
+    pubkey = request.get("pubkey")
     if not isinstance(pubkey, str):
         raise ApiError(400, "pubkey must be a string")
     identity_json = canonical_identity(identity)
@@ -81,24 +103,66 @@ def authenticate(body: bytes, signature: str | None) -> str:
         raise ApiError(400, "missing X-MEN-Signature header")
     verify_signature(key, signature, body)
 
-    device = db.session.query(Device).filter_by(identity=identity_json).one_or_none()
-    if device is None:
-        device = Device(identity=identity_json, status=PENDING)
-        db.session.add(device)
-    auth_set = next((a for a in device.auth_sets if a.pubkey == pem), None)
+    device = find_device(identity_json)
+    auth_set = None if device is None else next(
+        (a for a in device.auth_sets if a.pubkey == pem), None)
     if auth_set is None:
-        auth_set = AuthSet(pubkey=pem, status=PENDING)
+        _admit_new_key(device, source)
+        if device is None:
+            device = Device(identity=identity_json, identity_hash=identity_hash(identity_json),
+                            status=PENDING)
+            db.session.add(device)
+        auth_set = AuthSet(pubkey=pem, status=PENDING, source=source)
         device.auth_sets.append(auth_set)
     if auth_set.status == PREAUTHORIZED:
         _accept(device, auth_set)
+        revoke_tokens(device.id, keep_auth_set=auth_set.id)
     device.status = _device_status(device)
     if auth_set.status != ACCEPTED:
         db.session.commit()
         raise ApiError(401, f"device {auth_set.status}: not accepted yet" if
                        auth_set.status == PENDING else f"device {auth_set.status}")
-    token, _ = issue_token(DEVICE, device.id, current_app.config["DEVICE_TOKEN_SECONDS"])
+    token, _ = issue_token(DEVICE, device.id, current_app.config["DEVICE_TOKEN_SECONDS"],
+                           auth_set_id=auth_set.id)
     db.session.commit()
     return token
+
+
+def source_of(address: str | None) -> str:
+    """What the rate limit counts new keys by: an IPv4 address, or an IPv6 address's /64
+    (one host commonly has a whole /64 to pick from)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return (address or "unknown")[:64]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip if isinstance(ip, ipaddress.IPv4Address) else ip.ipv4_mapped)
+
+
+def _admit_new_key(device: Device | None, source: str) -> None:
+    """Refuse a key (of `device`, or of a new device when None) that an unauthenticated
+    request may not add: beyond the device's pending keys, its source's rate or the
+    pending devices' cap. Counted in the database, which every instance shares."""
+    config = current_app.config
+    if device is not None:
+        pending = sum(a.status == PENDING for a in device.auth_sets)
+        if pending >= config["MAX_PENDING_KEYS_PER_DEVICE"]:
+            raise ApiError(409, f"this device has {pending} keys awaiting a decision; an "
+                                "operator must accept or reject them first")
+    window = config["NEW_KEYS_WINDOW_SECONDS"]
+    recent = db.session.query(func.count()).select_from(AuthSet).filter(
+        AuthSet.source == source,
+        AuthSet.created_at > utcnow() - timedelta(seconds=window)).scalar()
+    if recent >= config["NEW_KEYS_PER_SOURCE"]:
+        raise ApiError(429, f"too many new keys from {source}; retry later",
+                       retry_after=window)
+    if device is None:
+        pending_devices = db.session.query(func.count()).select_from(Device).filter(
+            Device.status == PENDING).scalar()
+        if pending_devices >= config["MAX_PENDING_DEVICES"]:
+            raise ApiError(503, "too many devices are awaiting admission; retry later",
+                           retry_after=window)
 
 
 def _device_status(device: Device) -> str:
@@ -127,6 +191,13 @@ def get_device(device_id: str) -> Device:
     return device
 
 
+def key_fingerprint(pem: str) -> str:
+    """SHA-256 of the key's DER, hex: what `openssl pkey -pubin -outform der | sha256sum`
+    prints from the device's key, for an operator telling two keys of a device apart."""
+    der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
+    return hashlib.sha256(der).hexdigest()
+
+
 def device_view(device: Device) -> dict:
     return {
         "id": device.id,
@@ -135,7 +206,8 @@ def device_view(device: Device) -> dict:
         "group": device.group_name,
         "created_at": device.created_at.isoformat(),
         "updated_at": device.updated_at.isoformat(),
-        "auth_sets": [{"id": a.id, "pubkey": a.pubkey, "status": a.status,
+        "auth_sets": [{"id": a.id, "pubkey": a.pubkey, "fingerprint": key_fingerprint(a.pubkey),
+                       "status": a.status, "source": a.source,
                        "created_at": a.created_at.isoformat()} for a in device.auth_sets],
         "attributes": [{"name": a.name, "value": a.value, "description": a.description}
                        for a in device.attributes],
@@ -143,34 +215,51 @@ def device_view(device: Device) -> dict:
 
 
 def set_status(device_id: str, status: str, auth_id: str | None = None) -> Device:
-    """Accept or reject one auth set (by default the newest); rejecting revokes tokens."""
+    """Accept or reject one auth set; without `auth_id`, accept the device's one key not
+    rejected (refused when there are more: which one is the device's own is the operator's
+    call) or reject all of them. Only the accepted key's tokens stay valid."""
     if status not in (ACCEPTED, REJECTED):
         raise ApiError(400, "status must be 'accepted' or 'rejected'")
     device = get_device(device_id)
-    if auth_id is None:
-        auth_set = device.auth_sets[-1]
-    else:
-        auth_set = next((a for a in device.auth_sets if a.id == auth_id), None)
-        if auth_set is None:
+    if auth_id is not None:
+        chosen = [a for a in device.auth_sets if a.id == auth_id]
+        if not chosen:
             raise ApiError(404, f"device {device_id} has no auth set {auth_id}")
-    if status == ACCEPTED:
-        _accept(device, auth_set)
+    elif status == ACCEPTED:
+        chosen = [_only_key(device)]
     else:
-        auth_set.status = REJECTED
-        revoke_tokens(device.id)
+        chosen = [a for a in device.auth_sets if a.status != REJECTED]
+    if status == ACCEPTED:
+        _accept(device, chosen[0])
+    else:
+        for auth_set in chosen:
+            auth_set.status = REJECTED
+    accepted = next((a.id for a in device.auth_sets if a.status == ACCEPTED), None)
+    revoke_tokens(device.id, keep_auth_set=accepted)
     device.status = _device_status(device)
     audit.record(f"device.{'accept' if status == ACCEPTED else 'reject'}", device.id,
-                 auth_set=auth_set.id)
+                 auth_sets=[a.id for a in chosen])
     db.session.commit()
     return device
+
+
+def _only_key(device: Device) -> AuthSet:
+    """The key an accept without `auth_id` means: the one not rejected, or the only one."""
+    candidates = [a for a in device.auth_sets if a.status != REJECTED] or device.auth_sets
+    if len(candidates) != 1:
+        raise ApiError(409, f"device {device.id} has {len(candidates)} keys to choose from "
+                            f"(auth sets {', '.join(a.id for a in candidates)}): accept one "
+                            "by its auth_id")
+    return candidates[0]
 
 
 def preauthorize(identity, pubkey: str) -> Device:
     identity_json = canonical_identity(identity)
     _, pem = load_device_key(pubkey)
-    device = db.session.query(Device).filter_by(identity=identity_json).one_or_none()
+    device = find_device(identity_json)
     if device is None:
-        device = Device(identity=identity_json, status=PREAUTHORIZED)
+        device = Device(identity=identity_json, identity_hash=identity_hash(identity_json),
+                        status=PREAUTHORIZED)
         db.session.add(device)
     elif any(a.pubkey == pem for a in device.auth_sets):
         raise ApiError(409, "this device already has an auth set with that key")
@@ -221,6 +310,16 @@ def list_devices(status: str | None = None, group: str | None = None,
     for name, wanted in (attributes or {}).items():
         devices = [d for d in devices if _has_attribute(d, name, wanted)]
     return devices
+
+
+def awaiting_decision(group: str | None = None) -> list[Device]:
+    """Devices with a key awaiting a decision: new ones, and known ones presenting another
+    key (a new key of the device, or someone else claiming its identity)."""
+    query = (db.session.query(Device).filter(Device.auth_sets.any(AuthSet.status == PENDING))
+             .order_by(Device.created_at, Device.id))
+    if group is not None:
+        query = query.filter(Device.group_name == group)
+    return query.all()
 
 
 def _has_attribute(device: Device, name: str, wanted: str) -> bool:

@@ -1,12 +1,10 @@
 """Devices: the admission tabs, accept / reject / preauthorize, inventory, groups."""
-import json
-
 from flask import flash, render_template, request, url_for
 
 from ..devices import service as devices
 from ..errors import ApiError
 from ..inventory import service as inventory
-from ..validation import text
+from ..validation import parse_json, text
 from .blueprint import back, blueprint, page_of
 
 
@@ -14,7 +12,8 @@ from .blueprint import back, blueprint, page_of
 def device_list():
     status = request.args.get("status", devices.ACCEPTED)
     group = request.args.get("group") or None
-    page = page_of(devices.list_devices(status, group))
+    page = page_of(devices.awaiting_decision(group) if status == devices.PENDING
+                   else devices.list_devices(status, group))
     return render_template("ui/devices.html", status=status, group=group,
                            statuses=devices.STATUSES, groups=inventory.groups(), page=page,
                            devices=[devices.device_view(d) for d in page["items"]])
@@ -29,9 +28,10 @@ def device(device_id):
 
 @blueprint.post("/devices/<device_id>/status")
 def set_device_status(device_id):
-    status = request.form.get("status", "")
-    devices.set_status(device_id, status, request.form.get("auth_id") or None)
-    flash(f"Device {device_id} {status}.", "info")
+    status, auth_id = request.form.get("status", ""), request.form.get("auth_id") or None
+    devices.set_status(device_id, status, auth_id)
+    flash(f"Device {device_id}: key {status}." if auth_id else f"Device {device_id} {status}.",
+          "info")
     return back(url_for("ui.device", device_id=device_id))
 
 
@@ -46,10 +46,7 @@ def preauthorize():
 def parse_identity(text: str) -> dict[str, str]:
     """Identity data typed as `name=value` lines, or as a JSON object."""
     if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise ApiError(400, "identity is not valid JSON") from None
+        return parse_json(text, "identity")
     identity = {}
     for line in filter(None, (line.strip() for line in text.splitlines())):
         name, equals, value = line.partition("=")
