@@ -12,10 +12,11 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """A refusal the client can act on; raised by services and routes alike."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}  # e.g. a 429's Retry-After
 
 
 def error_response(status: int, message: str):
@@ -36,7 +37,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
-        return error_response(error.status, error.message)
+        response = error_response(error.status, error.message)
+        response.headers.update(error.headers)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
