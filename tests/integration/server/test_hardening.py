@@ -36,13 +36,33 @@ def live(request, tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def admin(live) -> ServerAdmin:
+    return ServerAdmin(live)
+
+
 def workers_that_answered(live) -> set[str]:
     return {match.group(1) for path in live.metrics_dir.iterdir()
             if (match := re.fullmatch(r"\w+_(\d+)\.db", path.name))}
 
 
-def test_failed_logins_are_throttled_across_workers(live):
-    admin = ServerAdmin(live)
+def test_a_metrics_token_for_prometheus_reads_metrics_only(live, admin):
+    created = requests.post(f"{live.url}/api/management/v1/tokens",
+                            json={"name": "prometheus", "scope": "metrics"},
+                            headers={"Authorization": f"Bearer {admin.token}"},
+                            verify=live.certificate, timeout=30)
+    assert created.status_code == 201, created.text
+    headers = {"Authorization": f"Bearer {created.json()['token']}"}
+    metrics = requests.get(f"{live.url}/metrics", headers=headers, verify=live.certificate,
+                           timeout=30)
+    assert metrics.status_code == 200 and "tern_devices" in metrics.text
+    devices = requests.get(f"{live.url}/api/management/v1/devices", headers=headers,
+                           verify=live.certificate, timeout=30)
+    assert devices.status_code == 403
+    assert devices.json()["error"] == "a metrics token can only read /metrics"
+
+
+def test_failed_logins_are_throttled_across_workers(live, admin):
     email, password = "admin@example.com", "tern admin password"
     answers = [requests.post(live.url + LOGIN, auth=(email, "wrong password"),
                              verify=live.certificate, timeout=30)  # a new connection each
