@@ -18,6 +18,7 @@ from ..models import Token, User, utcnow
 from . import throttle
 
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
+MAX_EMAIL = 254
 MIN_PASSWORD = 8
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
 MAX_API_TOKEN_SECONDS = 5 * 365 * 24 * 3600
@@ -72,6 +73,8 @@ def create_user(email: str, password: str, role: str = ADMIN) -> User:
 def login(email: str, password: str, source: str) -> str:
     """A login token for the right email and password from `source` (the client's address);
     429 while that account or source has failed too often (see `throttle`)."""
+    if len(email) > MAX_EMAIL or "\0" in email + password:  # no user has such an email
+        raise ApiError(401, "wrong email or password")
     throttle.check(email, source)
     user = db.session.query(User).filter_by(email=email).first()
     matches = check_password(password, user.password_hash if user else _unknown_user_hash())

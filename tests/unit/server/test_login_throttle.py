@@ -3,6 +3,7 @@ Retry-After), audited, and as slow for an unknown email as for a wrong password.
 import base64
 import time
 
+import pytest
 from sqlalchemy import text
 
 from server.extensions import db
@@ -126,3 +127,9 @@ def test_behind_a_proxy_the_source_is_the_forwarded_address(database_url, tmp_pa
         [401] * 5
     assert through_proxy(direct, "192.0.2.20", PASSWORD).status_code == 429
     db.dispose(proxied.application)
+
+
+@pytest.mark.parametrize("email", ["x" * 5000 + "@example.com", "admin\0@example.com"])
+def test_an_email_no_user_can_have_is_a_plain_401(client, admin, email):
+    """Not counted under a key too long to store, nor a 400 from the database."""
+    assert attempt(client, email=email).status_code == 401
