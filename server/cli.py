@@ -81,13 +81,18 @@ def _upgrade_privately(root: Path, database_url: str) -> None:
         upgrade(database_url)
     finally:
         os.umask(previous_umask)
-    root.chmod(0o700)  # data directories made before this was so
+    private = {root: 0o700}  # data directories made before this was so, too
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         for suffix in ("", "-wal", "-shm", "-journal"):
-            path = Path(url.database + suffix)
-            if path.exists():
-                path.chmod(0o600)
+            private[Path(url.database + suffix)] = 0o600
+    for path, mode in private.items():
+        if path.exists() and path.stat().st_mode & 0o777 != mode:
+            try:
+                path.chmod(mode)
+            except PermissionError:  # not ours: say so, and serve anyway
+                click.echo(f"warning: cannot make {path} mode {mode:o} (owned by another "
+                           "user); it may be readable by others", err=True)
 
 
 @cli.command()

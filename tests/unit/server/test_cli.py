@@ -114,3 +114,19 @@ def test_init_keeps_the_data_directory_and_database_private(run, tmp_path):
     run("init")
     assert data_dir.stat().st_mode & 0o777 == 0o700
     assert (data_dir / "tern.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_init_warns_when_it_cannot_make_the_data_directory_private(run, tmp_path, monkeypatch):
+    """A directory of another user (so chmod is refused): a warning, not a traceback."""
+    import os
+    from pathlib import Path
+
+    os.chmod(tmp_path / "data", 0o755)
+
+    def refuse(self, mode):
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "chmod", refuse)
+    output = run("init")
+    assert f"warning: cannot make {tmp_path / 'data'} mode 700" in output
+    assert "data directory ready" in output
