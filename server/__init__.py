@@ -6,6 +6,7 @@
 from collections.abc import Mapping
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config
 from .errors import register_error_handlers
@@ -22,6 +23,10 @@ def create_app(config: Mapping | None = None) -> Flask:
     db.init_app(app)
     init_storage(app)
     register_error_handlers(app)
+    app.after_request(_security_headers)
+    if app.config["FORWARDED_FOR_HOPS"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["FORWARDED_FOR_HOPS"],
+                                x_proto=0, x_host=0, x_port=0, x_prefix=0)
 
     from . import metrics, openapi
     from .artifacts import routes as artifacts
@@ -40,3 +45,12 @@ def create_app(config: Mapping | None = None) -> Flask:
     from . import ui
     ui.init_app(app)  # the web dashboard
     return app
+
+
+def _security_headers(response):
+    """No page of ours may be framed (clickjacking), and no browser may guess a response's
+    type from its bytes (an uploaded file shown as HTML)."""
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

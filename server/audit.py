@@ -5,9 +5,10 @@ from .extensions import db
 from .models import AuditEntry
 
 
-def record(action: str, target: str, **detail) -> None:
+def record(action: str, target: str, actor: str | None = None, **detail) -> None:
+    """`actor`: who, when no one is logged in (e.g. `source:<address>` of a failed login)."""
     principal = g.get("principal")
-    actor = f"{principal.kind}:{principal.name}" if principal else "system"
+    actor = actor or (f"{principal.kind}:{principal.name}" if principal else "system")
     db.session.add(AuditEntry(actor=actor, action=action, target=target, detail=detail))
 
 

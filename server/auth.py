@@ -2,6 +2,10 @@
 
 Every token is also a row in `tokens`: revoking it (or rejecting its device) takes
 effect on the next request, before the expiry in the JWT.
+
+What a user's token may do is its user's role (`admin`, `read-only`), narrowed by the
+token's scope if it has one (an API token's: `admin`, `read-only` or `metrics`), both read
+on every request: demoting a user narrows its tokens at once.
 """
 import base64
 import hmac
@@ -24,6 +28,18 @@ ISSUER = "tern"
 DEVICE, USER, API = "device", "user", "api"
 LOCAL = "local"  # the CLI working on a data directory, in-process
 
+# Roles and scopes, from the widest: an admin changes anything, read-only reads the whole
+# management API and dashboard, metrics reads /metrics only.
+ADMIN, READ_ONLY, METRICS = "admin", "read-only", "metrics"
+ROLES = (ADMIN, READ_ONLY)  # of users
+SCOPES = (ADMIN, READ_ONLY, METRICS)  # of API tokens
+_RANK = {METRICS: 0, READ_ONLY: 1, ADMIN: 2}
+
+
+def within(scope: str, role: str) -> bool:
+    """Whether `scope` allows no more than `role` does."""
+    return _RANK[scope] <= _RANK[role]
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -31,6 +47,7 @@ class Principal:
     subject: str  # device id or user id
     token_id: str
     name: str  # for the audit log
+    role: str = ""  # of a user, LOCAL or API token: ADMIN, READ_ONLY or METRICS
 
 
 def issue_token(kind: str, subject: str, seconds: int, name: str | None = None,
@@ -72,7 +89,7 @@ def device_token_query(also: ColumnElement) -> Select:
 
 # Built once: these run on every request, a device's poll included.
 _DEVICE_TOKEN = _token_query(Device, Device.status)
-_USER_TOKEN = _token_query(User, User.email)
+_USER_TOKEN = _token_query(User, User.email, User.role, Token.scope)
 
 
 # What `jwt.encode` writes before the claims of every token issued here.
@@ -117,21 +134,42 @@ def authenticate_token(token: str, kinds: tuple[str, ...],
         raise ApiError(401, "token revoked")
     if device and found.status != "accepted":
         raise ApiError(401, "device not accepted")
-    name = found.name or found.subject
+    name, role = found.name or found.subject, ADMIN if found.kind == LOCAL else ""
     if found.kind in (USER, API):
         if found.email is None:
             raise ApiError(401, "user no longer exists")
         name = found.email
+        role = found.role if found.scope is None or within(found.role, found.scope) \
+            else found.scope
     if device:
         g.also = getattr(found, "also", None)
-    return Principal(found.kind, found.subject, claims["jti"], name)
+    return Principal(found.kind, found.subject, claims["jti"], name, role)
 
 
-def _requires(kinds: tuple[str, ...], device_query=_DEVICE_TOKEN) -> Callable:
+def require_role(principal: Principal, minimum: str) -> None:
+    """Refuse (403) a principal whose role or scope is narrower than `minimum`."""
+    if not within(minimum, principal.role):
+        if principal.role == METRICS:
+            raise ApiError(403, "a metrics token can only read /metrics")
+        if minimum == ADMIN:
+            raise ApiError(403, f"{principal.name} is {principal.role}: "
+                                "it can read but not change anything")
+        raise ApiError(403, f"{principal.name} is {principal.role}: this needs {minimum}")
+
+
+def management_role() -> str:
+    """What a management request needs by default: read-only to read, admin to change."""
+    return READ_ONLY if request.method in ("GET", "HEAD") else ADMIN
+
+
+def _requires(kinds: tuple[str, ...], device_query=_DEVICE_TOKEN,
+              minimum: Callable[[], str] | None = None) -> Callable:
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args, **kwargs):
             g.principal = authenticate(kinds, device_query)
+            if minimum is not None:
+                require_role(g.principal, minimum())
             return view(*args, **kwargs)
         return wrapper
     return decorator
@@ -146,7 +184,12 @@ def device_required(view: Callable | None = None, *, also: ColumnElement | None 
     return _requires((DEVICE,), device_token_query(also))
 
 
-user_required = _requires((USER, API, LOCAL))
+def user_required(view: Callable | None = None, *, minimum: str | None = None):
+    """Require a user's (or the local CLI's) token: `@user_required` needs read-only to read
+    (GET) and admin to change anything; `@user_required(minimum=ROLE)` needs ROLE."""
+    needs = management_role if minimum is None else (lambda: minimum)
+    decorator = _requires((USER, API, LOCAL), minimum=needs)
+    return decorator(view) if view is not None else decorator
 
 
 def current_principal() -> Principal:

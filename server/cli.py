@@ -12,6 +12,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
@@ -47,21 +48,51 @@ def cli(ctx, data_dir, server, token, ca_cert):
 @click.pass_obj
 def init(obj, database_url):
     """Create the data directory (or upgrade its database schema)."""
+    root: Path = obj["data_dir"]
+    previous_umask = os.umask(0o077)  # what init creates is the server's alone
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "artifacts").mkdir(exist_ok=True)
+        settings_path, secret_path = root / "config.json", root / "secret.key"
+        if not settings_path.exists():
+            settings_path.write_text(json.dumps({"database_url": database_url}, indent=2)
+                                     + "\n")
+        elif database_url:
+            raise click.ClickException(f"{settings_path} exists; edit it to change the database")
+        if not secret_path.exists():
+            secret_path.touch(mode=0o600)
+            secret_path.write_text(new_secret() + "\n")
+    finally:
+        os.umask(previous_umask)
+    _upgrade_privately(root, data_dir_config(root)["DATABASE_URL"])
+    click.echo(f"data directory ready: {root.resolve()}")
+
+
+def _upgrade_privately(root: Path, database_url: str) -> None:
+    """Upgrade the schema, then keep the data directory (0700) and a SQLite database
+    (0600) to the server's user: they hold password hashes and the secret key. SQLite
+    creates the -wal and -shm files later with its database's mode."""
+    from sqlalchemy.engine import make_url
+
     from .migrate import upgrade
 
-    root: Path = obj["data_dir"]
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "artifacts").mkdir(exist_ok=True)
-    settings_path, secret_path = root / "config.json", root / "secret.key"
-    if not settings_path.exists():
-        settings_path.write_text(json.dumps({"database_url": database_url}, indent=2) + "\n")
-    elif database_url:
-        raise click.ClickException(f"{settings_path} exists; edit it to change the database")
-    if not secret_path.exists():
-        secret_path.touch(mode=0o600)
-        secret_path.write_text(new_secret() + "\n")
-    upgrade(data_dir_config(root)["DATABASE_URL"])
-    click.echo(f"data directory ready: {root.resolve()}")
+    previous_umask = os.umask(0o077)  # a database created now is private from the start
+    try:
+        upgrade(database_url)
+    finally:
+        os.umask(previous_umask)
+    private = {root: 0o700}  # data directories made before this was so, too
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            private[Path(url.database + suffix)] = 0o600
+    for path, mode in private.items():
+        if path.exists() and path.stat().st_mode & 0o777 != mode:
+            try:
+                path.chmod(mode)
+            except PermissionError:  # not ours: say so, and serve anyway
+                click.echo(f"warning: cannot make {path} mode {mode:o} (owned by another "
+                           "user); it may be readable by others", err=True)
 
 
 @cli.command()
@@ -83,14 +114,13 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
     from gunicorn.app.base import BaseApplication
 
     from . import create_app
-    from .migrate import upgrade
     from .tls import ensure_self_signed, fingerprint
 
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
     config = {**_data_dir_config(obj["data_dir"]), "REQUEST_LOG": request_log,
               "DATABASE_POOL_SIZE": threads}
-    upgrade(config["DATABASE_URL"])
+    _upgrade_privately(obj["data_dir"], config["DATABASE_URL"])
     if not cert:
         host = bind.rsplit(":", 1)[0].strip("[]")
         defaults = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
@@ -222,19 +252,77 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 # -- users --------------------------------------------------------------------------------------
 
 
+ROLES = ("admin", "read-only")  # server.auth.ROLES, without importing the server
+
+
+def _user_lines(users):
+    for u in users if isinstance(users, list) else [users]:
+        yield f"{u['id']}  {u['email']}  {u['role']}"
+
+
 @cli.group()
 def user():
-    """Users of the management API."""
+    """Users of the management API and the dashboard: admin or read-only."""
 
 
 @user.command("create")
 @click.argument("email")
 @click.password_option(envvar="TERN_PASSWORD")
+@click.option("--role", type=click.Choice(ROLES), default="admin", show_default=True,
+              help="read-only: sees everything, changes nothing.")
 @json_option
 @click.pass_obj
-def user_create(obj, email, password, as_json):
-    document = Api(obj).call("POST", "/users", body={"email": email, "password": password})
-    _output(document, as_json, lambda d: [f"created user {d['email']} ({d['id']})"])
+def user_create(obj, email, password, role, as_json):
+    document = Api(obj).call("POST", "/users",
+                             body={"email": email, "password": password, "role": role})
+    _output(document, as_json,
+            lambda d: [f"created user {d['email']} ({d['id']}), {d['role']}"])
+
+
+@user.command("list")
+@json_option
+@click.pass_obj
+def user_list(obj, as_json):
+    _output(Api(obj).call("GET", "/users"), as_json, _user_lines)
+
+
+@user.command("delete")
+@click.argument("user_ref", metavar="EMAIL_OR_ID")
+@click.pass_obj
+def user_delete(obj, user_ref):
+    """Delete a user and revoke all of their tokens."""
+    Api(obj).call("DELETE", f"/users/{quote(user_ref, safe='')}")
+    click.echo(f"deleted user {user_ref}; their tokens are revoked")
+
+
+@user.command("passwd")
+@click.argument("user_ref", metavar="EMAIL_OR_ID")
+@click.password_option(envvar="TERN_PASSWORD", prompt="New password")
+@click.pass_obj
+def user_passwd(obj, user_ref, password):
+    """Set a user's password; their login sessions end (API tokens stay)."""
+    Api(obj).call("PATCH", f"/users/{quote(user_ref, safe='')}", body={"password": password})
+    click.echo(f"password of {user_ref} changed; their login sessions are revoked")
+
+
+@user.command("role")
+@click.argument("user_ref", metavar="EMAIL_OR_ID")
+@click.argument("role", type=click.Choice(ROLES))
+@json_option
+@click.pass_obj
+def user_role(obj, user_ref, role, as_json):
+    """Make a user an admin or read-only (their tokens follow at once)."""
+    document = Api(obj).call("PATCH", f"/users/{quote(user_ref, safe='')}", body={"role": role})
+    _output(document, as_json, _user_lines)
+
+
+@user.command("revoke-tokens")
+@click.argument("user_ref", metavar="EMAIL_OR_ID")
+@click.pass_obj
+def user_revoke_tokens(obj, user_ref):
+    """Revoke every token of a user: login sessions and API tokens."""
+    document = Api(obj).call("DELETE", f"/users/{quote(user_ref, safe='')}/tokens")
+    click.echo(f"revoked {document['revoked']} tokens of {user_ref}")
 
 
 @user.command("login")
@@ -249,8 +337,10 @@ def user_login(obj, email, password):
         raise click.UsageError("login needs --server URL")
     response = requests.post(obj["server"].rstrip("/") + "/api/management/v1/auth/login",
                              auth=(email, password), verify=obj["ca_cert"] or True, timeout=30)
-    if response.status_code != 200:
-        raise click.ClickException(f"{response.status_code}: login failed")
+    if response.status_code != 200:  # 401 wrong email or password, 429 too many failures
+        error = response.json().get("error") if "json" in response.headers.get(
+            "Content-Type", "") else None
+        raise click.ClickException(f"{response.status_code}: {error or 'login failed'}")
     click.echo(response.json()["token"])
 
 

@@ -23,6 +23,10 @@ class Config:
     # Behind nginx: answer a checked download link with `X-Accel-Redirect: <prefix><id>` and
     # let nginx send the file (an `internal` location aliased to the artifacts directory).
     ACCEL_REDIRECT_PREFIX = ""
+    # Behind proxies that end the TCP connection (nginx's `http`): how many of them append to
+    # X-Forwarded-For, so that the client's address (login throttling, the request log) is
+    # the one they saw, not theirs. 0: no proxy, the header is ignored (a client could forge it).
+    FORWARDED_FOR_HOPS = 0
     MAX_JSON_BYTES = 1 * MIB  # Mender's API payload limit; deployment logs included
     MAX_ARTIFACT_BYTES = 10 * 1024 * MIB  # Mender's artifact limit
     # Flask's own cap for every body; artifact uploads raise it for their request only.
@@ -66,6 +70,7 @@ def data_dir_config(data_dir: str | os.PathLike) -> dict:
         "ARTIFACTS_DIR": str(root / settings.get("artifacts_dir", "artifacts")),
         "ARTIFACT_STORAGE": settings.get("artifact_storage"),
         "ACCEL_REDIRECT_PREFIX": settings.get("accel_redirect_prefix", ""),
+        "FORWARDED_FOR_HOPS": settings.get("forwarded_for_hops", 0),
         "SECRET_KEY": (root / "secret.key").read_text().strip(),
         **{name: int(settings[name.lower()]) for name in ADMISSION_SETTINGS
            if name.lower() in settings},

@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import case, func, select
 
-from .auth import DEVICE, user_required
+from .auth import DEVICE, METRICS, user_required
 from .extensions import db
 from .models import Deployment, Device, DeviceDeployment
 
@@ -76,9 +76,10 @@ def _fleet_families() -> list[GaugeMetricFamily]:
 
 
 @blueprint.get("/metrics")
-@user_required
+@user_required(minimum=METRICS)
 def metrics():
-    """Needs a user or API token (Prometheus: `authorization: {credentials: ...}`)."""
+    """Needs a user or API token, a metrics-scoped one will do (Prometheus:
+    `authorization: {credentials_file: ...}`)."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

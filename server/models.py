@@ -44,6 +44,7 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default="admin")  # see auth.ROLES
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -56,6 +57,9 @@ class Token(Base):
     name: Mapped[str | None] = mapped_column(String(100))  # personal API tokens
     # A device token's key: rejecting the key revokes its tokens, not the device's others.
     auth_set_id: Mapped[str | None] = mapped_column(String(36))
+    # What an API token may do (auth.SCOPES), never more than its user's role; None (login
+    # tokens, and every token from before scopes): what its user's role allows.
+    scope: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
@@ -152,6 +156,17 @@ class DeviceDeployment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     deployment: Mapped[Deployment] = relationship(back_populates="devices")
+
+
+class LoginFailure(Base):
+    """A failed login, counted by `users.throttle` under each key it throttles: the account
+    from that source, and the source. Kept in the database, so every worker and instance
+    counts the same failures."""
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(400))
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class AuditEntry(Base):

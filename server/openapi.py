@@ -49,6 +49,8 @@ OBJECT = {"type": "object"}
 STRINGS = {"type": "array", "items": STRING}
 DEVICE_ID, DEPLOYMENT_ID, ARTIFACT_ID = (_path_param(n) for n in
                                           ("device_id", "deployment_id", "artifact_id"))
+USER = {**_path_param("user"), "description": "the user's id or email"}
+ROLE = {"type": "string", "enum": ["admin", "read-only"]}
 
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"],
@@ -81,6 +83,8 @@ SCHEMAS = {
     "Deployment": {"type": "object", "properties": {
         "id": STRING, "name": STRING, "artifact_name": STRING, "status": STRING,
         "device_count": {"type": "integer"}, "statistics": OBJECT}},
+    "User": {"type": "object", "properties": {
+        "id": STRING, "email": STRING, "role": ROLE, "created_at": STRING}},
     "NewDeployment": {"type": "object", "required": ["name", "artifact_name"], "properties": {
         "name": STRING, "artifact_name": STRING, "devices": STRINGS, "group": STRING,
         "all_devices": {"type": "boolean"}, "force": {"type": "boolean"}}},
@@ -125,21 +129,42 @@ PATHS = {
         {**_ok(200, "the artifact"), **_ok(206, "part of the artifact")},
         params=[ARTIFACT_ID, _query("expire"), _query("signature")])},
     f"{MANAGEMENT}/auth/login": {"post": {
-        **_operation("Log in with HTTP Basic (email, password); returns a token", [],
-                     _ok(200, "token", {"type": "object", "properties": {"token": STRING}})),
+        **_operation("Log in with HTTP Basic (email, password); returns a token. 429 with "
+                     "Retry-After after too many failures from the address or for the account",
+                     [], _ok(200, "token", {"type": "object", "properties": {"token": STRING}}),
+                     errors=(400, 401, 403, 404, 429)),
         "security": [{"basicAuth": []}]}},
     f"{MANAGEMENT}/users": {
-        "get": _operation("List users", USER_AUTH, _ok(200, "users", {"type": "array"})),
-        "post": _operation("Create a user", USER_AUTH, _ok(201, "created", OBJECT),
+        "get": _operation("List users", USER_AUTH, _ok(200, "users", {
+            "type": "array", "items": _ref("User")})),
+        "post": _operation("Create a user (admin by default)", USER_AUTH,
+                           _ok(201, "created", _ref("User")),
                            errors=(400, 401, 403, 409), body=_json({
                                "type": "object", "required": ["email", "password"],
-                               "properties": {"email": STRING, "password": STRING}}))},
+                               "properties": {"email": STRING, "password": STRING,
+                                              "role": ROLE}}))},
+    f"{MANAGEMENT}/users/{{user}}": {
+        "patch": _operation("Set a user's password (ends their login sessions) or role",
+                            USER_AUTH, _ok(200, "user", _ref("User")),
+                            errors=(400, 401, 403, 404, 409), params=[USER], body=_json({
+                                "type": "object", "properties": {"password": STRING,
+                                                                 "role": ROLE}})),
+        "delete": _operation("Delete a user and revoke their tokens", USER_AUTH,
+                             _ok(204, "deleted"), errors=(401, 403, 404, 409), params=[USER])},
+    f"{MANAGEMENT}/users/{{user}}/tokens": {"delete": _operation(
+        "Revoke every token of a user", USER_AUTH, _ok(200, "count", {
+            "type": "object", "properties": {"revoked": {"type": "integer"}}}),
+        params=[USER])},
     f"{MANAGEMENT}/tokens": {
         "get": _operation("List my personal API tokens", USER_AUTH,
                           _ok(200, "tokens", {"type": "array"})),
-        "post": _operation("Create a personal API token", USER_AUTH, _ok(201, "token", OBJECT),
+        "post": _operation("Create a personal API token (with a login token, not an API "
+                           "token); scope: admin, read-only or metrics, no wider than my "
+                           "role, by default my role", USER_AUTH, _ok(201, "token", OBJECT),
                            body=_json({"type": "object", "required": ["name"], "properties": {
-                               "name": STRING, "expires_in": {"type": "integer"}}}))},
+                               "name": STRING, "expires_in": {"type": "integer"},
+                               "scope": {"type": "string",
+                                         "enum": ["admin", "read-only", "metrics"]}}}))},
     f"{MANAGEMENT}/tokens/{{token_id}}": {"delete": _operation(
         "Revoke a personal API token", USER_AUTH, _ok(204, "revoked"),
         params=[_path_param("token_id")])},
@@ -221,7 +246,8 @@ PATHS = {
     "/api/health": {"get": {"summary": "Liveness: 204, no database access", "security": [],
                             "responses": _ok(204, "alive")}},
     "/metrics": {"get": _operation(
-        "Prometheus metrics (text exposition format)", USER_AUTH,
+        "Prometheus metrics (text exposition format); a metrics-scoped token will do",
+        USER_AUTH,
         {"200": {"description": "metrics", "content": {"text/plain": {"schema": {
             "type": "string"}}}}})},
 }
@@ -230,7 +256,9 @@ DOCUMENT = {
     "openapi": "3.0.3",
     "info": {"title": "Tern management server", "version": "1",
              "description": "Mender-compatible device API (/api/devices) and the management "
-                            "API (/api/management/v1). Errors: {error, request_id}."},
+                            "API (/api/management/v1). Errors: {error, request_id}. Users "
+                            "are admin or read-only (403 on any change); API tokens have a "
+                            "scope: admin, read-only or metrics (/metrics only)."},
     "paths": PATHS,
     "components": {
         "schemas": SCHEMAS,

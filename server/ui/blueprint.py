@@ -1,10 +1,10 @@
-"""The dashboard's blueprint and what every page shares: login, CSRF, safe redirects."""
+"""The dashboard's blueprint and what every page shares: login, roles, CSRF, safe redirects."""
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 
-from ..auth import USER, authenticate_token
+from ..auth import ADMIN, USER, authenticate_token, require_role
 from ..errors import ApiError
 
 blueprint = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
@@ -13,6 +13,8 @@ csrf = CSRFProtect()
 
 PAGE_SIZE = 100
 PUBLIC = {"ui.login", "ui.login_submit", "ui.static"}
+ANY_ROLE = PUBLIC | {"ui.logout"}  # every other form changes something: admins only
+FORM_PAGES = {"ui.new_deployment"}  # pages that are only a form: admins only
 LARGE_BODIES = {"ui.upload_artifact"}
 
 
@@ -26,7 +28,17 @@ def _require_login_then_csrf():
             target = request.full_path if request.method == "GET" else None
             return redirect(url_for("ui.login", next=target), 303)
         g.principal = principal
+        if (request.method != "GET" or request.endpoint in FORM_PAGES) \
+                and request.endpoint not in ANY_ROLE:
+            require_role(principal, ADMIN)
     csrf.protect()
+
+
+@blueprint.context_processor
+def _can_change() -> dict:
+    """`can_change`: whether the page shows its actions (a read-only user's does not)."""
+    principal = g.get("principal")
+    return {"can_change": principal is not None and principal.role == ADMIN}
 
 
 def _session_principal():

@@ -17,10 +17,12 @@ def login_submit():
     email, next_page = request.form.get("email", ""), request.form.get("next", "")
     try:
         token = users.login(text(request.form, "email", max_length=254),
-                            text(request.form, "password", max_length=1024))
+                            text(request.form, "password", max_length=1024),
+                            request.remote_addr or "")
     except ApiError as error:
         flash(error.message, "error")
-        return render_template("ui/login.html", email=email, next=next_page), error.status
+        return (render_template("ui/login.html", email=email, next=next_page), error.status,
+                error.headers)
     session.clear()  # a fresh session (and CSRF token) for the logged-in user
     session["token"] = token
     return redirect(safe_next(next_page, url_for("ui.overview")), 303)

@@ -101,8 +101,8 @@ def wait(browser, condition, timeout: float = 30):
     return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
 
 
-def log_in(browser) -> None:
-    browser.find_element(By.ID, "email").send_keys(EMAIL)
+def log_in(browser, email: str = EMAIL) -> None:
+    browser.find_element(By.ID, "email").send_keys(email)
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
     wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "nav[aria-label=Main]")))
@@ -266,3 +266,18 @@ def test_accept_upload_deploy_watch_progress_read_log_and_abort(browser, live, a
     charts = browser.find_element(By.TAG_NAME, "main").get_attribute("innerHTML")
     assert "release-0: 3 devices" in charts  # the simulated devices never reported app-2.0
     assert ": 2 success, 1 failure</title>" in charts
+
+
+def test_a_read_only_user_sees_no_actions(browser, live, admin):
+    admin.cli("user", "create", "viewer@example.com", "--role", "read-only")
+    FleetDevice(live, "52:54:00:aa:00:09").ask_to_join()
+    log_in(browser, "viewer@example.com")
+    assert "viewer@example.com (read-only)" in browser.find_element(
+        By.CSS_SELECTOR, "form.logout").text
+    go(browser, "Devices")
+    go(browser, "Pending")
+    assert browser.find_elements(By.XPATH, "//td[contains(., 'mac=52:54:00:aa:00:09')]")
+    for page in ("Pending", "Preauthorized", "Artifacts", "Deployments", "Overview"):
+        go(browser, page)
+        assert browser.find_elements(By.CSS_SELECTOR, "main form, main button") == [], page
+        assert browser.find_elements(By.LINK_TEXT, "New deployment") == [], page

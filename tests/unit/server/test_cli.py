@@ -80,3 +80,53 @@ def test_local_actions_are_audited_as_the_cli(run, tmp_path):
         [entry] = entries(10, 0)
     assert entry["action"] == "user.create"
     assert entry["actor"].startswith("local:") and entry["actor"].endswith("@cli")
+
+
+def test_users_with_roles_list_passwd_revoke_tokens_and_delete(run):
+    assert "admin@example.com" in run("user", "create", "admin@example.com")
+    assert ", read-only" in run("user", "create", "viewer@example.com", "--role", "read-only")
+    assert "Invalid value for '--role'" in run("user", "create", "x@example.com", "--role",
+                                               "root", ok=False)
+    listed = json.loads(run("user", "list", "--json"))
+    assert [(u["email"], u["role"]) for u in listed] == [
+        ("admin@example.com", "admin"), ("viewer@example.com", "read-only")]
+    assert f"{listed[1]['id']}  viewer@example.com  read-only" in run("user", "list")
+    assert json.loads(run("user", "role", "viewer@example.com", "admin", "--json"))[
+        "role"] == "admin"
+    assert "password of viewer@example.com changed" in run("user", "passwd",
+                                                           "viewer@example.com")
+    assert "revoked 0 tokens of viewer@example.com" in run("user", "revoke-tokens",
+                                                           "viewer@example.com")
+    assert "deleted user viewer@example.com" in run("user", "delete", "viewer@example.com")
+    assert "Error: 404: no user viewer@example.com" in run("user", "delete",
+                                                          "viewer@example.com", ok=False)
+    assert "409: admin@example.com is the last admin" in run("user", "delete",
+                                                             "admin@example.com", ok=False)
+
+
+def test_init_keeps_the_data_directory_and_database_private(run, tmp_path):
+    data_dir = tmp_path / "data"
+    for path, mode in ((data_dir, 0o700), (data_dir / "tern.db", 0o600),
+                       (data_dir / "config.json", 0o600), (data_dir / "secret.key", 0o600)):
+        assert path.stat().st_mode & 0o777 == mode, path
+    data_dir.chmod(0o755)  # as an older tern-server made them
+    (data_dir / "tern.db").chmod(0o644)
+    run("init")
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert (data_dir / "tern.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_init_warns_when_it_cannot_make_the_data_directory_private(run, tmp_path, monkeypatch):
+    """A directory of another user (so chmod is refused): a warning, not a traceback."""
+    import os
+    from pathlib import Path
+
+    os.chmod(tmp_path / "data", 0o755)
+
+    def refuse(self, mode):
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "chmod", refuse)
+    output = run("init")
+    assert f"warning: cannot make {tmp_path / 'data'} mode 700" in output
+    assert "data directory ready" in output

@@ -295,3 +295,34 @@ def test_long_lists_come_in_pages_of_100(browser, fleet, app):
     second = page(browser.get("/devices?status=pending&page=2"))
     assert "101–101 of 101" in second and second.count('value="accepted"') == 1
     assert "mac=page-100" in second and "mac=page-100" not in first
+
+
+# -- roles ------------------------------------------------------------------------------------
+
+
+def test_a_read_only_user_sees_no_actions_and_cannot_post_them(app, client, admin, fleet, upload):
+    client.post("/api/management/v1/users", json={
+        "email": "viewer@example.com", "password": PASSWORD, "role": "read-only"}, headers=admin)
+    viewer = app.test_client()
+    assert log_in(viewer, email="viewer@example.com").status_code == 303
+    device = SimulatedDevice({"mac": "pending"})
+    fleet.authenticate(device)
+    device_id = fleet.device_id(device)
+    artifact = upload("app-1.0")
+    for path in ("/devices?status=pending", f"/devices/{device_id}", "/artifacts",
+                 f"/artifacts/{artifact['id']}", "/deployments", "/"):
+        html = page(viewer.get(path))
+        forms = re.findall(r'<form[^>]*method="post"[^>]*action="([^"]+)"', html)
+        assert forms == ["/logout"], (path, forms)
+        assert "/deployments/new" not in html, path
+    assert viewer.get("/deployments/new").status_code == 403
+    refused = post(viewer, f"/devices/{device_id}/status", {"status": "accepted"})
+    assert refused.status_code == 403
+    assert "read-only: it can read but not change anything" in page_text(refused)
+    assert client.get(f"/api/management/v1/devices/{device_id}",
+                      headers=admin).json["status"] == "pending"
+    # an admin's pages have them
+    admin_page = app.test_client()
+    log_in(admin_page)
+    assert "Accept" in page(admin_page.get("/devices?status=pending"))
+    assert post(viewer, "/logout").status_code == 303
