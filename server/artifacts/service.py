@@ -17,14 +17,20 @@ from typing import BinaryIO
 from flask import current_app, url_for
 from sqlalchemy import bindparam, select
 
-from artifact import ArtifactError, ArtifactHeader, ArtifactReader, PayloadHeader
-from artifact.signing import load_key_file
+from artifact import (
+    ArtifactError,
+    ArtifactHeader,
+    ArtifactReader,
+    PayloadHeader,
+    SignatureError,
+)
 
 from .. import audit
 from ..errors import ApiError
 from ..extensions import db
 from ..models import Artifact, DeviceDeployment
 from ..storage import storage
+from .keys import trusted_keys
 
 CHUNK = 1 << 20
 # What a name may not contain: path separators, parent references, control characters.
@@ -57,7 +63,8 @@ def check_name(name: str) -> None:
 
 
 def upload(stream: BinaryIO, description: str = "") -> Artifact:
-    keys = [load_key_file(p) for p in current_app.config.get("ARTIFACT_VERIFY_KEYS", [])]
+    """Store a valid artifact; with verify keys configured, only one signed by one of them."""
+    keys = trusted_keys()
     store = storage()
     temporary = tempfile.NamedTemporaryFile(dir=store.staging_dir, prefix=".upload-",
                                             delete=False)
@@ -65,10 +72,14 @@ def upload(stream: BinaryIO, description: str = "") -> Artifact:
         with temporary:
             tee = _Tee(stream, temporary)
             try:
-                with ArtifactReader(tee, keys) as reader:
+                with ArtifactReader(tee, [k.verify_key for k in keys]) as reader:
                     check_name(reader.header.name)
                     reader.validate()
                     header, signature = reader.header, reader.signature
+                    verified_by = next((k for k in keys if k.name == reader.verified_by), None)
+            except SignatureError as error:
+                raise ApiError(400, f"artifact refused: this server accepts only artifacts "
+                                    f"signed with one of its verify keys: {error}") from None
             except ArtifactError as error:
                 raise ApiError(400, f"invalid artifact: {error}") from None
             tee.drain()
@@ -76,7 +87,11 @@ def upload(stream: BinaryIO, description: str = "") -> Artifact:
             os.fsync(temporary.fileno())
         _refuse_duplicate(header)
         artifact = Artifact(name=header.name, device_types=header.device_types,
-                            header=header.to_dict(), signature=signature, size=tee.size,
+                            header=header.to_dict(), signature=signature,
+                            signature_key_name=verified_by.name if verified_by else None,
+                            signature_key_fingerprint=(verified_by.fingerprint if verified_by
+                                                       else None),
+                            size=tee.size,
                             sha256=tee.sha256.hexdigest(), description=description)
         db.session.add(artifact)
         db.session.flush()
@@ -131,6 +146,9 @@ def artifact_view(artifact: Artifact) -> dict:
         "device_types_compatible": artifact.device_types,
         "description": artifact.description,
         "signature": artifact.signature,
+        "verified_by": {"name": artifact.signature_key_name,
+                        "fingerprint": artifact.signature_key_fingerprint}
+        if artifact.signature_key_fingerprint is not None else None,
         "size": artifact.size,
         "sha256": artifact.sha256,
         "created_at": artifact.created_at.isoformat(),
