@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from flask import current_app, url_for
 from sqlalchemy import bindparam, select
+from werkzeug.exceptions import HTTPException
 
 from artifact import (
     ArtifactError,
@@ -30,7 +31,7 @@ from ..errors import ApiError
 from ..extensions import db
 from ..models import Artifact, DeviceDeployment
 from ..storage import storage
-from .keys import trusted_keys
+from .keys import TrustedKey, trusted_keys
 
 CHUNK = 1 << 20
 # What a name may not contain: path separators, parent references, control characters.
@@ -72,16 +73,10 @@ def upload(stream: BinaryIO, description: str = "") -> Artifact:
         with temporary:
             tee = _Tee(stream, temporary)
             try:
-                with ArtifactReader(tee, [k.verify_key for k in keys]) as reader:
-                    check_name(reader.header.name)
-                    reader.validate()
-                    header, signature = reader.header, reader.signature
-                    verified_by = next((k for k in keys if k.name == reader.verified_by), None)
-            except SignatureError as error:
-                raise ApiError(400, f"artifact refused: this server accepts only artifacts "
-                                    f"signed with one of its verify keys: {error}") from None
-            except ArtifactError as error:
-                raise ApiError(400, f"invalid artifact: {error}") from None
+                header, signature, verified_by = _validate(tee, keys)
+            except ApiError:
+                _discard_rest(stream)
+                raise
             tee.drain()
             temporary.flush()
             os.fsync(temporary.fileno())
@@ -101,6 +96,32 @@ def upload(stream: BinaryIO, description: str = "") -> Artifact:
         return artifact
     finally:
         Path(temporary.name).unlink(missing_ok=True)
+
+
+def _validate(tee: _Tee, keys: list[TrustedKey]) -> tuple[ArtifactHeader, str,
+                                                          TrustedKey | None]:
+    """The artifact's header, signature state and the key that verified it."""
+    try:
+        with ArtifactReader(tee, [k.verify_key for k in keys]) as reader:
+            check_name(reader.header.name)
+            reader.validate()
+            verified_by = next((k for k in keys if k.name == reader.verified_by), None)
+            return reader.header, reader.signature, verified_by
+    except SignatureError as error:
+        raise ApiError(400, f"artifact refused: this server accepts only artifacts signed "
+                            f"with one of its verify keys: {error}") from None
+    except ArtifactError as error:
+        raise ApiError(400, f"invalid artifact: {error}") from None
+
+
+def _discard_rest(stream: BinaryIO) -> None:
+    """Read what the client is still sending, so that it gets the refusal (found as soon as
+    the artifact's head is read) rather than a connection closed under its upload."""
+    try:
+        while stream.read(CHUNK):
+            pass
+    except (HTTPException, OSError):  # over the size limit, or the client went away
+        pass
 
 
 def _refuse_duplicate(header: ArtifactHeader) -> None:

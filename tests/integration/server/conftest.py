@@ -63,14 +63,15 @@ class Operator:
         return json.loads(output)
 
 
-def tern_artifact(directory: Path, name: str, key: Path | None = None) -> Path:
+def tern_artifact(directory: Path, name: str, key: Path | None = None, mib: int = 0) -> Path:
     """A single-file artifact for qemux86-64 made by the `tern-artifact` executable, signed
-    with `key` (a private key file) if given."""
+    with `key` (a private key file) if given; `mib`: a payload of that size, uncompressed."""
     payload = directory / f"{name}.txt"
-    payload.write_text(f"payload of {name}\n")
+    payload.write_bytes(bytes(range(256)) * (4096 * mib) if mib else f"{name}\n".encode())
     output = directory / f"{name}.mender"
     subprocess.run([str(Path(sys.executable).with_name("tern-artifact")), "write",
                     "module-image", "-T", "single-file", "-f", str(payload), "-n", name,
                     "-t", "qemux86-64", "-o", str(output), "--no-progress",
+                    *(["--compression", "none"] if mib else []),
                     *(["-k", str(key)] if key else [])], check=True, capture_output=True)
     return output
