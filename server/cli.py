@@ -9,6 +9,7 @@ import getpass
 import json
 import os
 import socket
+import ssl
 import sys
 import tempfile
 from pathlib import Path
@@ -240,23 +241,24 @@ def request(obj: dict, session, method: str, path: str, answer_seconds: float | 
         # verify per request: a session's own setting loses to REQUESTS_CA_BUNDLE
         return session.request(method, server + path, verify=obj["ca_cert"] or True,
                                timeout=timeout, **options)
-    except requests.exceptions.SSLError as error:
-        raise click.ClickException(
-            f"TLS verification of {server} failed: {_cause(error)}; trust its certificate "
-            "with --ca-cert (or TERN_CA_CERT)") from None
     except requests.exceptions.Timeout:
         raise click.ClickException(f"{server} did not answer within {max(timeout):g} s "
                                    "(--timeout)") from None
-    except requests.exceptions.ConnectionError as error:
-        raise click.ClickException(f"cannot reach {server}: {_cause(error)}") from None
+    except requests.exceptions.ConnectionError as error:  # TLS errors included
+        cause = _cause(error)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise click.ClickException(
+                f"TLS verification of {server} failed: {_reason(cause)}; trust its "
+                "certificate with --ca-cert (or TERN_CA_CERT)") from None
+        raise click.ClickException(f"connection to {server} failed: {_reason(cause)}") from None
     except requests.exceptions.RequestException as error:  # a malformed URL
-        raise click.ClickException(f"bad --server {server!r}: {_cause(error)}") from None
+        raise click.ClickException(f"bad --server {server!r}: {_reason(error)}") from None
     except OSError as error:  # e.g. a --ca-cert that is not a certificate
-        raise click.ClickException(f"{server}: {_cause(error)}") from None
+        raise click.ClickException(f"{server}: {_reason(error)}") from None
 
 
-def _cause(error: BaseException) -> str:
-    """The innermost reason of a requests error (urllib3 wraps it several times)."""
+def _cause(error: BaseException) -> BaseException:
+    """The innermost exception of a requests error (urllib3 wraps it several times)."""
     while True:
         inner = getattr(error, "reason", None)
         if not isinstance(inner, BaseException):
@@ -264,11 +266,14 @@ def _cause(error: BaseException) -> str:
         if inner is None and error.args and isinstance(error.args[0], BaseException):
             inner = error.args[0]
         if inner is None:
-            break
+            return error
         error = inner
-    reason = (getattr(error, "verify_message", None) or getattr(error, "strerror", None)
-              or str(error) or type(error).__name__)
-    return _one_line(reason)
+
+
+def _reason(error: BaseException) -> str:
+    error = _cause(error)
+    return _one_line(getattr(error, "verify_message", None) or getattr(error, "strerror", None)
+                     or str(error) or type(error).__name__)
 
 
 def _json_of(response):

@@ -76,7 +76,7 @@ def test_refusals_of_the_server_are_one_line_with_the_status_and_its_error(admin
 def test_a_closed_port_and_a_silent_server_are_one_line():
     closed = f"https://127.0.0.1:{free_port()}"
     assert_fails_in_one_line(tern_server("--server", closed, "deployments", "list"),
-                             f"cannot reach {closed}: Connection refused")
+                             f"connection to {closed} failed: Connection refused")
     with socket.socket() as silent:  # accepts connections (the kernel does), never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
