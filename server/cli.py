@@ -67,20 +67,22 @@ def cli(ctx, data_dir, server, token, ca_cert, timeout):
 @click.pass_obj
 def init(obj, database_url):
     """Create the data directory (or upgrade its database schema)."""
-    from .migrate import upgrade
-
     root: Path = obj["data_dir"]
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "artifacts").mkdir(exist_ok=True)
     settings_path, secret_path = root / "config.json", root / "secret.key"
-    if not settings_path.exists():
-        settings_path.write_text(json.dumps({"database_url": database_url}, indent=2) + "\n")
-    elif database_url:
+    if settings_path.exists() and database_url:
         raise click.ClickException(f"{settings_path} exists; edit it to change the database")
-    if not secret_path.exists():
-        secret_path.touch(mode=0o600)
-        secret_path.write_text(new_secret() + "\n")
-    upgrade(data_dir_config(root)["DATABASE_URL"])
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "artifacts").mkdir(exist_ok=True)
+        if not settings_path.exists():
+            settings_path.write_text(json.dumps({"database_url": database_url}, indent=2)
+                                     + "\n")
+        if not secret_path.exists():
+            secret_path.touch(mode=0o600)
+            secret_path.write_text(new_secret() + "\n")
+    except OSError as error:
+        raise click.ClickException(f"cannot create {error.filename}: {error.strerror}") from None
+    _upgrade(_data_dir_config(root)["DATABASE_URL"])
     click.echo(f"data directory ready: {root.resolve()}")
 
 
@@ -103,14 +105,13 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
     from gunicorn.app.base import BaseApplication
 
     from . import create_app
-    from .migrate import upgrade
     from .tls import ensure_self_signed, fingerprint
 
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
     config = {**_data_dir_config(obj["data_dir"]), "REQUEST_LOG": request_log,
               "DATABASE_POOL_SIZE": threads}
-    upgrade(config["DATABASE_URL"])
+    _upgrade(config["DATABASE_URL"])
     if not cert:
         host = bind.rsplit(":", 1)[0].strip("[]")
         defaults = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
@@ -143,6 +144,25 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
     with tempfile.TemporaryDirectory(prefix="tern-metrics-") as metrics_dir:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         Server().run()
+
+
+def _upgrade(database_url: str) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .migrate import upgrade
+
+    try:
+        upgrade(database_url)
+    except SQLAlchemyError as error:
+        raise click.ClickException(_database_failure(database_url, error)) from None
+
+
+def _database_failure(database_url: str, error) -> str:
+    """One line: the database (its password hidden) and the driver's reason."""
+    from sqlalchemy import make_url
+
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    return f"database {shown}: {_one_line(str(getattr(error, 'orig', None) or error))}"
 
 
 def _data_dir_config(data_dir: Path) -> dict:
@@ -198,8 +218,7 @@ class Api:
                 db.session.commit()
         except SQLAlchemyError as error:
             raise click.ClickException(
-                f"database of {data_dir}: {_one_line(str(getattr(error, 'orig', None) or error))}"
-            ) from None
+                _database_failure(app.config["DATABASE_URL"], error)) from None
         client = app.test_client()
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
         return client

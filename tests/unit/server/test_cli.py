@@ -141,9 +141,21 @@ def test_a_bad_file_path_is_one_line(run, args):
                                                     "keys/nope.pub: cannot read "),
     ("{not json", "config.json: Expecting property name"),
     ('{"database_url": "postgresql+psycopg://tern@127.0.0.1:1/tern"}',
-     "data: connection failed: "),
+     "database postgresql+psycopg://tern@127.0.0.1:1/tern: connection failed: "),
 ])
 def test_a_bad_data_directory_is_one_line(run, tmp_path, settings, message):
     (tmp_path / "data" / "config.json").write_text(settings)
     output = run("artifacts", "list", ok=False)
     assert output.count("\n") == 1 and output.startswith("Error: ") and message in output
+
+
+@pytest.mark.parametrize("data_dir, options, message", [
+    ("/proc/no-such-dir", [], "Error: cannot create /proc/no-such-dir: No such file"),
+    ("{tmp}/pg", ["--database-url", "postgresql+psycopg://tern:secret@127.0.0.1:1/tern"],
+     "Error: database postgresql+psycopg://tern:***@127.0.0.1:1/tern: connection failed: "),
+])
+def test_init_failures_are_one_line(tmp_path, data_dir, options, message):
+    result = CliRunner().invoke(cli, ["--data-dir", data_dir.format(tmp=tmp_path), "init",
+                                      *options])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and result.output.startswith(message)
