@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .artifacts.keys import init_app as init_artifact_keys
 from .config import Config
 from .errors import register_error_handlers
 from .extensions import db
@@ -22,6 +23,7 @@ def create_app(config: Mapping | None = None) -> Flask:
         raise RuntimeError("SECRET_KEY is not set (tern-server init makes one)")
     db.init_app(app)
     init_storage(app)
+    init_artifact_keys(app)
     register_error_handlers(app)
     app.after_request(_security_headers)
     if app.config["FORWARDED_FOR_HOPS"]:

@@ -9,6 +9,7 @@ import getpass
 import json
 import os
 import socket
+import ssl
 import sys
 import tempfile
 from pathlib import Path
@@ -20,10 +21,25 @@ from .config import data_dir_config, new_secret
 
 DEFAULT_BIND = "0.0.0.0:8443"
 UPLOAD_CHUNK = 1 << 20
+UPLOAD_ANSWER_SECONDS = 3600
 
 
 def main() -> None:
     cli(prog_name="tern-server")
+
+
+class ReadableFile(click.Path):
+    """A file to read; a bad path is one line of error (as every failure here), not a usage
+    message."""
+
+    def __init__(self):
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as error:
+            raise click.ClickException(error.format_message()) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,12 +47,16 @@ def main() -> None:
               envvar="TERN_DATA_DIR", default="tern-data", show_default=True)
 @click.option("--server", envvar="TERN_SERVER", help="URL of a running server to manage.")
 @click.option("--token", envvar="TERN_TOKEN", help="API token for --server.")
-@click.option("--ca-cert", envvar="TERN_CA_CERT", type=click.Path(exists=True, dir_okay=False),
+@click.option("--ca-cert", envvar="TERN_CA_CERT", type=ReadableFile(),
               help="Certificate to trust for --server (e.g. its self-signed one).")
+@click.option("--timeout", envvar="TERN_TIMEOUT", type=click.FloatRange(min=0, min_open=True),
+              default=300, show_default=True,
+              help="Seconds to wait for --server to connect or to send anything.")
 @click.pass_context
-def cli(ctx, data_dir, server, token, ca_cert):
+def cli(ctx, data_dir, server, token, ca_cert, timeout):
     """Tern management server."""
-    ctx.obj = {"data_dir": data_dir, "server": server, "token": token, "ca_cert": ca_cert}
+    ctx.obj = {"data_dir": data_dir, "server": server, "token": token, "ca_cert": ca_cert,
+               "timeout": timeout}
 
 
 # -- init, serve --------------------------------------------------------------------------------
@@ -49,22 +69,24 @@ def cli(ctx, data_dir, server, token, ca_cert):
 def init(obj, database_url):
     """Create the data directory (or upgrade its database schema)."""
     root: Path = obj["data_dir"]
+    settings_path, secret_path = root / "config.json", root / "secret.key"
+    if settings_path.exists() and database_url:
+        raise click.ClickException(f"{settings_path} exists; edit it to change the database")
     previous_umask = os.umask(0o077)  # what init creates is the server's alone
     try:
         root.mkdir(parents=True, exist_ok=True)
         (root / "artifacts").mkdir(exist_ok=True)
-        settings_path, secret_path = root / "config.json", root / "secret.key"
         if not settings_path.exists():
             settings_path.write_text(json.dumps({"database_url": database_url}, indent=2)
                                      + "\n")
-        elif database_url:
-            raise click.ClickException(f"{settings_path} exists; edit it to change the database")
         if not secret_path.exists():
             secret_path.touch(mode=0o600)
             secret_path.write_text(new_secret() + "\n")
+    except OSError as error:
+        raise click.ClickException(f"cannot create {error.filename}: {error.strerror}") from None
     finally:
         os.umask(previous_umask)
-    _upgrade_privately(root, data_dir_config(root)["DATABASE_URL"])
+    _upgrade_privately(root, _data_dir_config(root)["DATABASE_URL"])
     click.echo(f"data directory ready: {root.resolve()}")
 
 
@@ -74,11 +96,9 @@ def _upgrade_privately(root: Path, database_url: str) -> None:
     creates the -wal and -shm files later with its database's mode."""
     from sqlalchemy.engine import make_url
 
-    from .migrate import upgrade
-
     previous_umask = os.umask(0o077)  # a database created now is private from the start
     try:
-        upgrade(database_url)
+        _upgrade(database_url)
     finally:
         os.umask(previous_umask)
     private = {root: 0o700}  # data directories made before this was so, too
@@ -155,11 +175,42 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
         Server().run()
 
 
+def _upgrade(database_url: str) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .migrate import upgrade
+
+    try:
+        upgrade(database_url)
+    except SQLAlchemyError as error:
+        raise click.ClickException(_database_failure(database_url, error)) from None
+
+
+def _database_failure(database_url: str, error) -> str:
+    """One line: the database (its password hidden) and the driver's reason."""
+    from sqlalchemy import make_url
+
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    return f"database {shown}: {_one_line(str(getattr(error, 'orig', None) or error))}"
+
+
 def _data_dir_config(data_dir: Path) -> dict:
+    """The data directory's configuration, its artifact verify keys checked."""
+    from .artifacts.keys import KeyConfigError, load_trusted_keys
+
     if not (data_dir / "config.json").exists():
         raise click.ClickException(f"{data_dir} is not a data directory; run "
                                    f"`tern-server --data-dir {data_dir} init` first")
-    return data_dir_config(data_dir)
+    try:
+        config = data_dir_config(data_dir)
+        load_trusted_keys(config["ARTIFACT_VERIFY_KEYS"], Path(config["DATA_DIR"]))
+    except OSError as error:
+        raise click.ClickException(f"cannot read {error.filename}: {error.strerror}") from None
+    except ValueError as error:  # config.json that is not JSON
+        raise click.ClickException(f"{data_dir / 'config.json'}: {error}") from None
+    except KeyConfigError as error:
+        raise click.ClickException(f"{data_dir / 'config.json'}: {error}") from None
+    return config
 
 
 # -- the API client: a running server, or the data directory in-process --------------------------
@@ -174,24 +225,29 @@ class Api:
             import requests
 
             self._session = requests.Session()
-            self._verify = obj["ca_cert"] or True  # per request: a session's loses to the env
             if obj["token"]:
                 self._session.headers["Authorization"] = f"Bearer {obj['token']}"
-            self._base = obj["server"].rstrip("/")
+            self._obj = obj
             self._local = None
         else:
             self._local = self._local_client(obj["data_dir"])
 
     @staticmethod
     def _local_client(data_dir: Path):
+        from sqlalchemy.exc import SQLAlchemyError
+
         from . import create_app
         from .auth import LOCAL, issue_token
         from .extensions import db
 
         app = create_app(_data_dir_config(data_dir))
-        with app.app_context():
-            token, _ = issue_token(LOCAL, "local", 600, name=f"{getpass.getuser()}@cli")
-            db.session.commit()
+        try:
+            with app.app_context():
+                token, _ = issue_token(LOCAL, "local", 600, name=f"{getpass.getuser()}@cli")
+                db.session.commit()
+        except SQLAlchemyError as error:
+            raise click.ClickException(
+                _database_failure(app.config["DATABASE_URL"], error)) from None
         client = app.test_client()
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
         return client
@@ -208,16 +264,77 @@ class Api:
             status, document = response.status_code, response.get_json(silent=True)
         else:
             data = iter(lambda: upload.read(UPLOAD_CHUNK), b"") if upload else None
-            response = self._session.request(method, self._base + path, json=body,
-                                             params=params, data=data, timeout=3600,
-                                             verify=self._verify)
+            response = request(self._obj, self._session, method, path, json=body,
+                               params=params, data=data,
+                               answer_seconds=UPLOAD_ANSWER_SECONDS if upload else None)
             status = response.status_code
-            document = response.json() if response.content and "json" in response.headers.get(
-                "Content-Type", "") else None
+            document = _json_of(response)
         if status >= 400:
             message = document.get("error") if isinstance(document, dict) else None
-            raise click.ClickException(f"{status}: {message or 'request failed'}")
+            raise click.ClickException(f"{status}: {_one_line(message or 'request failed')}")
         return document
+
+
+def request(obj: dict, session, method: str, path: str, answer_seconds: float | None = None,
+            **options):
+    """One request to `--server`: every way of not getting an answer is one line of error.
+
+    `answer_seconds`: a longer wait for the answer than --timeout (after an upload's last
+    byte the server still stores the artifact, in S3 perhaps)."""
+    import requests
+
+    server = obj["server"].rstrip("/")
+    timeout = (obj["timeout"], max(obj["timeout"], answer_seconds or 0))
+    try:
+        # verify per request: a session's own setting loses to REQUESTS_CA_BUNDLE
+        return session.request(method, server + path, verify=obj["ca_cert"] or True,
+                               timeout=timeout, **options)
+    except requests.exceptions.Timeout:
+        raise click.ClickException(f"{server} did not answer within {max(timeout):g} s "
+                                   "(--timeout)") from None
+    except requests.exceptions.ConnectionError as error:  # TLS errors included
+        cause = _cause(error)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise click.ClickException(
+                f"TLS verification of {server} failed: {_reason(cause)}; trust its "
+                "certificate with --ca-cert (or TERN_CA_CERT)") from None
+        raise click.ClickException(f"connection to {server} failed: {_reason(cause)}") from None
+    except requests.exceptions.RequestException as error:  # a malformed URL
+        raise click.ClickException(f"bad --server {server!r}: {_reason(error)}") from None
+    except OSError as error:  # e.g. a --ca-cert that is not a certificate
+        raise click.ClickException(f"{server}: {_reason(error)}") from None
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The innermost exception of a requests error (urllib3 wraps it several times)."""
+    while True:
+        inner = getattr(error, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = error.__cause__ or error.__context__
+        if inner is None and error.args and isinstance(error.args[0], BaseException):
+            inner = error.args[0]
+        if inner is None:
+            return error
+        error = inner
+
+
+def _reason(error: BaseException) -> str:
+    error = _cause(error)
+    return _one_line(getattr(error, "verify_message", None) or getattr(error, "strerror", None)
+                     or str(error) or type(error).__name__)
+
+
+def _json_of(response):
+    if not response.content or "json" not in response.headers.get("Content-Type", ""):
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 class _Progress:
@@ -236,6 +353,13 @@ class _Progress:
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._file.seek(offset, whence)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise click.ClickException(f"cannot read {path}: {error}") from None
 
 
 def _output(document, as_json: bool, lines) -> None:
@@ -335,11 +459,10 @@ def user_login(obj, email, password):
 
     if not obj["server"]:
         raise click.UsageError("login needs --server URL")
-    response = requests.post(obj["server"].rstrip("/") + "/api/management/v1/auth/login",
-                             auth=(email, password), verify=obj["ca_cert"] or True, timeout=30)
+    response = request(obj, requests.Session(), "POST", "/api/management/v1/auth/login",
+                       auth=(email, password))
     if response.status_code != 200:  # 401 wrong email or password, 429 too many failures
-        error = response.json().get("error") if "json" in response.headers.get(
-            "Content-Type", "") else None
+        error = (_json_of(response) or {}).get("error")
         raise click.ClickException(f"{response.status_code}: {error or 'login failed'}")
     click.echo(response.json()["token"])
 
@@ -356,7 +479,7 @@ def _device_lines(devices):
 
 @cli.group()
 def devices():
-    """Devices: list, accept, reject, preauthorize."""
+    """Devices: list, accept, reject, preauthorize, decommission."""
 
 
 @devices.command("list")
@@ -395,16 +518,30 @@ devices.command("accept")(_status_command("accepted", "Accept"))
 devices.command("reject")(_status_command("rejected", "Reject"))
 
 
+@devices.command("decommission")
+@click.argument("device_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def devices_decommission(obj, device_id, yes):
+    """Decommission a device: its tokens revoked, its keys and inventory deleted, its
+    unfinished deployments closed."""
+    if not yes:
+        click.confirm(f"Decommission device {device_id}?", abort=True, err=True)
+    Api(obj).call("DELETE", f"/devices/{device_id}")
+    click.echo(f"{device_id}: decommissioned")
+
+
 @devices.command("preauthorize")
 @click.option("--identity", "identity", multiple=True, required=True, metavar="KEY=VALUE",
               help="Identity attribute, as the device's identity script prints; repeatable.")
-@click.option("--pubkey", type=click.File("r"), required=True, help="PEM public key file.")
+@click.option("--pubkey", type=ReadableFile(), required=True, help="PEM public key file.")
 @json_option
 @click.pass_obj
 def devices_preauthorize(obj, identity, pubkey, as_json):
     identity_data = dict(item.split("=", 1) for item in identity if "=" in item)
     document = Api(obj).call("POST", "/devices",
-                             body={"identity_data": identity_data, "pubkey": pubkey.read()})
+                             body={"identity_data": identity_data,
+                                   "pubkey": _read_text(pubkey)})
     _output(document, as_json, _device_lines)
 
 
@@ -414,7 +551,16 @@ def devices_preauthorize(obj, identity, pubkey, as_json):
 def _artifact_lines(artifacts):
     for a in artifacts if isinstance(artifacts, list) else [artifacts]:
         yield (f"{a['id']}  {a['name']}  {','.join(a['device_types_compatible'])}  "
-               f"{a['size']} bytes  {a['signature']}")
+               f"{a['size']} bytes  {_signature_state(a)}")
+
+
+def _signature_state(artifact: dict) -> str:
+    if artifact["signature"] == "verified":
+        key = artifact["verified_by"]
+        return f"verified by {key['name']} (SHA-256 {key['fingerprint'][:16]}...)"
+    if artifact["signature"] == "unverified":
+        return "signed, not verified (no keys configured)"
+    return artifact["signature"]
 
 
 @cli.group()
@@ -423,7 +569,7 @@ def artifacts():
 
 
 @artifacts.command("upload")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=ReadableFile())
 @click.option("--description", default="")
 @click.option("--no-progress", is_flag=True)
 @json_option
@@ -448,14 +594,23 @@ def artifacts_list(obj, as_json):
 # -- deployments --------------------------------------------------------------------------------
 
 
-def _deployment_lines(d):
-    counts = ", ".join(f"{k} {v}" for k, v in d["statistics"].items() if v)
-    yield f"{d['id']}  {d['name']}  {d['artifact_name']}  {d['status']}  ({counts})"
+def _deployment_lines(deployments):
+    for d in deployments if isinstance(deployments, list) else [deployments]:
+        counts = ", ".join(f"{k} {v}" for k, v in d["statistics"].items() if v)
+        yield f"{d['id']}  {d['name']}  {d['artifact_name']}  {d['status']}  ({counts})"
 
 
 @cli.group()
 def deployments():
-    """Deployments: create, show, abort."""
+    """Deployments: list, create, show, abort."""
+
+
+@deployments.command("list")
+@json_option
+@click.pass_obj
+def deployments_list(obj, as_json):
+    """Deployments, newest first."""
+    _output(Api(obj).call("GET", "/deployments"), as_json, _deployment_lines)
 
 
 @deployments.command("create")

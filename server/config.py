@@ -15,6 +15,9 @@ class Config:
     DATABASE_POOL_SIZE = 5
     ARTIFACTS_DIR = "artifacts"
     ARTIFACT_STORAGE = None  # filesystem in ARTIFACTS_DIR; see server.storage for S3
+    # PEM public keys (paths; relative ones from DATA_DIR): when any is set, an upload must
+    # be signed with one of them (rotation: configure the new key beside the old one).
+    ARTIFACT_VERIFY_KEYS = []
     # Signs JWTs and download URLs; `tern-server init` keeps one in the data directory.
     SECRET_KEY = ""
     DEVICE_TOKEN_SECONDS = 7 * 24 * 3600
@@ -71,6 +74,7 @@ def data_dir_config(data_dir: str | os.PathLike) -> dict:
         "ARTIFACT_STORAGE": settings.get("artifact_storage"),
         "ACCEL_REDIRECT_PREFIX": settings.get("accel_redirect_prefix", ""),
         "FORWARDED_FOR_HOPS": settings.get("forwarded_for_hops", 0),
+        "ARTIFACT_VERIFY_KEYS": settings.get("artifact_verify_keys", []),
         "SECRET_KEY": (root / "secret.key").read_text().strip(),
         **{name: int(settings[name.lower()]) for name in ADMISSION_SETTINGS
            if name.lower() in settings},

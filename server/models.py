@@ -114,7 +114,11 @@ class Artifact(Base):
     name: Mapped[str] = mapped_column(String(255), index=True)
     device_types: Mapped[list]
     header: Mapped[dict]  # ArtifactHeader.to_dict(): provides, depends, payloads
-    signature: Mapped[str] = mapped_column(String(16))  # unsigned | verified | unverified
+    # unsigned (no manifest.sig) | unverified (signed, but the server had no verify keys) |
+    # verified (by the key named here: its configured name and public key fingerprint)
+    signature: Mapped[str] = mapped_column(String(16))
+    signature_key_name: Mapped[str | None] = mapped_column(String(1024))
+    signature_key_fingerprint: Mapped[str | None] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")

@@ -79,7 +79,14 @@ SCHEMAS = {
         "attributes": {"type": "array"}}},
     "Artifact": {"type": "object", "properties": {
         "id": STRING, "name": STRING, "device_types_compatible": STRINGS, "size": {
-            "type": "integer"}, "sha256": STRING, "signature": STRING, "info": OBJECT}},
+            "type": "integer"}, "sha256": STRING, "info": OBJECT,
+        # unverified: signed, but the server had no verify keys when it was uploaded
+        "signature": {"type": "string", "enum": ["unsigned", "unverified", "verified"]},
+        "verified_by": {"type": "object", "nullable": True, "description":
+                        "the verify key that verified the signature (null unless verified)",
+                        "properties": {"name": STRING, "fingerprint": {
+                            "type": "string", "description":
+                            "SHA-256 (hex) of the public key's DER SubjectPublicKeyInfo"}}}}},
     "Deployment": {"type": "object", "properties": {
         "id": STRING, "name": STRING, "artifact_name": STRING, "status": STRING,
         "device_count": {"type": "integer"}, "statistics": OBJECT}},

@@ -15,15 +15,22 @@ from typing import BinaryIO
 
 from flask import current_app, url_for
 from sqlalchemy import bindparam, select
+from werkzeug.exceptions import HTTPException
 
-from artifact import ArtifactError, ArtifactHeader, ArtifactReader, PayloadHeader
-from artifact.signing import load_key_file
+from artifact import (
+    ArtifactError,
+    ArtifactHeader,
+    ArtifactReader,
+    PayloadHeader,
+    SignatureError,
+)
 
 from .. import audit
 from ..errors import ApiError
 from ..extensions import db
 from ..models import Artifact, DeviceDeployment
 from ..storage import staged_upload, storage
+from .keys import TrustedKey, trusted_keys
 
 CHUNK = 1 << 20
 # What a name may not contain: path separators, parent references, control characters.
@@ -56,23 +63,26 @@ def check_name(name: str) -> None:
 
 
 def upload(stream: BinaryIO, description: str = "") -> Artifact:
-    keys = [load_key_file(p) for p in current_app.config.get("ARTIFACT_VERIFY_KEYS", [])]
+    """Store a valid artifact; with verify keys configured, only one signed by one of them."""
+    keys = trusted_keys()
     store = storage()
     with staged_upload(store) as temporary:
         tee = _Tee(stream, temporary)
         try:
-            with ArtifactReader(tee, keys) as reader:
-                check_name(reader.header.name)
-                reader.validate()
-                header, signature = reader.header, reader.signature
-        except ArtifactError as error:
-            raise ApiError(400, f"invalid artifact: {error}") from None
+            header, signature, verified_by = _validate(tee, keys)
+        except ApiError:
+            _discard_rest(stream)
+            raise
         tee.drain()
         temporary.flush()
         os.fsync(temporary.fileno())
         _refuse_duplicate(header)
         artifact = Artifact(name=header.name, device_types=header.device_types,
-                            header=header.to_dict(), signature=signature, size=tee.size,
+                            header=header.to_dict(), signature=signature,
+                            signature_key_name=verified_by.name if verified_by else None,
+                            signature_key_fingerprint=(verified_by.fingerprint if verified_by
+                                                       else None),
+                            size=tee.size,
                             sha256=tee.sha256.hexdigest(), description=description)
         db.session.add(artifact)
         db.session.flush()
@@ -80,6 +90,32 @@ def upload(stream: BinaryIO, description: str = "") -> Artifact:
         audit.record("artifact.upload", artifact.id, name=artifact.name, size=artifact.size)
         db.session.commit()
         return artifact
+
+
+def _validate(tee: _Tee, keys: list[TrustedKey]) -> tuple[ArtifactHeader, str,
+                                                          TrustedKey | None]:
+    """The artifact's header, signature state and the key that verified it."""
+    try:
+        with ArtifactReader(tee, [k.verify_key for k in keys]) as reader:
+            check_name(reader.header.name)
+            reader.validate()
+            verified_by = next((k for k in keys if k.name == reader.verified_by), None)
+            return reader.header, reader.signature, verified_by
+    except SignatureError as error:
+        raise ApiError(400, f"artifact refused: this server accepts only artifacts signed "
+                            f"with one of its verify keys: {error}") from None
+    except ArtifactError as error:
+        raise ApiError(400, f"invalid artifact: {error}") from None
+
+
+def _discard_rest(stream: BinaryIO) -> None:
+    """Read what the client is still sending, so that it gets the refusal (found as soon as
+    the artifact's head is read) rather than a connection closed under its upload."""
+    try:
+        while stream.read(CHUNK):
+            pass
+    except (HTTPException, OSError):  # over the size limit, or the client went away
+        pass
 
 
 def _refuse_duplicate(header: ArtifactHeader) -> None:
@@ -125,6 +161,9 @@ def artifact_view(artifact: Artifact) -> dict:
         "device_types_compatible": artifact.device_types,
         "description": artifact.description,
         "signature": artifact.signature,
+        "verified_by": {"name": artifact.signature_key_name,
+                        "fingerprint": artifact.signature_key_fingerprint}
+        if artifact.signature_key_fingerprint is not None else None,
         "size": artifact.size,
         "sha256": artifact.sha256,
         "created_at": artifact.created_at.isoformat(),

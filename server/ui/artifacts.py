@@ -2,12 +2,13 @@
 from flask import flash, redirect, render_template, request, url_for
 
 from ..artifacts import service as artifacts
+from ..artifacts.keys import trusted_keys
 from .blueprint import blueprint
 
 
 @blueprint.get("/artifacts")
 def artifact_list():
-    return render_template("ui/artifacts.html", artifacts=[
+    return render_template("ui/artifacts.html", verify_keys=trusted_keys(), artifacts=[
         artifacts.artifact_view(a) for a in artifacts.list_artifacts()])
 
 

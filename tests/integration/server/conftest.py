@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,17 @@ class Operator:
         output = self.run(["--server", self.url, "--token", self.token, "--ca-cert",
                            str(self.server.certificate), *args, "--json"])
         return json.loads(output)
+
+
+def tern_artifact(directory: Path, name: str, key: Path | None = None, mib: int = 0) -> Path:
+    """A single-file artifact for qemux86-64 made by the `tern-artifact` executable, signed
+    with `key` (a private key file) if given; `mib`: a payload of that size, uncompressed."""
+    payload = directory / f"{name}.txt"
+    payload.write_bytes(bytes(range(256)) * (4096 * mib) if mib else f"{name}\n".encode())
+    output = directory / f"{name}.mender"
+    subprocess.run([str(Path(sys.executable).with_name("tern-artifact")), "write",
+                    "module-image", "-T", "single-file", "-f", str(payload), "-n", name,
+                    "-t", "qemux86-64", "-o", str(output), "--no-progress",
+                    *(["--compression", "none"] if mib else []),
+                    *(["-k", str(key)] if key else [])], check=True, capture_output=True)
+    return output

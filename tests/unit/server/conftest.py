@@ -4,6 +4,8 @@ Every test that takes `app` runs twice, once per database; the schema comes from
 Alembic migrations, and the tables are emptied before each test.
 """
 import base64
+import hashlib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from artifact import ArtifactHeader
 from artifact import write_artifact as write_artifact_to
 from artifact.payloads import PayloadOptions, Software, module_image
 from server import create_app
+from server.artifacts.keys import init_app as init_artifact_keys
 from server.extensions import db
 from server.migrate import upgrade
 from server.models import Base
@@ -135,6 +138,21 @@ def write_artifact(directory: Path, name: str, device_types=("qemux86-64",), *,
     with output.open("wb") as out:
         write_artifact_to(out, header, [source], signing_key=signing_key)
     return output
+
+
+def public_key_fingerprint(path: Path) -> str:
+    """As the README tells operators to compute it: openssl's DER of the key, SHA-256."""
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(path), "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+def configure_verify_keys(app, paths: list[str], data_dir: Path | None = None) -> None:
+    """As `artifact_verify_keys` in a data directory's config.json (relative paths from it)."""
+    app.config["ARTIFACT_VERIFY_KEYS"] = paths
+    if data_dir is not None:
+        app.config["DATA_DIR"] = str(data_dir)
+    init_artifact_keys(app)
 
 
 @pytest.fixture

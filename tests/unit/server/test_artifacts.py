@@ -1,9 +1,12 @@
 """Artifact upload (streamed, validated), listing, download, deletion; device downloads."""
 import os
+import re
 
 import pytest
 
-from .conftest import write_artifact
+from server.artifacts.keys import KeyConfigError
+
+from .conftest import configure_verify_keys, public_key_fingerprint, write_artifact
 
 ARTIFACTS = "/api/management/v1/artifacts"
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -66,17 +69,78 @@ def test_duplicate_name_and_device_type_is_409_other_type_is_fine(upload, client
     assert len(client.get(ARTIFACTS, query_string={"name": "app-1.0"}, headers=admin).json) == 2
 
 
-def test_signed_artifacts_are_verified_when_keys_are_configured(client, admin, app, tmp_path,
-                                                                keys):
-    app.config["ARTIFACT_VERIFY_KEYS"] = [str(keys["ecdsa"].public_path)]
-    signed = write_artifact(tmp_path, "signed-1.0", signing_key=keys["ecdsa"].private_key)
-    response = client.post(ARTIFACTS, data=signed.read_bytes(), headers={**admin, **OCTETS})
-    assert response.status_code == 201
-    assert response.json["signature"] == "verified"
-    unsigned = write_artifact(tmp_path, "unsigned-1.0")
-    response = client.post(ARTIFACTS, data=unsigned.read_bytes(), headers={**admin, **OCTETS})
+@pytest.fixture
+def rotation(app, keys):
+    """Two verify keys, as during a rotation: the old one (RSA) and the new one (Ed25519),
+    named as config.json would, relative to the data directory."""
+    configure_verify_keys(app, ["rsa.pub", "ed25519.pub"], keys["rsa"].public_path.parent)
+
+
+def test_with_two_keys_artifacts_signed_by_either_are_stored_with_the_key(
+        client, admin, rotation, keys, tmp_path):
+    for kind, name in (("rsa", "old-1.0"), ("ed25519", "new-1.0")):
+        path = write_artifact(tmp_path, name, signing_key=keys[kind].private_key)
+        response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
+        assert response.status_code == 201, response.json
+        assert response.json["signature"] == "verified"
+        expected = {"name": f"{kind}.pub",
+                    "fingerprint": public_key_fingerprint(keys[kind].public_path)}
+        assert response.json["verified_by"] == expected
+        assert client.get(f"{ARTIFACTS}/{response.json['id']}",
+                          headers=admin).json["verified_by"] == expected
+
+
+def _tamper_manifest(data: bytes) -> bytes:
+    """One hex digit of the manifest's checksum of the payload changed: same length."""
+    at = data.index(b"  data/0000/app-1.0.txt") - 1
+    return data[:at] + (b"0" if data[at:at + 1] != b"0" else b"1") + data[at + 1:]
+
+
+def _tamper_payload(data: bytes) -> bytes:
+    return data[:-1500] + bytes([data[-1500] ^ 0xFF]) + data[-1499:]
+
+
+@pytest.mark.parametrize("case, refusal", [
+    ("unsigned", "artifact refused: this server accepts only artifacts signed with one of its "
+                 "verify keys: missing signature"),
+    ("unknown key", "signature does not verify with any key: rsa.pub: "),
+    ("tampered manifest", "signature does not verify with any key"),
+    ("tampered payload", "invalid artifact: "),
+])
+def test_with_keys_unsigned_unknown_and_tampered_artifacts_are_refused_and_nothing_is_kept(
+        client, admin, app, rotation, keys, tmp_path, case, refusal):
+    signer = {"unsigned": None, "unknown key": keys["other-rsa"].private_key}.get(
+        case, keys["rsa"].private_key)
+    data = write_artifact(tmp_path, "app-1.0", signing_key=signer).read_bytes()
+    if case == "tampered manifest":
+        data = _tamper_manifest(data)
+    elif case == "tampered payload":
+        data = _tamper_payload(data)
+    response = client.post(ARTIFACTS, data=data, headers={**admin, **OCTETS})
     assert response.status_code == 400
-    assert "signature" in response.json["error"]
+    assert set(response.json) == {"error", "request_id"}
+    assert refusal in response.json["error"]
+    assert client.get(ARTIFACTS, headers=admin).json == []
+    assert os.listdir(app.config["ARTIFACTS_DIR"]) == []  # the staged upload is gone too
+
+
+def test_without_keys_signed_is_unverified_and_unsigned_is_unsigned(upload, keys):
+    signed = upload("signed-1.0", signing_key=keys["ecdsa"].private_key)
+    assert (signed["signature"], signed["verified_by"]) == ("unverified", None)
+    unsigned = upload("unsigned-1.0")
+    assert (unsigned["signature"], unsigned["verified_by"]) == ("unsigned", None)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "artifact verify key missing.pub: cannot read "),
+    (b"not a key", "artifact verify key "),
+])
+def test_a_verify_key_that_cannot_be_used_stops_the_app(app, tmp_path, content, message):
+    key = tmp_path / "missing.pub"
+    if content is not None:
+        key.write_bytes(content)
+    with pytest.raises(KeyConfigError, match="^" + re.escape(message)):
+        configure_verify_keys(app, ["missing.pub"], tmp_path)
 
 
 def test_upload_over_the_size_limit_is_413(client, admin, app, tmp_path):

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from server.cli import cli
 from server.testing import SimulatedDevice
 
-from .conftest import write_artifact
+from .conftest import public_key_fingerprint, write_artifact
 
 
 @pytest.fixture
@@ -65,6 +65,9 @@ def test_manage_devices_artifacts_and_deployments(run, tmp_path):
     assert shown["devices"][0]["device_id"] == created["id"]
     assert json.loads(run("deployments", "abort", deployment["id"], "--json"))["status"] == \
         "aborted"
+    assert [d["id"] for d in json.loads(run("deployments", "list", "--json"))] == \
+        [deployment["id"]]
+    assert f"{deployment['id']}  first  app-1.0  aborted" in run("deployments", "list")
     assert "400: give exactly one of" in run("deployments", "create", "--name", "x",
                                              "--artifact-name", "app-1.0", ok=False)
 
@@ -130,3 +133,79 @@ def test_init_warns_when_it_cannot_make_the_data_directory_private(run, tmp_path
     output = run("init")
     assert f"warning: cannot make {tmp_path / 'data'} mode 700" in output
     assert "data directory ready" in output
+
+
+def test_decommission_asks_first_or_takes_yes(run, tmp_path):
+    device = SimulatedDevice({"mac": "old"})
+    pubkey = tmp_path / "device.pub"
+    pubkey.write_text(device.pubkey)
+    created = json.loads(run("devices", "preauthorize", "--identity", "mac=old",
+                             "--pubkey", str(pubkey), "--json"))
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "data"), "devices",
+                                      "decommission", created["id"]], input="n\n")
+    assert result.exit_code == 1 and "Aborted" in result.output
+    assert len(json.loads(run("devices", "list", "--json"))) == 1
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "data"), "devices",
+                                      "decommission", created["id"]], input="y\n")
+    assert result.exit_code == 0 and f"{created['id']}: decommissioned" in result.output
+    assert json.loads(run("devices", "list", "--json")) == []
+    assert f"404: no device {created['id']}" in run("devices", "decommission", created["id"],
+                                                     "--yes", ok=False)
+
+
+def test_artifacts_list_shows_the_signature_state_and_key(run, tmp_path, keys):
+    settings_path = tmp_path / "data" / "config.json"
+    settings = json.loads(settings_path.read_text())
+    (tmp_path / "data" / "keys").mkdir()
+    (tmp_path / "data" / "keys" / "release.pub").write_bytes(keys["rsa"].public_path.read_bytes())
+    settings_path.write_text(json.dumps({**settings, "artifact_verify_keys": ["keys/release.pub"]}))
+    run("artifacts", "upload", str(write_artifact(tmp_path, "app-1.0",
+                                                   signing_key=keys["rsa"].private_key)))
+    fingerprint = public_key_fingerprint(keys["rsa"].public_path)
+    assert f"verified by keys/release.pub (SHA-256 {fingerprint[:16]}...)" in \
+        run("artifacts", "list")
+    refused = run("artifacts", "upload", str(write_artifact(tmp_path, "app-2.0")), ok=False)
+    assert "400: artifact refused: this server accepts only artifacts signed" in refused
+
+    settings_path.write_text(json.dumps(settings))
+    run("artifacts", "upload", str(write_artifact(tmp_path, "app-3.0",
+                                                   signing_key=keys["rsa"].private_key)))
+    run("artifacts", "upload", str(write_artifact(tmp_path, "app-4.0")))
+    listed = run("artifacts", "list")
+    assert "app-3.0  qemux86-64" in listed and "signed, not verified (no keys configured)" in listed
+    assert listed.rstrip().endswith("unsigned")
+
+
+@pytest.mark.parametrize("args", [
+    ["artifacts", "upload", "missing.mender"],
+    ["devices", "preauthorize", "--identity", "mac=x", "--pubkey", "missing.pub"],
+    ["--ca-cert", "missing.crt", "devices", "list"],
+])
+def test_a_bad_file_path_is_one_line(run, args):
+    output = run(*args, ok=False)
+    assert output.count("\n") == 1 and output.startswith("Error: ") and "missing." in output
+
+
+@pytest.mark.parametrize("settings, message", [
+    ('{"artifact_verify_keys": ["keys/nope.pub"]}', "config.json: artifact verify key "
+                                                    "keys/nope.pub: cannot read "),
+    ("{not json", "config.json: Expecting property name"),
+    ('{"database_url": "postgresql+psycopg://tern@127.0.0.1:1/tern"}',
+     "database postgresql+psycopg://tern@127.0.0.1:1/tern: connection failed: "),
+])
+def test_a_bad_data_directory_is_one_line(run, tmp_path, settings, message):
+    (tmp_path / "data" / "config.json").write_text(settings)
+    output = run("artifacts", "list", ok=False)
+    assert output.count("\n") == 1 and output.startswith("Error: ") and message in output
+
+
+@pytest.mark.parametrize("data_dir, options, message", [
+    ("/proc/no-such-dir", [], "Error: cannot create /proc/no-such-dir: No such file"),
+    ("{tmp}/pg", ["--database-url", "postgresql+psycopg://tern:secret@127.0.0.1:1/tern"],
+     "Error: database postgresql+psycopg://tern:***@127.0.0.1:1/tern: connection failed: "),
+])
+def test_init_failures_are_one_line(tmp_path, data_dir, options, message):
+    result = CliRunner().invoke(cli, ["--data-dir", data_dir.format(tmp=tmp_path), "init",
+                                      *options])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and result.output.startswith(message)

@@ -6,7 +6,7 @@ import pytest
 
 from server.testing import SimulatedDevice
 
-from .conftest import PASSWORD, write_artifact
+from .conftest import PASSWORD, configure_verify_keys, public_key_fingerprint, write_artifact
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -204,7 +204,7 @@ def test_device_page_shows_inventory_and_sets_and_clears_the_group(browser, flee
 
 
 def test_artifact_upload_details_and_delete(browser, tmp_path, keys, app):
-    app.config["ARTIFACT_VERIFY_KEYS"] = [str(keys["ecdsa"].public_path)]
+    configure_verify_keys(app, ["ecdsa.pub"], keys["ecdsa"].public_path.parent)
     path = write_artifact(tmp_path, "app-2.0", depends={"artifact_name": ["app-1.0"]},
                           signing_key=keys["ecdsa"].private_key)
     token = csrf_token(browser, "/artifacts")
@@ -213,14 +213,28 @@ def test_artifact_upload_details_and_delete(browser, tmp_path, keys, app):
                                      "Content-Type": "application/octet-stream"})
     assert response.status_code == 201, response.json
     html = page(browser.get(response.json["url"]))
-    for expected in ("app-2.0", "verified", "single-file", "nightly", "qemux86-64",
+    fingerprint = public_key_fingerprint(keys["ecdsa"].public_path)
+    for expected in ("app-2.0", "verified by ecdsa.pub", fingerprint, "single-file",
+                     "nightly", "qemux86-64",
                      "artifact_name: app-1.0", "rootfs-image.single-file.version: app-2.0",
                      str(path.stat().st_size)):
         assert expected in html, expected
-    assert "app-2.0" in page(browser.get("/artifacts"))
+    html = page(browser.get("/artifacts"))
+    assert "app-2.0" in html and "verified by ecdsa.pub" in html
+    assert "Uploads must be signed with one of these keys" in html and fingerprint in html
     assert post(browser, f"/artifacts/{response.json['id']}/delete").status_code == 303
     html = page(browser.get("/artifacts"))
     assert "Artifact app-2.0 deleted." in html and "No artifacts yet." in html
+
+
+def test_artifact_pages_tell_unsigned_from_signed_but_unverified(browser, upload, keys):
+    upload("plain-1.0")
+    upload("signed-1.0", signing_key=keys["rsa"].private_key)
+    html = page(browser.get("/artifacts"))
+    assert "No verify keys are configured" in html
+    assert re.search(r"plain-1.0</a>.*?<span class=\"signature unsigned\">unsigned</span>",
+                     html, re.S)
+    assert re.search(r"signed-1.0</a>.*?signed, not verified \(no keys configured\)", html, re.S)
 
 
 def test_a_bad_upload_is_a_json_400_for_the_page_script(browser):
