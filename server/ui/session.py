@@ -21,8 +21,9 @@ def login_submit():
                             request.remote_addr or "")
     except ApiError as error:
         flash(error.message, "error")
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
         return (render_template("ui/login.html", email=email, next=next_page), error.status,
-                error.headers)
+                headers)
     session.clear()  # a fresh session (and CSRF token) for the logged-in user
     session["token"] = token
     return redirect(safe_next(next_page, url_for("ui.overview")), 303)
