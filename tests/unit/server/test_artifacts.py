@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from .conftest import write_artifact
+from testkit.artifacts import single_file_artifact
 
 ARTIFACTS = "/api/management/v1/artifacts"
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -26,7 +26,7 @@ def test_upload_list_show_download_delete(client, admin, upload, app, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
 def test_invalid_artifact_is_refused_and_nothing_is_kept(client, admin, app, tmp_path, damage):
-    data = bytearray(write_artifact(tmp_path, "bad-1.0").read_bytes())
+    data = bytearray(single_file_artifact(tmp_path, "bad-1.0").read_bytes())
     if damage == "truncate":
         data = data[:len(data) // 2]
     elif damage == "flip":
@@ -42,7 +42,7 @@ def test_invalid_artifact_is_refused_and_nothing_is_kept(client, admin, app, tmp
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "a/b", "..", "back\\slash", "nl\nname"])
 def test_path_tricks_in_artifact_names_are_refused(client, admin, tmp_path, app, name):
-    path = write_artifact(tmp_path, name, stem="tricky")
+    path = single_file_artifact(tmp_path, name, stem="tricky")
     response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
     assert response.status_code == 400
     assert "path or control character" in response.json["error"]
@@ -59,7 +59,7 @@ def test_path_tricks_in_artifact_ids_find_nothing(client, admin, upload):
 def test_duplicate_name_and_device_type_is_409_other_type_is_fine(upload, client, admin,
                                                                  tmp_path):
     upload("app-1.0", ("qemux86-64",))
-    path = write_artifact(tmp_path, "app-1.0", ("qemux86-64", "other"))
+    path = single_file_artifact(tmp_path, "app-1.0", ("qemux86-64", "other"))
     response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
     assert response.status_code == 409
     upload("app-1.0", ("raspberrypi4",))
@@ -69,11 +69,11 @@ def test_duplicate_name_and_device_type_is_409_other_type_is_fine(upload, client
 def test_signed_artifacts_are_verified_when_keys_are_configured(client, admin, app, tmp_path,
                                                                 keys):
     app.config["ARTIFACT_VERIFY_KEYS"] = [str(keys["ecdsa"].public_path)]
-    signed = write_artifact(tmp_path, "signed-1.0", signing_key=keys["ecdsa"].private_key)
+    signed = single_file_artifact(tmp_path, "signed-1.0", signing_key=keys["ecdsa"].private_key)
     response = client.post(ARTIFACTS, data=signed.read_bytes(), headers={**admin, **OCTETS})
     assert response.status_code == 201
     assert response.json["signature"] == "verified"
-    unsigned = write_artifact(tmp_path, "unsigned-1.0")
+    unsigned = single_file_artifact(tmp_path, "unsigned-1.0")
     response = client.post(ARTIFACTS, data=unsigned.read_bytes(), headers={**admin, **OCTETS})
     assert response.status_code == 400
     assert "signature" in response.json["error"]
@@ -81,7 +81,7 @@ def test_signed_artifacts_are_verified_when_keys_are_configured(client, admin, a
 
 def test_upload_over_the_size_limit_is_413(client, admin, app, tmp_path):
     app.config["MAX_ARTIFACT_BYTES"] = 2048
-    path = write_artifact(tmp_path, "big-1.0")
+    path = single_file_artifact(tmp_path, "big-1.0")
     response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
     assert response.status_code == 413
 

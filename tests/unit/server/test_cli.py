@@ -5,9 +5,8 @@ import pytest
 from click.testing import CliRunner
 
 from server.cli import cli
-from server.testing import SimulatedDevice
-
-from .conftest import write_artifact
+from testkit.artifacts import single_file_artifact
+from testkit.devices import SimulatedDevice
 
 
 @pytest.fixture
@@ -52,7 +51,7 @@ def test_manage_devices_artifacts_and_deployments(run, tmp_path):
     assert json.loads(run("devices", "reject", created["id"], "--json"))["status"] == "rejected"
     assert json.loads(run("devices", "accept", created["id"], "--json"))["status"] == "accepted"
 
-    artifact = write_artifact(tmp_path, "app-1.0")
+    artifact = single_file_artifact(tmp_path, "app-1.0")
     uploaded = json.loads(run("artifacts", "upload", str(artifact), "--json"))
     assert uploaded["name"] == "app-1.0" and uploaded["size"] == artifact.stat().st_size
     assert "app-1.0" in run("artifacts", "list")

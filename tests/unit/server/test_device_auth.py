@@ -6,7 +6,7 @@ import time
 import jwt
 import pytest
 
-from server.testing import SimulatedDevice
+from testkit.devices import SimulatedDevice
 
 AUTH = "/api/devices/v1/authentication/auth_requests"
 DEVICES = "/api/management/v1/devices"
