@@ -6,10 +6,9 @@ effect on the next request, before the expiry in the JWT.
 import base64
 import hmac
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 
 import jwt
@@ -35,7 +34,7 @@ class Principal:
 
 def issue_token(kind: str, subject: str, seconds: int,
                 name: str | None = None) -> tuple[str, Token]:
-    now = utcnow()
+    now = datetime.fromtimestamp(current_app.config["CLOCK"](), UTC)
     # Forget the subject's expired tokens, so that a device re-authenticating for years
     # leaves only its live ones.
     db.session.query(Token).filter(Token.subject == subject, Token.expires_at < now).delete(
@@ -88,7 +87,7 @@ def _claims(token: str) -> dict:
             signature.encode(), base64.urlsafe_b64encode(mac).rstrip(b"=")):
         raise ApiError(401, "invalid token")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    if claims["exp"] <= time.time():
+    if claims["exp"] <= current_app.config["CLOCK"]():
         raise ApiError(401, "token expired")
     return claims
 
