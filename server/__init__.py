@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from flask import Flask
 
 from .config import Config
+from .database import db
 from .errors import register_error_handlers
-from .extensions import db
 from .storage import init_app as init_storage
 
 

@@ -15,8 +15,8 @@ import jwt
 from flask import current_app, g, request
 from sqlalchemy import ColumnElement, Select, bindparam, select
 
+from .database import db
 from .errors import ApiError
-from .extensions import db
 from .models import Device, Token, User, utcnow
 
 ISSUER = "tern"
@@ -60,9 +60,10 @@ def _token_query(subject, *columns):
             .where(Token.id == bindparam("jti")))
 
 
-def device_token_query(also: ColumnElement) -> Select:
-    """A device token's lookup with one more column, `also`, correlated to the device."""
-    return _token_query(Device, Device.status, also.label("also"))
+def device_token_query(has_open_deployment: ColumnElement) -> Select:
+    """A device token's lookup that also answers whether the device has an open deployment
+    (`has_open_deployment`, a boolean column correlated to the device)."""
+    return _token_query(Device, Device.status, has_open_deployment.label("has_open_deployment"))
 
 
 # Built once: these run on every request, a device's poll included.
@@ -118,7 +119,7 @@ def authenticate_token(token: str, kinds: tuple[str, ...],
             raise ApiError(401, "user no longer exists")
         name = found.email
     if device:
-        g.also = getattr(found, "also", None)
+        g.has_open_deployment = getattr(found, "has_open_deployment", None)
     return Principal(found.kind, found.subject, claims["jti"], name)
 
 
@@ -132,13 +133,15 @@ def _requires(kinds: tuple[str, ...], device_query=_DEVICE_TOKEN) -> Callable:
     return decorator
 
 
-def device_required(view: Callable | None = None, *, also: ColumnElement | None = None):
-    """Require a device token: `@device_required`, or `@device_required(also=column)` to
-    fetch one more column, correlated to the device, in the token's own lookup, into
-    `g.also`. A poll asks "anything to do?" that way: one round trip with its token check."""
+def device_required(view: Callable | None = None, *,
+                    has_open_deployment: ColumnElement | None = None):
+    """Require a device token: `@device_required`, or
+    `@device_required(has_open_deployment=column)` to learn in the token's own lookup
+    whether the device has an open deployment, into `g.has_open_deployment`. A poll asks
+    "anything to do?" that way: one round trip with its token check."""
     if view is not None:
         return _requires((DEVICE,))(view)
-    return _requires((DEVICE,), device_token_query(also))
+    return _requires((DEVICE,), device_token_query(has_open_deployment))
 
 
 user_required = _requires((USER, API, LOCAL))

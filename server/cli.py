@@ -156,7 +156,7 @@ class Api:
     def _local_client(data_dir: Path):
         from . import create_app
         from .auth import LOCAL, issue_token
-        from .extensions import db
+        from .database import db
 
         app = create_app(_data_dir_config(data_dir))
         with app.app_context():

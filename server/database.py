@@ -3,8 +3,9 @@
 Beside the session, `db.read_one` runs the token check of every request (a device's poll
 included) in autocommit on the driver's own connection: no ORM session, no BEGIN and
 ROLLBACK round trips, no SQLAlchemy execution and result objects, which together cost a poll
-more than the query itself (on PostgreSQL not even psycopg's cursor: see
-`server.postgres`, imported for PostgreSQL only). It reads committed rows only: a request reads there before it writes.
+more than the query itself (on PostgreSQL not even psycopg's cursor: see `server.postgres`,
+imported for PostgreSQL only). It reads committed rows only: a request reads there before it
+writes.
 """
 import functools
 from collections import namedtuple

@@ -21,8 +21,8 @@ from artifact import ArtifactError, ArtifactHeader, ArtifactReader, PayloadHeade
 from artifact.signing import load_key_file
 
 from .. import audit
+from ..database import db
 from ..errors import ApiError
-from ..extensions import db
 from ..models import Artifact, DeviceDeployment
 from ..storage import storage
 

@@ -9,8 +9,8 @@ from flask import current_app
 
 from .. import audit
 from ..auth import API, USER, issue_token
+from ..database import db
 from ..errors import ApiError
-from ..extensions import db
 from ..models import Token, User, utcnow
 
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")

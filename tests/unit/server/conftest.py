@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from server import create_app
-from server.extensions import db
+from server.database import db
 from server.migrate import upgrade
 from server.models import Base
 from testkit.artifacts import single_file_artifact

@@ -194,7 +194,7 @@ def test_decommission_forgets_the_device(fleet, client, admin):
 
 
 def test_expired_tokens_are_forgotten_when_a_new_one_is_issued(fleet, app):
-    from server.extensions import db
+    from server.database import db
     from server.models import Token
 
     device = fleet.accepted()
