@@ -27,12 +27,13 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-## venv: a virtual environment with Tern and its test tools, editable
+## venv: a virtual environment with Tern and its test tools, editable, at the versions
+## pinned in constraints.txt
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 test: deps venv image
@@ -58,20 +59,20 @@ demo-artifact: deps venv
 ## bench: every benchmark, each beside its baseline (over an hour: 1,000,000 devices are
 ## seeded and 10,000 simulated devices updated; see BENCHMARKS.md for each one's command)
 bench: deps venv image
-	$(PY) bench/artifact.py
-	$(SUDO) $(PY) bench/install.py
-	$(PY) bench/server.py
-	$(PY) bench/polls.py
-	$(PY) bench/download.py
-	$(PY) bench/resume.py
-	$(PY) bench/boot.py
-	$(PY) bench/fleet.py
-	$(PY) bench/ota.py
+	$(PY) -m bench.artifact
+	$(SUDO) $(PY) -m bench.install
+	$(PY) -m bench.server
+	$(PY) -m bench.polls
+	$(PY) -m bench.download
+	$(PY) -m bench.resume
+	$(PY) -m bench.boot
+	$(PY) -m bench.fleet
+	$(PY) -m bench.ota
 
 ## campaign: power cuts during OTA updates (make campaign N=200: about a minute a cut); RELIABILITY.md
 .PHONY: campaign
 campaign: deps venv image
-	$(PY) -m qemu.campaign --cuts $(or $(N),200)
+	$(PY) -m testkit.campaign --cuts $(or $(N),200)
 
 ## image: the emulated device's disk and release images in build/images (cached)
 image: deps venv

@@ -123,8 +123,9 @@ def write_module_image(ctx, payload_type, paths, meta_data, **options):
 @click.option("-k", "--key", "keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Public key (PKIX PEM) to verify with; repeat for several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the artifact as JSON.")
-@click.option("--no-progress", is_flag=True)
-def read(artifact, keys, as_json, no_progress):
+@click.option("--no-progress", is_flag=True, expose_value=False,
+              help="Accepted as mender-artifact's, for scripts; read draws no progress bar.")
+def read(artifact, keys, as_json):
     """Print an artifact's header, payloads and signature status (verifying checksums)."""
     verify_keys = [signing.load_key_file(k) for k in keys]
     with _artifact_errors(), open(artifact, "rb") as stream, \

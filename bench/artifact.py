@@ -7,7 +7,7 @@ mender-artifact) with each. Prints wall time and max RSS (median of --repeat
 runs) and the Tern/mender ratio; --rss-image-mib adds a large image for the
 memory ceiling.
 
-    python bench/artifact.py [--size-mib 256] [--repeat 3] [--rss-image-mib 1024]
+    python -m bench.artifact [--size-mib 256] [--repeat 3] [--rss-image-mib 1024]
 """
 import argparse
 import os

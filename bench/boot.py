@@ -1,6 +1,6 @@
 """Emulated device timings: boot to shell, update reboot, rollback cycle, two devices at once.
 
-    .venv/bin/python bench/boot.py [--runs N]
+    .venv/bin/python -m bench.boot [--runs N]
 
 Builds the image if needed (images/build.py), runs real QEMU devices one or two
 at a time, and prints a Markdown table for BENCHMARKS.md.
@@ -14,11 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from qemu.device import Device, make_overlay
+from qemu.guest import install_to_b
 
-from qemu.device import Device, make_overlay  # noqa: E402
-from qemu.guest import install_to_b  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 IMAGES = ROOT / "build" / "images"
 

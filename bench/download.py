@@ -2,7 +2,7 @@
 """Artifact download throughput: 1 and 100 concurrent clients fetching the same artifact over
 HTTPS, from Tern as deployed and from nginx serving the same file, in one run.
 
-    python bench/download.py [--size-mib 16] [--duration 10] [--rounds 3] [--workers 2]
+    python -m bench.download [--size-mib 16] [--duration 10] [--rounds 3] [--workers 2]
 
 Rows, each with the device's signed download link and the same certificate:
 - nginx: the artifact file as a static file (the ceiling);
@@ -21,15 +21,14 @@ import tempfile
 from pathlib import Path
 from statistics import median
 
+from bench import wrk
+from bench.wrk import NGINX_HEAD, TEMP_PATHS
+from server import create_app
+from server.config import data_dir_config
+from testkit import free_port
+from testkit.live_server import LiveServer
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import wrk  # noqa: E402
-from wrk import NGINX_HEAD, TEMP_PATHS  # noqa: E402
-
-from server import create_app  # noqa: E402
-from server.config import data_dir_config  # noqa: E402
-from server.testing import LiveServer, free_port  # noqa: E402
 
 ACCEL_PREFIX = "/_artifacts/"
 

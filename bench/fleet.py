@@ -2,7 +2,7 @@
 """Benchmark one deployment to many simulated devices: `tern-fleet` (each device the real
 updater, payload verified and discarded) against `tern-server serve` (gunicorn, HTTPS).
 
-    python bench/fleet.py [--devices 10000] [--workers 2] [--database sqlite|postgresql]
+    python -m bench.fleet [--devices 10000] [--workers 2] [--database sqlite|postgresql]
                           [--poll-interval 300] [--fleet-threads 32]
 
 The devices are preauthorized, boot spread over one poll interval, and are deployed to
@@ -24,14 +24,15 @@ import threading
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from fleet.artifacts import write_rootfs_artifact
+from testkit.admin import ServerAdmin
+from testkit.live_server import LiveServer
+from testkit.postgres import PostgresServer
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
-
-from fleet.artifacts import write_rootfs_artifact  # noqa: E402
-from server.testing import LiveServer, PostgresServer, ServerAdmin  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -2,7 +2,7 @@
 `mender install` (Debian's mender-client 3.4) and `dd` of the raw payload, same machine,
 same run, alternating. Prints a Markdown table of median wall time, max RSS and ratios.
 
-    sudo .venv/bin/python bench/install.py [--size-mib 256] [--repeat 3]
+    sudo .venv/bin/python -m bench.install [--size-mib 256] [--repeat 3]
 
 Both clients install the same artifact (made by Debian's mender-artifact) into the same
 loop device, from the "booted" slot A, with a U-Boot environment in a plain file. The
@@ -22,10 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from updater.bootloader.uboot import EnvCopy, UBootEnv
 
-from updater.bootloader.uboot import EnvCopy, UBootEnv  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TERN = Path(sys.executable).with_name("tern-updater")
 # What the device runs: Debian's python3 with python3-cryptography, without isal.

@@ -1,7 +1,7 @@
 """Over-the-air update, end to end: deployment creation to success on one emulated device,
 and its parts, beside a baseline on the same device and machine.
 
-    .venv/bin/python bench/ota.py [--runs N]
+    .venv/bin/python -m bench.ota [--runs N]
 
 tern-server (HTTPS, SQLite) on the host; one QEMU device (TCG) running `tern-updater
 daemon` with console markers; deployments alternate release-2 / release-1 (each writes
@@ -24,12 +24,13 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from qemu.device import Device, make_overlay
+from testkit import wait_for
+from testkit.admin import ServerAdmin
+from testkit.campaign import Campaign
+from testkit.live_server import LiveServer
 
-from qemu.campaign import Campaign  # noqa: E402
-from qemu.device import Device, make_overlay  # noqa: E402
-from server.testing import LiveServer, ServerAdmin, wait_for  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 IMAGES = ROOT / "build" / "images"
 # What the console shows of a successful deployment, in order.

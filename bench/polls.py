@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sustained device polls against a fleet of 1,000,000 devices, over HTTPS as deployed.
 
-    python bench/polls.py [--devices 1000000] [--sample 10000] [--duration 20]
+    python -m bench.polls [--devices 1000000] [--sample 10000] [--duration 20]
                           [--rounds 3] [--connections 32] [--workers 2] [--threads 4]
 
 PostgreSQL (a throwaway cluster) is seeded in bulk with COPY: N accepted devices, each with
@@ -31,14 +31,13 @@ from statistics import median
 import jwt
 import psycopg
 
+from bench.wrk import run_as_devices, start_nginx_204, stop_nginx
+from server.config import new_secret
+from server.devices.service import identity_hash
+from testkit.live_server import LiveServer
+from testkit.postgres import PostgresServer
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from wrk import run_as_devices, start_nginx_204, stop_nginx  # noqa: E402
-
-from server.config import new_secret  # noqa: E402
-from server.devices.service import identity_hash  # noqa: E402
-from server.testing import LiveServer, PostgresServer  # noqa: E402
 
 DEVICE_TYPE = "qemux86-64"
 NEXT_V1 = f"/api/devices/v1/deployments/device/deployments/next?artifact_name=release-1" \

@@ -3,7 +3,7 @@ served over loopback HTTP (werkzeug, Range support as the server's `send_file`),
 1 MiB chunks and hashed (as the artifact reader does), directly and through the fault
 proxy, without faults and with a connection reset every `--reset-every` MiB.
 
-    .venv/bin/python bench/resume.py [--size-mib 256] [--repeat 3]
+    .venv/bin/python -m bench.resume [--size-mib 256] [--repeat 3]
 """
 import argparse
 import hashlib
@@ -14,17 +14,14 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
 import requests
 from werkzeug.serving import make_server
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from server.faultproxy import FaultProxy  # noqa: E402
-from updater.download import ResumableDownload  # noqa: E402
+from testkit.faultproxy import FaultProxy
+from updater.download import ResumableDownload
 
 CHUNK = 1 << 20
 

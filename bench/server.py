@@ -3,7 +3,7 @@
 beside a hello-world endpoint (`/api/health`) of the same server and nginx answering 204,
 all over HTTPS on loopback, in one run, with wrk as the load generator.
 
-    python bench/server.py [--devices 100] [--duration 10] [--connections 16]
+    python -m bench.server [--devices 100] [--duration 10] [--connections 16]
                            [--workers 2] [--database sqlite|postgresql]
 
 Rows: nginx 204 (the ceiling of this machine and TLS setup); /api/health (Flask +
@@ -19,15 +19,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.wrk import run_as_devices, start_nginx_204, stop_nginx
+from server import create_app
+from server.config import data_dir_config
+from server.devices import service as devices
+from testkit.devices import SimulatedDevice
+from testkit.live_server import LiveServer
+from testkit.postgres import PostgresServer
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from wrk import run_as_devices, start_nginx_204, stop_nginx  # noqa: E402
-
-from server import create_app  # noqa: E402
-from server.config import data_dir_config  # noqa: E402
-from server.devices import service as devices  # noqa: E402
-from server.testing import LiveServer, PostgresServer, SimulatedDevice  # noqa: E402
 
 NEXT = "/api/devices/v2/deployments/device/deployments/next"
 PROVIDES = {"device_provides": {"device_type": "qemux86-64", "artifact_name": "release-0"},

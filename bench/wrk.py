@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from server.testing import free_port
+from testkit import free_port
 
 DONE = """
 done = function(summary, latency, requests)

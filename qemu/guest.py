@@ -1,5 +1,6 @@
 """What tests do in a device's shell: read and write the boot environment, install to B,
-point the updater daemon at a server and enroll the device there."""
+point the updater daemon at a server (enrolling it there, with the server's admin:
+testkit.enroll)."""
 import base64
 import re
 
@@ -72,29 +73,3 @@ def configure_daemon(device, server_url: str, certificate: bytes, poll_interval:
 def start_daemon(device) -> None:
     device.run_check("tern-updater --config /data/tern/updater.toml daemon "
                      ">>/data/tern/updater.log 2>&1 </dev/null &")
-
-
-def enroll(admin, device, port: int, settings: dict | None = None,
-           timeout: float = 300) -> str:
-    """Boot the device and start the daemon, talking to 10.0.2.2:`port` (the server, or a
-    proxy in front of it) with `settings` added to its configuration; accept the device
-    as `admin` (server.testing's ServerAdmin) and wait for an inventory that names the
-    release it runs. Returns its id on the server.
-
-    `timeout` for each wait: under emulation on a loaded host, the daemon's first start
-    (Python, the device key, TLS) can take minutes."""
-    # Only here: importing server.testing loads the server package (0.7 s), which
-    # tern-qemu's commands, importing this module, never need.
-    from server.testing import wait_for
-
-    device.transition("shell")
-    running = release(device)
-    configure_daemon(device, f"https://10.0.2.2:{port}", admin.live.certificate.read_bytes())
-    if settings:
-        lines = "\\n".join(f"{key} = {value}" for key, value in settings.items())
-        device.run_check(f"printf '{lines}\\n' >> /data/tern/updater.toml && sync")
-    start_daemon(device)
-    device_id = admin.accept({"mac": QEMU_MAC}, timeout)
-    wait_for(lambda: admin.attributes(device_id).get("artifact_name") == running,
-             timeout=timeout, what="the inventory")
-    return device_id

@@ -12,13 +12,13 @@ import threading
 import time
 from pathlib import Path
 
+from qemu.device import Device, make_overlay
+from qemu.guest import QEMU_MAC, release
+from testkit.admin import ServerAdmin
+from testkit.enroll import enroll
+from testkit.live_server import LiveServer
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from qemu.device import Device, make_overlay  # noqa: E402
-from qemu.guest import QEMU_MAC, enroll, release  # noqa: E402
-from server.testing import LiveServer, ServerAdmin  # noqa: E402
-
 IMAGES = ROOT / "build" / "images"
 LOGS = ROOT / "build" / "demo"
 

@@ -10,8 +10,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .artifacts.keys import init_app as init_artifact_keys
 from .config import Config
+from .database import db
 from .errors import register_error_handlers
-from .extensions import db
 from .storage import init_app as init_storage
 
 

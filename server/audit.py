@@ -1,7 +1,7 @@
 """The audit log: one row per management action, written in the same transaction."""
 from flask import g
 
-from .extensions import db
+from .database import db
 from .models import AuditEntry
 
 

@@ -10,18 +10,17 @@ on every request: demoting a user narrows its tokens at once.
 import base64
 import hmac
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 
 import jwt
 from flask import current_app, g, request
 from sqlalchemy import ColumnElement, Select, bindparam, or_, select
 
+from .database import db
 from .errors import ApiError
-from .extensions import db
 from .models import Device, Token, User, utcnow
 
 ISSUER = "tern"
@@ -52,7 +51,7 @@ class Principal:
 
 def issue_token(kind: str, subject: str, seconds: int, name: str | None = None,
                 auth_set_id: str | None = None) -> tuple[str, Token]:
-    now = utcnow()
+    now = datetime.fromtimestamp(current_app.config["CLOCK"](), UTC)
     # Forget the subject's expired tokens, so that a device re-authenticating for years
     # leaves only its live ones.
     db.session.query(Token).filter(Token.subject == subject, Token.expires_at < now).delete(
@@ -82,9 +81,10 @@ def _token_query(subject, *columns):
             .where(Token.id == bindparam("jti")))
 
 
-def device_token_query(also: ColumnElement) -> Select:
-    """A device token's lookup with one more column, `also`, correlated to the device."""
-    return _token_query(Device, Device.status, also.label("also"))
+def device_token_query(has_open_deployment: ColumnElement) -> Select:
+    """A device token's lookup that also answers whether the device has an open deployment
+    (`has_open_deployment`, a boolean column correlated to the device)."""
+    return _token_query(Device, Device.status, has_open_deployment.label("has_open_deployment"))
 
 
 # Built once: these run on every request, a device's poll included.
@@ -109,7 +109,7 @@ def _claims(token: str) -> dict:
             signature.encode(), base64.urlsafe_b64encode(mac).rstrip(b"=")):
         raise ApiError(401, "invalid token")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    if claims["exp"] <= time.time():
+    if claims["exp"] <= current_app.config["CLOCK"]():
         raise ApiError(401, "token expired")
     return claims
 
@@ -142,7 +142,7 @@ def authenticate_token(token: str, kinds: tuple[str, ...],
         role = found.role if found.scope is None or within(found.role, found.scope) \
             else found.scope
     if device:
-        g.also = getattr(found, "also", None)
+        g.has_open_deployment = getattr(found, "has_open_deployment", None)
     return Principal(found.kind, found.subject, claims["jti"], name, role)
 
 
@@ -175,13 +175,15 @@ def _requires(kinds: tuple[str, ...], device_query=_DEVICE_TOKEN,
     return decorator
 
 
-def device_required(view: Callable | None = None, *, also: ColumnElement | None = None):
-    """Require a device token: `@device_required`, or `@device_required(also=column)` to
-    fetch one more column, correlated to the device, in the token's own lookup, into
-    `g.also`. A poll asks "anything to do?" that way: one round trip with its token check."""
+def device_required(view: Callable | None = None, *,
+                    has_open_deployment: ColumnElement | None = None):
+    """Require a device token: `@device_required`, or
+    `@device_required(has_open_deployment=column)` to learn in the token's own lookup
+    whether the device has an open deployment, into `g.has_open_deployment`. A poll asks
+    "anything to do?" that way: one round trip with its token check."""
     if view is not None:
         return _requires((DEVICE,))(view)
-    return _requires((DEVICE,), device_token_query(also))
+    return _requires((DEVICE,), device_token_query(has_open_deployment))
 
 
 def user_required(view: Callable | None = None, *, minimum: str | None = None):

@@ -238,7 +238,7 @@ class Api:
 
         from . import create_app
         from .auth import LOCAL, issue_token
-        from .extensions import db
+        from .database import db
 
         app = create_app(_data_dir_config(data_dir))
         try:

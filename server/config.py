@@ -2,6 +2,7 @@
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 MIB = 1 << 20
@@ -21,6 +22,9 @@ class Config:
     # Signs JWTs and download URLs; `tern-server init` keeps one in the data directory.
     SECRET_KEY = ""
     DEVICE_TOKEN_SECONDS = 7 * 24 * 3600
+    # Seconds since the epoch, for issuing tokens and checking their expiry: tests set one
+    # that they move forward instead of sleeping until a token expires.
+    CLOCK = time.time
     USER_TOKEN_SECONDS = 12 * 3600
     DOWNLOAD_URL_SECONDS = 24 * 3600
     # Behind nginx: answer a checked download link with `X-Accel-Redirect: <prefix><id>` and

@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import case, func, select
 
 from .auth import DEVICE, METRICS, user_required
-from .extensions import db
+from .database import db
 from .models import Deployment, Device, DeviceDeployment
 
 POLLS = Counter("tern_device_polls", "Deployment `next` requests from devices")

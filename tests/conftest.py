@@ -1,11 +1,20 @@
-"""Suite-wide rules.
+"""Suite-wide rules and the fixtures several directories share: signing keys, artifact files,
+a throwaway PostgreSQL cluster (one per run).
 
 In CI (CI=true) a skipped test fails the run: everything a test needs is
 installed and started by .ci/run, so a skip there means something is missing.
 """
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from testkit.artifacts import build_artifact
+from testkit.host_device import payload_bytes
+from testkit.postgres import PostgresServer
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -17,15 +26,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(f"CI: {len(skipped)} test(s) skipped; a skip counts as a failure here",
                             red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-# -- artifacts: signing keys and a small artifact factory shared by unit and integration tests --
-
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
 
 
 @dataclass
@@ -63,3 +63,32 @@ def keys(tmp_path_factory) -> dict[str, KeyPair]:
     pairs["other-rsa"] = _write_key_pair(
         directory, "other-rsa", rsa.generate_private_key(public_exponent=65537, key_size=3072))
     return pairs
+
+
+@pytest.fixture
+def make_artifact(tmp_path):
+    """Write an artifact file with the library (testkit.artifacts.build_artifact) and return
+    its path; one file makes a rootfs-image unless module_type is given."""
+    counter = iter(range(1_000_000))
+
+    def make(files=None, *, name="release-2", device_types=("qemu-arm64",), key=None,
+             module_type=None, scripts=None, depends=None, artifact_depends=None,
+             compression="gzip") -> Path:
+        data = build_artifact(
+            {"rootfs.ext4": payload_bytes(name)} if files is None else files, name=name,
+            device_types=device_types, module_type=module_type, depends=depends,
+            artifact_depends=artifact_depends, scripts=scripts, compression=compression,
+            signing_key=key.private_key if key else None)
+        path = tmp_path / f"{name}-{next(counter)}.mender"
+        path.write_bytes(data)
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """A PostgreSQL cluster for the whole run; each user creates its own databases."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()

@@ -26,8 +26,8 @@ from artifact import (
 )
 
 from .. import audit
+from ..database import db
 from ..errors import ApiError
-from ..extensions import db
 from ..models import Artifact, DeviceDeployment
 from ..storage import staged_upload, storage
 from .keys import TrustedKey, trusted_keys

@@ -8,6 +8,7 @@ compatible artifact, is finished right there (`already-installed`, `noartifact`)
 and never sees the deployment.
 """
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import exists
 
@@ -16,25 +17,48 @@ from artifact.provides import check_compatible
 
 from .. import audit
 from ..artifacts import service as artifacts
+from ..database import db
 from ..devices.service import ACCEPTED
 from ..errors import ApiError
-from ..extensions import db
 from ..models import Artifact, Deployment, Device, DeviceDeployment, utcnow
 
-PENDING = "pending"
-REPORTED = ("downloading", "pause_before_installing", "installing", "pause_before_rebooting",
-            "rebooting", "pause_before_committing", "success", "failure", "already-installed")
-FINAL = ("success", "failure", "already-installed", "noartifact", "aborted", "decommissioned")
-ALL_STATUSES = (PENDING, *REPORTED[:-3], *FINAL)
+
+class Status(StrEnum):
+    """A device's status in a deployment (Mender's), in the order a deployment meets them."""
+
+    PENDING = "pending"
+    DOWNLOADING = "downloading"
+    PAUSE_BEFORE_INSTALLING = "pause_before_installing"
+    INSTALLING = "installing"
+    PAUSE_BEFORE_REBOOTING = "pause_before_rebooting"
+    REBOOTING = "rebooting"
+    PAUSE_BEFORE_COMMITTING = "pause_before_committing"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ALREADY_INSTALLED = "already-installed"
+    NOARTIFACT = "noartifact"
+    ABORTED = "aborted"
+    DECOMMISSIONED = "decommissioned"
+
+
+PENDING = Status.PENDING
+ALL_STATUSES = tuple(Status)
+IN_PROGRESS = (Status.DOWNLOADING, Status.PAUSE_BEFORE_INSTALLING, Status.INSTALLING,
+               Status.PAUSE_BEFORE_REBOOTING, Status.REBOOTING, Status.PAUSE_BEFORE_COMMITTING)
+# What a device may report: its progress, or how it ended.
+REPORTED = (*IN_PROGRESS, Status.SUCCESS, Status.FAILURE, Status.ALREADY_INSTALLED)
+FINAL = (Status.SUCCESS, Status.FAILURE, Status.ALREADY_INSTALLED, Status.NOARTIFACT,
+         Status.ABORTED, Status.DECOMMISSIONED)
 MAX_LOG_MESSAGES = 100_000
 
 
 # -- device side ------------------------------------------------------------------------------
 
 
-# Correlated to the device of a poll's token lookup (`device_required(also=...)`): whether
-# anything is open for it comes with the token check, in the same round trip. An aborted
-# deployment has nothing open (`abort` finishes its devices in the same commit).
+# Correlated to the device of a poll's token lookup
+# (`device_required(has_open_deployment=...)`): whether anything is open for it comes with
+# the token check, in the same round trip. An aborted deployment has nothing open (`abort`
+# finishes its devices in the same commit).
 HAS_OPEN_DEPLOYMENT = exists().where(
     DeviceDeployment.device_id == Device.id, DeviceDeployment.finished_at.is_(None))
 
@@ -66,11 +90,11 @@ def next_for_device(device_id: str, provides: dict[str, str],
 def _assign(device_deployment: DeviceDeployment, device_type: str, provides: dict) -> bool:
     deployment = device_deployment.deployment
     if not deployment.force and provides.get("artifact_name") == deployment.artifact_name:
-        _finish(device_deployment, "already-installed")
+        _finish(device_deployment, Status.ALREADY_INSTALLED)
         return False
     artifact = _select_artifact(deployment, device_type, provides)
     if artifact is None:
-        _finish(device_deployment, "noartifact")
+        _finish(device_deployment, Status.NOARTIFACT)
         return False
     device_deployment.artifact_id = artifact.id
     return True
@@ -116,7 +140,7 @@ def report_status(device_id: str, deployment_id: str, status: str,
     if status not in REPORTED:
         raise ApiError(400, f"status must be one of {', '.join(REPORTED)}")
     device_deployment = _device_deployment(device_id, deployment_id)
-    if device_deployment.status == "aborted":
+    if device_deployment.status == Status.ABORTED:
         raise ApiError(409, "deployment aborted")
     if device_deployment.finished_at is not None:
         if device_deployment.status == status:
@@ -197,7 +221,7 @@ def abort(deployment_id: str) -> Deployment:
     deployment.aborted_at = utcnow()
     for device_deployment in deployment.devices:
         if device_deployment.finished_at is None:
-            _finish(device_deployment, "aborted")
+            _finish(device_deployment, Status.ABORTED)
     audit.record("deployment.abort", deployment.id)
     db.session.commit()
     return deployment
@@ -220,7 +244,7 @@ def statistics(deployment: Deployment) -> dict[str, int]:
 
 def status_of(deployment: Deployment) -> str:
     if deployment.aborted_at is not None:
-        return "aborted"
+        return Status.ABORTED
     if all(d.finished_at is not None for d in deployment.devices):
         return "finished"
     if any(d.status != PENDING for d in deployment.devices):
@@ -259,5 +283,5 @@ def outcomes_since(since: datetime) -> list[tuple[datetime, str]]:
     since `since`."""
     rows = db.session.query(DeviceDeployment.finished_at, DeviceDeployment.status).filter(
         DeviceDeployment.finished_at >= since,
-        DeviceDeployment.status.in_(("success", "failure")))
+        DeviceDeployment.status.in_((Status.SUCCESS, Status.FAILURE)))
     return [(finished_at, status) for finished_at, status in rows]

@@ -19,8 +19,8 @@ from sqlalchemy import func
 
 from .. import audit
 from ..auth import DEVICE, issue_token, revoke_tokens
+from ..database import db
 from ..errors import ApiError
-from ..extensions import db
 from ..models import AuthSet, Device, DeviceDeployment, utcnow
 from ..validation import parse_json
 

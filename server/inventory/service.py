@@ -4,9 +4,9 @@ import re
 from sqlalchemy import func
 
 from .. import audit
+from ..database import db
 from ..devices.service import get_device
 from ..errors import ApiError
-from ..extensions import db
 from ..models import Device, InventoryAttribute
 
 MAX_ATTRIBUTES = 1000

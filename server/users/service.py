@@ -11,8 +11,8 @@ from sqlalchemy import or_
 
 from .. import audit
 from ..auth import ADMIN, API, ROLES, SCOPES, USER, Principal, issue_token, revoke_tokens, within
+from ..database import db
 from ..errors import ApiError
-from ..extensions import db
 from ..models import Token, User, utcnow
 from . import throttle
 

@@ -18,8 +18,8 @@ from math import ceil
 
 from sqlalchemy import delete, select
 
+from ..database import db
 from ..errors import ApiError
-from ..extensions import db
 from ..models import LoginFailure, utcnow
 
 

@@ -2,18 +2,15 @@
 user network), and deploying a release to a device enrolled with it (qemu.guest.enroll)."""
 import pytest
 
-from server.testing import LiveServer, ServerAdmin
+from testkit.admin import ServerAdmin
+from testkit.live_server import LiveServer
 
 
 @pytest.fixture
 def server(tmp_path):
     """The server as deployed (2 gunicorn workers), with a certificate for 10.0.2.2."""
-    live = LiveServer(tmp_path / "server", workers=2, names=("10.0.2.2",))
-    try:
-        live.start()  # inside: a start that times out leaves no server behind
+    with LiveServer(tmp_path / "server", workers=2, names=("10.0.2.2",)) as live:
         yield ServerAdmin(live)
-    finally:
-        live.stop()
 
 
 def deploy(server: ServerAdmin, base_image, name: str, device_id: str) -> str:

@@ -15,7 +15,7 @@ from fleet.artifacts import write_rootfs_artifact
 from qemu.cli import device_dir
 from qemu.console import Console
 from qemu.launch import connect_unix
-from server.testing import wait_for
+from testkit import wait_for
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 BIN = Path(sys.executable).parent

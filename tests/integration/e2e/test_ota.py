@@ -4,8 +4,9 @@ import time
 
 import pytest
 
-from qemu.guest import data_marker, enroll, put_data_marker, release
-from server.testing import wait_for
+from qemu.guest import data_marker, put_data_marker, release
+from testkit import wait_for
+from testkit.enroll import enroll
 
 from .conftest import deploy
 

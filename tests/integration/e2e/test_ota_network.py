@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from qemu.guest import data_marker, enroll, put_data_marker, release
-from server.faultproxy import FaultProxy
-from server.testing import wait_for
+from qemu.guest import data_marker, put_data_marker, release
+from testkit import wait_for
+from testkit.enroll import enroll
+from testkit.faultproxy import FaultProxy
 
 from .conftest import deploy
 

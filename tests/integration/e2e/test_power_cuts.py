@@ -1,4 +1,4 @@
-"""Power cuts during over-the-air updates (qemu/campaign.py): one device, a real server,
+"""Power cuts during over-the-air updates (testkit/campaign.py): one device, a real server,
 QEMU killed at every named updater state and at random points of the rootfs write.
 
 To fit CI, a deployment takes several cuts in turn: each power-on goes on from where the
@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from qemu.campaign import STATES, Campaign, Point, Run, aimed_at
-from server.testing import LiveServer, ServerAdmin
+from testkit.admin import ServerAdmin
+from testkit.campaign import STATES, Campaign, Point, Run, aimed_at
+from testkit.live_server import LiveServer
 
 pytestmark = pytest.mark.qemu
 
@@ -39,14 +40,11 @@ def sample(rng: random.Random) -> list[Run]:
 
 @pytest.fixture
 def campaign(tmp_path, make_device, base_image):
-    live = LiveServer(tmp_path / "server", names=("10.0.2.2",)).start()
-    try:
+    with LiveServer(tmp_path / "server", names=("10.0.2.2",)) as live:
         campaign = Campaign(ServerAdmin(live), make_device(), base_image.directory,
                             tmp_path / "failures")
         campaign.enroll()
         yield campaign
-    finally:
-        live.stop()
 
 
 def test_power_cuts_at_every_state_and_during_the_write(campaign):

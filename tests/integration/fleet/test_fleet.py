@@ -12,7 +12,8 @@ from fleet.artifacts import write_rootfs_artifact
 from fleet.device import Settings
 from fleet.management import Management
 from fleet.simulator import Fleet, Options, failed
-from server.testing import LiveServer, ServerAdmin
+from testkit.admin import ServerAdmin
+from testkit.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 TERN_FLEET = str(Path(sys.executable).parent / "tern-fleet")
@@ -20,12 +21,8 @@ TERN_FLEET = str(Path(sys.executable).parent / "tern-fleet")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    live = LiveServer(tmp_path_factory.mktemp("fleet-server") / "data", workers=2)
-    try:
-        live.start()  # inside: a start that times out leaves no server behind
+    with LiveServer(tmp_path_factory.mktemp("fleet-server") / "data", workers=2) as live:
         yield ServerAdmin(live)
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import requests
 
-from server.testing import LiveServer, SimulatedDevice, wait_for
+from testkit import wait_for
+from testkit.devices import SimulatedDevice
+from testkit.live_server import LiveServer
 
 AUTH = "/api/devices/v1/authentication/auth_requests"
 NEXT = "/api/devices/v2/deployments/device/deployments/next"
@@ -22,7 +24,7 @@ NEXT = "/api/devices/v2/deployments/device/deployments/next"
 def authenticate(live_server, device: SimulatedDevice) -> requests.Response:
     body, headers = device.auth_request()
     response = requests.post(live_server.url + AUTH, data=body, headers=headers,
-                             verify=live_server.server.certificate, timeout=30)
+                             verify=live_server.live.certificate, timeout=30)
     if response.status_code == 200:
         device.token = response.text
     return response
@@ -31,14 +33,14 @@ def authenticate(live_server, device: SimulatedDevice) -> requests.Response:
 def poll(live_server, device: SimulatedDevice) -> int:
     return requests.post(live_server.url + NEXT, json={"device_provides": {
         "device_type": "qemux86-64"}}, headers=device.headers,
-        verify=live_server.server.certificate, timeout=30).status_code
+        verify=live_server.live.certificate, timeout=30).status_code
 
 
 def cli_failure(live_server, *args: str) -> str:
     """A CLI command that must fail: its one line of error."""
     result = subprocess.run(
         [sys.executable, "-m", "server", "--server", live_server.url, "--token",
-         live_server.token, "--ca-cert", str(live_server.server.certificate), *args],
+         live_server.token, "--ca-cert", str(live_server.live.certificate), *args],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout
     assert "Traceback" not in result.stderr
@@ -49,7 +51,7 @@ def cli_failure(live_server, *args: str) -> str:
 def api(live_server, method: str, path: str, **options):
     response = requests.request(method, f"{live_server.url}/api/management/v1{path}",
                                 headers={"Authorization": f"Bearer {live_server.token}"},
-                                verify=live_server.server.certificate, timeout=30, **options)
+                                verify=live_server.live.certificate, timeout=30, **options)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -99,7 +101,7 @@ def test_strings_that_are_not_unicode_and_bad_download_links_are_4xx(live_server
     assert response.status_code == 400 and "not valid Unicode" in response.json()["error"]
     response = requests.get(f"{live_server.url}/api/devices/v1/deployments/download/x",
                             params={"expire": "²", "signature": "é"},
-                            verify=live_server.server.certificate, timeout=30)
+                            verify=live_server.live.certificate, timeout=30)
     assert response.status_code == 403
     assert not [d for d in api(live_server, "GET", "/devices")  # nothing of it was stored
                 if d["identity_data"]["mac"].startswith("52:54:00:ee:00:04")]

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from server.testing import LiveServer, ServerAdmin, SimulatedDevice, free_port
+from testkit import free_port
+from testkit.admin import ServerAdmin
+from testkit.devices import SimulatedDevice
+from testkit.live_server import LiveServer
 
 from .conftest import tern_artifact
 

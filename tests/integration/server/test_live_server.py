@@ -8,8 +8,8 @@ import pytest
 import requests
 from cryptography import x509
 
-from server.testing import SimulatedDevice
 from server.tls import fingerprint
+from testkit.devices import SimulatedDevice
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def chunked(document) -> object:
 
 
 def test_serve_is_https_with_a_self_signed_certificate(live_server):
-    server = live_server.server
+    server = live_server.live
     output = server.output.read_text()
     assert f"certificate SHA-256 fingerprint: {fingerprint(server.certificate)}" in output
     cert = x509.load_pem_x509_certificate(server.certificate.read_bytes())
@@ -38,7 +38,7 @@ def test_serve_is_https_with_a_self_signed_certificate(live_server):
 
 def test_cli_and_chunked_device_over_https(live_server, tmp_path):
     operator = live_server
-    url, verify = operator.url, operator.server.certificate
+    url, verify = operator.url, operator.live.certificate
     device = SimulatedDevice({"mac": "live"}, "ed25519")
     body, headers = device.auth_request()
     auth = f"{url}/api/devices/v1/authentication/auth_requests"
@@ -91,7 +91,7 @@ def test_cli_and_chunked_device_over_https(live_server, tmp_path):
 
 
 def test_tls_handshake_uses_the_printed_certificate(live_server):
-    server = live_server.server
+    server = live_server.live
     served = ssl.get_server_certificate(("127.0.0.1", server.port))
     assert x509.load_pem_x509_certificate(served.encode()) == \
         x509.load_pem_x509_certificate(server.certificate.read_bytes())

@@ -7,7 +7,8 @@ import re
 import pytest
 import requests
 
-from server.testing import LiveServer, ServerAdmin
+from testkit.admin import ServerAdmin
+from testkit.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 

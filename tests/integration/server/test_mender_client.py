@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from server.testing import wait_for
+from testkit import wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -70,7 +70,7 @@ def mender_device(live_server, tmp_path):
         config = tmp_path / "mender.conf"
         config.write_text(json.dumps({
             "ServerURL": live_server.url,
-            "ServerCertificate": str(live_server.server.certificate),
+            "ServerCertificate": str(live_server.live.certificate),
             "UpdatePollIntervalSeconds": 1,
             "InventoryPollIntervalSeconds": 1,
             "RetryPollIntervalSeconds": 1,
@@ -165,7 +165,7 @@ def test_real_mender_client_end_to_end(live_server, mender_device, tmp_path):
 
     def log_messages():
         response = requests.get(log_url, headers={"Authorization": f"Bearer {operator.token}"},
-                                verify=operator.server.certificate, timeout=10)
+                                verify=operator.live.certificate, timeout=10)
         return response.json()["messages"] if response.status_code == 200 else None
 
     messages = wait_for(log_messages, what="the failure log")

@@ -6,7 +6,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.testing import AUTH_PATH, LiveServer, ServerAdmin, SimulatedDevice
+from testkit.admin import ServerAdmin
+from testkit.devices import AUTH_PATH, SimulatedDevice
+from testkit.live_server import LiveServer
 
 from .test_scale_out import NEXT, PROVIDES, make_artifact
 
@@ -17,9 +19,8 @@ POLL_ENDPOINT = "/api/devices/v2/deployments/device/deployments/next"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    live = LiveServer(tmp_path_factory.mktemp("metrics") / "data", workers=2).start()
-    yield live
-    live.stop()
+    with LiveServer(tmp_path_factory.mktemp("metrics") / "data", workers=2) as live:
+        yield live
 
 
 def scrape(server, token) -> dict:

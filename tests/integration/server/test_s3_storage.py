@@ -12,9 +12,11 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from artifact import ArtifactHeader, write_artifact
-from artifact.payloads import PayloadOptions, Software, module_image
-from server.testing import AUTH_PATH, LiveServer, ServerAdmin, SimulatedDevice, free_port, wait_for
+from testkit import free_port, wait_for
+from testkit.admin import ServerAdmin
+from testkit.artifacts import build_artifact
+from testkit.devices import AUTH_PATH, SimulatedDevice
+from testkit.live_server import LiveServer
 
 from .test_scale_out import NEXT, PROVIDES
 
@@ -25,13 +27,10 @@ BUCKET = "tern-artifacts"
 
 def large_artifact(tmp_path):
     """9 MiB that do not compress: above boto3's 8 MiB multipart threshold."""
-    payload = tmp_path / "payload.bin"
-    payload.write_bytes(os.urandom(9 << 20))
     path = tmp_path / "app.mender"
-    with path.open("wb") as out:
-        write_artifact(out, ArtifactHeader("app-1.0", ["qemux86-64"], []), [module_image(
-            "single-file", [payload], Software(name="single-file"), PayloadOptions())],
-            compression="none")
+    path.write_bytes(build_artifact({"payload.bin": os.urandom(9 << 20)}, name="app-1.0",
+                                    device_types=["qemux86-64"], module_type="single-file",
+                                    compression="none"))
     return path
 
 

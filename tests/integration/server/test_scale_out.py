@@ -11,11 +11,12 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from artifact import ArtifactHeader, write_artifact
-from artifact.payloads import PayloadOptions, Software, module_image
 from server.config import new_secret
-from server.testing import AUTH_PATH, LiveServer, ServerAdmin, SimulatedDevice
 from server.tls import ensure_self_signed
+from testkit.admin import ServerAdmin
+from testkit.artifacts import build_artifact
+from testkit.devices import AUTH_PATH, SimulatedDevice
+from testkit.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +53,9 @@ def instances(postgres, tmp_path):
 
 
 def make_artifact(tmp_path):
-    payload = tmp_path / "payload.bin"
-    payload.write_bytes(bytes(range(256)) * 4096)
     path = tmp_path / "app.mender"
-    with path.open("wb") as out:
-        write_artifact(out, ArtifactHeader("app-1.0", ["qemux86-64"], []), [module_image(
-            "single-file", [payload], Software(name="single-file"), PayloadOptions())])
+    path.write_bytes(build_artifact({"payload.bin": bytes(range(256)) * 4096}, name="app-1.0",
+                                    device_types=["qemux86-64"], module_type="single-file"))
     return path
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.testing import LiveServer, ServerAdmin
+from testkit.admin import ServerAdmin
+from testkit.live_server import LiveServer
 
 from .conftest import tern_artifact
 from .test_cli_failures import TERN_SERVER, assert_fails_in_one_line, remote, tern_server

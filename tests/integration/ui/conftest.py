@@ -6,18 +6,16 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 
-from server.testing import LiveServer, ServerAdmin
+from testkit.admin import ServerAdmin
+from testkit.live_server import LiveServer
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "build" / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    server = LiveServer(tmp_path_factory.mktemp("dashboard") / "data", workers=2).start()
-    try:
+    with LiveServer(tmp_path_factory.mktemp("dashboard") / "data", workers=2) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,15 @@ import threading
 import time
 
 import pytest
-import requests
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from artifact import ArtifactHeader, write_artifact
-from artifact.payloads import PayloadOptions, Software, module_image
-from server.testing import SimulatedDevice, wait_for
+from testkit import wait_for
+from testkit.artifacts import build_artifact
+from testkit.devices import SimulatedDevice
 from updater.agent.steps import timestamp
 from updater.client import Aborted, Client, Unauthorized
 
@@ -89,14 +88,6 @@ class FleetDevice:
             raise self.error
 
 
-def api(live, admin, method: str, path: str, **options):
-    response = requests.request(method, f"{live.url}/api/management/v1{path}",
-                                headers={"Authorization": f"Bearer {admin.token}"},
-                                verify=live.certificate, timeout=30, **options)
-    response.raise_for_status()
-    return response.json() if response.content else None
-
-
 def wait(browser, condition, timeout: float = 30):
     return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
 
@@ -130,15 +121,10 @@ def progress_value(browser) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def artifact_file(tmp_path_factory):
     """A single-file module artifact with a 4 MiB payload: several upload progress events."""
-    directory = tmp_path_factory.mktemp("artifact")
-    payload = directory / "app.bin"
-    payload.write_bytes(bytes(range(256)) * (4 << 12))
-    source = module_image("single-file", [payload], Software(name="app", version="app-2.0"),
-                          PayloadOptions())
-    path = directory / "app-2.0.mender"
-    with path.open("wb") as out:
-        write_artifact(out, ArtifactHeader(name="app-2.0", device_types=[DEVICE_TYPE],
-                                           payloads=[]), [source], compression="none")
+    path = tmp_path_factory.mktemp("artifact") / "app-2.0.mender"
+    path.write_bytes(build_artifact({"app.bin": bytes(range(256)) * (4 << 12)}, name="app-2.0",
+                                    device_types=[DEVICE_TYPE], module_type="single-file",
+                                    compression="none"))
     return path
 
 
@@ -173,9 +159,9 @@ def test_accept_upload_deploy_watch_progress_read_log_and_abort(browser, live, a
     others = [FleetDevice(live, f"52:54:00:aa:00:0{i}") for i in (2, 3)]
     for device in others:
         device.ask_to_join()
-        [row] = [d for d in api(live, admin, "GET", "/devices")
+        [row] = [d for d in admin.api("GET", "/devices")
                  if d["identity_data"] == device.simulated.identity]
-        api(live, admin, "PUT", f"/devices/{row['id']}/status", json={"status": "accepted"})
+        admin.api("PUT", f"/devices/{row['id']}/status", json={"status": "accepted"})
 
     # Accept the newcomer from the pending tab.
     go(browser, "Devices")
@@ -250,7 +236,7 @@ def test_accept_upload_deploy_watch_progress_read_log_and_abort(browser, live, a
     go(browser, "New deployment")
     browser.find_element(By.ID, "name").send_keys("stuck")
     browser.find_element(By.CSS_SELECTOR, "input[name=target][value=devices]").click()
-    stuck_id = next(d["id"] for d in api(live, admin, "GET", "/devices")
+    stuck_id = next(d["id"] for d in admin.api("GET", "/devices")
                     if d["identity_data"] == stuck.simulated.identity)
     browser.find_element(By.CSS_SELECTOR, f"input[name=devices][value='{stuck_id}']").click()
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()

@@ -1,15 +1,14 @@
-"""Loop devices, plus the simulated device of the updater's unit tests."""
-import importlib.util
+"""Loop devices; a live server and `tern-updater daemon` processes for the daemon's tests on
+the simulated device of testkit.host_device."""
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "updater_unit_conftest", Path(__file__).parents[2] / "unit/updater/conftest.py")
-unit = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(unit)
-make_artifact = unit.make_artifact
+from testkit import wait_for
+from testkit.admin import ServerAdmin
+from testkit.live_server import LiveServer
 
 
 @pytest.fixture
@@ -27,3 +26,57 @@ def loop_devices(tmp_path):
     yield attach
     for device in attached:
         subprocess.run(["losetup", "-d", device], check=False)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with LiveServer(tmp_path_factory.mktemp("daemon-server") / "data") as live:
+        yield ServerAdmin(live)
+
+
+class Daemon:
+    """`tern-updater daemon` in a subprocess, killed at the end whatever happens."""
+
+    def __init__(self, device):
+        self.device = device
+        self.log = device.root / "daemon.log"
+        self.process = None
+
+    def start(self) -> "Daemon":
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "updater.cli", "--config", str(self.device.toml),
+                 "daemon"], stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def daemons():
+    started = []
+    yield lambda device: started.append(Daemon(device).start()) or started[-1]
+    for daemon in started:
+        daemon.stop()
+
+
+def register(server: ServerAdmin, daemons, device, mac: str) -> str:
+    daemon = daemons(device)
+    pending = wait_for(lambda: server.device({"mac": mac}), timeout=30,
+                       what="the auth request")
+    assert pending["status"] == "pending"
+    server.cli("devices", "accept", pending["id"])
+    wait_for(lambda: server.attributes(pending["id"]).get("artifact_name") == "factory",
+             timeout=30, what="the inventory")
+    assert server.attributes(pending["id"])["device_type"] == "qemu-arm64"
+    assert (Path(device.settings["data_dir"]) / "device-key.pem").exists()
+    return pending["id"], daemon
+
+
+def deploy(server: ServerAdmin, artifact: Path, name: str, device_id: str) -> str:
+    server.cli("artifacts", "upload", str(artifact))
+    return server.cli("deployments", "create", "--name", name, "--artifact-name",
+                      name, "--device", device_id)["id"]

@@ -3,82 +3,26 @@ the unit tests (file bootloader, slot files): it registers, is accepted, takes a
 deployment through a reboot (the reboot command kills the daemon; the test powers the
 device on, runs `resume` as the boot does, starts the daemon again) to success; an
 abort stops a deployment on the old slot."""
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from server.testing import LiveServer, ServerAdmin, wait_for
+from testkit import wait_for
+from testkit.admin import ServerAdmin
+from testkit.host_device import new_device as new_host_device
+from testkit.host_device import payload_bytes
 
-from .conftest import unit
+from .conftest import deploy, register
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    live = LiveServer(tmp_path_factory.mktemp("daemon-server") / "data").start()
-    try:
-        yield ServerAdmin(live)
-    finally:
-        live.stop()
-
-
-class Daemon:
-    """`tern-updater daemon` in a subprocess, killed at the end whatever happens."""
-
-    def __init__(self, device):
-        self.device = device
-        self.log = device.root / "daemon.log"
-        self.process = None
-
-    def start(self) -> "Daemon":
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "updater.cli", "--config", str(self.device.toml),
-                 "daemon"], stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def daemons():
-    started = []
-    yield lambda device: started.append(Daemon(device).start()) or started[-1]
-    for daemon in started:
-        daemon.stop()
-
-
 def new_device(tmp_path: Path, server: ServerAdmin, mac: str):
-    return unit.new_device(
+    return new_host_device(
         tmp_path / mac, server_url=server.live.url,
         server_certificate=str(server.live.certificate), identity_script=f"echo mac={mac}",
         poll_interval=0.5, inventory_interval=3600.0, retry_interval=1.0,
         reboot_command="kill -KILL $PPID")  # the reboot ends the daemon, as a real one
-
-
-def register(server: ServerAdmin, daemons, device, mac: str) -> str:
-    daemon = daemons(device)
-    pending = wait_for(lambda: server.device({"mac": mac}), timeout=30,
-                       what="the auth request")
-    assert pending["status"] == "pending"
-    server.cli("devices", "accept", pending["id"])
-    wait_for(lambda: server.attributes(pending["id"]).get("artifact_name") == "factory",
-             timeout=30, what="the inventory")
-    assert server.attributes(pending["id"])["device_type"] == "qemu-arm64"
-    assert (Path(device.settings["data_dir"]) / "device-key.pem").exists()
-    return pending["id"], daemon
-
-
-def deploy(server: ServerAdmin, artifact: Path, name: str, device_id: str) -> str:
-    server.cli("artifacts", "upload", str(artifact))
-    return server.cli("deployments", "create", "--name", name, "--artifact-name",
-                      name, "--device", device_id)["id"]
 
 
 def test_deployment_through_reboot_to_success(server, daemons, make_artifact, tmp_path):
@@ -102,7 +46,7 @@ def test_deployment_through_reboot_to_success(server, daemons, make_artifact, tm
     assert "release-2: committed" in server.device_log(deployment, device_id)
     assert device.stored()["state"] == "Idle"
     assert device.env()["upgrade_available"] == "0"
-    assert device.slot("b").read_bytes().startswith(unit.payload_bytes("release-2"))
+    assert device.slot("b").read_bytes().startswith(payload_bytes("release-2"))
     assert device.last_result()["status"] == "success"
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.host_device import Device, new_device
 from updater.bootloader.uboot import UBootEnv, read_fw_env_config
-
-from .conftest import unit
 
 IMAGES = Path(__file__).parents[3] / "build/images"
 
@@ -33,8 +32,8 @@ def image_device(tmp_path, loop_devices):
     config.write_text("".join(f"{disk} {offset:#x} {layout['env']['size']:#x}\n"
                               for offset in layout["env"]["offsets"]))
     (tmp_path / "defenv").write_text("bootlimit=1\n")
-    device = unit.Device(tmp_path, {
-        **unit.new_device(tmp_path / "sim").settings,
+    device = Device(tmp_path, {
+        **new_device(tmp_path / "sim").settings,
         "bootloader": "uboot", "fw_env_config": str(config),
         "rootfs_a": str(tmp_path / "vda2"), "rootfs_b": str(tmp_path / "vda3"),
         "device_type": layout["device_type"],

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from .conftest import unit
+from testkit.host_device import new_device
+from updater.bootloader import make_bootloader
 
 SLOT_SIZE = 8 << 20
 
@@ -15,13 +16,13 @@ SLOT_SIZE = 8 << 20
 def loop_device(tmp_path, loop_devices):
     """A simulated device whose slots are loop devices; returns (device, image bytes)."""
     def make(bootloader="file"):
-        device = unit.new_device(tmp_path / "device", bootloader)
+        device = new_device(tmp_path / "device", bootloader)
         for slot in ("a", "b"):
             backing = device.slot(slot)
             with open(backing, "r+b") as file:
                 file.truncate(SLOT_SIZE)
             device.settings[f"rootfs_{slot}"] = loop_devices(backing)
-        bootloader_ = unit.make_bootloader(device.config)  # loop numbers as partitions
+        bootloader_ = make_bootloader(device.config)  # loop numbers as partitions
         bootloader_.rollback("a")
         device.power_on()
         return device

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from server.faultproxy import FaultProxy
-from server.testing import ServerAdmin, wait_for
+from testkit import wait_for
+from testkit.admin import ServerAdmin
+from testkit.faultproxy import FaultProxy
+from testkit.host_device import new_device as new_host_device
 
-from .conftest import unit
-from .test_daemon import daemons, deploy, register, server  # noqa: F401  (fixtures)
+from .conftest import deploy, register
 
 pytestmark = pytest.mark.slow
 IMAGE = os.urandom(900_000)  # incompressible: the download is as long as the image
@@ -22,15 +23,15 @@ FAULT_AT = 300_000  # bytes into an answer: only the download's is that long
 
 
 @pytest.fixture
-def proxy(server):  # noqa: F811
+def proxy(server):
     proxy = FaultProxy(server.live.port).start()
     yield proxy
     proxy.stop()
 
 
-def new_device(tmp_path: Path, proxy: FaultProxy, server: ServerAdmin, mac: str,  # noqa: F811
+def new_device(tmp_path: Path, proxy: FaultProxy, server: ServerAdmin, mac: str,
                **settings):
-    return unit.new_device(
+    return new_host_device(
         tmp_path / mac, server_url=proxy.url, server_certificate=str(server.live.certificate),
         identity_script=f"echo mac={mac}", poll_interval=0.5, inventory_interval=3600.0,
         retry_interval=1.0, reboot_command="kill -KILL $PPID",
@@ -41,7 +42,7 @@ def release(make_artifact, name: str, **options) -> Path:
     return make_artifact({"rootfs.ext4": IMAGE}, name=name, compression="none", **options)
 
 
-def reboot(device, daemon, daemons) -> None:  # noqa: F811
+def reboot(device, daemon, daemons) -> None:
     """The reboot command killed the daemon: power on, `resume` as the boot does, daemon."""
     assert daemon.process.wait(60) == -9, daemon.log.read_text()
     assert device.power_on() == "b"
@@ -49,12 +50,12 @@ def reboot(device, daemon, daemons) -> None:  # noqa: F811
     daemons(device)
 
 
-def messages(server: ServerAdmin, deployment: str, device_id: str) -> str:  # noqa: F811
+def messages(server: ServerAdmin, deployment: str, device_id: str) -> str:
     return "\n".join(server.device_log(deployment, device_id))
 
 
 @pytest.mark.parametrize("fault", ["reset", "stall"])
-def test_a_broken_download_resumes_with_range_to_success(fault, server, proxy, daemons,  # noqa: F811
+def test_a_broken_download_resumes_with_range_to_success(fault, server, proxy, daemons,
                                                          make_artifact, tmp_path):
     device = new_device(tmp_path, proxy, server, f"net-{fault}")
     device_id, daemon = register(server, daemons, device, f"net-{fault}")
@@ -77,7 +78,7 @@ def test_a_broken_download_resumes_with_range_to_success(fault, server, proxy, d
 
 
 def test_a_server_gone_past_the_deadline_hears_the_failure_when_back(
-        server, proxy, daemons, make_artifact, tmp_path):  # noqa: F811
+        server, proxy, daemons, make_artifact, tmp_path):
     deadline = 6.0
     device = new_device(tmp_path, proxy, server, "net-gone", download_deadline=deadline,
                         download_retries=1000)
@@ -111,7 +112,7 @@ def test_a_server_gone_past_the_deadline_hears_the_failure_when_back(
 
 
 def test_statuses_queued_while_the_server_is_away_arrive_in_order(
-        server, proxy, daemons, make_artifact, tmp_path):  # noqa: F811
+        server, proxy, daemons, make_artifact, tmp_path):
     device = new_device(tmp_path, proxy, server, "net-queue")
     go = tmp_path / "go"
     wait = f"#!/bin/sh\nwhile [ ! -e {go} ]; do sleep 0.1; done\n".encode()

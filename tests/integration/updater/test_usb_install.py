@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import unit
+from testkit.host_device import new_device
 
 SCRIPT = Path(__file__).parents[3] / "updater/examples/tern-usb-install"
 
@@ -42,7 +42,7 @@ def run_script(tmp_path, device, loop):
 
 
 def test_stick_with_an_artifact_installs_and_reboots(tmp_path, stick, make_artifact):
-    device = unit.new_device(tmp_path / "device")
+    device = new_device(tmp_path / "device")
     artifact = make_artifact(name="release-2")
     loop = stick(artifact)
     code, console = run_script(tmp_path, device, loop)
@@ -58,7 +58,7 @@ def test_stick_with_an_artifact_installs_and_reboots(tmp_path, stick, make_artif
 
 
 def test_stick_with_a_foreign_artifact_fails_on_the_console(tmp_path, stick, make_artifact):
-    device = unit.new_device(tmp_path / "device")
+    device = new_device(tmp_path / "device")
     before = device.env_bytes()
     loop = stick(make_artifact(device_types=["raspberrypi4"]))
     code, console = run_script(tmp_path, device, loop)
@@ -70,14 +70,14 @@ def test_stick_with_a_foreign_artifact_fails_on_the_console(tmp_path, stick, mak
 
 
 def test_stick_without_exactly_one_artifact(tmp_path, stick, make_artifact):
-    device = unit.new_device(tmp_path / "device")
+    device = new_device(tmp_path / "device")
     loop = stick(make_artifact(name="a"), make_artifact(name="b"))
     code, console = run_script(tmp_path, device, loop)
     assert code == 1 and "expected exactly one *.mender file" in console
 
 
 def test_stick_with_a_module_artifact_commits_without_a_reboot(tmp_path, stick):
-    device = unit.new_device(tmp_path / "device")
+    device = new_device(tmp_path / "device")
     target = tmp_path / "etc-app"
     files = {"dest_dir": str(target), "filename": "app.conf", "app.conf": "v2\n"}
     for name, content in files.items():

@@ -3,45 +3,22 @@ from pathlib import Path
 
 import pytest
 
-from artifact.header import ArtifactHeader
-from artifact.payloads import PayloadOptions, Software, module_image, rootfs_image
-from artifact.writer import write_artifact
+from testkit.artifacts import build_artifact
 
 
 @pytest.fixture
-def make_artifact(tmp_path):
-    """Write an artifact with the library and return its bytes.
-
-    files: {name: content}; one file makes a rootfs-image unless module_type is given.
-    """
-    counter = iter(range(1_000_000))
-
+def artifact_bytes():
+    """Write an artifact with the library (testkit.artifacts.build_artifact) and return its
+    bytes. files: {name: content}; one file makes a rootfs-image unless module_type is given."""
     def make(files=None, *, name="release-1", device_types=("qemu-arm64",), key=None,
              compression="gzip", module_type=None, meta_data=None, scripts=None,
              provides=None, depends=None, artifact_depends=None, group=None) -> bytes:
-        directory = tmp_path / f"in{next(counter)}"
-        directory.mkdir()
-        files = {"rootfs.ext4": b"\x53\xef" * 4096} if files is None else files
-        paths = []
-        for file_name, content in files.items():
-            path = directory / file_name
-            path.write_bytes(content)
-            paths.append(path)
-        options = PayloadOptions(provides=dict(provides or {}), depends=dict(depends or {}),
-                                 meta_data=meta_data)
-        if module_type:
-            source = module_image(module_type, paths, Software(name=module_type, version=name),
-                                  options)
-        else:
-            (path,) = paths
-            source = rootfs_image(path, Software(version=name), options)
-        header = ArtifactHeader(name=name, device_types=list(device_types), payloads=[],
-                                group=group, depends=dict(artifact_depends or {}),
-                                scripts=dict(scripts or {}))
-        out = io.BytesIO()
-        write_artifact(out, header, [source], compression=compression,
-                       signing_key=key.private_key if key else None)
-        return out.getvalue()
+        return build_artifact(
+            {"rootfs.ext4": b"\x53\xef" * 4096} if files is None else files, name=name,
+            device_types=device_types, module_type=module_type, compression=compression,
+            signing_key=key.private_key if key else None, provides=provides, depends=depends,
+            meta_data=meta_data, artifact_depends=artifact_depends, scripts=scripts,
+            group=group)
 
     return make
 

@@ -20,6 +20,15 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+def test_read_takes_mender_artifacts_no_progress_and_prints_the_same(tmp_path, image):
+    out = tmp_path / "r.mender"
+    run("write", "rootfs-image", "-f", image, "-n", "release-3", "-t", "qemu-arm64", "-o", out)
+    quiet = run("read", "--no-progress", out)
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.output == run("read", out).output
+    assert "read draws no progress bar" in " ".join(run("read", "--help").output.split())
+
+
 def test_write_read_validate(tmp_path, image, keys):
     out = tmp_path / "r.mender"
     result = run("write", "rootfs-image", "-f", image, "-n", "release-3", "-t", "qemu-arm64",

@@ -20,9 +20,9 @@ values_text = st.text(min_size=0, max_size=30)
        provides=st.dictionaries(keys_text, values_text, max_size=3),
        depends=st.dictionaries(keys_text, values_text, max_size=3),
        name=st.text(min_size=1, max_size=30), module_type=keys_text)
-def test_module_round_trip(make_artifact, read_artifact, files, compression, provides, depends,
+def test_module_round_trip(artifact_bytes, read_artifact, files, compression, provides, depends,
                            name, module_type):
-    data = make_artifact(files, name=name, compression=compression, module_type=module_type,
+    data = artifact_bytes(files, name=name, compression=compression, module_type=module_type,
                          provides=provides, depends=depends)
     reader, contents = read_artifact(data)
     assert contents == {(0, file_name): content for file_name, content in files.items()}

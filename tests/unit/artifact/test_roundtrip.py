@@ -10,9 +10,9 @@ COMPRESSIONS = ["none", "gzip", "lzma", "zstd"]
 
 
 @pytest.mark.parametrize("compression", COMPRESSIONS)
-def test_rootfs_image_round_trip(make_artifact, read_artifact, compression):
+def test_rootfs_image_round_trip(artifact_bytes, read_artifact, compression):
     image = os.urandom(300_000) + b"\0" * 200_000
-    data = make_artifact({"rootfs.ext4": image}, name="release-7", compression=compression,
+    data = artifact_bytes({"rootfs.ext4": image}, name="release-7", compression=compression,
                          device_types=("qemu-arm64", "rpi4"))
 
     reader, contents = read_artifact(data)
@@ -29,11 +29,11 @@ def test_rootfs_image_round_trip(make_artifact, read_artifact, compression):
     assert payload.clears_provides == ["artifact_group", "rootfs_image_checksum", "rootfs-image.*"]
 
 
-def test_module_image_with_several_files_meta_data_and_scripts(make_artifact, read_artifact):
+def test_module_image_with_several_files_meta_data_and_scripts(artifact_bytes, read_artifact):
     files = {"dest_dir": b"/opt/app\n", "filename": b"app.bin\n", "app.bin": os.urandom(5000),
              "empty": b""}
     script = b"#!/bin/sh\nexit 0\n"
-    data = make_artifact(files, module_type="single-file", name="app-2.0",
+    data = artifact_bytes(files, module_type="single-file", name="app-2.0",
                          meta_data={"containers": ["nginx:1.25"]},
                          scripts={"ArtifactInstall_Enter_01_check": script},
                          provides={"app.version": "2.0"}, depends={"rootfs-image.version": "r1"},
@@ -56,53 +56,53 @@ def test_module_image_with_several_files_meta_data_and_scripts(make_artifact, re
                                "app.version": "2.0", "rootfs-image.single-file.version": "app-2.0"}
 
 
-def test_module_image_without_files(make_artifact, read_artifact):
-    reader, contents = read_artifact(make_artifact({}, module_type="script-only"))
+def test_module_image_without_files(artifact_bytes, read_artifact):
+    reader, contents = read_artifact(artifact_bytes({}, module_type="script-only"))
     assert contents == {}
     assert reader.header.payloads[0].files == []
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ed25519"])
-def test_signed_artifact_verifies_with_its_key(make_artifact, read_artifact, keys, verify_keys,
+def test_signed_artifact_verifies_with_its_key(artifact_bytes, read_artifact, keys, verify_keys,
                                                kind):
-    data = make_artifact(key=keys[kind])
+    data = artifact_bytes(key=keys[kind])
     reader, _ = read_artifact(data, keys=[verify_keys[kind]])
     assert reader.signature == VERIFIED
     assert reader.verified_by == verify_keys[kind].name
 
 
-def test_first_verifying_key_of_several_wins(make_artifact, read_artifact, keys, verify_keys):
-    data = make_artifact(key=keys["ecdsa"])
+def test_first_verifying_key_of_several_wins(artifact_bytes, read_artifact, keys, verify_keys):
+    data = artifact_bytes(key=keys["ecdsa"])
     candidates = [verify_keys["other-rsa"], verify_keys["ed25519"], verify_keys["ecdsa"]]
     reader, _ = read_artifact(data, keys=candidates)
     assert reader.verified_by == verify_keys["ecdsa"].name
 
 
-def test_signed_artifact_without_keys_is_unverified(make_artifact, read_artifact, keys):
-    reader, _ = read_artifact(make_artifact(key=keys["rsa"]))
+def test_signed_artifact_without_keys_is_unverified(artifact_bytes, read_artifact, keys):
+    reader, _ = read_artifact(artifact_bytes(key=keys["rsa"]))
     assert reader.signature == UNVERIFIED
 
 
-def test_unsigned_artifact_with_keys_is_refused_before_the_header(make_artifact, verify_keys):
+def test_unsigned_artifact_with_keys_is_refused_before_the_header(artifact_bytes, verify_keys):
     with pytest.raises(SignatureError, match="missing signature"):
-        ArtifactReader(io.BytesIO(make_artifact()), [verify_keys["rsa"]])
+        ArtifactReader(io.BytesIO(artifact_bytes()), [verify_keys["rsa"]])
 
 
-def test_unsigned_artifact_without_keys(make_artifact, read_artifact):
-    reader, _ = read_artifact(make_artifact())
+def test_unsigned_artifact_without_keys(artifact_bytes, read_artifact):
+    reader, _ = read_artifact(artifact_bytes())
     assert reader.signature == UNSIGNED
 
 
 @pytest.mark.parametrize("compression", COMPRESSIONS)
-def test_reads_a_one_way_stream_in_small_pieces(make_artifact, read_artifact, one_way,
+def test_reads_a_one_way_stream_in_small_pieces(artifact_bytes, read_artifact, one_way,
                                                 compression):
     image = os.urandom(100_000)
-    data = make_artifact({"rootfs.ext4": image}, compression=compression)
+    data = artifact_bytes({"rootfs.ext4": image}, compression=compression)
     _, contents = read_artifact(data, stream_class=one_way)
     assert contents == {(0, "rootfs.ext4"): image}
 
 
-def test_writer_streams_to_a_pipe(tmp_path, make_artifact, read_artifact):
+def test_writer_streams_to_a_pipe(tmp_path, artifact_bytes, read_artifact):
     """A non-seekable output gets the same artifact as a file does."""
     import subprocess
     import sys
@@ -117,10 +117,10 @@ def test_writer_streams_to_a_pipe(tmp_path, make_artifact, read_artifact):
     assert contents == {(0, "rootfs.ext4"): image.read_bytes()}
 
 
-def test_payload_chunks_come_before_the_checksum_verdict(make_artifact):
+def test_payload_chunks_come_before_the_checksum_verdict(artifact_bytes):
     """All chunks of a file are yielded and only then is the file declared complete."""
     image = os.urandom(3 << 20)
-    data = make_artifact({"rootfs.ext4": image})
+    data = artifact_bytes({"rootfs.ext4": image})
     with ArtifactReader(io.BytesIO(data), chunk_size=1 << 20) as reader:
         payload = next(reader.payloads())
         file = next(payload.files())

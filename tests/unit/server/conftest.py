@@ -11,24 +11,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from artifact import ArtifactHeader
-from artifact import write_artifact as write_artifact_to
-from artifact.payloads import PayloadOptions, Software, module_image
 from server import create_app
 from server.artifacts.keys import init_app as init_artifact_keys
-from server.extensions import db
+from server.database import db
 from server.migrate import upgrade
 from server.models import Base
-from server.testing import PostgresServer, SimulatedDevice
+from testkit.artifacts import single_file_artifact
+from testkit.devices import SimulatedDevice
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    server = PostgresServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -122,24 +113,6 @@ def fleet(client, admin) -> Fleet:
     return Fleet(client, admin)
 
 
-def write_artifact(directory: Path, name: str, device_types=("qemux86-64",), *,
-                   depends: dict | None = None, payload_depends: dict | None = None,
-                   signing_key=None, stem: str | None = None) -> Path:
-    """A single-file module artifact, as `mender-artifact write module-image -T single-file`,
-    written to DIRECTORY/STEM.mender (STEM: the name by default)."""
-    stem = stem or name
-    payload = directory / f"{stem}.txt"
-    payload.write_text(f"payload of {name}\n")
-    source = module_image("single-file", [payload], Software(name="single-file", version=name),
-                          PayloadOptions(depends=payload_depends or {}))
-    header = ArtifactHeader(name=name, device_types=list(device_types), payloads=[],
-                            depends=depends or {})
-    output = directory / f"{stem}.mender"
-    with output.open("wb") as out:
-        write_artifact_to(out, header, [source], signing_key=signing_key)
-    return output
-
-
 def public_key_fingerprint(path: Path) -> str:
     """As the README tells operators to compute it: openssl's DER of the key, SHA-256."""
     der = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(path), "-outform", "DER"],
@@ -159,7 +132,7 @@ def configure_verify_keys(app, paths: list[str], data_dir: Path | None = None) -
 def upload(client, admin, tmp_path):
     """Upload a fresh artifact; returns the API's view of it."""
     def upload(name: str, device_types=("qemux86-64",), **options) -> dict:
-        path = write_artifact(tmp_path, name, device_types, **options)
+        path = single_file_artifact(tmp_path, name, device_types, **options)
         response = client.post("/api/management/v1/artifacts", data=path.read_bytes(),
                                headers={**admin, "Content-Type": "application/octet-stream"})
         assert response.status_code == 201, response.json

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from server.config import data_dir_config
 from server.devices.service import identity_hash, source_of
 from server.migrate import alembic_config
-from server.testing import SimulatedDevice
+from testkit.devices import SimulatedDevice
 
 from .test_ui import log_in, page, post
 

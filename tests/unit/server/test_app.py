@@ -1,4 +1,7 @@
 """The app factory, the error format, the OpenAPI document, and migrations against models."""
+import subprocess
+import sys
+
 import jwt
 import psycopg
 import pytest
@@ -8,7 +11,7 @@ from sqlalchemy import column, literal_column, select, table, true
 from sqlalchemy.exc import DBAPIError
 
 from server import create_app
-from server.extensions import db
+from server.database import db
 from server.migrate import upgrade
 from server.models import Base
 
@@ -16,6 +19,16 @@ from server.models import Base
 def test_factory_refuses_to_start_without_a_secret():
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app({"DATABASE_URL": "sqlite://"})
+
+
+def test_a_server_on_sqlite_never_loads_psycopg(tmp_path):
+    code = ("import sys\nfrom server import create_app\n"
+            f"app = create_app({{'DATABASE_URL': 'sqlite:///{tmp_path}/tern.db', "
+            "'SECRET_KEY': 'x' * 32})\n"
+            "print(app.test_client().get('/api/health').status_code, 'psycopg' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["204", "False"]
 
 
 def test_health_answers_204(client):

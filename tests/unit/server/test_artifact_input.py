@@ -6,7 +6,7 @@ import os
 import pytest
 
 from server import create_app
-from server.extensions import db
+from server.database import db
 from server.storage import staged_upload, storage, sweep_staged_uploads
 
 

@@ -5,8 +5,9 @@ import re
 import pytest
 
 from server.artifacts.keys import KeyConfigError
+from testkit.artifacts import single_file_artifact
 
-from .conftest import configure_verify_keys, public_key_fingerprint, write_artifact
+from .conftest import configure_verify_keys, public_key_fingerprint
 
 ARTIFACTS = "/api/management/v1/artifacts"
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -29,7 +30,7 @@ def test_upload_list_show_download_delete(client, admin, upload, app, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
 def test_invalid_artifact_is_refused_and_nothing_is_kept(client, admin, app, tmp_path, damage):
-    data = bytearray(write_artifact(tmp_path, "bad-1.0").read_bytes())
+    data = bytearray(single_file_artifact(tmp_path, "bad-1.0").read_bytes())
     if damage == "truncate":
         data = data[:len(data) // 2]
     elif damage == "flip":
@@ -45,7 +46,7 @@ def test_invalid_artifact_is_refused_and_nothing_is_kept(client, admin, app, tmp
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "a/b", "..", "back\\slash", "nl\nname"])
 def test_path_tricks_in_artifact_names_are_refused(client, admin, tmp_path, app, name):
-    path = write_artifact(tmp_path, name, stem="tricky")
+    path = single_file_artifact(tmp_path, name, stem="tricky")
     response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
     assert response.status_code == 400
     assert "path or control character" in response.json["error"]
@@ -62,7 +63,7 @@ def test_path_tricks_in_artifact_ids_find_nothing(client, admin, upload):
 def test_duplicate_name_and_device_type_is_409_other_type_is_fine(upload, client, admin,
                                                                  tmp_path):
     upload("app-1.0", ("qemux86-64",))
-    path = write_artifact(tmp_path, "app-1.0", ("qemux86-64", "other"))
+    path = single_file_artifact(tmp_path, "app-1.0", ("qemux86-64", "other"))
     response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
     assert response.status_code == 409
     upload("app-1.0", ("raspberrypi4",))
@@ -79,7 +80,7 @@ def rotation(app, keys):
 def test_with_two_keys_artifacts_signed_by_either_are_stored_with_the_key(
         client, admin, rotation, keys, tmp_path):
     for kind, name in (("rsa", "old-1.0"), ("ed25519", "new-1.0")):
-        path = write_artifact(tmp_path, name, signing_key=keys[kind].private_key)
+        path = single_file_artifact(tmp_path, name, signing_key=keys[kind].private_key)
         response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
         assert response.status_code == 201, response.json
         assert response.json["signature"] == "verified"
@@ -111,7 +112,7 @@ def test_with_keys_unsigned_unknown_and_tampered_artifacts_are_refused_and_nothi
         client, admin, app, rotation, keys, tmp_path, case, refusal):
     signer = {"unsigned": None, "unknown key": keys["other-rsa"].private_key}.get(
         case, keys["rsa"].private_key)
-    data = write_artifact(tmp_path, "app-1.0", signing_key=signer).read_bytes()
+    data = single_file_artifact(tmp_path, "app-1.0", signing_key=signer).read_bytes()
     if case == "tampered manifest":
         data = _tamper_manifest(data)
     elif case == "tampered payload":
@@ -145,7 +146,7 @@ def test_a_verify_key_that_cannot_be_used_stops_the_app(app, tmp_path, content, 
 
 def test_upload_over_the_size_limit_is_413(client, admin, app, tmp_path):
     app.config["MAX_ARTIFACT_BYTES"] = 2048
-    path = write_artifact(tmp_path, "big-1.0")
+    path = single_file_artifact(tmp_path, "big-1.0")
     response = client.post(ARTIFACTS, data=path.read_bytes(), headers={**admin, **OCTETS})
     assert response.status_code == 413
 

@@ -5,9 +5,10 @@ import pytest
 from click.testing import CliRunner
 
 from server.cli import cli
-from server.testing import SimulatedDevice
+from testkit.artifacts import single_file_artifact
+from testkit.devices import SimulatedDevice
 
-from .conftest import public_key_fingerprint, write_artifact
+from .conftest import public_key_fingerprint
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_manage_devices_artifacts_and_deployments(run, tmp_path):
     assert json.loads(run("devices", "reject", created["id"], "--json"))["status"] == "rejected"
     assert json.loads(run("devices", "accept", created["id"], "--json"))["status"] == "accepted"
 
-    artifact = write_artifact(tmp_path, "app-1.0")
+    artifact = single_file_artifact(tmp_path, "app-1.0")
     uploaded = json.loads(run("artifacts", "upload", str(artifact), "--json"))
     assert uploaded["name"] == "app-1.0" and uploaded["size"] == artifact.stat().st_size
     assert "app-1.0" in run("artifacts", "list")
@@ -159,18 +160,18 @@ def test_artifacts_list_shows_the_signature_state_and_key(run, tmp_path, keys):
     (tmp_path / "data" / "keys").mkdir()
     (tmp_path / "data" / "keys" / "release.pub").write_bytes(keys["rsa"].public_path.read_bytes())
     settings_path.write_text(json.dumps({**settings, "artifact_verify_keys": ["keys/release.pub"]}))
-    run("artifacts", "upload", str(write_artifact(tmp_path, "app-1.0",
+    run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-1.0",
                                                    signing_key=keys["rsa"].private_key)))
     fingerprint = public_key_fingerprint(keys["rsa"].public_path)
     assert f"verified by keys/release.pub (SHA-256 {fingerprint[:16]}...)" in \
         run("artifacts", "list")
-    refused = run("artifacts", "upload", str(write_artifact(tmp_path, "app-2.0")), ok=False)
+    refused = run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-2.0")), ok=False)
     assert "400: artifact refused: this server accepts only artifacts signed" in refused
 
     settings_path.write_text(json.dumps(settings))
-    run("artifacts", "upload", str(write_artifact(tmp_path, "app-3.0",
+    run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-3.0",
                                                    signing_key=keys["rsa"].private_key)))
-    run("artifacts", "upload", str(write_artifact(tmp_path, "app-4.0")))
+    run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-4.0")))
     listed = run("artifacts", "list")
     assert "app-3.0  qemux86-64" in listed and "signed, not verified (no keys configured)" in listed
     assert listed.rstrip().endswith("unsigned")

@@ -6,7 +6,7 @@ import time
 import jwt
 import pytest
 
-from server.testing import SimulatedDevice
+from testkit.devices import SimulatedDevice
 
 AUTH = "/api/devices/v1/authentication/auth_requests"
 DEVICES = "/api/management/v1/devices"
@@ -102,7 +102,7 @@ def test_expired_token_is_refused(fleet, app):
     device = fleet.accepted()
     app.config["DEVICE_TOKEN_SECONDS"] = 1
     fleet.authenticate(device)
-    time.sleep(2.1)
+    app.config["CLOCK"] = lambda: time.time() + 2.1  # past the 1 s expiry, without a sleep
     response = fleet.next(device)
     assert response.status_code == 401
     assert response.json["error"] == "token expired"
@@ -194,7 +194,7 @@ def test_decommission_forgets_the_device(fleet, client, admin):
 
 
 def test_expired_tokens_are_forgotten_when_a_new_one_is_issued(fleet, app):
-    from server.extensions import db
+    from server.database import db
     from server.models import Token
 
     device = fleet.accepted()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from server.testing import SimulatedDevice
+from testkit.devices import SimulatedDevice
 
 from .test_ui import log_in, page, post
 

@@ -6,7 +6,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from server.extensions import db
+from server.database import db
 from server.users.service import hash_password
 
 from .conftest import PASSWORD

@@ -8,7 +8,7 @@ from alembic import command
 from sqlalchemy import create_engine, text
 
 from server import create_app
-from server.extensions import db
+from server.database import db
 from server.migrate import alembic_config, upgrade
 from server.models import Token, User
 

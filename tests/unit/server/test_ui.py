@@ -4,9 +4,10 @@ import re
 
 import pytest
 
-from server.testing import SimulatedDevice
+from testkit.artifacts import single_file_artifact
+from testkit.devices import SimulatedDevice
 
-from .conftest import PASSWORD, configure_verify_keys, public_key_fingerprint, write_artifact
+from .conftest import PASSWORD, configure_verify_keys, public_key_fingerprint
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -205,7 +206,7 @@ def test_device_page_shows_inventory_and_sets_and_clears_the_group(browser, flee
 
 def test_artifact_upload_details_and_delete(browser, tmp_path, keys, app):
     configure_verify_keys(app, ["ecdsa.pub"], keys["ecdsa"].public_path.parent)
-    path = write_artifact(tmp_path, "app-2.0", depends={"artifact_name": ["app-1.0"]},
+    path = single_file_artifact(tmp_path, "app-2.0", depends={"artifact_name": ["app-1.0"]},
                           signing_key=keys["ecdsa"].private_key)
     token = csrf_token(browser, "/artifacts")
     response = browser.post("/artifacts?description=nightly", data=path.read_bytes(),

@@ -1,7 +1,7 @@
 """Users, login, personal API tokens and the audit log."""
 import base64
 
-from server.extensions import db
+from server.database import db
 from server.models import User
 
 from .conftest import PASSWORD

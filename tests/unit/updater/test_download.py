@@ -9,7 +9,7 @@ from werkzeug.serving import make_server
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
-from server.faultproxy import FaultProxy
+from testkit.faultproxy import FaultProxy
 from updater.download import DownloadError, ResumableDownload
 
 DATA = os.urandom(3 << 20)

@@ -1,7 +1,6 @@
 """Console markers: each state the machine enters and the write progress, only when set."""
+from testkit.host_device import payload_bytes
 from updater import markers
-
-from .conftest import payload_bytes
 
 
 def test_install_announces_states_and_write_progress(device, make_artifact, tmp_path):

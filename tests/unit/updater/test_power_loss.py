@@ -11,11 +11,10 @@ the final result recorded.
 """
 import pytest
 
+from testkit.host_device import FACTORY_A, add_health_check, new_device, payload_bytes
 from updater.agent.machine import CAP_SHARE, TRANSITIONS
 from updater.agent.states import State
 from updater.failpoints import CRASH_EXIT
-
-from .conftest import FACTORY_A, add_health_check, new_device, payload_bytes
 
 S = State
 # The states each scenario passes through (checked by test_scenarios_visit_the_table).

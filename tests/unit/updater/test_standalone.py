@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.host_device import FACTORY_A, add_health_check, new_device, payload_bytes
 from updater import cli
-
-from .conftest import FACTORY_A, add_health_check, new_device, payload_bytes
 
 
 def install_and_reboot(device, artifact) -> int:

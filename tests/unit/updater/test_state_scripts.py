@@ -1,7 +1,7 @@
 """Mender-compatible state scripts: order, failures, exit 21 (retry later)."""
 from pathlib import Path
 
-from .conftest import add_health_check
+from testkit.host_device import add_health_check
 
 
 def recording_script(log: Path, name: str, exit_code: int = 0) -> bytes:

@@ -3,16 +3,14 @@
 Beside the session, `db.read_one` runs the token check of every request (a device's poll
 included) in autocommit on the driver's own connection: no ORM session, no BEGIN and
 ROLLBACK round trips, no SQLAlchemy execution and result objects, which together cost a poll
-more than the query itself (on PostgreSQL not even psycopg's cursor: see
-`_postgres_first_row`). It reads committed rows only: a request reads there before it writes.
+more than the query itself (on PostgreSQL not even psycopg's cursor: see `server.postgres`,
+imported for PostgreSQL only). It reads committed rows only: a request reads there before it
+writes.
 """
 import functools
-import hashlib
 from collections import namedtuple
 
 from flask import Flask, current_app, g
-from psycopg import OperationalError, errors, pq
-from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Dialect, Select, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -37,6 +35,11 @@ class Database:
         if url.startswith("sqlite"):
             for each in (engine, reads):
                 event.listen(each, "connect", _sqlite_pragmas)
+        app.extensions["tern.db.first_row"] = None  # the driver's cursor
+        if engine.dialect.name == "postgresql":
+            from .postgres import first_row  # psycopg: loaded only for PostgreSQL
+
+            app.extensions["tern.db.first_row"] = first_row
         app.extensions["tern.db"] = sessionmaker(engine, expire_on_commit=False)
         app.extensions["tern.db.reads"] = reads
         app.teardown_appcontext(self._close_session)
@@ -53,12 +56,13 @@ class Database:
         converted). A dropped connection is invalidated and raised as SQLAlchemy's
         DBAPIError, as `Connection.execute` would (the error handler answers 503)."""
         engine = current_app.extensions["tern.db.reads"]
+        first_row = current_app.extensions["tern.db.first_row"]
         sql, names, row_type = _prepared(engine.dialect, statement)
         values = parameters if names is None else [parameters[n] for n in names]
         connection, cursor = engine.raw_connection(), None
         try:
-            if engine.dialect.name == "postgresql":
-                row = _postgres_first_row(connection.dbapi_connection, sql, values)
+            if first_row is not None:
+                row = first_row(connection.dbapi_connection, sql, values)
             else:
                 cursor = connection.cursor()
                 cursor.execute(sql, values)
@@ -100,43 +104,6 @@ def _prepared(dialect: Dialect, statement: Select):
     compiled = statement.compile(dialect=dialect)
     return (str(compiled), compiled.positiontup if compiled.positional else None,
             namedtuple("Row", statement.selected_columns.keys()))
-
-
-def _postgres_first_row(connection, sql: str, values: list) -> tuple | None:
-    """The first row of `sql` as a statement prepared on `connection` (on first use there),
-    run by one libpq call that waits with the GIL released. psycopg's cursor takes the same
-    round trip in non-blocking steps, each back in Python: about 100 us more of a poll's CPU.
-    Values go and come through psycopg's own adapters."""
-    name = _statement_name(sql)
-    transformer = Transformer(connection)
-    params = transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
-    result = connection.pgconn.exec_prepared(name, params)
-    if _sqlstate(result) == errors.InvalidSqlStatementName.sqlstate:
-        prepared = connection.pgconn.prepare(name, sql.encode())
-        if prepared.status == pq.ExecStatus.COMMAND_OK:
-            result = connection.pgconn.exec_prepared(name, params)
-        else:
-            result = prepared
-    if result.status != pq.ExecStatus.TUPLES_OK:
-        message = (result.error_message or connection.pgconn.error_message).decode(
-            errors="replace").strip()
-        state = _sqlstate(result)
-        raise (errors.lookup(state) if state else OperationalError)(message)
-    if result.ntuples == 0:
-        return None
-    transformer.set_pgresult(result)
-    return transformer.load_row(0, tuple)
-
-
-@functools.lru_cache(maxsize=32)
-def _statement_name(sql: str) -> bytes:
-    """A prepared statement's name, the same for the same SQL on every connection."""
-    return b"tern_" + hashlib.blake2s(sql.encode(), digest_size=8).hexdigest().encode()
-
-
-def _sqlstate(result) -> str | None:
-    state = result.error_field(pq.DiagnosticField.SQLSTATE)
-    return state and state.decode()
 
 
 def _sqlite_pragmas(connection, _record) -> None:

@@ -12,7 +12,7 @@ after each), wait for the server's final status, then check the device:
 - the server's status matches the release running (success <-> the new release, failure
   <-> the one before), and so does the inventory's artifact_name (else: inconsistent).
 
-The device is reused from one run to the next. `python -m qemu.campaign --cuts N` (make
+The device is reused from one run to the next. `python -m testkit.campaign --cuts N` (make
 campaign) runs single-cut runs spread over the points and writes RELIABILITY.md.
 """
 import argparse
@@ -32,8 +32,11 @@ import pexpect
 
 from qemu.console import SHELL_PROMPT
 from qemu.device import Device, make_overlay
-from qemu.guest import enroll, release
-from server.testing import LiveServer, ServerAdmin, wait_for
+from qemu.guest import release
+from testkit import wait_for
+from testkit.admin import ServerAdmin
+from testkit.enroll import enroll
+from testkit.live_server import LiveServer
 
 GOOD = ("release-1", "release-2")
 FAILING = ("release-broken", "release-unhealthy")
@@ -298,7 +301,7 @@ def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: floa
         "against `tern-server` (HTTPS, SQLite). Each run deploys a release and kills QEMU "
         "when the updater announces the chosen point on the console (a state, or a 10 % "
         "step of the rootfs write) plus a random delay (0–0.05 s; 0–2 s for the write), powers "
-        "it on, waits for the server's final status and checks the device (`qemu/campaign.py`). "
+        "it on, waits for the server's final status and checks the device (`testkit/campaign.py`). "
         "A cut counts under the last state the updater announced before the power went: "
         "with the delay, it may land a state or more after the marker it waited for. "
         "Rollback states are cut with release-broken (never boots) and release-unhealthy "
@@ -329,7 +332,7 @@ def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qemu.campaign", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testkit.campaign", description=__doc__)
     parser.add_argument("--cuts", type=int, default=200)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--images", type=Path, default=Path("build/images"))

@@ -3,7 +3,7 @@ import collections
 import random
 import re
 
-from qemu.campaign import (
+from testkit.campaign import (
     FAILING,
     ROLLBACK_STATES,
     STATES,

@@ -1,0 +1,81 @@
+"""A live `tern-server serve` (gunicorn over HTTPS) in a subprocess, on loopback."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from testkit import free_port
+
+
+class LiveServer:
+    """`tern-server serve` over HTTPS on 127.0.0.1, in a subprocess, on a data directory.
+
+    `names`: more names and addresses for the self-signed certificate, e.g. "10.0.2.2", the
+    host as QEMU user-mode guests reach it. As a context manager: started, then stopped.
+    """
+
+    def __init__(self, data_dir: Path, workers: int = 1, database_url: str | None = None,
+                 names: tuple[str, ...] = (), threads: int = 4, request_log: str = "json"):
+        self.data_dir = data_dir
+        self.names = names
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.workers, self.threads, self.request_log = workers, threads, request_log
+        self.database_url = database_url
+        self.process: subprocess.Popen | None = None
+        self.output = data_dir.parent / f"{data_dir.name}-serve-{self.port}.log"
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "server", "--data-dir", str(self.data_dir), *args]
+
+    def start(self, timeout: float = 30) -> "LiveServer":
+        init = ["init"] + (["--database-url", self.database_url] if self.database_url else [])
+        subprocess.run(self.command(*init), check=True, capture_output=True)
+        with self.output.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command("serve", "--bind", f"127.0.0.1:{self.port}",
+                             "--workers", str(self.workers), "--threads", str(self.threads),
+                             "--request-log", self.request_log,
+                             *[arg for name in self.names for arg in ("--name", name)]),
+                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            self._wait(timeout)
+        except BaseException:  # never leave a half-started server behind
+            self.stop()
+            raise
+        return self
+
+    def __enter__(self) -> "LiveServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def certificate(self) -> Path:
+        return self.data_dir / "tls" / "server.crt"
+
+    def _wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tern-server exited: {self.output.read_text()}")
+            if self.certificate.exists():
+                try:
+                    requests.get(f"{self.url}/api/health", verify=self.certificate, timeout=5)
+                    return
+                except (requests.ConnectionError, requests.Timeout):  # starting, or busy
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError(f"tern-server did not answer in {timeout}s: {self.output.read_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
