@@ -70,7 +70,7 @@ def test_refusals_of_the_server_are_one_line_with_the_status_and_its_error(admin
         (["--server", admin.live.url, "--token", "not-a-token", "--ca-cert",
           str(admin.live.certificate), "deployments", "list"], "Error: 401: "),
         (["--server", admin.live.url, "--ca-cert", str(admin.live.certificate), "user",
-          "login", "admin@example.com"], "Error: 401: login failed"),
+          "login", "admin@example.com"], "Error: 401: wrong email or password"),
     ]
     for args, expected in cases:
         assert_fails_in_one_line(tern_server(*args), expected)
