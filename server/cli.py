@@ -106,7 +106,8 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
     class Server(BaseApplication):
         def load_config(self):
             for option, value in {"bind": [bind], "workers": workers, "threads": threads,
-                                  "worker_class": "gthread", "certfile": cert, "keyfile": key,
+                                  "worker_class": "server.worker.FrontThreadWorker",
+                                  "certfile": cert, "keyfile": key,
                                   "timeout": 120, "graceful_timeout": 10, "reuse_port": True,
                                   "proc_name": "tern-server"}.items():
                 self.cfg.set(option, value)

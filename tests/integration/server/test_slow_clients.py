@@ -1,0 +1,74 @@
+"""`tern-server serve` (gunicorn over HTTPS, its default 2 workers x 4 threads) against slow
+clients, busy ports and restarts: what an attacker or a careless operator would try."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from server.testing import LiveServer, ServerAdmin, wait_for
+from server.trickle import Trickler, latencies
+from server.worker import BODY_WINDOW_SECONDS, HEADER_SECONDS
+
+pytestmark = pytest.mark.slow
+
+HEALTH = "/api/health"
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    """A 4 MiB artifact (random payload: it does not compress)."""
+    payload, path = tmp_path / "payload.bin", tmp_path / "big.mender"
+    payload.write_bytes(os.urandom(4 << 20))
+    subprocess.run(["mender-artifact", "write", "module-image", "-T", "single-file", "-n",
+                    "slow-1.0", "-t", "qemux86-64", "-f", str(payload), "-o", str(path)],
+                   check=True, capture_output=True)
+    return path
+
+
+def test_trickling_clients_cost_no_thread_and_are_dropped_at_their_deadline(tmp_path,
+                                                                             artifact):
+    server = LiveServer(tmp_path / "data", workers=2, threads=4).start()
+    try:
+        admin = ServerAdmin(server)
+        kinds = ["handshake", "headers", "body"] * 16 + ["upload"] * 2
+        with Trickler("127.0.0.1", server.port, kinds, token=admin.token,
+                      artifact=artifact) as trickler:
+            time.sleep(1.5)  # every trickle connected and started (old gthread: every thread)
+            during = latencies(server.url + HEALTH, server.certificate, seconds=6)
+            assert max(during) < 3.0, f"a normal client's requests took {sorted(during)[-5:]} s"
+            wait_for(lambda: all(t.closed_after for t in trickler.trickles), timeout=20,
+                     interval=0.2, what="the server to close every trickling connection")
+        assert all(t.error == "" for t in trickler.trickles if t.closed_after is None)
+        for trickle in trickler.trickles:
+            limit = HEADER_SECONDS if trickle.kind in ("handshake", "headers") \
+                else BODY_WINDOW_SECONDS
+            assert limit - 1 < trickle.closed_after < limit + 8, trickle  # a loaded CI
+        assert admin.get("/artifacts") == []  # the stalled uploads were not kept
+        log = server.output.read_text()
+        assert "Traceback" not in log and '"status": 500' not in log, log[-3000:]
+        # and a whole upload of the same artifact still streams through
+        uploaded = admin.cli("--server", server.url, "--ca-cert", str(server.certificate),
+                             "--token", admin.token, "artifacts", "upload", str(artifact))
+        assert uploaded["size"] == artifact.stat().st_size
+    finally:
+        server.stop()
+
+
+def test_a_restart_strands_no_connection(tmp_path):
+    """On HUP gunicorn starts new workers and stops the old ones gracefully. An old worker
+    that still serves a connection (here, a trickling one) must not keep its listener: the
+    kernel would keep giving it new connections that it never accepts."""
+    server = LiveServer(tmp_path / "data", workers=1).start()
+    try:
+        with Trickler("127.0.0.1", server.port, ["headers"]):
+            time.sleep(1)
+            os.kill(server.process.pid, signal.SIGHUP)
+            after = latencies(server.url + HEALTH, server.certificate, seconds=5,
+                              interval=0.1, timeout=4)
+        assert max(after) < 4, f"{sum(t == float('inf') for t in after)} of {len(after)} " \
+                               "requests after HUP failed"
+    finally:
+        server.stop()
+
