@@ -56,6 +56,25 @@ def test_trickling_clients_cost_no_thread_and_are_dropped_at_their_deadline(tmp_
         server.stop()
 
 
+def test_a_second_serve_on_a_busy_port_fails_at_once(tmp_path):
+    first = LiveServer(tmp_path / "first").start()
+    try:
+        second = LiveServer(tmp_path / "second")
+        subprocess.run(second.command("init"), check=True, capture_output=True)
+        started = time.monotonic()
+        try:
+            result = subprocess.run(second.command("serve", "--bind", f"127.0.0.1:{first.port}"),
+                                    capture_output=True, text=True, timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a second serve on a busy port kept running (sharing the port)")
+        assert result.returncode != 0 and time.monotonic() - started < 10
+        assert result.stderr.strip().splitlines() == [
+            f"Error: cannot listen on 127.0.0.1:{first.port}: Address already in use "
+            "(another server runs there?)"]
+    finally:
+        first.stop()
+
+
 def test_a_restart_strands_no_connection(tmp_path):
     """On HUP gunicorn starts new workers and stops the old ones gracefully. An old worker
     that still serves a connection (here, a trickling one) must not keep its listener: the
