@@ -12,6 +12,7 @@ window). A larger body (an artifact upload) is streamed by the thread as before,
 same minimum-rate rule, so a stalled upload frees its thread within seconds.
 """
 import errno
+import re
 import selectors
 import socket
 import ssl
@@ -58,23 +59,33 @@ class Head:
     expects_continue: bool = False
 
 
+FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|expect)[ \t]*:[ \t]*([^\r]*)",
+                     re.IGNORECASE)
+
+
 def parse_head(data: bytes | bytearray, end: int) -> Head:
     """Framing headers of the request whose header block ends at `end` (before b"\\r\\n\\r\\n").
 
     Malformed values are left for gunicorn's parser to answer: the front only decides when
     the request is complete."""
     head = Head(end=end + 4)
-    request_line, *lines = bytes(data[:end]).split(b"\r\n")
-    for line in lines:
-        name, _, value = line.partition(b":")
-        name, value = name.strip().lower(), value.strip().lower()
+    for name, value in FRAMING.findall(data, 0, end):
+        name, value = name.lower(), value.strip().lower()
         if name == b"content-length" and value.isdigit():
             head.content_length = int(value)
         elif name == b"transfer-encoding":
             head.chunked = value.endswith(b"chunked")
-        elif name == b"expect" and value == b"100-continue":
-            head.expects_continue = request_line.endswith(b"HTTP/1.1")
+        elif value == b"100-continue":
+            request_line_end = data.find(b"\r\n")
+            head.expects_continue = data[request_line_end - 8:request_line_end] == b"HTTP/1.1"
     return head
+
+
+def without_expect(data: bytes | bytearray, body: int) -> bytes:
+    """The header block of `data` (the body starts at `body`) without its Expect header."""
+    request_line, *lines = bytes(data[:body - 4]).split(b"\r\n")
+    kept = [line for line in lines if line.partition(b":")[0].strip().lower() != b"expect"]
+    return b"\r\n".join([request_line, *kept]) + b"\r\n\r\n"
 
 
 def chunked_complete(data: bytes | bytearray, pos: int) -> bool:
@@ -219,11 +230,7 @@ class FrontThreadWorker(ThreadWorker):
     def answer_continue(self, front: Front) -> None:
         """Answer `Expect: 100-continue` here, or the client waits before sending the body the
         front waits for; the header is dropped so that gunicorn does not answer it again."""
-        line_end = front.buffer.find(b"\r\n") + 2
-        lines = bytes(front.buffer[line_end:front.head.end - 2]).split(b"\r\n")
-        kept = [line for line in lines
-                if line.partition(b":")[0].strip().lower() != b"expect"]
-        head = bytes(front.buffer[:line_end]) + b"".join(line + b"\r\n" for line in kept) + b"\r\n"
+        head = without_expect(front.buffer, front.head.end)
         front.buffer[:front.head.end] = head
         front.head.end = len(head)
         front.conn.sock.send(CONTINUE)  # a fresh connection's send buffer has room

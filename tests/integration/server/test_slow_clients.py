@@ -2,6 +2,8 @@
 clients, busy ports and restarts: what an attacker or a careless operator would try."""
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import time
 
@@ -52,6 +54,31 @@ def test_trickling_clients_cost_no_thread_and_are_dropped_at_their_deadline(tmp_
         uploaded = admin.cli("--server", server.url, "--ca-cert", str(server.certificate),
                              "--token", admin.token, "artifacts", "upload", str(artifact))
         assert uploaded["size"] == artifact.stat().st_size
+    finally:
+        server.stop()
+
+
+def test_expect_100_continue_is_answered_before_the_body(tmp_path):
+    """The front waits for whole bodies, so it must answer `Expect: 100-continue` itself (a
+    client that waits for it would otherwise wait for nothing), and only once."""
+    server = LiveServer(tmp_path / "data").start()
+    try:
+        body = b'{"id_data": 1}'
+        context = ssl.create_default_context(cafile=server.certificate)
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)),
+                                 server_hostname="127.0.0.1") as sock:
+            sock.settimeout(5)
+            sock.sendall(b"POST /api/devices/v1/authentication/auth_requests HTTP/1.1\r\n"
+                         b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+            assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(body)
+            response = b""
+            while b"request_id" not in response:
+                response += sock.recv(4096)
+        status, _, rest = response.partition(b"\r\n")
+        assert status == b"HTTP/1.1 400 BAD REQUEST" and b"100 Continue" not in rest
+        assert b'"error":"expected {id_data: JSON string, pubkey: PEM string}"' in rest
     finally:
         server.stop()
 
