@@ -64,6 +64,13 @@ def hold(port: int) -> ssl.SSLSocket:
     return sock
 
 
+def connections_to(port: int) -> int:
+    """Established TCP connections on this host to 127.0.0.1:`port` (/proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines
+               if line.split()[2] == f"0100007F:{port:04X}" and line.split()[3] == "01")
+
+
 def closed_after(sock: ssl.SSLSocket, opened: float) -> float:
     """Seconds from `opened` until the server closed `sock`."""
     try:
@@ -90,20 +97,23 @@ def test_the_documented_nginx_config(tmp_path, artifact):
         assert requests.get(f"{url}/api/health", verify=verify, timeout=10).status_code == 204
 
         trickler = Trickler("127.0.0.1", port, ["handshake", "headers"]).start()
-        limit = int(re.search(r"limit_conn tern_addr (\d+);", documented_block())[1])
+        limit = re.search(r"limit_conn tern_addr (\d+);", documented_block())
+        assert limit, "the README's nginx block limits no connections"
+        limit = int(limit[1])
         opened = time.monotonic()
         held = [hold(port) for _ in range(limit)]
         time.sleep(0.5)
         over = requests.get(f"{url}/api/health", verify=verify, timeout=10)
         assert over.status_code == 429, "a request over the connection limit passed"
+        assert connections_to(tern.port) < limit / 2, \
+            "nginx passed the held requests on to tern before their bodies came"
         body_timeout = [closed_after(sock, opened) for sock in held]
         wait_for(lambda: all(t.closed_after for t in trickler.trickles), timeout=20,
                  interval=0.2, what="nginx to close the trickling connections")
         trickler.stop()
         assert all(9 < t < 20 for t in body_timeout), body_timeout
         assert all(9 < t.closed_after < 20 for t in trickler.trickles), trickler.trickles
-        assert "auth_requests" not in tern.output.read_text(), \
-            "nginx passed on requests whose bodies had not arrived"
+        assert "auth_requests" not in tern.output.read_text()
 
         too_big = requests.put(f"{url}/api/devices/v1/inventory/device/attributes",
                                data=b"[" + b" " * (2 << 20) + b"]", verify=verify, timeout=30)
