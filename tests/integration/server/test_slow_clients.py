@@ -111,10 +111,11 @@ def test_a_restart_strands_no_connection(tmp_path):
         with Trickler("127.0.0.1", server.port, ["headers"]):
             time.sleep(1)
             os.kill(server.process.pid, signal.SIGHUP)
+            # (the new worker's listener queues connections while it loads the app)
             after = latencies(server.url + HEALTH, server.certificate, seconds=5,
-                              interval=0.1, timeout=4)
-        assert max(after) < 4, f"{sum(t == float('inf') for t in after)} of {len(after)} " \
-                               "requests after HUP failed"
+                              interval=0.1, timeout=8)
+        failed = sum(t == float("inf") for t in after)
+        assert failed == 0, f"{failed} of {len(after)} requests after HUP failed"
     finally:
         server.stop()
 
