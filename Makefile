@@ -62,6 +62,7 @@ bench: deps venv image
 	$(PY) -m bench.artifact
 	$(SUDO) $(PY) -m bench.install
 	$(PY) -m bench.server
+	$(PY) -m bench.slow_clients
 	$(PY) -m bench.polls
 	$(PY) -m bench.download
 	$(PY) -m bench.resume

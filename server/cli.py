@@ -138,6 +138,7 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
 
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
+    port_claim = _claim_port(bind)
     config = {**_data_dir_config(obj["data_dir"]), "REQUEST_LOG": request_log,
               "DATABASE_POOL_SIZE": threads}
     _upgrade_privately(obj["data_dir"], config["DATABASE_URL"])
@@ -156,7 +157,8 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
     class Server(BaseApplication):
         def load_config(self):
             for option, value in {"bind": [bind], "workers": workers, "threads": threads,
-                                  "worker_class": "gthread", "certfile": cert, "keyfile": key,
+                                  "worker_class": "server.worker.FrontThreadWorker",
+                                  "certfile": cert, "keyfile": key,
                                   "timeout": 120, "graceful_timeout": 10, "reuse_port": True,
                                   "proc_name": "tern-server"}.items():
                 self.cfg.set(option, value)
@@ -170,7 +172,7 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
 
     # Metrics of every worker, added up at scrape time (server.metrics); set before any
     # worker imports prometheus_client.
-    with tempfile.TemporaryDirectory(prefix="tern-metrics-") as metrics_dir:
+    with port_claim, tempfile.TemporaryDirectory(prefix="tern-metrics-") as metrics_dir:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         Server().run()
 
@@ -192,6 +194,34 @@ def _database_failure(database_url: str, error) -> str:
 
     shown = make_url(database_url).render_as_string(hide_password=True)
     return f"database {shown}: {_one_line(str(getattr(error, 'orig', None) or error))}"
+
+
+def _claim_port(bind: str) -> socket.socket:
+    """Fail at once if anything holds `bind`'s port, then hold it for this server.
+
+    gunicorn's workers each bind their own SO_REUSEPORT listener, and the kernel lets any
+    process of the same user join those: a second `serve` would silently share the port. A
+    bind without SO_REUSEPORT fails on a port that anyone holds (SO_REUSEADDR only lets it
+    pass TIME_WAIT connections). The socket returned, bound with SO_REUSEPORT but never
+    listening (so never given connections), keeps the port from looking free to another
+    `serve` while our workers start or restart."""
+    host, _, port = bind.rpartition(":")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)[0]
+    except (ValueError, OSError) as e:
+        raise click.UsageError(f"--bind {bind}: {e}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise click.ClickException(f"cannot listen on {bind}: {e.strerror}"
+                                       " (another server runs there?)") from None
+    claim = socket.socket(family, kind, proto)
+    claim.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    claim.bind(address)
+    return claim
 
 
 def _data_dir_config(data_dir: Path) -> dict:

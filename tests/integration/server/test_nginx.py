@@ -1,0 +1,148 @@
+"""The nginx block of server/README.md, run for real in front of `tern-server serve`: only its
+addresses and paths are replaced, so the documentation and this test cannot drift apart."""
+import os
+import re
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from testkit import free_port, wait_for
+from testkit.admin import ServerAdmin
+from testkit.live_server import LiveServer
+from testkit.trickle import Trickler
+
+pytestmark = pytest.mark.slow
+
+README = Path(__file__).resolve().parents[3] / "server" / "README.md"
+HOLD = "POST /api/devices/v1/authentication/auth_requests HTTP/1.1\r\nHost: ota.example.com" \
+       "\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+
+
+def documented_block() -> str:
+    [block] = [b for b in re.findall(r"```nginx\n(.*?)```", README.read_text(), re.S)
+               if "upstream tern" in b]
+    return block
+
+
+def nginx_config(work: Path, tern: LiveServer, port: int) -> str:
+    block, key = documented_block(), tern.certificate.with_name("server.key")
+    for documented, here in [
+            ("    server 10.0.0.11:8443;\n    server 10.0.0.12:8443;\n",
+             f"    server 127.0.0.1:{tern.port};\n"),
+            ("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
+            ("/etc/ssl/ota.example.com.crt", str(tern.certificate)),
+            ("/etc/ssl/ota.example.com.key", str(key)),
+            ("/etc/ssl/tern-instances.crt", str(tern.certificate))]:
+        assert documented in block, f"the README's nginx block no longer has {documented!r}"
+        block = block.replace(documented, here)
+    temp = " ".join(f"{kind}_temp_path {work}/{kind};"
+                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return (f"pid {work}/nginx.pid;\nerror_log {work}/error.log;\nevents {{}}\n"
+            f"http {{\naccess_log {work}/access.log;\n{temp}\n{block}}}\n")
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    payload, path = tmp_path / "payload.bin", tmp_path / "big.mender"
+    payload.write_bytes(os.urandom(4 << 20))
+    subprocess.run(["mender-artifact", "write", "module-image", "-T", "single-file", "-n",
+                    "through-nginx", "-t", "qemux86-64", "-f", str(payload), "-o", str(path)],
+                   check=True, capture_output=True)
+    return path
+
+
+def hold(port: int) -> ssl.SSLSocket:
+    """A request whose headers are in and whose body never comes."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30))
+    sock.sendall(HOLD.encode())
+    return sock
+
+
+def connections_to(port: int) -> int:
+    """Established TCP connections on this host to 127.0.0.1:`port` (/proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines
+               if line.split()[2] == f"0100007F:{port:04X}" and line.split()[3] == "01")
+
+
+def closed_after(sock: ssl.SSLSocket, opened: float) -> float:
+    """Seconds from `opened` until the server closed `sock`."""
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+    return time.monotonic() - opened
+
+
+def test_the_documented_nginx_config(tmp_path, artifact):
+    tern = LiveServer(tmp_path / "data", workers=2, names=("ota.example.com",)).start()
+    work = Path(tempfile.mkdtemp(prefix="tern-nginx-"))
+    work.chmod(0o755)  # nginx's workers run as nobody
+    port = free_port()
+    (work / "nginx.conf").write_text(nginx_config(work, tern, port))
+    nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
+                             stderr=subprocess.PIPE)
+    url, verify = f"https://127.0.0.1:{port}", tern.certificate
+    try:
+        admin = ServerAdmin(tern)
+        wait_for(lambda: _answers(url, verify), timeout=10, interval=0.2, what="nginx")
+        # the upstream's certificate is checked: /api/health passed through
+        assert requests.get(f"{url}/api/health", verify=verify, timeout=10).status_code == 204
+
+        trickler = Trickler("127.0.0.1", port, ["handshake", "headers"]).start()
+        limit = re.search(r"limit_conn tern_addr (\d+);", documented_block())
+        assert limit, "the README's nginx block limits no connections"
+        limit = int(limit[1])
+        opened = time.monotonic()
+        held = [hold(port) for _ in range(limit)]
+        # once nginx has read every held request's headers (a loaded machine: not at once)
+        wait_for(lambda: requests.get(f"{url}/api/health", verify=verify,
+                                      timeout=5).status_code == 429,
+                 timeout=5, interval=0.2, what="a request over the connection limit to get 429")
+        assert connections_to(tern.port) < limit / 2, \
+            "nginx passed the held requests on to tern before their bodies came"
+        body_timeout = [closed_after(sock, opened) for sock in held]
+        wait_for(lambda: all(t.closed_after for t in trickler.trickles), timeout=20,
+                 interval=0.2, what="nginx to close the trickling connections")
+        trickler.stop()
+        assert all(9 < t < 20 for t in body_timeout), body_timeout
+        assert all(9 < t.closed_after < 20 for t in trickler.trickles), trickler.trickles
+        assert "auth_requests" not in tern.output.read_text()
+
+        too_big = requests.put(f"{url}/api/devices/v1/inventory/device/attributes",
+                               data=b"[" + b" " * (2 << 20) + b"]", verify=verify, timeout=30)
+        assert too_big.status_code == 413
+        with artifact.open("rb") as body:
+            uploaded = requests.post(f"{url}/api/management/v1/artifacts", data=body,
+                                     headers={"Authorization": f"Bearer {admin.token}"},
+                                     verify=verify, timeout=60)
+        assert uploaded.status_code == 201, uploaded.text
+        assert uploaded.json()["size"] == artifact.stat().st_size
+        error_log = (work / "error.log").read_text()
+        assert "buffered to a temporary file" not in error_log, error_log  # streamed through
+        downloaded = requests.get(f"{url}/api/management/v1/artifacts/"
+                                  f"{uploaded.json()['id']}/download",
+                                  headers={"Authorization": f"Bearer {admin.token}"},
+                                  verify=verify, timeout=60)
+        assert downloaded.content == artifact.read_bytes()
+    finally:
+        nginx.terminate()
+        nginx.wait()
+        tern.stop()
+
+
+def _answers(url: str, verify) -> bool:
+    try:
+        requests.get(f"{url}/api/health", verify=verify, timeout=2)
+        return True
+    except requests.ConnectionError:
+        return False
