@@ -28,5 +28,5 @@ def test_the_daemon_unit_runs_the_console_script_with_its_state_on_data():
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     options = argv[1:-1]
-    options[options.index("--config") + 1] = str(ROOT / "updater/examples/tern.toml")
+    options[options.index("--config") + 1] = str(ROOT / "debian/updater.toml")  # the conffile
     assert config.load(parser.parse_args(options)).data.is_relative_to("/data")
