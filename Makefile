@@ -75,14 +75,18 @@ campaign: deps venv image
 	$(PY) -m qemu.campaign --cuts $(or $(N),200)
 
 ## deb: the device agent as a Debian package, build/deb/tern-updater_<version>_all.deb,
-## built from a copy of its sources by dpkg-buildpackage (the .deb lands beside that copy)
-deb: deps
-	rm -rf build/deb/src build/deb/tern-updater_*
+## built from a copy of its sources by dpkg-buildpackage (the .deb lands beside that copy);
+## rebuilt when a source changed
+DEB_SOURCES := $(shell find debian updater artifact -type f -not -name '*.pyc') docs/porting.md
+deb: deps build/deb/built
+build/deb/built: $(DEB_SOURCES)
+	rm -rf build/deb/src build/deb/tern-updater_* $@
 	mkdir -p build/deb/src/docs
 	cp -r debian updater artifact build/deb/src/
 	cp docs/porting.md build/deb/src/docs/
 	cd build/deb/src && dpkg-buildpackage -us -uc -b
 	lintian --fail-on error,warning --info build/deb/tern-updater_*_all.deb
+	touch $@
 
 ## image: the emulated device's disk and release images in build/images (cached); the
 ## agent comes from the package that `make deb` builds
