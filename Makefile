@@ -12,9 +12,10 @@ DEBIAN_PACKAGES := python3 python3-venv python3-pip git make time \
 	mender-artifact mender-client postgresql nginx-light wrk \
 	qemu-system-arm qemu-utils u-boot-qemu u-boot-tools libubootenv-tool mmdebstrap \
 	e2fsprogs dosfstools mtools fdisk kmod cpio gzip busybox-static openssl openssh-client \
+	debhelper dh-python lintian \
 	chromium chromium-driver
 
-.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench image qemu-shell clean
+.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench deb image qemu-shell clean
 
 ## deps: install the Debian packages (idempotent: apt runs only when one is missing)
 deps:
@@ -75,8 +76,23 @@ bench: deps venv image
 campaign: deps venv image
 	$(PY) -m testkit.campaign --cuts $(or $(N),200)
 
-## image: the emulated device's disk and release images in build/images (cached)
-image: deps venv
+## deb: the device agent as a Debian package, build/deb/tern-updater_<version>_all.deb,
+## built from a copy of its sources by dpkg-buildpackage (the .deb lands beside that copy);
+## rebuilt when a source changed
+DEB_SOURCES := $(shell find debian updater artifact -type f -not -name '*.pyc') docs/porting.md
+deb: deps build/deb/built
+build/deb/built: $(DEB_SOURCES)
+	rm -rf build/deb/src build/deb/tern-updater_* $@
+	mkdir -p build/deb/src/docs
+	cp -r debian updater artifact build/deb/src/
+	cp docs/porting.md build/deb/src/docs/
+	cd build/deb/src && dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning --info build/deb/tern-updater_*_all.deb
+	touch $@
+
+## image: the emulated device's disk and release images in build/images (cached); the
+## agent comes from the package that `make deb` builds
+image: deps venv deb
 	$(PY) images/build.py
 
 ## qemu-shell: boot a disposable device from the image, its console here (Ctrl-] quits)

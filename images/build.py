@@ -3,16 +3,20 @@
 Everything on the device comes from Debian bookworm arm64 packages, unpacked
 with mmdebstrap's extract variant (no arm64 binary runs on the host) and packed
 into ext4 and FAT images with `mkfs.ext4 -d` and mtools (no loop devices, no
-mounts). Outputs land in build/images/; they are rebuilt only when the key over
-their inputs (these files, the package versions, the updater source) changes.
+mounts). The agent comes from its own package, build/deb/tern-updater_*_all.deb
+(`make deb`), unpacked the same way. Outputs land in build/images/; they are rebuilt
+only when the key over their inputs (these files, the package versions, the agent
+package's contents) changes.
 """
 import hashlib
+import io
 import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import tempfile
 import uuid
 from pathlib import Path
@@ -27,7 +31,8 @@ PACKAGES = ["busybox-static", "python3-minimal", "libpython3.11-stdlib", "libubo
             "python3-cryptography", "python3-requests", "dropbear-bin"]
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "ext4"]
 ROOTFS_MODULES = INITRAMFS_MODULES + ["virtio_net", "virtio_rng"]
-TERN_PACKAGES = ["artifact", "updater"]
+AGENT_DEBS = ROOT / "build" / "deb"
+AGENT_DIR = "usr/lib/tern-updater"  # the package's private directory
 DEVICE_TYPE = "qemu-arm64"
 
 MIB = 1024 * 1024
@@ -120,9 +125,28 @@ def modules_in_order(root: Path, release: str, names: list[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def input_key(debian: Path) -> str:
-    files = source_files(HERE) + source_files(*(ROOT / p for p in TERN_PACKAGES))
-    return digest((debian / "versions.txt").read_bytes(),
+def agent_package() -> Path:
+    """The agent's package, rebuilt first if its sources changed since (make deb)."""
+    run("make", "--no-print-directory", "-s", "-C", ROOT, "deb")
+    debs = sorted(AGENT_DEBS.glob("tern-updater_*_all.deb"))
+    if len(debs) != 1:
+        sys.exit(f"images: need exactly one tern-updater_*_all.deb in {AGENT_DEBS}, "
+                 f"found {len(debs)}: run `make deb`")
+    return debs[0]
+
+
+def package_contents(deb: Path) -> list[bytes]:
+    """Each file's path, mode and bytes: a rebuilt package with new timestamps is the same."""
+    tar = run("dpkg-deb", "--fsys-tarfile", deb, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        return [member.name.encode() + oct(member.mode).encode()
+                + (archive.extractfile(member).read() if member.isfile() else b"")
+                for member in archive]
+
+
+def input_key(debian: Path, agent: Path) -> str:
+    files = source_files(HERE)
+    return digest((debian / "versions.txt").read_bytes(), *package_contents(agent),
                   *(str(f.relative_to(ROOT)).encode() + f.read_bytes() for f in files))
 
 
@@ -150,7 +174,8 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def assemble_rootfs(debian: Path, tree: Path, env_offsets: list[int], keys: Path) -> None:
+def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int],
+                    keys: Path) -> None:
     run("cp", "-a", debian, tree)
     for junk in ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
                  "usr/share/lintian", "var/cache/apt", "var/lib/apt", "versions.txt",
@@ -166,6 +191,10 @@ def assemble_rootfs(debian: Path, tree: Path, env_offsets: list[int], keys: Path
         if not link.exists() and not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to("/bin/busybox")
+    # The agent as a device maker's build installs it; no maintainer script runs (they
+    # are the target's), so the image's own files below (its updater.toml, rcS) win
+    # over the package's defaults, and the byte-compiling of its postinst is done here.
+    run("dpkg-deb", "-x", agent, tree)
     shutil.copytree(HERE / "rootfs", tree, dirs_exist_ok=True, symlinks=True)
     (tree / "etc/shadow").chmod(0o600)
     for d in ["proc", "sys", "run", "tmp", "data", "root/.ssh", "etc/dropbear"]:
@@ -175,16 +204,10 @@ def assemble_rootfs(debian: Path, tree: Path, env_offsets: list[int], keys: Path
           + "".join(f"/dev/vda {offset:#x} {ENV_SIZE:#x}\n" for offset in env_offsets))
     write(tree / "root/.ssh/authorized_keys", (keys / "ssh_ed25519.pub").read_text(), 0o600)
     write(tree / "etc/tern/artifact.pub", (keys / "artifact.pub").read_text())
-    site = tree / "usr/lib/python3/dist-packages"
-    for package in TERN_PACKAGES:
-        shutil.copytree(ROOT / package, site / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    write(tree / "usr/bin/tern-updater",
-          "#!/usr/bin/python3\nimport sys\n\nfrom updater.cli import main\n\nsys.exit(main())\n",
-          0o755)
     # Debian compiles .pyc in postinst; precompile here (same CPython 3.11 on both sides).
     run(sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
-        "-s", tree, "-p", "/", tree / "usr/lib/python3.11", site, capture_output=True)
+        "-s", tree, "-p", "/", tree / "usr/lib/python3.11", tree / AGENT_DIR,
+        capture_output=True)
     release = next((tree / "lib/modules").iterdir()).name
     run("depmod", "-b", tree, release)
     make_initramfs(tree, release)
@@ -339,7 +362,8 @@ def make_artifacts(keys: Path) -> list[str]:
 def build() -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     debian = fetch_debian()
-    key = input_key(debian)
+    agent = agent_package()
+    key = input_key(debian, agent)
     stamp = OUT / "layout.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
         print(f"images: up to date ({OUT})")
@@ -351,7 +375,7 @@ def build() -> Path:
         boot, env_in_partition = make_boot_partition(work)
         env_offsets = [PARTITIONS[0][1] * SECTOR + offset for offset in env_in_partition]
         add_boot_script(boot, work, [offset // SECTOR for offset in env_offsets])
-        assemble_rootfs(debian, work / "base", env_offsets, OUT / "keys")
+        assemble_rootfs(debian, agent, work / "base", env_offsets, OUT / "keys")
         releases = {name: make_release(work / "base", work, name) for name in RELEASES}
         factory = releases["release-1"]
         disk = make_disk({"boot": boot, "rootA": factory, "rootB": factory,

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+from . import __version__
 from . import config as config_module
 from .agent.standalone import FAILED, OK, Busy, Standalone
 from .agent.statestore import StateStore
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tern-updater",
                                      description="Install Mender artifacts into the inactive "
                                                  "A/B slot; commit after a healthy trial boot.")
+    parser.add_argument("--version", action="version", version=f"tern-updater {__version__}")
     config_module.add_arguments(parser)
     common = argparse.ArgumentParser(add_help=False)
     config_module.add_arguments(common, default=argparse.SUPPRESS)

@@ -97,14 +97,49 @@ def add_arguments(parser: argparse.ArgumentParser, default=None) -> None:
                                 metavar=kind.__name__.upper(), help=item.metadata["help"])
 
 
-def load(args: argparse.Namespace) -> Config:
-    values = {}
-    if getattr(args, "config", None):
-        with open(args.config, "rb") as file:
+class ConfigError(ValueError):
+    """A settings file the agent cannot start with; the message is one line naming it."""
+
+
+TOML_TYPES = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
+              list[str]: "a list of strings"}
+
+
+def read_file(path: str) -> dict:
+    """The settings of a TOML file, each checked against Config's names and types."""
+    try:
+        with open(path, "rb") as file:
             values = tomllib.load(file)
-        unknown = set(values) - {item.name for item in fields(Config)}
-        if unknown:
-            raise ValueError(f"{args.config}: unknown settings {', '.join(sorted(unknown))}")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    kinds = {item.name: item.type for item in fields(Config)}
+    for key, value in values.items():
+        if key not in kinds:
+            raise ConfigError(f"{path}: unknown key {key!r}")
+        if not fits(value, kinds[key]):
+            raise ConfigError(f"{path}: {key} must be {TOML_TYPES[kinds[key]]}, "
+                              f"not {value!r}")
+        if kinds[key] is float:
+            values[key] = float(value)
+    return values
+
+
+def fits(value, kind) -> bool:
+    if kind == list[str]:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def load(args: argparse.Namespace) -> Config:
+    values = read_file(args.config) if getattr(args, "config", None) else {}
     for item in fields(Config):
         flag_value = getattr(args, item.name, None)
         if flag_value is not None:

@@ -7,6 +7,7 @@ import time
 import pexpect
 import pytest
 
+import updater
 from qemu.guest import fw_env, release, uboot_choices
 
 pytestmark = pytest.mark.qemu
@@ -32,11 +33,17 @@ def test_uboot_is_debians_and_boots_the_shell_from_its_prompt(uboot):
 
 
 def test_updater_runtime_is_on_the_device(shell):
+    # The agent comes from its package: in its private directory, not in site-packages.
     output = shell.run_check(
-        "python3 -c 'import artifact, updater, cryptography, requests, ssl; print(\"ok\")'",
+        "python3 -c 'import sys; sys.path.insert(0, \"/usr/lib/tern-updater\"); "
+        "import artifact, updater, cryptography, requests, ssl; print(updater.__file__)'",
         timeout=60)
-    assert output.strip() == "ok"
+    assert output.strip() == "/usr/lib/tern-updater/updater/__init__.py"
+    output, code = shell.run("python3 -c 'import updater'", timeout=60)
+    assert code == 1 and "ModuleNotFoundError" in output
     assert "usage:" in shell.run_check("tern-updater --help", timeout=60)
+    assert shell.run_check("tern-updater --version", timeout=60).strip() == (
+        f"tern-updater {updater.__version__}")
     assert shell.run_check("ls /etc/tern/health.d").split() == ["10-data-mounted"]
     shell.run_check("for check in /etc/tern/health.d/*; do $check || exit 1; done")
 

@@ -237,7 +237,8 @@ def test_flags_override_the_config_file(device, make_artifact, capfd):
 def test_unknown_setting_in_the_config_file(device, capfd):
     device.toml.write_text(device.toml.read_text() + "colour = 'blue'\n")
     assert cli.main(["--config", str(device.root / "tern.toml"), "status"]) == 1
-    assert "unknown settings colour" in capfd.readouterr().err
+    toml = device.root / "tern.toml"
+    assert f"tern-updater: {toml}: unknown key 'colour'\n" == capfd.readouterr().err
 
 
 def test_install_from_an_http_url(device, make_artifact):

@@ -1,5 +1,6 @@
-"""The daemon's systemd unit, read as systemd's INI dialect: it starts the console script
-after the network is online, restarts it on failure and keeps its state on /data."""
+"""The systemd units, read as systemd's INI dialect: the daemon starts the console script
+after the network is online, restarts it on failure and keeps its state on /data; the resume
+unit runs once per boot, once /data is mounted."""
 import argparse
 import configparser
 import shlex
@@ -28,5 +29,21 @@ def test_the_daemon_unit_runs_the_console_script_with_its_state_on_data():
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     options = argv[1:-1]
-    options[options.index("--config") + 1] = str(ROOT / "updater/examples/tern.toml")
+    options[options.index("--config") + 1] = str(ROOT / "debian/updater.toml")  # the conffile
     assert config.load(parser.parse_args(options)).data.is_relative_to("/data")
+
+
+def test_the_resume_unit_runs_once_per_boot_with_the_conffile_after_data_is_mounted():
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str
+    unit.read(ROOT / "updater/systemd/tern-updater-resume.service")
+    assert shlex.split(unit["Service"]["ExecStart"]) == [
+        "/usr/bin/tern-updater", "--config", "/etc/tern/updater.toml", "resume"]
+    assert unit["Service"]["Type"] == "oneshot"
+    assert unit["Service"]["SuccessExitStatus"] == "2"  # nothing to resume
+    assert unit["Unit"]["RequiresMountsFor"] == "/data"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    daemon = configparser.ConfigParser(interpolation=None)
+    daemon.optionxform = str
+    daemon.read(ROOT / "updater/systemd/tern-updater.service")
+    assert "tern-updater-resume.service" in daemon["Unit"]["After"].split()
