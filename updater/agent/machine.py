@@ -1,6 +1,6 @@
 """The transition table and the runner that walks it, storing each state before its step.
 
-Standalone mode and the (later) daemon share the runner and the steps; they differ in
+Standalone mode and the daemon share the runner and the steps; they differ in
 where they start (Download here, Sync in the daemon), in the source the steps download
 from, and in where they stop (`stop_before`).
 """
