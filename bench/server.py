@@ -54,17 +54,11 @@ def enrol(server: LiveServer, count: int, with_deployment: bool) -> list[str]:
 
 
 def deploy_to_all(server: LiveServer, app) -> None:
-    from artifact import ArtifactHeader, write_artifact
-    from artifact.payloads import PayloadOptions, Software, module_image
     from server.artifacts import service as artifacts
     from server.deployments import service as deployments
+    from testkit.artifacts import single_file_artifact
 
-    payload = server.data_dir.parent / "payload.txt"
-    payload.write_text("benchmark\n")
-    path = server.data_dir.parent / "app.mender"
-    with path.open("wb") as out:
-        write_artifact(out, ArtifactHeader("app-1.0", ["qemux86-64"], []), [module_image(
-            "single-file", [payload], Software(name="single-file"), PayloadOptions())])
+    path = single_file_artifact(server.data_dir.parent, "app-1.0")
     with app.app_context(), path.open("rb") as source:
         artifacts.upload(source)
         deployments.create("benchmark", "app-1.0", all_devices=True)

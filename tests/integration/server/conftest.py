@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 
 from testkit.admin import ServerAdmin
+from testkit.artifacts import build_artifact
 from testkit.live_server import LiveServer
 
 ADMIN, PASSWORD = "admin@example.com", "correct horse battery"
+NEXT = "/api/devices/v2/deployments/device/deployments/next"
+PROVIDES = {"device_provides": {"device_type": "qemux86-64", "artifact_name": "release-0"}}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -37,3 +40,11 @@ def tern_artifact(directory: Path, name: str, key: Path | None = None, mib: int 
                     *(["--compression", "none"] if mib else []),
                     *(["-k", str(key)] if key else [])], check=True, capture_output=True)
     return output
+
+
+def make_artifact(directory: Path) -> Path:
+    """A 1 MiB single-file module artifact, app-1.0 for qemux86-64."""
+    path = directory / "app.mender"
+    path.write_bytes(build_artifact({"payload.bin": bytes(range(256)) * 4096}, name="app-1.0",
+                                    device_types=["qemux86-64"], module_type="single-file"))
+    return path

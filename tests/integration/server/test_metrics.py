@@ -10,7 +10,7 @@ from testkit.admin import ServerAdmin
 from testkit.devices import AUTH_PATH, SimulatedDevice
 from testkit.live_server import LiveServer
 
-from .test_scale_out import NEXT, PROVIDES, make_artifact
+from .conftest import NEXT, PROVIDES, make_artifact
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from testkit.artifacts import build_artifact
 from testkit.devices import AUTH_PATH, SimulatedDevice
 from testkit.live_server import LiveServer
 
-from .test_scale_out import NEXT, PROVIDES
+from .conftest import NEXT, PROVIDES
 
 pytestmark = pytest.mark.slow
 

@@ -14,14 +14,12 @@ from sqlalchemy import create_engine, text
 from server.config import new_secret
 from server.tls import ensure_self_signed
 from testkit.admin import ServerAdmin
-from testkit.artifacts import build_artifact
 from testkit.devices import AUTH_PATH, SimulatedDevice
 from testkit.live_server import LiveServer
 
-pytestmark = pytest.mark.slow
+from .conftest import NEXT, PROVIDES, make_artifact
 
-NEXT = "/api/devices/v2/deployments/device/deployments/next"
-PROVIDES = {"device_provides": {"device_type": "qemux86-64", "artifact_name": "release-0"}}
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -50,13 +48,6 @@ def instances(postgres, tmp_path):
             server.stop()
     with create_engine(database_url).connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
-
-
-def make_artifact(tmp_path):
-    path = tmp_path / "app.mender"
-    path.write_bytes(build_artifact({"payload.bin": bytes(range(256)) * 4096}, name="app-1.0",
-                                    device_types=["qemux86-64"], module_type="single-file"))
-    return path
 
 
 def test_two_instances_share_database_and_artifacts(instances, tmp_path):
