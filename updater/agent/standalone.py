@@ -96,13 +96,24 @@ class Standalone:
         The watchdog the initramfs started is fed from here on and stopped when the boot
         is healthy: unless this boot failed its trial and waits for the reboot into the
         previous artifact (the watchdog makes that reboot if nothing else does), or the
-        updater failed (an exception: the board is reset).
+        updater failed on a trial boot (an error: the reset counts as a failed boot).
         """
         self.steps.watchdog.feed()
-        outcome = self._resume()
+        try:
+            outcome = self._resume()
+        except Exception:
+            if not self._on_trial():  # a reset would not help a committed slot
+                self.steps.watchdog.disarm()
+            raise
         if outcome.state not in WAITING_FOR_ROLLBACK_REBOOT:
             self.steps.watchdog.disarm()
         return outcome
+
+    def _on_trial(self) -> bool:
+        try:
+            return self.steps.bootloader.trial_pending()
+        except Exception:
+            return True  # cannot tell: keep the watchdog armed
 
     def _resume(self) -> Outcome:
         stored = self.store.load()

@@ -288,6 +288,25 @@ def test_resume_on_a_boot_without_an_update_stops_the_watchdog(device):
     assert watchdog.read_bytes() == b"\0V"
 
 
+def test_resume_that_fails_stops_the_watchdog_only_outside_a_trial_boot(device, make_artifact):
+    watchdog = device.root / "watchdog"
+    watchdog.write_bytes(b"")
+    device.settings["watchdog_device"] = str(watchdog)
+    store = device.root / "data" / "state.json"
+    device.power_on()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text('{"version": 99}')  # resume cannot read it: an error, not an update
+    assert device.run("resume") == 1
+    assert watchdog.read_bytes() == b"\0V"  # committed slot: a reset would not help
+    store.unlink()
+    watchdog.write_bytes(b"")
+    assert device.run("install", str(make_artifact())) == 0
+    assert device.power_on() == "b"
+    store.write_text('{"version": 99}')
+    assert device.run("resume") == 1
+    assert watchdog.read_bytes() == b"\0"  # trial boot: the watchdog resets, U-Boot falls back
+
+
 def test_busy_watchdog_does_not_fail_the_trial_boot(device, make_artifact, monkeypatch, capfd):
     """systemd (RuntimeWatchdogSec) holds /dev/watchdog: the update commits all the same."""
     watchdog = device.root / "watchdog"
