@@ -30,7 +30,13 @@ SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
 PACKAGES = ["busybox-static", "python3-minimal", "libpython3.11-stdlib", "libubootenv-tool",
             "python3-cryptography", "python3-requests", "dropbear-bin"]
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "ext4"]
-ROOTFS_MODULES = INITRAMFS_MODULES + ["virtio_net", "virtio_rng"]
+# QEMU's i6300esb (qemu/launch.py); the initramfs loads it last, with its timeout.
+WATCHDOG_MODULE = "i6300esb"
+# Long enough for a healthy boot to reach `tern-updater resume` (which feeds it during
+# the health checks, then stops it) under TCG on a loaded host: 8-10 s idle, measured
+# in RELIABILITY.md; a hang resets the board this long after the initramfs.
+WATCHDOG_TIMEOUT = 60
+ROOTFS_MODULES = INITRAMFS_MODULES + ["virtio_net", "virtio_rng", WATCHDOG_MODULE]
 AGENT_DEBS = ROOT / "build" / "deb"
 AGENT_DIR = "usr/lib/tern-updater"  # the package's private directory
 DEVICE_TYPE = "qemu-arm64"
@@ -54,6 +60,7 @@ RELEASES = {
     "release-2": "a good update",
     "release-broken": "/sbin/init is not executable: the kernel panics",
     "release-unhealthy": "boots, but a health check in /etc/tern/health.d fails",
+    "release-hang": "/sbin/init sleeps for ever: the watchdog resets the board",
 }
 FAKE_TIME = "1700000000"  # fixed timestamps inside the filesystems
 
@@ -76,7 +83,7 @@ def source_files(*dirs: Path) -> list[Path]:
 
 def fetch_debian() -> Path:
     """Unpack the arm64 packages and the kernel once per package list (build/cache)."""
-    key = digest(json.dumps([SUITE, MIRROR, PACKAGES]).encode())
+    key = digest(json.dumps([SUITE, MIRROR, PACKAGES, ROOTFS_MODULES]).encode())
     tree = DOWNLOADS / f"debian-{key}"
     if (tree / "versions.txt").exists():
         return tree
@@ -214,7 +221,8 @@ def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int
 
 
 def make_initramfs(tree: Path, release: str) -> None:
-    """A busybox initramfs that loads virtio/ext4 (modules in Debian's kernel) and mounts root=."""
+    """A busybox initramfs that loads virtio/ext4 (modules in Debian's kernel), arms the
+    watchdog and mounts root=."""
     with tempfile.TemporaryDirectory() as tmp:
         initramfs = Path(tmp)
         for d in ["bin", "proc", "dev", "lib/modules"]:
@@ -224,9 +232,10 @@ def make_initramfs(tree: Path, release: str) -> None:
                        "switch_root"]:
             (initramfs / "bin" / applet).symlink_to("busybox")
         order = []
-        for module in modules_in_order(tree, release, INITRAMFS_MODULES):
+        for module in modules_in_order(tree, release, INITRAMFS_MODULES + [WATCHDOG_MODULE]):
             shutil.copy2(module, initramfs / "lib/modules" / module.name)
-            order.append(f"/lib/modules/{module.name}\n")
+            arguments = f" heartbeat={WATCHDOG_TIMEOUT}" if module.stem == WATCHDOG_MODULE else ""
+            order.append(f"/lib/modules/{module.name}{arguments}\n")
         (initramfs / "modules.order").write_text("".join(order))
         shutil.copy2(HERE / "initramfs-init", initramfs / "init")
         files = sorted(str(p.relative_to(initramfs)) for p in initramfs.rglob("*"))
@@ -246,6 +255,9 @@ def make_release(base: Path, work: Path, name: str) -> Path:
     if name == "release-unhealthy":
         write(tree / "etc/tern/health.d/50-always-fails",
               "#!/bin/sh\necho 'release-unhealthy: failing on purpose' >&2\nexit 1\n", 0o755)
+    if name == "release-hang":  # a hang before `tern-updater resume`: only the watchdog helps
+        write(tree / "sbin/init", "#!/bin/sh\necho 'release-hang: init hangs'\n"
+              "while :; do sleep 3600; done\n", 0o755)
     for path in [tree, *tree.rglob("*")]:  # the same inode times on every build
         os.utime(path, (int(FAKE_TIME), int(FAKE_TIME)), follow_symlinks=False)
     image = OUT / f"{name}.ext4"
@@ -388,6 +400,7 @@ def build() -> Path:
         "partitions": {name: {"number": i + 1, "offset": start * SECTOR, "size": size}
                        for i, (name, start, size, _) in enumerate(PARTITIONS)},
         "env": {"offsets": env_offsets, "size": ENV_SIZE, "initial": INITIAL_ENV},
+        "watchdog": {"module": WATCHDOG_MODULE, "timeout": WATCHDOG_TIMEOUT},
         "releases": {name: {"rootfs": f"{name}.ext4", "about": about,
                             "artifact": f"{name}.mender" if f"{name}.mender" in artifacts else None}
                      for name, about in RELEASES.items()},

@@ -40,6 +40,9 @@ def build_command(config: QemuConfig) -> list[str]:
         "-qmp", f"unix:{config.qmp_socket},server=on,wait=off",
         "-netdev", f"user,id=net0{hostfwd}", "-device", f"virtio-net-pci,netdev=net0,romfile={mac}",
         "-device", "virtio-rng-pci",
+        # A hardware watchdog (armed by the initramfs at every boot): when it fires,
+        # QEMU resets the board like a power cycle and emits a QMP WATCHDOG event.
+        "-device", "i6300esb", "-action", "watchdog=reset",
     ]
     # The system disk is /dev/vda; extra disks (e.g. release images to install) are
     # read-only /dev/vdb, /dev/vdc... so devices can share them.

@@ -12,6 +12,7 @@ class QMP:
         self._sock = sock
         self._sock.settimeout(timeout)
         self._reader = self._sock.makefile("r", encoding="utf-8")
+        self.events: list[dict] = []  # asynchronous events (e.g. WATCHDOG), read with replies
         self._read()  # greeting
         self.execute("qmp_capabilities")
 
@@ -23,6 +24,7 @@ class QMP:
             message = json.loads(line)
             if "event" not in message:
                 return message
+            self.events.append(message)
 
     def execute(self, command: str, **arguments) -> dict:
         request = {"execute": command, **({"arguments": arguments} if arguments else {})}

@@ -5,29 +5,59 @@ port in `health_wait_ports` accepting connections (waited for up to
 `health_wait_timeout` s), then every executable in `health_dir`, in name order, exiting
 0 within `health_timeout` s.
 """
+import array
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config
+
+# <linux/watchdog.h>: _IOR('W', 2, int), and the boot status bit for "the watchdog reset it"
+WDIOC_GETBOOTSTATUS = 0x80045702
+WDIOF_CARDRESET = 0x0020
 
 
 class Watchdog:
     """The Linux watchdog device, fed while the updater makes progress.
 
-    If the updater hangs or dies before `disarm`, the device resets the board; the
-    boot script then counts a failed trial boot and falls back to the old slot.
+    The initramfs starts it at every boot. `tern-updater resume` opens it (the first
+    `feed`), feeds it while the health checks run and stops it with the magic close
+    (`disarm`) once the boot is healthy. If the system hangs before that, or the updater
+    dies, the device resets the board; on a trial boot the boot script then counts a
+    failed boot and falls back to the old slot.
+
+    If another process holds the device (systemd's RuntimeWatchdogSec, EBUSY), or it
+    cannot be opened at all, that process keeps the board safe: this is logged and the
+    updater goes on without it.
     """
 
-    def __init__(self, path: str):
-        self.fd = None
-        if path and Path(path).exists():
-            self.fd = os.open(path, os.O_WRONLY)
+    def __init__(self, path: str, log: Callable[[str], None]):
+        self.path = path
+        self.log = log
+        self.fd: int | None = None
+        self.tried = False
+
+    def _open(self) -> None:
+        if self.tried:
+            return
+        self.tried = True
+        if not self.path:
+            return
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY)  # starts it if it is stopped
+        except FileNotFoundError:
+            pass  # no watchdog on this device
+        except OSError as error:
+            self.log(f"watchdog {self.path}: {error.strerror or error}; "
+                     "not fed by the updater (whoever holds it keeps the board safe)")
 
     def feed(self) -> None:
+        self._open()
         if self.fd is not None:
             os.write(self.fd, b"\0")
 
@@ -36,6 +66,18 @@ class Watchdog:
             os.write(self.fd, b"V")  # magic close: stop the timer
             os.close(self.fd)
             self.fd = None
+
+    def reset_the_board(self) -> bool:
+        """Whether the last reset was this watchdog's (the driver's boot status)."""
+        self._open()
+        if self.fd is None:
+            return False
+        status = array.array("i", [0])
+        try:
+            fcntl.ioctl(self.fd, WDIOC_GETBOOTSTATUS, status)
+        except OSError:
+            return False  # not a watchdog driver (a plain file in tests)
+        return bool(status[0] & WDIOF_CARDRESET)
 
 
 def run_checks(config: Config, watchdog: Watchdog) -> tuple[bool, list[str]]:

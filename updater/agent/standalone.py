@@ -22,6 +22,7 @@ S = State
 OK, FAILED, NOTHING_TO_DO = 0, 1, 2
 # Stored states from which a user's commit or rollback applies.
 PENDING = {S.ARTIFACT_REBOOT, S.ARTIFACT_VERIFY_REBOOT, S.ARTIFACT_COMMIT}
+WAITING_FOR_ROLLBACK_REBOOT = {S.ARTIFACT_ROLLBACK_REBOOT, S.ARTIFACT_VERIFY_ROLLBACK_REBOOT}
 
 
 @dataclass
@@ -90,7 +91,31 @@ class Standalone:
         return self._outcome(end, update)
 
     def resume(self) -> Outcome:
-        """On start (at boot): go on with an update that a reboot or power loss interrupted."""
+        """On start (at boot): go on with an update that a reboot or power loss interrupted.
+
+        The watchdog the initramfs started is fed from here on and stopped when the boot
+        is healthy: unless this boot failed its trial and waits for the reboot into the
+        previous artifact (the watchdog makes that reboot if nothing else does), or the
+        updater failed on a trial boot (an error: the reset counts as a failed boot).
+        """
+        self.steps.watchdog.feed()
+        try:
+            outcome = self._resume()
+        except Exception:
+            if not self._on_trial():  # a reset would not help a committed slot
+                self.steps.watchdog.disarm()
+            raise
+        if outcome.state not in WAITING_FOR_ROLLBACK_REBOOT:
+            self.steps.watchdog.disarm()
+        return outcome
+
+    def _on_trial(self) -> bool:
+        try:
+            return self.steps.bootloader.trial_pending()
+        except Exception:
+            return True  # cannot tell: keep the watchdog armed
+
+    def _resume(self) -> Outcome:
         stored = self.store.load()
         state, update = stored.state, stored.update
         if state is S.IDLE:

@@ -20,6 +20,7 @@ from ..bootloader.base import Bootloader
 from ..config import Config
 from ..install import INSTALLERS, InstallContext, Installer, InstallerFactory, NoPayload, choose
 from ..install.modules import MODULES_WORK_DIR
+from ..install.rootfs import InstallError
 from ..source import ArtifactSource
 from ..update import Update
 from . import health
@@ -67,6 +68,7 @@ class Steps:
         self.install_context = InstallContext(config, bootloader, self.log, self.device_type)
         self.artifact_scripts = config.data / "scripts"
         self.scripts = StateScripts(config, self.artifact_scripts)
+        self.watchdog = health.Watchdog(config.watchdog_device, self.note)
         self.handlers = {
             S.DOWNLOAD: self.download,
             S.ARTIFACT_INSTALL: self.artifact_install,
@@ -86,6 +88,11 @@ class Steps:
     def log(self, update: Update, message: str, level: str = "info") -> None:
         """A line of the deployment log, in Mender's format (what the server stores)."""
         update.log.append({"timestamp": timestamp(), "level": level, "message": message})
+        if not self.quiet:
+            print(f"tern-updater: {message}", file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        """A line on stderr only (the updater's log), outside any update."""
         if not self.quiet:
             print(f"tern-updater: {message}", file=sys.stderr, flush=True)
 
@@ -161,18 +168,24 @@ class Steps:
     def artifact_verify_reboot(self, update: Update) -> Event:
         if self.boot_id() == update.boot_id:
             return E.NOT_REBOOTED
-        if not self.installer(update).verify_reboot(update):
+        try:
+            rebooted = self.installer(update).verify_reboot(update)
+        except InstallError as error:
+            if self.watchdog.reset_the_board():
+                raise StepError(f"{error}, after the watchdog reset the board (the new "
+                                "artifact hung before the updater ran)") from error
+            raise
+        if not rebooted:
             return E.NOT_REBOOTED
         self._scripts(S.ARTIFACT_VERIFY_REBOOT, "ArtifactReboot", "Leave",
                       lambda message: self.log(update, message))  # the reboot is over
-        watchdog = health.Watchdog(self.config.watchdog_device)
-        passed, output = health.run_checks(self.config, watchdog)
+        passed, output = health.run_checks(self.config, self.watchdog)
         update.health = output
         for line in output:
             self.log(update, f"health: {line}")
         if not passed:
             raise StepError("health checks failed: " + "; ".join(output))
-        watchdog.disarm()
+        self.watchdog.disarm()
         return E.SUCCESS
 
     def artifact_commit(self, update: Update) -> Event:

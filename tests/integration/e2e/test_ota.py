@@ -66,3 +66,22 @@ def test_failed_updates_roll_back_and_report_failure(server, enrolled, base_imag
     assert release(device) == "release-1"
     assert server.attributes(device_id)["artifact_name"] == "release-1"
     assert data_marker(device) == "survives"
+
+
+def test_deployment_of_a_release_that_hangs_fails_after_the_watchdog_reset(
+        server, enrolled, base_image):
+    """release-hang's init sleeps for ever, so the updater never runs on B: the watchdog
+    the initramfs armed resets the board, U-Boot falls back to A, and the server gets the
+    failure with the reason."""
+    device, device_id = enrolled
+    deployment = deploy(server, base_image, "release-hang", device_id)
+    device.console.expect("release-hang: init hangs", time.monotonic() + 600)
+    assert device.expect_reboot(timeout=240) == "A"  # nothing reboots a hung B but the watchdog
+    assert "tern: bootcount 2 > bootlimit 1: rollback" in device.log_path.read_text()
+    wait_for(lambda: server.device_status(deployment, device_id) == "failure", timeout=180,
+             what="failure on the server")
+    log = "\n".join(server.device_log(deployment, device_id))
+    assert "the trial boot of slot b failed" in log
+    assert "after the watchdog reset the board" in log
+    assert release(device) == "release-1"
+    assert data_marker(device) == "survives"

@@ -12,7 +12,8 @@ def debugfs_cat(image, path: str) -> bytes:
                           capture_output=True).stdout
 
 
-@pytest.mark.parametrize("name", ["release-1", "release-2", "release-broken", "release-unhealthy"])
+@pytest.mark.parametrize("name", ["release-1", "release-2", "release-broken", "release-unhealthy",
+                                  "release-hang"])
 def test_each_release_carries_its_marker_and_kernel(base_image, name):
     image = base_image.release(name)
     assert debugfs_cat(image, "/etc/tern-release") == f"{name}\n".encode()
@@ -26,6 +27,21 @@ def test_broken_release_has_no_init_and_unhealthy_release_a_failing_check(base_i
     check = debugfs_cat(base_image.release("release-unhealthy"),
                         "/etc/tern/health.d/50-always-fails")
     assert check.startswith(b"#!/bin/sh") and b"exit 1" in check
+
+
+def test_hang_release_has_an_init_that_sleeps_for_ever(base_image):
+    init = debugfs_cat(base_image.release("release-hang"), "/sbin/init")
+    assert init.startswith(b"#!/bin/sh") and b"while :; do sleep" in init
+
+
+def test_the_initramfs_loads_the_watchdog_driver_with_its_timeout(base_image, tmp_path):
+    initrd = tmp_path / "initrd.img.gz"
+    initrd.write_bytes(debugfs_cat(base_image.release("release-1"), "/boot/initrd.img"))
+    cpio = subprocess.run(["gzip", "-dc", str(initrd)], check=True, capture_output=True).stdout
+    order = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "modules.order"],
+                           input=cpio, check=True, capture_output=True).stdout.decode()
+    timeout = base_image.layout["watchdog"]["timeout"]
+    assert order.splitlines()[-1] == f"/lib/modules/i6300esb.ko heartbeat={timeout}"
 
 
 def test_releases_are_signed_artifacts_that_mender_artifact_verifies(base_image):

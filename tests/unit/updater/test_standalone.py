@@ -1,8 +1,10 @@
 """Standalone install, commit and rollback on a simulated device (file backend)."""
+import errno
 import fcntl
 import functools
 import http.server
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 
 from testkit.host_device import FACTORY_A, add_health_check, new_device, payload_bytes
 from updater import cli
+from updater.agent import health
 
 
 def install_and_reboot(device, artifact) -> int:
@@ -274,6 +277,74 @@ def test_watchdog_stays_armed_when_the_checks_fail(device, make_artifact):
     add_health_check(device, "10-fails", "sleep 0.2; exit 1")
     assert install_and_reboot(device, make_artifact()) == 1
     assert b"V" not in watchdog.read_bytes()  # a hang from here on ends in a reset
+
+
+def test_resume_on_a_boot_without_an_update_stops_the_watchdog(device):
+    watchdog = device.root / "watchdog"  # armed by the initramfs at every boot
+    watchdog.write_bytes(b"")
+    device.settings["watchdog_device"] = str(watchdog)
+    device.power_on()
+    assert device.run("resume") == 2
+    assert watchdog.read_bytes() == b"\0V"
+
+
+def test_resume_that_fails_stops_the_watchdog_only_outside_a_trial_boot(device, make_artifact):
+    watchdog = device.root / "watchdog"
+    watchdog.write_bytes(b"")
+    device.settings["watchdog_device"] = str(watchdog)
+    store = device.root / "data" / "state.json"
+    device.power_on()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text('{"version": 99}')  # resume cannot read it: an error, not an update
+    assert device.run("resume") == 1
+    assert watchdog.read_bytes() == b"\0V"  # committed slot: a reset would not help
+    store.unlink()
+    watchdog.write_bytes(b"")
+    assert device.run("install", str(make_artifact())) == 0
+    assert device.power_on() == "b"
+    store.write_text('{"version": 99}')
+    assert device.run("resume") == 1
+    assert watchdog.read_bytes() == b"\0"  # trial boot: the watchdog resets, U-Boot falls back
+
+
+def test_busy_watchdog_does_not_fail_the_trial_boot(device, make_artifact, monkeypatch, capfd):
+    """systemd (RuntimeWatchdogSec) holds /dev/watchdog: the update commits all the same."""
+    watchdog = device.root / "watchdog"
+    watchdog.write_bytes(b"")
+    device.settings["watchdog_device"] = str(watchdog)
+    real_open = os.open
+
+    def open_busy(path, flags, *args):
+        if str(path) == str(watchdog):
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(health.os, "open", open_busy)
+    assert install_and_reboot(device, make_artifact()) == 0
+    assert device.last_result()["status"] == "success"
+    assert f"watchdog {watchdog}: Device or resource busy; not fed" in capfd.readouterr().err
+    assert watchdog.read_bytes() == b""
+
+
+def test_a_watchdog_reset_is_named_in_the_reason_of_the_failed_trial_boot(
+        device, make_artifact, monkeypatch):
+    watchdog = device.root / "watchdog"
+    watchdog.write_bytes(b"")
+    device.settings["watchdog_device"] = str(watchdog)
+
+    def boot_status(fd, request, status):  # the driver's answer after a watchdog reset
+        assert request == health.WDIOC_GETBOOTSTATUS
+        status[0] = health.WDIOF_CARDRESET
+
+    assert device.run("install", str(make_artifact())) == 0
+    assert device.power_on() == "b"  # hangs: the watchdog resets the board
+    assert device.power_on() == "a"  # bootcount 2 > bootlimit 1: the boot script falls back
+    monkeypatch.setattr(health.fcntl, "ioctl", boot_status)
+    assert device.run("resume") == 1
+    error = device.last_result()["error"]
+    assert "the trial boot of slot b failed" in error
+    assert "after the watchdog reset the board" in error
+    assert watchdog.read_bytes() == b"\0V"  # the old slot is healthy
 
 
 def test_fail_points_from_the_environment(device, make_artifact, monkeypatch):
