@@ -331,6 +331,19 @@ def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: floa
     return "\n".join(lines) + "\n"
 
 
+CAMPAIGN_HEADINGS = ("## Failures",)
+
+
+def keeping_other_sections(report: str, previous: str) -> str:
+    """`report` in place of the campaign's part of RELIABILITY.md (its title, counts and
+    `## Failures`), followed by the sections other results wrote there (the watchdog's)."""
+    lines = previous.splitlines(keepends=True)
+    for number, line in enumerate(lines):
+        if line.startswith("## ") and line.rstrip() not in CAMPAIGN_HEADINGS:
+            return report + "\n" + "".join(lines[number:])
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testkit.campaign", description=__doc__)
     parser.add_argument("--cuts", type=int, default=200)
@@ -339,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/campaign"))
     parser.add_argument("--report", type=Path, default=Path("RELIABILITY.md"))
     args = parser.parse_args(argv)
+    previous = args.report.read_text() if args.report.exists() else ""
     seed = args.seed if args.seed is not None else time.time_ns() % 1_000_000
     rng = random.Random(seed)
     shutil.rmtree(args.out, ignore_errors=True)
@@ -365,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{outcome.running} {outcome.seconds:4.0f} s "
                   f"{'; '.join(outcome.problems + [f'missed {m}' for m in outcome.missed])}",
                   flush=True)
-            args.report.write_text(reliability_report(  # after each run: a partial one counts
-                campaign, commit, seed, time.monotonic() - started, args.cuts))
+            report = reliability_report(  # after each run: a partial one counts
+                campaign, commit, seed, time.monotonic() - started, args.cuts)
+            args.report.write_text(keeping_other_sections(report, previous))
             if outcome.kind == "brick":
                 print("bricked: the campaign stops here", flush=True)
                 break

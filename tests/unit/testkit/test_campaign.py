@@ -11,6 +11,7 @@ from testkit.campaign import (
     Outcome,
     Point,
     Run,
+    keeping_other_sections,
     reliability_report,
     single_cuts,
 )
@@ -54,3 +55,12 @@ def test_report_counts_cuts_and_outcomes():
     assert "**inconsistent reports** (status, inventory or boot environment against the " \
            "running release): 1" in report
     assert "release-1, cut at write 40%: **inconsistent**" in report
+
+
+def test_a_new_report_keeps_the_sections_other_results_wrote():
+    previous = ("# Reliability: power cuts\n\nold counts\n\n## Failures\n\nNone.\n\n"
+                "## Hangs: the watchdog rollback\n\n70 s\n")
+    kept = keeping_other_sections("# Reliability: power cuts\n\nnew counts\n", previous)
+    assert kept == ("# Reliability: power cuts\n\nnew counts\n\n"
+                    "## Hangs: the watchdog rollback\n\n70 s\n")
+    assert keeping_other_sections("new\n", "") == "new\n"
