@@ -23,6 +23,7 @@ from ..install.modules import MODULES_WORK_DIR
 from ..source import ArtifactSource
 from ..update import Update
 from . import health
+from .logcap import cap_log, cap_text
 from .scripts import ScriptError, StateScripts
 from .states import Event, State
 
@@ -85,7 +86,10 @@ class Steps:
 
     def log(self, update: Update, message: str, level: str = "info") -> None:
         """A line of the deployment log, in Mender's format (what the server stores)."""
-        update.log.append({"timestamp": timestamp(), "level": level, "message": message})
+        limit = self.config.deployment_log_limit
+        message = cap_text(message, limit // 4)
+        update.log = cap_log([*update.log, {"timestamp": timestamp(), "level": level,
+                                            "message": message}], limit)
         if not self.quiet:
             print(f"tern-updater: {message}", file=sys.stderr, flush=True)
 
