@@ -56,6 +56,8 @@ class Config:
     deployment_log_limit: int = setting(512 * 1024, "bytes of a deployment's log kept (as "
                                         "JSON): its head and tail, with a line saying what "
                                         "was cut; under the server's 1 MiB body limit")
+    resume_lock_wait: float = setting(120.0, "seconds `resume` waits for another "
+                                             "tern-updater command to end before giving up")
     max_store_count: int = setting(30, "state store writes per update before it is failed")
     failpoints: str = setting("", "fail points to arm (tests only), see failpoints.py")
     console_markers: str = setting("", "tests: file (e.g. /dev/console) where each state "
