@@ -71,5 +71,5 @@ def configure_daemon(device, server_url: str, certificate: bytes, poll_interval:
 
 
 def start_daemon(device) -> None:
-    device.run_check("tern-updater --config /data/tern/updater.toml daemon "
-                     ">>/data/tern/updater.log 2>&1 </dev/null &")
+    device.run_check("tern-updater --config /data/tern/updater.toml "
+                     "--log /data/tern/updater.log daemon >/dev/null 2>&1 </dev/null &")

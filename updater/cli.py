@@ -16,6 +16,7 @@ from .agent.steps import Steps
 from .bootloader import BootloaderError, make_bootloader
 from .config import Config
 from .install.slots import SlotError, running_slot
+from .synclog import log_to
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     config_module.add_arguments(parser)
     common = argparse.ArgumentParser(add_help=False)
     config_module.add_arguments(common, default=argparse.SUPPRESS)
+    for parser_, default in ((parser, None), (common, argparse.SUPPRESS)):
+        parser_.add_argument("--log", metavar="FILE", default=default,
+                             help="append the output to FILE, each line synced (the boot's "
+                                  "resume and daemon: a power cut never leaves garbage)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     install = commands.add_parser("install", parents=[common],
                                   help="install an artifact from a file or an http(s) URL")
@@ -42,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("show-artifact", parents=[common], help="the installed artifact's name")
     commands.add_parser("show-provides", parents=[common], help="the device's provides")
     args = parser.parse_args(argv)
+    if args.log:
+        try:
+            log_to(args.log)
+        except OSError as error:
+            print(f"tern-updater: {args.log}: {error.strerror}", file=sys.stderr)
+            return FAILED
     try:
         config = config_module.load(args)
     except (OSError, ValueError) as error:
@@ -53,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return daemon(config)
     try:
         standalone = Standalone(config)
-        with standalone.exclusive():
+        with standalone.exclusive(config.resume_lock_wait if args.command == "resume" else 0):
             if args.command == "install":
                 outcome = standalone.install(args.artifact)
             else:

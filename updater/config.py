@@ -53,6 +53,11 @@ class Config:
                                            flag="--health-wait-port")
     health_wait_timeout: float = setting(120.0, "seconds to wait for processes and ports")
     watchdog_device: str = setting("/dev/watchdog", "kept fed while health checks run")
+    deployment_log_limit: int = setting(512 * 1024, "bytes of a deployment's log kept (as "
+                                        "JSON): its head and tail, with a line saying what "
+                                        "was cut; under the server's 1 MiB body limit")
+    resume_lock_wait: float = setting(120.0, "seconds `resume` waits for another "
+                                             "tern-updater command to end before giving up")
     max_store_count: int = setting(30, "state store writes per update before it is failed")
     failpoints: str = setting("", "fail points to arm (tests only), see failpoints.py")
     console_markers: str = setting("", "tests: file (e.g. /dev/console) where each state "

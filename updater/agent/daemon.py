@@ -48,7 +48,8 @@ class DaemonSteps(Steps):
         super().__init__(config, bootloader, source or ArtifactSource(config, client.verify),
                          quiet, installers=installers, reboot=reboot)
         self.client = client
-        self.queue = StatusQueue(config.data / "status-queue.json")
+        self.queue = StatusQueue(config.data / "status-queue.json",
+                                 config.deployment_log_limit)
         self.abort_check_due = 0.0
         self.handlers[S.SYNC] = self.sync
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config
+from .logcap import cap_text
 
 # <linux/watchdog.h>: _IOR('W', 2, int), and the boot status bit for "the watchdog reset it"
 WDIOC_GETBOOTSTATUS = 0x80045702
@@ -101,6 +102,7 @@ def run_checks(config: Config, watchdog: Watchdog) -> tuple[bool, list[str]]:
                     ) if directory.is_dir() else []
     for check in checks:
         passed, text = _run_check(check, config.health_timeout, watchdog)
+        text = cap_text(text, config.deployment_log_limit // 4)
         output.append(f"{check.name}: {'pass' if passed else 'FAIL'}{': ' + text if text else ''}")
         if not passed:
             return False, output
@@ -111,14 +113,16 @@ def _run_check(check: Path, timeout: float, watchdog: Watchdog) -> tuple[bool, s
     process = subprocess.Popen([str(check)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     deadline = time.monotonic() + timeout
-    while process.poll() is None:
+    while True:  # reading all along: a chatty check must not block on a full pipe
         watchdog.feed()
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)  # the check and whatever it started
-            process.communicate()
-            return False, f"timed out after {timeout:g} s"
-        time.sleep(0.05)
-    text = process.communicate()[0].strip()
+        try:
+            text = process.communicate(timeout=0.05)[0].strip()
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                os.killpg(process.pid, signal.SIGKILL)  # the check and whatever it started
+                process.communicate()
+                return False, f"timed out after {timeout:g} s"
     if process.returncode != 0:
         text = f"exit {process.returncode}" + (f": {text}" if text else "")
     return process.returncode == 0, text

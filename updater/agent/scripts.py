@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import Config
+from .logcap import cap_text
 
 RETRY_LATER = 21
 ROOTFS_STATES = ("Idle", "Sync", "Download")
@@ -54,7 +55,8 @@ class StateScripts:
                                   f"{self.config.state_script_timeout:g} s") from None
             except OSError as error:
                 raise ScriptError(f"state script {script.name}: {error}") from None
-            output = (result.stdout + result.stderr).strip()
+            output = cap_text((result.stdout + result.stderr).strip(),
+                              self.config.deployment_log_limit // 4)
             if output:
                 log(f"{script.name}: {output}")
             if result.returncode == 0:

@@ -6,6 +6,7 @@ recovery after power loss) says; results are exit codes as Mender's: 0 done, 1 f
 """
 import contextlib
 import fcntl
+import time
 from dataclasses import dataclass
 
 from .. import failpoints, markers
@@ -48,14 +49,22 @@ class Standalone:
         self.machine = Machine(self.steps, self.store, config.max_store_count)
 
     @contextlib.contextmanager
-    def exclusive(self):
-        """One updater at a time (a USB install must not race the boot-time resume)."""
+    def exclusive(self, wait: float = 0.0):
+        """One updater at a time (a USB install must not race the boot-time resume).
+        `wait`: seconds to wait for the lock before giving up; the boot-time resume waits,
+        so that a command typed at boot (which refuses at once) never costs it the commit
+        of a healthy update."""
         self.config.data.mkdir(parents=True, exist_ok=True)
+        give_up = time.monotonic() + wait
         with open(self.config.data / "lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise Busy("another tern-updater is running") from None
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= give_up:
+                        raise Busy("another tern-updater is running") from None
+                    time.sleep(0.2)
             yield
 
     def install(self, location: str) -> Outcome:

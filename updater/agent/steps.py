@@ -4,8 +4,10 @@ state again (see `machine.RECOVERY`).
 """
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from ..install.rootfs import InstallError
 from ..source import ArtifactSource
 from ..update import Update
 from . import health
+from .logcap import cap_log, cap_text
 from .scripts import ScriptError, StateScripts
 from .states import Event, State
 
@@ -43,12 +46,26 @@ Reboot = Callable[[Callable[[str], None]], None]
 
 
 def command_reboot(command: str) -> Reboot:
-    """Reboots with `command`, which ends this process."""
+    """Reboots with `command`, which ends this process. The SIGTERM of the shutdown that
+    the command starts (busybox `reboot` only asks init, which then stops every process)
+    ends it with exit 0: the new slot is set and the reboot under way, so
+    `tern-updater install --auto-reboot && ...` reads as the success it is."""
     def reboot(log: Callable[[str], None]) -> None:
         log(f"rebooting: {command}")
-        subprocess.run(command, shell=True, check=True)
-        time.sleep(600)  # the reboot ends this process; if it is still alive, it failed
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, rebooting) if in_main_thread else None
+        try:
+            subprocess.run(command, shell=True, check=True)
+            time.sleep(600)  # the reboot ends this process; if it is still alive, it failed
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
     return reboot
+
+
+def rebooting(signum: int, frame) -> None:
+    print("tern-updater: stopped by the reboot", file=sys.stderr, flush=True)
+    raise SystemExit(0)
 
 
 class Steps:
@@ -87,7 +104,10 @@ class Steps:
 
     def log(self, update: Update, message: str, level: str = "info") -> None:
         """A line of the deployment log, in Mender's format (what the server stores)."""
-        update.log.append({"timestamp": timestamp(), "level": level, "message": message})
+        limit = self.config.deployment_log_limit
+        message = cap_text(message, limit // 4)
+        update.log = cap_log([*update.log, {"timestamp": timestamp(), "level": level,
+                                            "message": message}], limit)
         if not self.quiet:
             print(f"tern-updater: {message}", file=sys.stderr, flush=True)
 

@@ -6,6 +6,7 @@ abort stops a deployment on the old slot."""
 from pathlib import Path
 
 import pytest
+import requests
 
 from testkit import wait_for
 from testkit.admin import ServerAdmin
@@ -71,3 +72,38 @@ def test_abort_stops_on_the_old_slot(server, daemons, make_artifact, tmp_path):
     assert device.env()["mender_boot_part"] == "2"  # slot a
     assert device.provides().get("artifact_name", "factory") == "factory"
     wait_for(lambda: device.stored()["state"] == "Idle", timeout=10, what="Idle")
+
+
+@pytest.mark.parametrize("log_limit", [None, 4 * 1024 * 1024], ids=["capped", "refused"])
+def test_a_chatty_health_check_never_costs_the_result(server, daemons, make_artifact, tmp_path,
+                                                      log_limit):
+    """Health checks that print MiB: by default the log is capped to fit and the server has
+    it, head and tail; with a limit above the server's 1 MiB, the server refuses the log
+    (413) and still gets the result."""
+    mac, name = f"daemon-chatty-{log_limit}", f"release-chatty-{log_limit}"
+    device = new_device(tmp_path, server, mac)
+    if log_limit:
+        device.settings["deployment_log_limit"] = log_limit
+    for check in ("10-chatty", "20-chatty"):
+        unit.add_health_check(device, check, f"echo {check} first; yes 'all is well' | "
+                                             "head -c 3000000; echo; echo last")
+    device_id, daemon = register(server, daemons, device, mac)
+    deployment = deploy(server, make_artifact(name=name), name, device_id)
+    assert daemon.process.wait(60) == -9, daemon.log.read_text()  # "rebooted"
+    assert device.power_on() == "b"
+    assert device.run("resume") == 0
+    daemon = daemons(device)
+    wait_for(lambda: server.device_status(deployment, device_id) == "success", timeout=60,
+             what="success")
+    if log_limit:
+        with pytest.raises(requests.HTTPError, match="404"):
+            server.device_log(deployment, device_id)  # no log
+        assert "log refused for good, dropped: " in daemon.log.read_text()
+        assert "413" in daemon.log.read_text()
+    else:
+        log = server.device_log(deployment, device_id)
+        assert log[0].startswith(f"deployment {deployment}")
+        assert f"{name}: committed" in log
+        chatty = [line for line in log if line.startswith("health: ")]
+        assert chatty[0].startswith("health: 10-chatty: pass: 10-chatty first")
+        assert chatty[0].endswith("last") and "lines) cut ...]" in chatty[0]

@@ -1,9 +1,11 @@
 """The status queue against a fake server, and the deployment log's format."""
+import json
 import re
 
 import pytest
 import requests
 
+from updater.agent.logcap import CUT
 from updater.agent.statusqueue import StatusQueue
 from updater.client import Aborted, ServerError
 
@@ -49,8 +51,8 @@ def test_statuses_wait_while_the_server_is_down_and_go_in_order(queue):
     queue.push("d1", "failure", [{"timestamp": "t", "level": "info", "message": "m"}])
     with pytest.raises(requests.ConnectionError):
         queue.flush(server)
-    assert [e["status"] for e in StatusQueue(queue.path).load()] == \
-        ["downloading", "installing", "failure"]  # as a new process finds it
+    assert [e.get("status", "log") for e in StatusQueue(queue.path).load()] == \
+        ["downloading", "installing", "log", "failure"]  # as a new process finds it
     server.down = False
     assert queue.flush(server) == set()
     assert server.sent == [("d1", "downloading"), ("d1", "installing"), ("d1", "log", 1),
@@ -98,3 +100,37 @@ def test_the_log_is_in_menders_format_with_errors_marked(device, make_artifact):
     assert all(stamp.fullmatch(line["timestamp"]) for line in log)
     errors = [line for line in log if line["level"] == "error"]
     assert len(errors) == 1 and errors[0]["message"].startswith("Download: ")
+
+
+def test_a_refused_log_costs_the_log_only_never_the_result(queue):
+    class RefusesLogs(FakeServer):
+        def upload_log(self, deployment_id, messages):
+            raise ServerError("413 request body too large", 413)
+
+    server = RefusesLogs()
+    queue.push("d1", "success", [{"timestamp": "t", "level": "info", "message": "m"}])
+    assert queue.flush(server) == set()
+    assert server.sent == [("d1", "success")]
+    assert queue.load() == []
+
+
+def test_a_queue_of_the_previous_format_is_sent_log_then_status(queue):
+    queue.path.parent.mkdir(parents=True)
+    queue.path.write_text(json.dumps([
+        {"deployment_id": "d1", "status": "installing", "log": None},
+        {"deployment_id": "d1", "status": "success",
+         "log": [{"timestamp": "t", "level": "info", "message": "m"}]}]))
+    server = FakeServer()
+    assert queue.flush(server) == set()
+    assert server.sent == [("d1", "installing"), ("d1", "log", 1), ("d1", "success")]
+
+
+def test_a_log_is_capped_when_queued(tmp_path):
+    queue = StatusQueue(tmp_path / "status-queue.json", log_limit=10_000)
+    log = [{"timestamp": "t", "level": "info", "message": f"line {n} " + "x" * 100}
+           for n in range(1000)]
+    queue.push("d1", "success", log)
+    queued = queue.load()[0]["log"]
+    assert len(json.dumps(queued)) <= 10_000
+    assert queued[0] == log[0] and queued[-1] == log[-1]
+    assert any(CUT.fullmatch(line["message"]) for line in queued)

@@ -1,0 +1,75 @@
+"""The updater on the emulated device, from a user's install to the commit at boot:
+`install --auto-reboot` exits 0 once the reboot is requested, the reboot unmounts /data
+cleanly (processes stopped first), a command typed during the trial boot does not cost the
+commit, and a power cut after the commit leaves the updater's log whole up to its last
+lines, without NUL bytes."""
+import functools
+import http.server
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.qemu
+
+CONFIG = "/etc/tern/updater.toml"
+
+
+@pytest.fixture
+def releases(base_image):
+    """The build's artifacts over HTTP, at http://10.0.2.2:PORT/ for the device."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=base_image.directory)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://10.0.2.2:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def wait_until(device, command: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while device.run(command, timeout=60)[1] != 0:
+        assert time.monotonic() < deadline, f"never true: {command}"
+        time.sleep(2)
+
+
+def test_auto_reboot_clean_shutdown_and_the_log_after_a_power_cut(make_device, releases):
+    device = make_device()
+    device.transition("shell")
+    url = f"{releases}/release-2.mender"
+    wait_until(device, f"wget -q --spider {url}", timeout=60)  # udhcpc has its lease
+    # The boot's resume is over (till then a command refuses: another one is running).
+    wait_until(device, "grep -q 'no update in progress' /data/tern/updater.log", timeout=120)
+
+    device.console.sendline(f"tern-updater --config {CONFIG} install --auto-reboot {url}; "
+                            "echo \"install exit $?\"")
+    device.console.expect(r"install exit (\d+)", time.monotonic() + 900)
+    assert device.console.match.group(1) == "0"  # not 143: the shutdown's SIGTERM
+    assert device.expect_reboot() == "B"
+    # Typed at once, while the boot's resume runs the health checks: it refuses, and it
+    # must not cost the commit (resume used to give up on the lock it held).
+    device.console.sendline(f"tern-updater --config {CONFIG} install {url}; "
+                            "echo \"typed exit $?\"")
+    device.console.expect(r"typed exit (\d+)", time.monotonic() + 120)
+    assert device.console.match.group(1) == "1"
+    shutdown = device.log_path.read_text()
+    assert "can't remount" not in shutdown
+    mounts = device.run_check("dmesg | grep 'EXT4-fs (vda4)'")
+    assert "mounted filesystem" in mounts
+    assert "recovery complete" not in mounts  # /data was cleanly unmounted
+
+    wait_until(device, "grep -q 'release-2: committed' /data/tern/updater.log", timeout=300)
+    # Unsynced, the log's new size would reach the journal (5 s commits) before its data
+    # (delayed allocation, written back after 30 s): a cut now left NUL bytes.
+    time.sleep(10)
+    device.power_cut()
+    device.transition("shell")
+    assert device.slot == "B"
+    size = device.run_check("wc -c < /data/tern/updater.log").strip()
+    text_size = device.run_check("tr -d '\\000' < /data/tern/updater.log | wc -c").strip()
+    assert size == text_size, "NUL bytes in the updater's log"
+    log = device.run_check("cat /data/tern/updater.log")
+    assert "release-2: committed" in log
