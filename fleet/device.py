@@ -169,8 +169,7 @@ class FleetDevice:
         if self.faults.trial == "boot" and make_bootloader(self.config).trial_pending():
             power_on(self.config)
         standalone = Standalone(self.config, quiet=True, steps=FleetSteps(self))
-        with standalone.exclusive():
-            standalone.resume()
+        standalone.resume()
         self.daemon = FleetDaemon(self)
         self.record.phase = "polling"
 

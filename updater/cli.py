@@ -64,11 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         return daemon(config)
     try:
         standalone = Standalone(config)
-        with standalone.exclusive(config.resume_lock_wait if args.command == "resume" else 0):
-            if args.command == "install":
-                outcome = standalone.install(args.artifact)
-            else:
-                outcome = getattr(standalone, args.command)()
+        if args.command == "resume":  # it takes the lock itself, feeding the watchdog
+            outcome = standalone.resume()
+        else:
+            with standalone.exclusive():
+                if args.command == "install":
+                    outcome = standalone.install(args.artifact)
+                else:
+                    outcome = getattr(standalone, args.command)()
     except (Busy, BootloaderError, OSError, ValueError) as error:
         print(f"tern-updater: {error}", file=sys.stderr)
         return FAILED

@@ -7,6 +7,7 @@ recovery after power loss) says; results are exit codes as Mender's: 0 done, 1 f
 import contextlib
 import fcntl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import failpoints, markers
@@ -49,11 +50,12 @@ class Standalone:
         self.machine = Machine(self.steps, self.store, config.max_store_count)
 
     @contextlib.contextmanager
-    def exclusive(self, wait: float = 0.0):
+    def exclusive(self, wait: float = 0.0, while_waiting: Callable[[], None] = lambda: None):
         """One updater at a time (a USB install must not race the boot-time resume).
-        `wait`: seconds to wait for the lock before giving up; the boot-time resume waits,
-        so that a command typed at boot (which refuses at once) never costs it the commit
-        of a healthy update."""
+        `wait`: seconds to wait for the lock before giving up, calling `while_waiting`
+        between tries; the boot-time resume waits (feeding the watchdog), so that a
+        command typed at boot (which refuses at once) never costs it the commit of a
+        healthy update."""
         self.config.data.mkdir(parents=True, exist_ok=True)
         give_up = time.monotonic() + wait
         with open(self.config.data / "lock", "w") as lock:
@@ -64,6 +66,7 @@ class Standalone:
                 except BlockingIOError:
                     if time.monotonic() >= give_up:
                         raise Busy("another tern-updater is running") from None
+                    while_waiting()
                     time.sleep(0.2)
             yield
 
@@ -106,10 +109,13 @@ class Standalone:
         is healthy: unless this boot failed its trial and waits for the reboot into the
         previous artifact (the watchdog makes that reboot if nothing else does), or the
         updater failed on a trial boot (an error: the reset counts as a failed boot).
+        It takes the lock itself, waiting for it up to `resume_lock_wait` while it keeps
+        the watchdog fed: a command typed at boot must not cost a healthy update.
         """
         self.steps.watchdog.feed()
         try:
-            outcome = self._resume()
+            with self.exclusive(self.config.resume_lock_wait, self.steps.watchdog.feed):
+                outcome = self._resume()
         except Exception:
             if not self._on_trial():  # a reset would not help a committed slot
                 self.steps.watchdog.disarm()

@@ -10,8 +10,8 @@ import requests
 
 from testkit import wait_for
 from testkit.admin import ServerAdmin
+from testkit.host_device import add_health_check, payload_bytes
 from testkit.host_device import new_device as new_host_device
-from testkit.host_device import payload_bytes
 
 from .conftest import deploy, register
 
@@ -85,7 +85,7 @@ def test_a_chatty_health_check_never_costs_the_result(server, daemons, make_arti
     if log_limit:
         device.settings["deployment_log_limit"] = log_limit
     for check in ("10-chatty", "20-chatty"):
-        unit.add_health_check(device, check, f"echo {check} first; yes 'all is well' | "
+        add_health_check(device, check, f"echo {check} first; yes 'all is well' | "
                                              "head -c 3000000; echo; echo last")
     device_id, daemon = register(server, daemons, device, mac)
     deployment = deploy(server, make_artifact(name=name), name, device_id)

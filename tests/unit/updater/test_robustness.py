@@ -8,10 +8,9 @@ import subprocess
 import sys
 import time
 
+from testkit.host_device import add_health_check
 from updater.agent.logcap import CUT
 from updater.synclog import SyncedLog
-
-from .conftest import add_health_check
 
 MIB = 1024 * 1024
 
@@ -150,3 +149,19 @@ def test_the_cli_logs_to_its_file_appending(device, tmp_path):
         assert result.returncode == 2
         assert result.stdout == result.stderr == ""
     assert path.read_text() == "before\nno update in progress\nno update in progress\n"
+
+
+def test_resume_keeps_the_watchdog_fed_while_it_waits_for_the_lock(device, make_artifact):
+    """The initramfs's watchdog would reset the board during a long wait: a healthy update
+    would then roll back for a command typed at boot."""
+    watchdog = device.root / "watchdog"  # a regular file records what /dev/watchdog gets
+    watchdog.write_bytes(b"")
+    device.settings["watchdog_device"] = str(watchdog)
+    assert device.run("install", str(make_artifact())) == 0
+    assert device.power_on() == "b"
+    holder = hold_lock(device, 1.5)
+    assert device.run("resume") == 0
+    holder.wait()
+    fed = watchdog.read_bytes()
+    assert fed.endswith(b"V") and fed.count(b"\0") >= 5, fed  # fed every 0.2 s of the wait
+    assert device.last_result()["status"] == "success"

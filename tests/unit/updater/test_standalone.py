@@ -314,10 +314,10 @@ def test_busy_watchdog_does_not_fail_the_trial_boot(device, make_artifact, monke
     device.settings["watchdog_device"] = str(watchdog)
     real_open = os.open
 
-    def open_busy(path, flags, *args):
+    def open_busy(path, flags, *args, **options):  # os.open is the whole process's
         if str(path) == str(watchdog):
             raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
-        return real_open(path, flags, *args)
+        return real_open(path, flags, *args, **options)
 
     monkeypatch.setattr(health.os, "open", open_busy)
     assert install_and_reboot(device, make_artifact()) == 0
