@@ -54,8 +54,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tern-demo-"))
     live = device = None
     try:
-        step("tern-server on the embedded defaults (SQLite, HTTPS, self-signed certificate)")
-        live = LiveServer(work / "server", names=("10.0.2.2",))
+        step("tern-server on the embedded defaults (SQLite, HTTPS, self-signed certificate), "
+             "trusting the release key")
+        live = LiveServer(work / "server", names=("10.0.2.2",),  # and the release key
+                          settings={"artifact_verify_keys": [str(IMAGES / "keys" /
+                                                                 "artifact.pub")]})
         live.output = LOGS / "server.log"
         live.start()
         admin = ServerAdmin(live)
@@ -80,7 +83,9 @@ def main() -> int:
 
         step("Upload release-2 and deploy it")
         artifact = admin.cli("artifacts", "upload", str(IMAGES / "release-2.mender"))
-        say(f"{artifact['name']}: {artifact['size']} bytes, signature {artifact['signature']}")
+        verified_by = artifact.get("verified_by") or {}
+        say(f"{artifact['name']}: {artifact['size']} bytes, signature {artifact['signature']}"
+            f"{' by ' + verified_by['name'] if verified_by else ''}")
         deployment = admin.cli("deployments", "create", "--name", "demo", "--artifact-name",
                                "release-2", "--device", device_id)["id"]
         started = time.monotonic()

@@ -1,4 +1,5 @@
 """A live `tern-server serve` (gunicorn over HTTPS) in a subprocess, on loopback."""
+import json
 import subprocess
 import sys
 import time
@@ -17,8 +18,10 @@ class LiveServer:
     """
 
     def __init__(self, data_dir: Path, workers: int = 1, database_url: str | None = None,
-                 names: tuple[str, ...] = (), threads: int = 4, request_log: str = "json"):
+                 names: tuple[str, ...] = (), threads: int = 4, request_log: str = "json",
+                 settings: dict | None = None):
         self.data_dir = data_dir
+        self.settings = settings or {}  # added to config.json after init
         self.names = names
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
@@ -33,6 +36,9 @@ class LiveServer:
     def start(self, timeout: float = 30) -> "LiveServer":
         init = ["init"] + (["--database-url", self.database_url] if self.database_url else [])
         subprocess.run(self.command(*init), check=True, capture_output=True)
+        if self.settings:
+            config = self.data_dir / "config.json"
+            config.write_text(json.dumps({**json.loads(config.read_text()), **self.settings}))
         with self.output.open("wb") as log:
             self.process = subprocess.Popen(
                 self.command("serve", "--bind", f"127.0.0.1:{self.port}",
