@@ -13,6 +13,7 @@ from pathlib import Path
 
 import requests
 
+from server.worker import BUFFERED_BODY_BYTES
 from testkit import wait_for
 from testkit.devices import SimulatedDevice
 from testkit.live_server import LiveServer
@@ -128,7 +129,10 @@ def test_an_upload_killed_with_its_server_is_swept_at_the_next_start(tmp_path):
     connection.putheader("Authorization", f"Bearer {token}")
     connection.putheader("Transfer-Encoding", "chunked")
     connection.endheaders()
-    connection.send(b"5\r\nhalf \r\n")  # the rest never comes: staged, waiting for it
+    # More than serve's front buffers before a thread takes the request (BUFFERED_BODY_BYTES):
+    # the upload streams into its staged file; the rest never comes.
+    first = b"x" * (2 * BUFFERED_BODY_BYTES)
+    connection.send(b"%x\r\n%s\r\n" % (len(first), first))
     staged = wait_for(lambda: list((data / "artifacts").glob(".upload-*")), timeout=30)
     assert len(staged) == 1
 
