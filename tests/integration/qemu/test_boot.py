@@ -1,7 +1,4 @@
 """Booting the factory image: slot A, the environment U-Boot used, power control, network."""
-import functools
-import http.server
-import threading
 import time
 
 import pexpect
@@ -9,6 +6,7 @@ import pytest
 
 import updater
 from qemu.guest import fw_env, release, uboot_choices
+from testkit.http_files import serve_directory
 
 pytestmark = pytest.mark.qemu
 
@@ -72,15 +70,8 @@ def test_qmp_stop_continue_and_reset(shell):
 
 def test_guest_reaches_the_host_at_10_0_2_2(shell, tmp_path):
     (tmp_path / "hello.txt").write_text("hello from the host\n")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=tmp_path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://10.0.2.2:{server.server_port}/hello.txt"
+    with serve_directory(tmp_path) as base:
         output = shell.run_check(  # udhcpc runs in the background: retry until it has a lease
-            f"for i in $(seq 30); do wget -q -O - {url} && exit 0; sleep 1; done; exit 1",
-            timeout=60)
-    finally:
-        server.shutdown()
-        server.server_close()
+            f"for i in $(seq 30); do wget -q -O - {base}/hello.txt && exit 0; sleep 1; done;"
+            " exit 1", timeout=60)
     assert output == "hello from the host\n"

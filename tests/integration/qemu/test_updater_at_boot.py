@@ -3,12 +3,11 @@
 cleanly (processes stopped first), a command typed during the trial boot does not cost the
 commit, and a power cut after the commit leaves the updater's log whole up to its last
 lines, without NUL bytes."""
-import functools
-import http.server
-import threading
 import time
 
 import pytest
+
+from testkit.http_files import serve_directory
 
 pytestmark = pytest.mark.qemu
 
@@ -18,15 +17,8 @@ CONFIG = "/etc/tern/updater.toml"
 @pytest.fixture
 def releases(base_image):
     """The build's artifacts over HTTP, at http://10.0.2.2:PORT/ for the device."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=base_image.directory)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://10.0.2.2:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(base_image.directory) as url:
+        yield url
 
 
 def wait_until(device, command: str, timeout: float) -> None:

@@ -1,33 +1,17 @@
 """The hardware watchdog (QEMU's i6300esb): armed by the initramfs at every boot, stopped
 by `tern-updater resume` once the boot is healthy, and the rollback of a slot that hangs
 before the updater runs."""
-import contextlib
-import functools
-import http.server
 import json
-import threading
 import time
 
 import pytest
 
 from qemu.guest import fw_env, release
+from testkit.http_files import serve_directory
 
 pytestmark = pytest.mark.qemu
 
 CONFIG = "/etc/tern/updater.toml"
-
-
-@contextlib.contextmanager
-def serve(directory):
-    """An HTTP server on the host for `directory`; the guest reaches it at 10.0.2.2."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://10.0.2.2:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def wait_for_resume(device) -> None:
@@ -55,7 +39,7 @@ def test_a_slot_that_hangs_is_reset_by_the_watchdog_and_rolled_back(make_device,
     device = make_device()
     device.transition("shell")
     wait_for_resume(device)
-    with serve(base_image.directory) as url:
+    with serve_directory(base_image.directory) as url:
         device.run_check(  # udhcpc runs in the background: wait until it has a lease
             f"for i in $(seq 30); do wget -q -O /dev/null {url}/layout.json && exit 0; "
             "sleep 1; done; exit 1", timeout=60)
