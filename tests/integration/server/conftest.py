@@ -1,5 +1,6 @@
 """End-to-end server fixtures: a real `tern-server serve` (gunicorn, HTTPS) on loopback, on
 SQLite and on PostgreSQL, and the `tern-server` CLI pointed at it."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,4 +48,16 @@ def make_artifact(directory: Path) -> Path:
     path = directory / "app.mender"
     path.write_bytes(build_artifact({"payload.bin": bytes(range(256)) * 4096}, name="app-1.0",
                                     device_types=["qemux86-64"], module_type="single-file"))
+    return path
+
+
+@pytest.fixture
+def large_artifact(tmp_path) -> Path:
+    """A 4 MiB artifact made by Debian's mender-artifact (random payload: it does not
+    compress), large enough that uploads stream past serve's front and nginx's buffers."""
+    payload, path = tmp_path / "payload.bin", tmp_path / "big.mender"
+    payload.write_bytes(os.urandom(4 << 20))
+    subprocess.run(["mender-artifact", "write", "module-image", "-T", "single-file", "-n",
+                    "large-1.0", "-t", "qemux86-64", "-f", str(payload), "-o", str(path)],
+                   check=True, capture_output=True)
     return path

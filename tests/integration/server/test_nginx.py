@@ -1,6 +1,5 @@
 """The nginx block of server/README.md, run for real in front of `tern-server serve`: only its
 addresses and paths are replaced, so the documentation and this test cannot drift apart."""
-import os
 import re
 import socket
 import ssl
@@ -47,16 +46,6 @@ def nginx_config(work: Path, tern: LiveServer, port: int) -> str:
             f"http {{\naccess_log {work}/access.log;\n{temp}\n{block}}}\n")
 
 
-@pytest.fixture
-def artifact(tmp_path):
-    payload, path = tmp_path / "payload.bin", tmp_path / "big.mender"
-    payload.write_bytes(os.urandom(4 << 20))
-    subprocess.run(["mender-artifact", "write", "module-image", "-T", "single-file", "-n",
-                    "through-nginx", "-t", "qemux86-64", "-f", str(payload), "-o", str(path)],
-                   check=True, capture_output=True)
-    return path
-
-
 def hold(port: int) -> ssl.SSLSocket:
     """A request whose headers are in and whose body never comes."""
     context = ssl.create_default_context()
@@ -83,7 +72,7 @@ def closed_after(sock: ssl.SSLSocket, opened: float) -> float:
     return time.monotonic() - opened
 
 
-def test_the_documented_nginx_config(tmp_path, artifact):
+def test_the_documented_nginx_config(tmp_path, large_artifact):
     tern = LiveServer(tmp_path / "data", workers=2, names=("ota.example.com",)).start()
     work = Path(tempfile.mkdtemp(prefix="tern-nginx-"))
     work.chmod(0o755)  # nginx's workers run as nobody
@@ -121,19 +110,19 @@ def test_the_documented_nginx_config(tmp_path, artifact):
         too_big = requests.put(f"{url}/api/devices/v1/inventory/device/attributes",
                                data=b"[" + b" " * (2 << 20) + b"]", verify=verify, timeout=30)
         assert too_big.status_code == 413
-        with artifact.open("rb") as body:
+        with large_artifact.open("rb") as body:
             uploaded = requests.post(f"{url}/api/management/v1/artifacts", data=body,
                                      headers={"Authorization": f"Bearer {admin.token}"},
                                      verify=verify, timeout=60)
         assert uploaded.status_code == 201, uploaded.text
-        assert uploaded.json()["size"] == artifact.stat().st_size
+        assert uploaded.json()["size"] == large_artifact.stat().st_size
         error_log = (work / "error.log").read_text()
         assert "buffered to a temporary file" not in error_log, error_log  # streamed through
         downloaded = requests.get(f"{url}/api/management/v1/artifacts/"
                                   f"{uploaded.json()['id']}/download",
                                   headers={"Authorization": f"Bearer {admin.token}"},
                                   verify=verify, timeout=60)
-        assert downloaded.content == artifact.read_bytes()
+        assert downloaded.content == large_artifact.read_bytes()
     finally:
         nginx.terminate()
         nginx.wait()

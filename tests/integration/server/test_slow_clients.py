@@ -20,25 +20,14 @@ pytestmark = pytest.mark.slow
 HEALTH = "/api/health"
 
 
-@pytest.fixture
-def artifact(tmp_path):
-    """A 4 MiB artifact (random payload: it does not compress)."""
-    payload, path = tmp_path / "payload.bin", tmp_path / "big.mender"
-    payload.write_bytes(os.urandom(4 << 20))
-    subprocess.run(["mender-artifact", "write", "module-image", "-T", "single-file", "-n",
-                    "slow-1.0", "-t", "qemux86-64", "-f", str(payload), "-o", str(path)],
-                   check=True, capture_output=True)
-    return path
-
-
 def test_trickling_clients_cost_no_thread_and_are_dropped_at_their_deadline(tmp_path,
-                                                                             artifact):
+                                                                             large_artifact):
     server = LiveServer(tmp_path / "data", workers=2, threads=4).start()
     try:
         admin = ServerAdmin(server)
         kinds = ["handshake", "headers", "body"] * 16 + ["upload"] * 2
         with Trickler("127.0.0.1", server.port, kinds, token=admin.token,
-                      artifact=artifact) as trickler:
+                      artifact=large_artifact) as trickler:
             time.sleep(1.5)  # every trickle connected and started (old gthread: every thread)
             during = latencies(server.url + HEALTH, server.certificate, seconds=6)
             assert max(during) < 3.0, f"a normal client's requests took {sorted(during)[-5:]} s"
@@ -54,8 +43,8 @@ def test_trickling_clients_cost_no_thread_and_are_dropped_at_their_deadline(tmp_
         assert "Traceback" not in log and '"status": 500' not in log, log[-3000:]
         # and a whole upload of the same artifact still streams through
         uploaded = admin.cli("--server", server.url, "--ca-cert", str(server.certificate),
-                             "--token", admin.token, "artifacts", "upload", str(artifact))
-        assert uploaded["size"] == artifact.stat().st_size
+                             "--token", admin.token, "artifacts", "upload", str(large_artifact))
+        assert uploaded["size"] == large_artifact.stat().st_size
     finally:
         server.stop()
 
