@@ -134,8 +134,42 @@ class Deployment(Base):
     force: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     aborted_at: Mapped[datetime | None]
+    # Attempts a device may make beyond its first: a failed one is offered the artifact again.
+    retries: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Schedule: nothing starts before start_at, nor outside the daily window (minutes of the
+    # day, UTC by the server's clock; start > end wraps past midnight).
+    start_at: Mapped[datetime | None]
+    window_start: Mapped[int | None]
+    window_end: Mapped[int | None]
+    # Paused (by an operator or a phase's failure threshold): devices not yet started get
+    # nothing, those in the middle finish.
+    paused_at: Mapped[datetime | None]
+    pause_reason: Mapped[str | None] = mapped_column(Text)
     devices: Mapped[list["DeviceDeployment"]] = relationship(
         back_populates="deployment", cascade="all, delete-orphan")
+    phases: Mapped[list["DeploymentPhase"]] = relationship(
+        cascade="all, delete-orphan", order_by="DeploymentPhase.number")
+
+
+class DeploymentPhase(Base):
+    """A part of a deployment's devices (each device is in one, for good), which starts at
+    a time, once the phase before reached a success threshold, or when an operator releases
+    it; the first one starts with the deployment. Its outcome counters are updated with each
+    device's final status, so that thresholds never count rows."""
+    __tablename__ = "deployment_phases"
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(primary_key=True)  # from 0
+    size: Mapped[int]
+    start_at: Mapped[datetime | None]
+    after_success: Mapped[int | None]  # percent of the phase before that succeeded
+    on_release: Mapped[bool] = mapped_column(default=False)  # an operator releases it
+    # Failure threshold over the phase's finished devices: a count or a percentage.
+    max_failures: Mapped[int | None]
+    max_failure_percent: Mapped[int | None]
+    started_at: Mapped[datetime | None]
+    successes: Mapped[int] = mapped_column(default=0)
+    failures: Mapped[int] = mapped_column(default=0)
 
 
 class DeviceDeployment(Base):
@@ -156,6 +190,8 @@ class DeviceDeployment(Base):
         ForeignKey("artifacts.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(32), index=True)
     substate: Mapped[str | None] = mapped_column(Text)
+    phase: Mapped[int] = mapped_column(default=0, server_default="0")  # DeploymentPhase.number
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")  # ended in a result
     log: Mapped[list | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]

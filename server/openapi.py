@@ -47,6 +47,10 @@ def _ok(code: int, description: str, schema: dict | None = None) -> dict:
 STRING = {"type": "string"}
 OBJECT = {"type": "object"}
 STRINGS = {"type": "array", "items": STRING}
+INTEGER = {"type": "integer"}
+NULLABLE_STRING = {"type": "string", "nullable": True}
+COUNT_OR_PERCENT = {"oneOf": [{"type": "integer", "minimum": 0},
+                              {"type": "string", "pattern": "^[0-9]{1,3}%$"}]}
 DEVICE_ID, DEPLOYMENT_ID, ARTIFACT_ID = (_path_param(n) for n in
                                           ("device_id", "deployment_id", "artifact_id"))
 USER = {**_path_param("user"), "description": "the user's id or email"}
@@ -88,13 +92,55 @@ SCHEMAS = {
                             "type": "string", "description":
                             "SHA-256 (hex) of the public key's DER SubjectPublicKeyInfo"}}}}},
     "Deployment": {"type": "object", "properties": {
-        "id": STRING, "name": STRING, "artifact_name": STRING, "status": STRING,
-        "device_count": {"type": "integer"}, "statistics": OBJECT}},
+        "id": STRING, "name": STRING, "artifact_name": STRING,
+        "status": {"type": "string", "enum": ["pending", "scheduled", "inprogress", "paused",
+                                              "finished", "aborted"]},
+        "device_count": {"type": "integer"}, "statistics": OBJECT,
+        "attempts": {"type": "integer", "description": "attempts that ended in success or "
+                                                       "failure, retries included"},
+        "retries": INTEGER, "start_at": NULLABLE_STRING, "window": NULLABLE_STRING,
+        "paused_at": NULLABLE_STRING,
+        "pause_reason": {"type": "string", "nullable": True,
+                         "description": "why it paused: a phase's failure threshold, or "
+                                        "the operator's reason"},
+        "phases": {"type": "array", "items": _ref("Phase")}}},
+    "Phase": {"type": "object", "properties": {
+        "number": INTEGER, "size": INTEGER, "start_at": NULLABLE_STRING,
+        "after_success": NULLABLE_STRING, "release": {"type": "boolean"},
+        "max_failures": {"oneOf": [INTEGER, STRING], "nullable": True},
+        "started_at": NULLABLE_STRING, "successes": INTEGER, "failures": INTEGER}},
+    "NewPhase": {"type": "object", "additionalProperties": False, "properties": {
+        "size": {**COUNT_OR_PERCENT, "description": "devices (a count, or 'N%' of the "
+                 "deployment's, rounded so that the phases add up exactly); the last phase "
+                 "may leave it out to take the rest"},
+        "start_at": {"type": "string", "format": "date-time",
+                     "description": "starts at this time"},
+        "after_success": {"type": "string", "pattern": "^[0-9]{1,3}%$",
+                          "description": "starts once this share of the phase before "
+                                         "succeeded"},
+        "release": {"type": "boolean", "description": "starts when an operator releases it"},
+        "max_failures": {**COUNT_OR_PERCENT, "description": "failure threshold over the "
+                         "phase's finished devices; crossing it pauses the deployment"}},
+        "description": "Every phase but the first starts in exactly one way: start_at, "
+                       "after_success or release. The first starts with the deployment "
+                       "(at its start_at), at its own start_at, or on release."},
     "User": {"type": "object", "properties": {
         "id": STRING, "email": STRING, "role": ROLE, "created_at": STRING}},
     "NewDeployment": {"type": "object", "required": ["name", "artifact_name"], "properties": {
         "name": STRING, "artifact_name": STRING, "devices": STRINGS, "group": STRING,
-        "all_devices": {"type": "boolean"}, "force": {"type": "boolean"}}},
+        "all_devices": {"type": "boolean"}, "force": {"type": "boolean"},
+        "phases": {"type": "array", "minItems": 1, "maxItems": 100,
+                   "items": _ref("NewPhase")},
+        "max_failures": {**COUNT_OR_PERCENT, "description": "every phase's failure "
+                         "threshold, unless it gives its own"},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 100, "description":
+                    "attempts a device may make after a failed one"},
+        "start_at": {"type": "string", "format": "date-time",
+                     "description": "nothing starts before (UTC if no offset)"},
+        "window": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]$",
+                   "description": "daily maintenance window, UTC by the server's clock "
+                                  "(22:00-04:00 wraps past midnight): outside it, devices "
+                                  "get nothing new to start"}}},
 }
 
 NEXT = "/api/devices/v1/deployments/device/deployments"
@@ -250,6 +296,21 @@ PATHS = {
         errors=(400, 401, 403, 404, 409), params=[DEPLOYMENT_ID], body=_json({
             "type": "object", "required": ["status"],
             "properties": {"status": {"type": "string", "enum": ["aborted"]}}}))},
+    f"{MANAGEMENT}/deployments/{{deployment_id}}/pause": {"post": _operation(
+        "Pause the deployment: devices not yet started get nothing, those in the middle "
+        "finish", USER_AUTH, _ok(200, "paused", _ref("Deployment")),
+        errors=(400, 401, 403, 404, 409), params=[DEPLOYMENT_ID], body=_json({
+            "type": "object", "properties": {"reason": STRING}}))},
+    f"{MANAGEMENT}/deployments/{{deployment_id}}/resume": {"post": _operation(
+        "Resume a paused deployment; with artifact_name (a fixed release), the devices not "
+        "started get that artifact and those that failed are offered it again",
+        USER_AUTH, _ok(200, "resumed", _ref("Deployment")), errors=(400, 401, 403, 404, 409),
+        params=[DEPLOYMENT_ID], body=_json({
+            "type": "object", "properties": {"artifact_name": STRING}}))},
+    f"{MANAGEMENT}/deployments/{{deployment_id}}/release": {"post": _operation(
+        "Start the first phase not started yet, whatever it waits for (a gate)", USER_AUTH,
+        _ok(200, "released", _ref("Deployment")), errors=(401, 403, 404, 409),
+        params=[DEPLOYMENT_ID])},
     "/api/health": {"get": {"summary": "Liveness: 204, no database access", "security": [],
                             "responses": _ok(204, "alive")}},
     "/metrics": {"get": _operation(

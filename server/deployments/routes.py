@@ -67,12 +67,18 @@ def upload_log(deployment_id):
 @user_required
 def create():
     body = json_body()
+    start_at = body.get("start_at")
+    window = text(body, "window", required=False, max_length=11)
     deployment = service.create(
         text(body, "name"), text(body, "artifact_name"),
         devices=string_list(body, "devices", required=False),
         group=text(body, "group", required=False, max_length=100),
         all_devices=field(body, "all_devices", bool, required=False, default=False),
-        force=field(body, "force", bool, required=False, default=False))
+        force=field(body, "force", bool, required=False, default=False),
+        phases=service.plan_phases(body.get("phases"), body.get("max_failures")),
+        retries=field(body, "retries", int, required=False, default=0),
+        start_at=None if start_at is None else service.parse_time(start_at, "start_at"),
+        window=None if window is None else service.parse_window(window))
     return service.deployment_view(deployment), 201
 
 
@@ -112,3 +118,27 @@ def abort(deployment_id):
     if text(json_body(), "status", max_length=32) != "aborted":
         raise ApiError(400, "the only status an operator can set is 'aborted'")
     return service.deployment_view(service.abort(deployment_id))
+
+
+def _optional_body() -> dict:
+    return json_body() if request.get_data(cache=True) else {}
+
+
+@management_api.post("/<deployment_id>/pause")
+@user_required
+def pause(deployment_id):
+    reason = text(_optional_body(), "reason", required=False, max_length=1000)
+    return service.deployment_view(service.pause(deployment_id, reason))
+
+
+@management_api.post("/<deployment_id>/resume")
+@user_required
+def resume(deployment_id):
+    artifact_name = text(_optional_body(), "artifact_name", required=False)
+    return service.deployment_view(service.resume(deployment_id, artifact_name))
+
+
+@management_api.post("/<deployment_id>/release")
+@user_required
+def release(deployment_id):
+    return service.deployment_view(service.release(deployment_id))

@@ -6,11 +6,23 @@ the server picks the artifact of that name compatible with the device's type
 and provides; without `force` a device already running it, or with no
 compatible artifact, is finished right there (`already-installed`, `noartifact`)
 and never sees the deployment.
+
+Rollouts (see server/README.md): a deployment's devices are split into phases once, in
+the order of a hash of the deployment's and the device's ids; a phase starts at a time,
+once the phase before reached a success threshold, or when an operator releases it. A
+phase's failure threshold pauses the deployment; a device may retry; nothing starts
+before the deployment's start time nor outside its daily window. A device waits for its
+oldest open deployment (creation order, as Mender's). Every change of a deployment's state
+goes through `transition`, which records it in the audit log with why.
 """
+import hashlib
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import exists
+from flask import current_app
+from sqlalchemy import and_, exists, update
 
 from artifact import CompatibilityError
 from artifact.provides import check_compatible
@@ -20,7 +32,14 @@ from ..artifacts import service as artifacts
 from ..database import db
 from ..devices.service import ACCEPTED
 from ..errors import ApiError
-from ..models import Artifact, Deployment, Device, DeviceDeployment, utcnow
+from ..models import (
+    Artifact,
+    Deployment,
+    DeploymentPhase,
+    Device,
+    DeviceDeployment,
+    utcnow,
+)
 
 
 class Status(StrEnum):
@@ -47,6 +66,7 @@ IN_PROGRESS = (Status.DOWNLOADING, Status.PAUSE_BEFORE_INSTALLING, Status.INSTAL
                Status.PAUSE_BEFORE_REBOOTING, Status.REBOOTING, Status.PAUSE_BEFORE_COMMITTING)
 # What a device may report: its progress, or how it ended.
 REPORTED = (*IN_PROGRESS, Status.SUCCESS, Status.FAILURE, Status.ALREADY_INSTALLED)
+OUTCOMES = (Status.SUCCESS, Status.FAILURE)  # the end of an attempt
 FINAL = (Status.SUCCESS, Status.FAILURE, Status.ALREADY_INSTALLED, Status.NOARTIFACT,
          Status.ABORTED, Status.DECOMMISSIONED)
 MAX_LOG_MESSAGES = 100_000
@@ -63,21 +83,35 @@ HAS_OPEN_DEPLOYMENT = exists().where(
     DeviceDeployment.device_id == Device.id, DeviceDeployment.finished_at.is_(None))
 
 
+def now() -> datetime:
+    """The server's clock (the app's CLOCK, which tests may set)."""
+    return datetime.fromtimestamp(current_app.config["CLOCK"](), UTC)
+
+
 def next_for_device(device_id: str, provides: dict[str, str],
                     anything_open: bool = True) -> dict | None:
     """The deployment the device should run now, as Mender's `next` answer, or None (204).
-    `anything_open` False (from the token's lookup): nothing to look for, no query at all."""
+    `anything_open` False (from the token's lookup): nothing to look for, no query at all.
+    Otherwise one query (the device's open deployments, with their phases), however large
+    the fleet: whether a phase may start is in the rows it reads."""
     device_type = provides.get("device_type")
     if not isinstance(device_type, str) or not device_type:
         raise ApiError(400, "device_type is required")
     if not anything_open:  # almost every poll: no ORM session, no writes, no commit
         return None
-    open_deployments = (db.session.query(DeviceDeployment).join(Deployment)
-                        .filter(DeviceDeployment.device_id == device_id,
-                                DeviceDeployment.finished_at.is_(None),
-                                Deployment.aborted_at.is_(None))
-                        .order_by(Deployment.created_at, Deployment.id))
-    for device_deployment in open_deployments.all():
+    open_deployments = (
+        db.session.query(DeviceDeployment, Deployment, DeploymentPhase)
+        .select_from(DeviceDeployment)
+        .join(Deployment, Deployment.id == DeviceDeployment.deployment_id)
+        .join(DeploymentPhase, and_(DeploymentPhase.deployment_id == Deployment.id,
+                                    DeploymentPhase.number == DeviceDeployment.phase))
+        .filter(DeviceDeployment.device_id == device_id, DeviceDeployment.finished_at.is_(None),
+                Deployment.aborted_at.is_(None))
+        .order_by(Deployment.created_at, Deployment.id))
+    for device_deployment, deployment, phase in open_deployments.all():
+        if device_deployment.status == PENDING and not _may_start(deployment, phase):
+            db.session.commit()  # a phase may have started (and been found too early)
+            return None  # the device waits for its oldest open deployment
         if device_deployment.artifact_id is None:
             assigned = _assign(device_deployment, device_type, provides)
             db.session.commit()
@@ -85,6 +119,32 @@ def next_for_device(device_id: str, provides: dict[str, str],
                 continue
         return _next_answer(device_deployment)
     return None
+
+
+def _may_start(deployment: Deployment, phase: DeploymentPhase) -> bool:
+    """Whether a device of `phase` that has not started may start now; starts the phase
+    when its time has come."""
+    moment = now()
+    if deployment.paused_at is not None:
+        return False
+    if deployment.start_at is not None and moment < deployment.start_at:
+        return False
+    if phase.started_at is None:
+        if phase.start_at is None or moment < phase.start_at:
+            return False
+        transition(deployment, Transition.PHASE_STARTED,
+                   f"phase {phase.number + 1}: its start time {phase.start_at.isoformat()}",
+                   phase=phase, actor=SYSTEM)
+    return in_window(deployment, moment)
+
+
+def in_window(deployment: Deployment, moment: datetime) -> bool:
+    """Whether `moment` is inside the deployment's daily maintenance window (if any)."""
+    if deployment.window_start is None:
+        return True
+    minute = moment.astimezone(UTC).hour * 60 + moment.astimezone(UTC).minute
+    start, end = deployment.window_start, deployment.window_end
+    return start <= minute < end if start < end else minute >= start or minute < end
 
 
 def _assign(device_deployment: DeviceDeployment, device_type: str, provides: dict) -> bool:
@@ -146,10 +206,71 @@ def report_status(device_id: str, deployment_id: str, status: str,
         if device_deployment.status == status:
             return
         raise ApiError(409, f"deployment already finished: {device_deployment.status}")
+    if device_deployment.status == PENDING and device_deployment.attempts \
+            and status in OUTCOMES:
+        return  # the failed attempt's result again (a resent report), not a new attempt's
     device_deployment.status, device_deployment.substate = status, substate
-    if status in FINAL:
+    if status in OUTCOMES:
+        device_deployment.attempts += 1
+        deployment = device_deployment.deployment
+        if status == Status.FAILURE and device_deployment.attempts <= deployment.retries:
+            device_deployment.status = PENDING  # offered again on a later poll
+        else:
+            device_deployment.finished_at = utcnow()
+            _count_outcome(deployment, device_deployment.phase, status)
+    elif status in FINAL:
         device_deployment.finished_at = utcnow()
     db.session.commit()
+
+
+def _count_outcome(deployment: Deployment, number: int, status: str) -> None:
+    """Count a device's final success or failure on its phase's row (an increment in SQL:
+    concurrent reports each count), then check the thresholds it may have crossed: the
+    phase's failure threshold pauses the deployment, a success threshold starts the next
+    phase."""
+    counter = DeploymentPhase.successes if status == Status.SUCCESS else DeploymentPhase.failures
+    successes, failures = db.session.execute(
+        update(DeploymentPhase)
+        .where(DeploymentPhase.deployment_id == deployment.id, DeploymentPhase.number == number)
+        .values({counter: counter + 1})
+        .returning(DeploymentPhase.successes, DeploymentPhase.failures)
+        .execution_options(synchronize_session=False)).one()
+    phase = deployment.phases[number]
+    db.session.refresh(phase)
+    if status == Status.FAILURE:
+        crossed = failure_threshold_crossed(phase, successes, failures)
+        if crossed:
+            transition(deployment, Transition.PAUSED, crossed, phase=phase, actor=SYSTEM)
+    else:
+        _start_phases_due(deployment)
+
+
+def failure_threshold_crossed(phase: DeploymentPhase, successes: int,
+                              failures: int) -> str | None:
+    """Why the phase's failure threshold is crossed (over its finished devices), or None."""
+    finished = successes + failures
+    where = f"phase {phase.number + 1}: {failures} of {finished} finished devices failed"
+    if phase.max_failures is not None and failures > phase.max_failures:
+        return f"{where}, more than the {phase.max_failures} allowed"
+    if phase.max_failure_percent is not None \
+            and failures * 100 > phase.max_failure_percent * finished:
+        return f"{where}, more than the {phase.max_failure_percent}% allowed"
+    return None
+
+
+def _start_phases_due(deployment: Deployment) -> None:
+    """Start each phase waiting for the one before to reach its success threshold, if it
+    has (not while paused: resume does it)."""
+    if deployment.paused_at is not None or deployment.aborted_at is not None:
+        return
+    for before, phase in zip(deployment.phases, deployment.phases[1:], strict=False):
+        if phase.started_at is None and phase.after_success is not None \
+                and before.started_at is not None \
+                and before.successes * 100 >= phase.after_success * before.size:
+            transition(deployment, Transition.PHASE_STARTED,
+                       f"phase {before.number + 1} reached {phase.after_success}% success "
+                       f"({before.successes} of {before.size} devices)",
+                       phase=phase, actor=SYSTEM)
 
 
 def store_log(device_id: str, deployment_id: str, messages: list) -> None:
@@ -168,16 +289,200 @@ def _finish(device_deployment: DeviceDeployment, status: str) -> None:
     device_deployment.finished_at = utcnow()
 
 
+# -- transitions ------------------------------------------------------------------------------
+
+
+class Transition(StrEnum):
+    """A change of a deployment's state; the value is its audit log action."""
+
+    CREATED = "deployment.create"
+    PHASE_STARTED = "deployment.phase_start"
+    PAUSED = "deployment.pause"
+    RESUMED = "deployment.resume"
+    ABORTED = "deployment.abort"
+
+
+SYSTEM = "system"  # the actor of what the server decides itself (a threshold, a time)
+
+
+def transition(deployment: Deployment, what: Transition, why: str, *,
+               phase: DeploymentPhase | None = None, actor: str | None = None,
+               **detail) -> bool:
+    """Make one change of a deployment's state, with its audit entry saying why; the one
+    way any happens. Each is a conditional update (a phase not started yet, a deployment
+    not paused yet...), so that of two workers deciding the same at once, one makes it and
+    records it. Returns whether this call made it."""
+    moment = now()
+    this = Deployment.id == deployment.id
+    if what is Transition.PHASE_STARTED:
+        changes = update(DeploymentPhase).where(
+            DeploymentPhase.deployment_id == deployment.id,
+            DeploymentPhase.number == phase.number,
+            DeploymentPhase.started_at.is_(None)).values(started_at=moment)
+        detail["phase"] = phase.number + 1
+    elif what is Transition.PAUSED:
+        changes = update(Deployment).where(this, Deployment.paused_at.is_(None),
+                                           Deployment.aborted_at.is_(None)).values(
+            paused_at=moment, pause_reason=why)
+        if phase is not None:
+            detail["phase"] = phase.number + 1
+    elif what is Transition.RESUMED:
+        changes = update(Deployment).where(this, Deployment.paused_at.is_not(None)).values(
+            paused_at=None, pause_reason=None)
+    elif what is Transition.ABORTED:
+        changes = update(Deployment).where(this, Deployment.aborted_at.is_(None)).values(
+            aborted_at=moment)
+    else:
+        changes = None
+    if changes is not None:
+        if db.session.execute(changes.execution_options(synchronize_session=False)) \
+                .rowcount != 1:
+            return False
+        db.session.refresh(phase if what is Transition.PHASE_STARTED else deployment)
+    audit.record(what.value, deployment.id, actor, why=why, **detail)
+    return True
+
+
 # -- management -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PhasePlan:
+    """A phase as asked for: its size (a count, a percentage of the deployment's devices,
+    or None: the rest, for the last), how it starts, its failure threshold."""
+
+    size: int | None = None
+    percent: int | None = None
+    start_at: datetime | None = None
+    after_success: int | None = None
+    on_release: bool = False
+    max_failures: int | None = None
+    max_failure_percent: int | None = None
+
+
+PERCENT = re.compile(r"(\d{1,3})%")
+WINDOW = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)")
+PHASE_KEYS = ("size", "start_at", "after_success", "release", "max_failures")
+
+
+def parse_time(value, what: str) -> datetime:
+    """An ISO 8601 time; without an offset, UTC."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"{what} must be an ISO 8601 time, e.g. 2026-12-01T02:00:00Z") \
+            from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_window(value: str) -> tuple[int, int]:
+    """'HH:MM-HH:MM' as minutes of the day; the end may be past midnight (22:00-04:00)."""
+    match = WINDOW.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ApiError(400, "window must be HH:MM-HH:MM (UTC), e.g. 22:00-04:00")
+    hours, minutes, end_hours, end_minutes = map(int, match.groups())
+    start, end = hours * 60 + minutes, end_hours * 60 + end_minutes
+    if start == end:
+        raise ApiError(400, "window must not start and end at the same time")
+    return start, end
+
+
+def _count_or_percent(value, what: str, low: int) -> tuple[int | None, int | None]:
+    """(count, None) from an integer, (None, percent) from 'N%'."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= low:
+        return value, None
+    match = PERCENT.fullmatch(value) if isinstance(value, str) else None
+    if match and low <= int(match[1]) <= 100:
+        return None, int(match[1])
+    raise ApiError(400, f"{what} must be an integer of at least {low} or a percentage "
+                        f"'N%' ({low} to 100)")
+
+
+def plan_phases(phases: list | None, max_failures=None) -> list[PhasePlan]:
+    """The phases of a create request (None: one phase of every device); `max_failures`:
+    the failure threshold of every phase that does not give its own."""
+    default = (None, None) if max_failures is None else \
+        _count_or_percent(max_failures, "max_failures", 0)
+    if phases is None:
+        return [PhasePlan(max_failures=default[0], max_failure_percent=default[1])]
+    if not isinstance(phases, list) or not phases or len(phases) > 100:
+        raise ApiError(400, "phases must be a list of 1 to 100 phase objects")
+    plans = []
+    for index, spec in enumerate(phases):
+        where = f"phases[{index}]"
+        if not isinstance(spec, dict) or set(spec) - set(PHASE_KEYS):
+            raise ApiError(400, f"{where} must be an object with {', '.join(PHASE_KEYS)}")
+        last = index == len(phases) - 1
+        size = spec.get("size")
+        count, percent = (None, None) if size is None and last else \
+            _count_or_percent(size, f"{where}.size", 1)
+        start_at = parse_time(spec["start_at"], f"{where}.start_at") \
+            if spec.get("start_at") is not None else None
+        after_success = spec.get("after_success")
+        if after_success is not None:
+            if index == 0:
+                raise ApiError(400, "phases[0] starts with the deployment: it cannot wait "
+                                    "for a phase before it (after_success)")
+            _, after_success = _count_or_percent(after_success, f"{where}.after_success", 1)
+            if after_success is None:
+                raise ApiError(400, f"{where}.after_success must be a percentage 'N%'")
+        release = spec.get("release", False)
+        if not isinstance(release, bool):
+            raise ApiError(400, f"{where}.release must be a boolean")
+        if index and sum((start_at is not None, after_success is not None, release)) != 1:
+            raise ApiError(400, f"{where} must start in one way: start_at, after_success "
+                                "or release")
+        if index == 0 and start_at is not None and release:
+            raise ApiError(400, "phases[0] starts at start_at or on release, not both")
+        threshold = default if spec.get("max_failures") is None else \
+            _count_or_percent(spec["max_failures"], f"{where}.max_failures", 0)
+        plans.append(PhasePlan(count, percent, start_at, after_success, release, *threshold))
+    return plans
+
+
+def phase_sizes(plans: list[PhasePlan], total: int) -> list[int]:
+    """Each phase's number of devices, adding up to `total` exactly. Percentages are of
+    `total`, rounded on their running sum (so that 3 × 33% of 10 are 3, 4, 3 and never add
+    up to more than they should); a last phase without a size takes the rest."""
+    sizes, running_percent, percent_devices = [], 0, 0
+    for plan in plans:
+        if plan.percent is not None:
+            running_percent += plan.percent
+            upto = (total * running_percent * 2 + 100) // 200  # rounded half up
+            sizes.append(upto - percent_devices)
+            percent_devices = upto
+        else:
+            sizes.append(plan.size)
+    if sizes[-1] is None:
+        sizes[-1] = total - sum(sizes[:-1])
+    if sum(sizes) != total:
+        raise ApiError(400, f"the phases have {sum(sizes)} devices in all, the deployment "
+                            f"{total}: give the last phase no size to take the rest")
+    for number, size in enumerate(sizes):
+        if size < 1:
+            raise ApiError(400, f"phase {number + 1} would have no devices "
+                                f"(of {total} in all)")
+    return sizes
+
+
+def phase_order(deployment_id: str, device_id: str) -> str:
+    """Devices are split into phases in this order: fixed for a deployment, and unrelated
+    to ids, names or enrolment times (a canary is a fair sample)."""
+    return hashlib.sha256(f"{deployment_id}/{device_id}".encode()).hexdigest()
+
+
 def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
-           group: str | None = None, all_devices: bool = False, force: bool = False) -> Deployment:
+           group: str | None = None, all_devices: bool = False, force: bool = False,
+           phases: list[PhasePlan] | None = None, retries: int = 0,
+           start_at: datetime | None = None,
+           window: tuple[int, int] | None = None) -> Deployment:
     """Deploy to exactly one of: a device list, a group, all accepted devices."""
     if sum((devices is not None, group is not None, all_devices)) != 1:
         raise ApiError(400, "give exactly one of 'devices', 'group' or 'all_devices'")
     if not artifacts.list_artifacts(artifact_name):
         raise ApiError(400, f"no artifact named {artifact_name!r}")
+    if not 0 <= retries <= 100:
+        raise ApiError(400, "retries must be from 0 to 100")
     if devices is not None:
         known = {d for (d,) in db.session.query(Device.id).filter(Device.id.in_(devices))}
         unknown = sorted(set(devices) - known)
@@ -191,14 +496,61 @@ def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
         targets = [d for (d,) in query.order_by(Device.id)]
     if not targets:
         raise ApiError(400, "the deployment would have no devices")
-    deployment = Deployment(name=name, artifact_name=artifact_name, force=force)
-    deployment.devices = [DeviceDeployment(device_id=d, status=PENDING) for d in targets]
+    plans = phases or plan_phases(None)
+    sizes = phase_sizes(plans, len(targets))
+    deployment = Deployment(name=name, artifact_name=artifact_name, force=force,
+                            retries=retries, start_at=start_at,
+                            window_start=window[0] if window else None,
+                            window_end=window[1] if window else None)
     db.session.add(deployment)
+    db.session.flush()  # its id orders the devices
+    deployment.phases = [
+        DeploymentPhase(number=number, size=size,
+                        start_at=plan.start_at or (start_at if number == 0 else None),
+                        after_success=plan.after_success, on_release=plan.on_release,
+                        max_failures=plan.max_failures,
+                        max_failure_percent=plan.max_failure_percent, successes=0, failures=0)
+        for number, (plan, size) in enumerate(zip(plans, sizes, strict=True))]
+    ordered = iter(sorted(targets, key=lambda device: phase_order(deployment.id, device)))
+    deployment.devices = [DeviceDeployment(device_id=next(ordered), status=PENDING,
+                                           phase=number)
+                          for number, size in enumerate(sizes) for _ in range(size)]
     db.session.flush()
-    audit.record("deployment.create", deployment.id, name=name, artifact_name=artifact_name,
-                 devices=len(targets), group=group, all_devices=all_devices, force=force)
+    transition(deployment, Transition.CREATED, "created", name=name,
+               artifact_name=artifact_name, devices=len(targets), group=group,
+               all_devices=all_devices, force=force, phases=sizes, retries=retries)
+    first = deployment.phases[0]
+    if not first.on_release and (first.start_at is None or first.start_at <= now()):
+        transition(deployment, Transition.PHASE_STARTED, "phase 1 starts with the deployment",
+                   phase=first, actor=SYSTEM)
     db.session.commit()
     return deployment
+
+
+def add_devices(deployment_id: str, device_ids: list[str]) -> list[str]:
+    """Add devices to an open deployment (a dynamic group's new members): each joins its
+    last phase, as in Mender, whose size grows; the phases before keep theirs. Devices in it
+    already are skipped. Returns the ids added. The caller commits."""
+    deployment = get(deployment_id)
+    if deployment.aborted_at is not None:
+        raise ApiError(409, "deployment aborted")
+    present = {id_ for (id_,) in db.session.query(DeviceDeployment.device_id).filter(
+        DeviceDeployment.deployment_id == deployment.id,
+        DeviceDeployment.device_id.in_(device_ids))}
+    added = sorted(set(device_ids) - present, key=lambda d: phase_order(deployment.id, d))
+    if not added:
+        return []
+    last = deployment.phases[-1]
+    db.session.execute(update(DeploymentPhase).where(
+        DeploymentPhase.deployment_id == deployment.id, DeploymentPhase.number == last.number)
+        .values(size=DeploymentPhase.size + len(added))
+        .execution_options(synchronize_session=False))
+    db.session.add_all(DeviceDeployment(deployment_id=deployment.id, device_id=device,
+                                        status=PENDING, phase=last.number)
+                       for device in added)
+    audit.record("deployment.add_devices", deployment.id, SYSTEM, devices=len(added),
+                 phase=last.number + 1)
+    return added
 
 
 def get(deployment_id: str) -> Deployment:
@@ -212,17 +564,79 @@ def list_deployments() -> list[Deployment]:
     return db.session.query(Deployment).order_by(Deployment.created_at.desc()).all()
 
 
-def abort(deployment_id: str) -> Deployment:
+def _open(deployment_id: str) -> Deployment:
     deployment = get(deployment_id)
     if deployment.aborted_at is not None:
         raise ApiError(409, "deployment already aborted")
     if all(d.finished_at is not None for d in deployment.devices):
         raise ApiError(409, "deployment already finished")
-    deployment.aborted_at = utcnow()
+    return deployment
+
+
+def abort(deployment_id: str) -> Deployment:
+    deployment = _open(deployment_id)
     for device_deployment in deployment.devices:
         if device_deployment.finished_at is None:
             _finish(device_deployment, Status.ABORTED)
-    audit.record("deployment.abort", deployment.id)
+    transition(deployment, Transition.ABORTED, "aborted by an operator")
+    db.session.commit()
+    return deployment
+
+
+def pause(deployment_id: str, reason: str | None = None) -> Deployment:
+    deployment = _open(deployment_id)
+    if not transition(deployment, Transition.PAUSED, reason or "paused by an operator"):
+        raise ApiError(409, "deployment already paused")
+    db.session.commit()
+    return deployment
+
+
+def resume(deployment_id: str, artifact_name: str | None = None) -> Deployment:
+    """Go on after a pause. With `artifact_name` (the fixed release): the deployment's
+    artifact becomes that one for every device that has not succeeded: those not started
+    get it, and those that failed are offered it as a new attempt (their failures no
+    longer count against their phase's threshold)."""
+    deployment = _open(deployment_id)
+    if deployment.paused_at is None:
+        raise ApiError(409, "deployment is not paused")
+    detail = {}
+    if artifact_name is not None and artifact_name != deployment.artifact_name:
+        if not artifacts.list_artifacts(artifact_name):
+            raise ApiError(400, f"no artifact named {artifact_name!r}")
+        detail = {"artifact_name": artifact_name, "was": deployment.artifact_name,
+                  "reopened": _reopen_failed(deployment)}
+        deployment.artifact_name = artifact_name
+    why = "resumed by an operator" + (f" with {artifact_name}" if detail else "")
+    transition(deployment, Transition.RESUMED, why, **detail)
+    _start_phases_due(deployment)
+    db.session.commit()
+    return deployment
+
+
+def _reopen_failed(deployment: Deployment) -> int:
+    """A new artifact: the failed devices are pending again, and nothing pending keeps the
+    artifact chosen before."""
+    reopened = 0
+    for device_deployment in deployment.devices:
+        if device_deployment.status == Status.FAILURE:
+            device_deployment.status, device_deployment.finished_at = PENDING, None
+            deployment.phases[device_deployment.phase].failures -= 1
+            reopened += 1
+        if device_deployment.status == PENDING:
+            device_deployment.artifact_id = None
+    return reopened
+
+
+def release(deployment_id: str) -> Deployment:
+    """Start the first phase that has not started, whatever it waits for."""
+    deployment = _open(deployment_id)
+    if deployment.paused_at is not None:
+        raise ApiError(409, "deployment is paused: resume it first")
+    waiting = next((p for p in deployment.phases if p.started_at is None), None)
+    if waiting is None:
+        raise ApiError(409, "every phase has started")
+    transition(deployment, Transition.PHASE_STARTED,
+               f"phase {waiting.number + 1} released by an operator", phase=waiting)
     db.session.commit()
     return deployment
 
@@ -247,12 +661,45 @@ def status_of(deployment: Deployment) -> str:
         return Status.ABORTED
     if all(d.finished_at is not None for d in deployment.devices):
         return "finished"
-    if any(d.status != PENDING for d in deployment.devices):
+    if deployment.paused_at is not None:
+        return "paused"
+    if any(d.status != PENDING or d.attempts for d in deployment.devices):
         return "inprogress"
+    if deployment.start_at is not None and now() < deployment.start_at:
+        return "scheduled"
     return PENDING
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _minutes(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def phase_view(phase: DeploymentPhase) -> dict:
+    if phase.max_failures is not None:
+        max_failures = phase.max_failures
+    else:
+        max_failures = None if phase.max_failure_percent is None \
+            else f"{phase.max_failure_percent}%"
+    return {
+        "number": phase.number + 1,
+        "size": phase.size,
+        "start_at": _iso(phase.start_at),
+        "after_success": None if phase.after_success is None else f"{phase.after_success}%",
+        "release": phase.on_release,
+        "max_failures": max_failures,
+        "started_at": _iso(phase.started_at),
+        "successes": phase.successes,
+        "failures": phase.failures,
+    }
+
+
 def deployment_view(deployment: Deployment) -> dict:
+    window = None if deployment.window_start is None else \
+        f"{_minutes(deployment.window_start)}-{_minutes(deployment.window_end)}"
     return {
         "id": deployment.id,
         "name": deployment.name,
@@ -262,6 +709,13 @@ def deployment_view(deployment: Deployment) -> dict:
         "created_at": deployment.created_at.isoformat(),
         "device_count": len(deployment.devices),
         "statistics": statistics(deployment),
+        "attempts": sum(d.attempts for d in deployment.devices),
+        "retries": deployment.retries,
+        "start_at": _iso(deployment.start_at),
+        "window": window,
+        "paused_at": _iso(deployment.paused_at),
+        "pause_reason": deployment.pause_reason,
+        "phases": [phase_view(phase) for phase in deployment.phases],
     }
 
 
@@ -272,6 +726,8 @@ def device_deployment_view(device_deployment: DeviceDeployment) -> dict:
         "status": device_deployment.status,
         "substate": device_deployment.substate,
         "artifact_id": device_deployment.artifact_id,
+        "phase": device_deployment.phase + 1,
+        "attempts": device_deployment.attempts,
         "created_at": device_deployment.created_at.isoformat(),
         "finished_at": finished.isoformat() if finished else None,
         "has_log": device_deployment.log is not None,
