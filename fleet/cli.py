@@ -50,6 +50,15 @@ def main() -> None:
                                       "accepted device (QEMU devices beside, say).")
 @click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of devices whose new slot fails to boot or its health check.")
+@click.option("--transient-fail-rate", type=click.FloatRange(0, 1), default=0.0,
+              show_default=True, help="Share of devices whose new slot fails its health "
+                                      "check the first time only (a retry succeeds).")
+@click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="update: attempts a device may make after a failed one (the new "
+                   "deployment's).")
+@click.option("--until-paused", is_flag=True,
+              help="update: end once the deployment is paused (a phase's failure threshold) "
+                   "and no device is in the middle of an update; the others wait.")
 @click.option("--power-cut-rate", type=click.FloatRange(0, 1), default=0.0,
               show_default=True, help="Share of devices that lose power at a random state.")
 @click.option("--payload", type=click.Choice(("discard", "write")), default="discard",
@@ -71,7 +80,8 @@ def main() -> None:
 @click.option("--timeout", type=click.FloatRange(1), default=3600.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
 def run(server_url, ca_cert, token, count, scenario, admission, polls, artifact,
-        artifact_name, deployment_id, deploy_to, fail_rate, power_cut_rate, payload,
+        artifact_name, deployment_id, deploy_to, fail_rate, transient_fail_rate, retries,
+        until_paused, power_cut_rate, payload,
         verify_keys, device_type, poll_interval, retry_interval, threads, seed, fleet_id,
         workdir, timeout, as_json) -> None:
     """Run N simulated devices through a scenario; exit 1 if any device went wrong."""
@@ -87,8 +97,9 @@ def run(server_url, ca_cert, token, count, scenario, admission, polls, artifact,
                         poll_interval, retry_interval, fleet_id=fleet_id)
     management = Management(server_url, token, ca_cert) if token else None
     options = Options(count, scenario, admission, threads, polls, artifact, artifact_name,
-                      deployment_id, deploy_to, fail_rate, power_cut_rate, seed, workdir,
-                      timeout, progress=sys.stderr.isatty())
+                      deployment_id, deploy_to, fail_rate, transient_fail_rate,
+                      power_cut_rate, retries, until_paused, seed, workdir, timeout,
+                      progress=sys.stderr.isatty())
     try:
         report = asyncio.run(Fleet(settings, management, options).run())
     except (ValueError, ManagementError, FleetError) as error:

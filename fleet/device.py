@@ -38,6 +38,7 @@ UPDATE_STATES = (S.SYNC, S.DOWNLOAD, S.ARTIFACT_INSTALL, S.ARTIFACT_REBOOT,
                  S.ARTIFACT_VERIFY_REBOOT, S.ARTIFACT_COMMIT, S.CLEANUP,
                  S.UPDATE_STATUS_REPORT)
 TRIAL_FAULTS = ("boot", "health")
+TRANSIENT_FAULT = "health-once"  # fails the first trial's health check only: a retry succeeds
 
 
 class Reboot(BaseException):
@@ -71,7 +72,8 @@ class WorkerSessions(threading.local):
 @dataclass
 class Faults:
     """What goes wrong on this device: its trial boot ("boot": the new slot never comes up;
-    "health": it fails its health check), and a power cut (before or after a state)."""
+    "health": it fails its health check; "health-once": only the first time), and a power
+    cut (before or after a state)."""
 
     trial: str | None = None
     power_cut: tuple[str, State] | None = None
@@ -105,6 +107,7 @@ class Record:
     update_finished: float | None = None
     result: str | None = None  # the status the server took: success, failure, ...
     deployment_id: str | None = None
+    attempts: int = 0  # results reported for deployment_id (a retry after a failure)
     error: str | None = None  # why the device's simulation crashed (a bug, not a fault)
 
 
@@ -149,10 +152,12 @@ class FleetDevice:
         (self.root / "slot2.img").write_bytes(f"{FACTORY_ARTIFACT}\n".encode())
         (self.root / "slot3.img").write_bytes(b"")
         (self.root / "artifact_info").write_text(f"artifact_name={FACTORY_ARTIFACT}\n")
-        if self.faults.trial == "health":
+        if self.faults.trial in ("health", TRANSIENT_FAULT):
             health = self.root / "health.d"
             health.mkdir()
-            (health / "50-injected").write_text("#!/bin/sh\necho injected fault\nexit 1\n")
+            forget = 'rm -f "$0"\n' if self.faults.trial == TRANSIENT_FAULT else ""
+            (health / "50-injected").write_text(
+                f"#!/bin/sh\n{forget}echo injected fault\nexit 1\n")
             (health / "50-injected").chmod(0o755)
         make_bootloader(self.config)  # a fresh environment: slot a, bootlimit 1
         device_key(self.config.data)
@@ -284,6 +289,8 @@ class FleetDaemonSteps(SimulatedSteps, DaemonSteps):
 
     def _finished(self, update: Update, status: str) -> None:
         record = self.device.record
+        record.attempts = record.attempts + 1 if record.deployment_id == update.deployment_id \
+            else 1
         record.result, record.deployment_id = status, update.deployment_id
         record.update_finished = time.monotonic()
 
@@ -320,11 +327,16 @@ class FleetDaemon(Daemon):
 
 
 def choose_faults(count: int, fail_rate: float, power_cut_rate: float,
-                  rng: random.Random) -> list[Faults]:
-    """Exactly round(count × rate) devices of each kind, picked at random."""
+                  rng: random.Random, transient_fail_rate: float = 0.0) -> list[Faults]:
+    """Exactly round(count × rate) devices of each kind, picked at random (a device fails
+    for good or once, not both)."""
     faults = [Faults() for _ in range(count)]
-    for index in rng.sample(range(count), round(count * fail_rate)):
+    failing = rng.sample(range(count), round(count * fail_rate))
+    for index in failing:
         faults[index].trial = rng.choice(TRIAL_FAULTS)
+    others = sorted(set(range(count)) - set(failing))
+    for index in rng.sample(others, min(len(others), round(count * transient_fail_rate))):
+        faults[index].trial = TRANSIENT_FAULT
     for index in rng.sample(range(count), round(count * power_cut_rate)):
         faults[index].power_cut = (rng.choice(("before", "after")), rng.choice(UPDATE_STATES))
     return faults

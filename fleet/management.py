@@ -59,11 +59,15 @@ class Management:
         return response.json()
 
     def create_deployment(self, name: str, artifact_name: str,
-                          devices: list[str] | None = None) -> str:
-        """To `devices`, or to every accepted device."""
+                          devices: list[str] | None = None, retries: int = 0) -> str:
+        """To `devices`, or to every accepted device; a failed device may retry `retries`
+        times."""
         target = {"devices": devices} if devices is not None else {"all_devices": True}
-        body = {"name": name, "artifact_name": artifact_name, **target}
+        body = {"name": name, "artifact_name": artifact_name, "retries": retries, **target}
         return self.call("POST", "/deployments", 201, json=body)["id"]
+
+    def deployment(self, deployment_id: str) -> dict:
+        return self.call("GET", f"/deployments/{deployment_id}")
 
     def deployment_statuses(self, deployment_id: str) -> dict[str, str]:
         """device id -> its status in the deployment."""

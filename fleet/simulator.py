@@ -18,10 +18,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .device import FleetDevice, PowerCut, Reboot, Settings, WorkerSessions, choose_faults
+from .device import (
+    TRANSIENT_FAULT,
+    FleetDevice,
+    PowerCut,
+    Reboot,
+    Settings,
+    WorkerSessions,
+    choose_faults,
+)
 from .management import Management
 
 SCENARIOS = ("register", "poll", "update")
+# A device's status in a deployment when it is not in the middle of an update.
+SETTLED = {"pending", "success", "failure", "already-installed", "noartifact", "aborted",
+           "decommissioned"}
 ADMISSIONS = ("preauthorize", "accept", "pending")
 
 
@@ -41,7 +52,10 @@ class Options:
     deployment_id: str | None = None  # update: an existing deployment instead
     deploy_to: str = "fleet"  # or "all": every accepted device, not only this fleet's
     fail_rate: float = 0.0
+    transient_fail_rate: float = 0.0  # devices whose first trial fails, not a retry
     power_cut_rate: float = 0.0
+    retries: int = 0  # update: of the new deployment (a given one says its own)
+    until_paused: bool = False  # update: end once the deployment paused and settled
     seed: int | None = None
     workdir: Path | None = None
     timeout: float = 3600.0
@@ -68,13 +82,15 @@ class Fleet:
         self.sessions = WorkerSessions()
         self.workdir = options.workdir or Path(tempfile.mkdtemp(prefix="tern-fleet-"))
         faults = choose_faults(options.devices, options.fail_rate, options.power_cut_rate,
-                               self.rng)
+                               self.rng, options.transient_fail_rate)
         self.devices = [FleetDevice(self.workdir / f"sim-{index:05d}", index, settings,
                                     self.sessions, faults[index])
                         for index in range(options.devices)]
         self.device_ids: dict[str, str] = {}  # device name -> server id
         self.deployment_id = options.deployment_id
         self.deployed_at: float | None = None
+        self.retries = options.retries  # of the deployment: a failure may not be the end
+        self.deployment: dict | None = None  # the server's view, at the end
         self.failure: str | None = None  # of the operator's side: ends the run
 
     async def work(self, function, *args):
@@ -95,6 +111,11 @@ class Fleet:
             operator = [self._admit()] if self.options.admission == "accept" else []
             if self.options.scenario == "update" and not self.deployment_id:
                 operator.append(self._deploy())
+            elif self.options.scenario == "update":
+                self.retries = (await self.work(self.management.deployment,
+                                                self.deployment_id))["retries"]
+            if self.options.until_paused:
+                operator.append(self._stop_when_paused(tasks))
             helpers = [asyncio.create_task(self._or_stop(job, tasks)) for job in operator]
             if self.options.progress:
                 helpers.append(asyncio.create_task(self._show_progress(started)))
@@ -149,6 +170,7 @@ class Fleet:
         if self.options.scenario == "poll":
             return record.polls >= self.options.polls
         return (record.result is not None and record.deployment_id == self.deployment_id
+                and (record.result != "failure" or record.attempts > self.retries)
                 and device.stored_state() == "Idle")  # not cut off before storing Idle
 
     # -- the operator ---------------------------------------------------------------------------
@@ -195,12 +217,35 @@ class Fleet:
             if self.options.deploy_to == "fleet" else None
         self.deployment_id = await self.work(self.management.create_deployment,
                                              f"tern-fleet {time.strftime('%H:%M:%S')}",
-                                             self.options.artifact_name, devices)
+                                             self.options.artifact_name, devices,
+                                             self.options.retries)
         self.deployed_at = time.monotonic()
+
+    async def _stop_when_paused(self, tasks: list[asyncio.Task]) -> None:
+        """Once the deployment is paused and settled (no device in the middle of an update,
+        on the server or here, twice a second apart), stop the devices: those the pause
+        left without the update are `waiting`."""
+        settled = 0
+        while settled < 2:
+            await asyncio.sleep(1)
+            settled = settled + 1 if await self.work(self._paused_and_settled) else 0
+        for device, task in zip(self.devices, tasks, strict=True):
+            if not task.done():
+                device.record.phase = "waiting" if device.record.result is None else "done"
+                task.cancel()
+
+    def _paused_and_settled(self) -> bool:
+        if not self.deployment_id or \
+                self.management.deployment(self.deployment_id)["status"] != "paused":
+            return False
+        statuses = set(self.management.deployment_statuses(self.deployment_id).values())
+        return statuses <= SETTLED and all(device.stored_state() == "Idle"
+                                           for device in self.devices)
 
     def _server_statuses(self) -> dict[str, str]:
         if self.options.scenario != "update" or not self.deployment_id:
             return {}
+        self.deployment = self.management.deployment(self.deployment_id)
         return self.management.deployment_statuses(self.deployment_id)
 
     async def _show_progress(self, started: float) -> None:
@@ -228,6 +273,7 @@ class Fleet:
                 "name": device.name, "mac": device.identity["mac"], "id": server_id,
                 "phase": record.phase, "admission": record.admission, "polls": record.polls,
                 "fault": device_fault(device), "power_cuts": record.power_cuts,
+                "attempts": record.attempts,
                 "reboots": record.reboots, "result": record.result,
                 "server_status": statuses.get(server_id),
                 "update_seconds": round(record.update_finished - record.update_started, 3)
@@ -255,7 +301,9 @@ class Fleet:
             "results": dict(Counter(d["result"] for d in devices if d["result"])),
             "server_statuses": dict(Counter(d["server_status"] for d in devices
                                             if d["server_status"])),
-            "problems": problems(self.options.scenario, devices),
+            "deployment": None if self.deployment is None else {
+                key: self.deployment[key] for key in ("status", "pause_reason", "attempts")},
+            "problems": problems(self.options.scenario, devices, self.retries),
             "device": devices,
         }
 
@@ -269,10 +317,13 @@ def device_fault(device: FleetDevice) -> str | None:
     return ",".join(fault for fault in struck if fault) or None
 
 
-def expected_results(fault: str | None) -> set[str]:
-    """A power cut may end either way (consistently); a bad trial slot fails."""
+def expected_results(fault: str | None, retries: int = 0) -> set[str]:
+    """A power cut may end either way (consistently); a bad trial slot fails, unless it
+    fails only once and the deployment allows a retry."""
     if fault and "power-cut" in fault:
         return {"success", "failure"}
+    if fault == f"trial-{TRANSIENT_FAULT}" and retries:
+        return {"success"}
     return {"failure"} if fault else {"success"}
 
 
@@ -284,16 +335,17 @@ def percentile(values: list[float], pct: int) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[pct - 1], 3)
 
 
-def problems(scenario: str, devices: list[dict]) -> dict[str, int]:
-    """What makes a run fail: devices that did not finish, crashed, or (update) ended in a
-    result their faults do not explain, disagree with the server, or are inconsistent."""
+def problems(scenario: str, devices: list[dict], retries: int = 0) -> dict[str, int]:
+    """What makes a run fail: devices that did not finish (but those a paused deployment
+    keeps waiting), crashed, or (update) ended in a result their faults do not explain,
+    disagree with the server, or are inconsistent."""
     counts = {
-        "unfinished": sum(d["phase"] not in ("done", "crashed") for d in devices),
+        "unfinished": sum(d["phase"] not in ("done", "crashed", "waiting") for d in devices),
         "crashed": sum(d["phase"] == "crashed" for d in devices),
     }
     if scenario == "update":
         counts["unexpected_result"] = sum(d["result"] is not None and d["result"]
-                                          not in expected_results(d["fault"])
+                                          not in expected_results(d["fault"], retries)
                                           for d in devices)
         counts["server_mismatch"] = sum(d["result"] is not None and d["id"] is not None
                                         and d["server_status"] != d["result"]

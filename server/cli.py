@@ -628,11 +628,39 @@ def _deployment_lines(deployments):
     for d in deployments if isinstance(deployments, list) else [deployments]:
         counts = ", ".join(f"{k} {v}" for k, v in d["statistics"].items() if v)
         yield f"{d['id']}  {d['name']}  {d['artifact_name']}  {d['status']}  ({counts})"
+        if d.get("pause_reason"):
+            yield f"  paused: {d['pause_reason']}"
+        if len(d.get("phases", ())) > 1:
+            for phase in d["phases"]:
+                started = f"started {phase['started_at'][:16]}" if phase["started_at"] \
+                    else "waiting"
+                yield (f"  phase {phase['number']}: {phase['size']} devices, {started}, "
+                       f"{phase['successes']} succeeded, {phase['failures']} failed")
+
+
+def _phase(spec: str) -> dict:
+    """`--phase SIZE[,START][,max-failures=N|N%]` as the API's phase object. SIZE: a count,
+    N% or rest (the last phase); START: release, after=N% (of the phase before succeeded)
+    or at=TIME (ISO 8601)."""
+    size, *options = spec.split(",")
+    phase = {} if size == "rest" else {"size": int(size) if size.isdigit() else size}
+    for option in options:
+        key, has_value, value = option.partition("=")
+        if option == "release":
+            phase["release"] = True
+        elif has_value and key in ("after", "at", "max-failures"):
+            name = {"after": "after_success", "at": "start_at"}.get(key, "max_failures")
+            phase[name] = int(value) if key == "max-failures" and value.isdigit() else value
+        else:
+            raise click.ClickException(
+                f"--phase {spec}: expected SIZE[,release|after=N%|at=TIME][,max-failures=N], "
+                "e.g. 10% or rest,after=90%")
+    return phase
 
 
 @cli.group()
 def deployments():
-    """Deployments: list, create, show, abort."""
+    """Deployments: list, create, show, pause, resume, release-phase, abort."""
 
 
 @deployments.command("list")
@@ -651,16 +679,37 @@ def deployments_list(obj, as_json):
 @click.option("--all-devices", is_flag=True)
 @click.option("--force", is_flag=True,
               help="Send the artifact even to devices that have it or seem incompatible.")
+@click.option("--phase", "phases", multiple=True, metavar="SPEC",
+              help="A phase, in order; repeatable: SIZE (N, N% or rest) then how it starts "
+                   "(release, after=N% of the phase before succeeded, at=TIME; the first "
+                   "starts with the deployment), e.g. --phase 5 --phase 50%,after=90% "
+                   "--phase rest,release. Also max-failures=N|N% of its own.")
+@click.option("--max-failures", metavar="N|N%",
+              help="Pause when more of a phase's finished devices failed (every phase).")
+@click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="Attempts a device may make after a failed one.")
+@click.option("--start-at", metavar="TIME", help="Start at this time (ISO 8601; UTC unless "
+                                                 "it has an offset).")
+@click.option("--window", metavar="HH:MM-HH:MM",
+              help="Daily maintenance window (UTC): nothing new starts outside it.")
 @json_option
 @click.pass_obj
 def deployments_create(obj, name, artifact_name, device_ids, group, all_devices, force,
-                       as_json):
+                       phases, max_failures, retries, start_at, window, as_json):
     body = {"name": name, "artifact_name": artifact_name, "force": force,
-            "all_devices": all_devices}
+            "all_devices": all_devices, "retries": retries}
     if device_ids:
         body["devices"] = list(device_ids)
     if group:
         body["group"] = group
+    if phases:
+        body["phases"] = [_phase(spec) for spec in phases]
+    if max_failures is not None:
+        body["max_failures"] = int(max_failures) if max_failures.isdigit() else max_failures
+    if start_at:
+        body["start_at"] = start_at
+    if window:
+        body["window"] = window
     _output(Api(obj).call("POST", "/deployments", body=body), as_json, _deployment_lines)
 
 
@@ -688,4 +737,39 @@ def deployments_show(obj, deployment_id, as_json):
 def deployments_abort(obj, deployment_id, as_json):
     document = Api(obj).call("PUT", f"/deployments/{deployment_id}/status",
                              body={"status": "aborted"})
+    _output(document, as_json, _deployment_lines)
+
+
+@deployments.command("pause")
+@click.argument("deployment_id")
+@click.option("--reason", help="Why, for the audit log and the dashboard.")
+@json_option
+@click.pass_obj
+def deployments_pause(obj, deployment_id, reason, as_json):
+    """Pause: devices not yet started get nothing, those in the middle finish."""
+    document = Api(obj).call("POST", f"/deployments/{deployment_id}/pause",
+                             body={"reason": reason} if reason else {})
+    _output(document, as_json, _deployment_lines)
+
+
+@deployments.command("resume")
+@click.argument("deployment_id")
+@click.option("--artifact-name", help="A fixed release: the devices not started get it, and "
+                                      "those that failed are offered it again.")
+@json_option
+@click.pass_obj
+def deployments_resume(obj, deployment_id, artifact_name, as_json):
+    """Resume a paused deployment."""
+    document = Api(obj).call("POST", f"/deployments/{deployment_id}/resume",
+                             body={"artifact_name": artifact_name} if artifact_name else {})
+    _output(document, as_json, _deployment_lines)
+
+
+@deployments.command("release-phase")
+@click.argument("deployment_id")
+@json_option
+@click.pass_obj
+def deployments_release_phase(obj, deployment_id, as_json):
+    """Start the next phase now, whatever it waits for."""
+    document = Api(obj).call("POST", f"/deployments/{deployment_id}/release")
     _output(document, as_json, _deployment_lines)

@@ -1,4 +1,5 @@
-"""Deployments: create, list, live progress per device, abort, each device's log."""
+"""Deployments: create, list, live progress per phase and device, pause, resume (with a
+fixed artifact), release the next phase, abort, each device's log."""
 from flask import flash, redirect, render_template, request, url_for
 
 from ..artifacts import service as artifacts
@@ -49,9 +50,10 @@ def create_deployment():
 
 def _progress(deployment_id: str) -> dict:
     deployment = deployments.get(deployment_id)
-    page = page_of(sorted(deployment.devices, key=lambda d: d.device_id))
+    page = page_of(sorted(deployment.devices, key=lambda d: (d.phase, d.device_id)))
     return {"deployment": summary(deployment), "page": page,
-            "devices": [deployments.device_deployment_view(d) for d in page["items"]]}
+            "devices": [deployments.device_deployment_view(d) for d in page["items"]],
+            "artifact_names": sorted({a.name for a in artifacts.list_artifacts()})}
 
 
 @blueprint.get("/deployments/<deployment_id>")
@@ -69,6 +71,30 @@ def deployment_progress(deployment_id):
 def abort_deployment(deployment_id):
     deployment = deployments.abort(deployment_id)
     flash(f"Deployment {deployment.name} aborted.", "info")
+    return redirect(url_for("ui.deployment", deployment_id=deployment_id), 303)
+
+
+@blueprint.post("/deployments/<deployment_id>/pause")
+def pause_deployment(deployment_id):
+    reason = text(request.form, "reason", required=False, max_length=1000)
+    deployment = deployments.pause(deployment_id, reason)
+    flash(f"Deployment {deployment.name} paused.", "info")
+    return redirect(url_for("ui.deployment", deployment_id=deployment_id), 303)
+
+
+@blueprint.post("/deployments/<deployment_id>/resume")
+def resume_deployment(deployment_id):
+    """Resume; with another artifact chosen (the fixed release), see `deployments.resume`."""
+    artifact_name = request.form.get("artifact_name") or None
+    deployment = deployments.resume(deployment_id, artifact_name)
+    flash(f"Deployment {deployment.name} resumed with {deployment.artifact_name}.", "info")
+    return redirect(url_for("ui.deployment", deployment_id=deployment_id), 303)
+
+
+@blueprint.post("/deployments/<deployment_id>/release")
+def release_phase(deployment_id):
+    deployment = deployments.release(deployment_id)
+    flash(f"Deployment {deployment.name}: next phase released.", "info")
     return redirect(url_for("ui.deployment", deployment_id=deployment_id), 303)
 
 

@@ -1,10 +1,19 @@
 """The fleet's orchestration against fakes: scripted devices and a fake operator API."""
 import asyncio
+import random
 
 import pytest
 
-from fleet.device import Faults, PowerCut, Reboot, Record, Settings
-from fleet.simulator import Fleet, FleetError, Options, failed, percentile, summary_table
+from fleet.device import Faults, PowerCut, Reboot, Record, Settings, choose_faults
+from fleet.simulator import (
+    Fleet,
+    FleetError,
+    Options,
+    expected_results,
+    failed,
+    percentile,
+    summary_table,
+)
 
 
 class FakeDevice:
@@ -43,10 +52,12 @@ class FakeDevice:
             raise PowerCut("before Sync")
         if action == "cut-before-idle":  # the result is in, Idle not stored yet
             self.record.result, self.record.deployment_id = "failure", "d1"
+            self.record.attempts += 1
             self.state = "UpdateStatusReport"
             raise PowerCut("after UpdateStatusReport")
         if action in ("success", "failure"):
             self.record.result, self.record.deployment_id = action, "d1"
+            self.record.attempts += 1
             self.state = "Idle"
             self.record.update_started, self.record.update_finished = 10.0, 12.5
         if action == "crash":
@@ -70,10 +81,13 @@ class FakeManagement:
     def upload(self, artifact) -> None:
         pass
 
-    def create_deployment(self, name, artifact_name, devices):
+    def create_deployment(self, name, artifact_name, devices, retries=0):
         assert all(d.record.admission == "accepted" for d in self.devices)
         self.deployments.append((artifact_name, devices))
         return "d1"
+
+    def deployment(self, deployment_id: str) -> dict:
+        return {"status": "inprogress", "pause_reason": None, "attempts": 0, "retries": 0}
 
     def deployment_statuses(self, deployment_id: str) -> dict[str, str]:
         return {"id-" + d.identity["mac"]: d.record.result for d in self.devices}
@@ -154,3 +168,12 @@ def test_percentiles():
     assert percentile([4.0], 99) == 4.0
     assert percentile([float(i) for i in range(1, 101)], 50) == 50.5
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.01
+
+
+def test_transient_faults_are_apart_from_lasting_ones_and_succeed_only_with_a_retry():
+    faults = choose_faults(20, 0.25, 0.0, random.Random(4), transient_fail_rate=0.5)
+    kinds = [f.trial for f in faults]
+    assert (kinds.count("health-once"), len(kinds) - kinds.count(None)) == (10, 15)
+    assert expected_results("trial-health-once", retries=1) == {"success"}
+    assert expected_results("trial-health-once", retries=0) == {"failure"}
+    assert expected_results("trial-health", retries=3) == {"failure"}

@@ -210,3 +210,62 @@ def test_init_failures_are_one_line(tmp_path, data_dir, options, message):
                                       *options])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and result.output.startswith(message)
+
+
+def test_phased_deployment_pause_resume_release_phase(run, tmp_path):
+    run("user", "create", "admin@example.com")
+    ids = []
+    for index in range(4):
+        device = SimulatedDevice({"mac": f"cli-{index}"}, "ed25519")
+        pubkey = tmp_path / f"device-{index}.pub"
+        pubkey.write_text(device.pubkey)
+        created = json.loads(run("devices", "preauthorize", "--identity", f"mac=cli-{index}",
+                                 "--pubkey", str(pubkey), "--json"))
+        ids.append(run("devices", "accept", created["id"], "--json") and created["id"])
+    run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-1.0")))
+    run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-1.1")))
+    deployment = json.loads(run(
+        "deployments", "create", "--name", "ramp", "--artifact-name", "app-1.0",
+        "--all-devices", "--phase", "1", "--phase", "50%,after=100%,max-failures=0",
+        "--phase", "rest,release", "--max-failures", "10%", "--retries", "2",
+        "--start-at", "2026-01-01T00:00:00Z", "--window", "22:00-04:00", "--json"))
+    assert [(p["size"], p["after_success"], p["release"], p["max_failures"])
+            for p in deployment["phases"]] == [(1, None, False, "10%"), (2, "100%", False, 0),
+                                               (1, None, True, "10%")]
+    assert (deployment["retries"], deployment["window"]) == (2, "22:00-04:00")
+    assert deployment["start_at"] == "2026-01-01T00:00:00+00:00"
+
+    paused = json.loads(run("deployments", "pause", deployment["id"], "--reason", "lunch",
+                            "--json"))
+    assert (paused["status"], paused["pause_reason"]) == ("paused", "lunch")
+    assert "  paused: lunch" in run("deployments", "show", deployment["id"])
+    assert "409: deployment is paused: resume it first" in run(
+        "deployments", "release-phase", deployment["id"], ok=False)
+    resumed = json.loads(run("deployments", "resume", deployment["id"], "--artifact-name",
+                             "app-1.1", "--json"))
+    assert (resumed["status"], resumed["artifact_name"]) == ("pending", "app-1.1")
+    released = json.loads(run("deployments", "release-phase", deployment["id"], "--json"))
+    assert released["phases"][1]["started_at"] is not None
+    assert "phase 3: 1 devices, waiting" in run("deployments", "list")
+    from server import create_app
+    from server.audit import entries
+    from server.config import data_dir_config
+
+    with create_app(data_dir_config(tmp_path / "data")).app_context():
+        actions = [e["action"] for e in entries(20, 0) if e["target"] == deployment["id"]]
+    assert actions == ["deployment.phase_start", "deployment.resume", "deployment.pause",
+                       "deployment.phase_start", "deployment.create"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--phase", "10%,soon"], "--phase 10%,soon: expected SIZE[,release|after=N%|at=TIME]"),
+    (["--phase", "ten"], "400: phases[0].size must be an integer of at least 1"),
+    (["--window", "9-5"], "400: window must be HH:MM-HH:MM"),
+    (["--max-failures", "-1"], "400: max_failures must be an integer of at least 0"),
+])
+def test_bad_rollout_options_are_one_line(run, tmp_path, args, message):
+    run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-1.0")))
+    output = run("deployments", "create", "--name", "x", "--artifact-name", "app-1.0",
+                 "--all-devices", *args, ok=False)
+    assert message in output and "Traceback" not in output
+    assert len(output.strip().splitlines()) == 1, output

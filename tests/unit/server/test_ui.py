@@ -341,3 +341,48 @@ def test_a_read_only_user_sees_no_actions_and_cannot_post_them(app, client, admi
     log_in(admin_page)
     assert "Accept" in page(admin_page.get("/devices?status=pending"))
     assert post(viewer, "/logout").status_code == 303
+
+
+def test_a_phased_deployment_shows_its_phases_the_pause_and_why_and_its_actions(
+        app, browser, client, admin, fleet, upload):
+    devices = [fleet.accepted(mac=f"52:54:00:00:03:0{i}", key_kind="ed25519") for i in range(4)]
+    upload("app-1.0")
+    upload("app-1.1")
+    deployment = client.post("/api/management/v1/deployments", json={
+        "name": "canary first", "artifact_name": "app-1.0", "devices": [d.id for d in devices],
+        "phases": [{"size": "50%", "max_failures": 0}, {"release": True}]},
+        headers=admin).json
+    path = f"/deployments/{deployment['id']}"
+    phase_of = {d["device_id"]: d["phase"] for d in client.get(
+        f"/api/management/v1{path}/devices", headers=admin).json}
+    canary = next(d for d in devices if phase_of[d.id] == 1)
+    fleet.next(canary)
+    fleet.status(canary, deployment["id"], "failure")
+
+    html = page(browser.get(path))
+    assert ("Paused since" in html and "phase 1: 1 of 1 finished devices failed, more than "
+            "the 0 allowed" in html)
+    assert '<tr data-phase="2">' in html and "when released" in html and "waiting" in html
+    forms = re.findall(r'<form[^>]*method="post"[^>]*action="([^"]+)"', html)
+    assert forms == ["/logout", f"{path}/resume", f"{path}/abort"]
+    assert "<option>app-1.1</option>" in html
+
+    client.post("/api/management/v1/users", json={
+        "email": "viewer@example.com", "password": PASSWORD, "role": "read-only"}, headers=admin)
+    viewer = app.test_client()
+    log_in(viewer, email="viewer@example.com")
+    assert re.findall(r'<form[^>]*method="post"[^>]*action="([^"]+)"',
+                      page(viewer.get(path))) == ["/logout"]
+    for action in ("resume", "release", "pause"):
+        assert post(viewer, f"{path}/{action}").status_code == 403
+
+    assert post(browser, f"{path}/resume", {"artifact_name": "app-1.1"}).status_code == 303
+    html = page(browser.get(path))
+    assert "Paused since" not in html and "app-1.1" in html
+    forms = re.findall(r'<form[^>]*method="post"[^>]*action="([^"]+)"', html)
+    assert forms == ["/logout", f"{path}/pause", f"{path}/release", f"{path}/abort"]
+    assert post(browser, f"{path}/release").status_code == 303
+    assert post(browser, f"{path}/pause", {"reason": "night shift"}).status_code == 303
+    assert "night shift" in page(browser.get(path))
+    shown = client.get(f"/api/management/v1{path}", headers=admin).json
+    assert shown["status"] == "paused" and shown["phases"][1]["started_at"] is not None
