@@ -1,9 +1,6 @@
 """tern-fleet against a live tern-server (gunicorn, HTTPS): simulated devices, each running
 the real updater, register and update; injected failures and power cuts end as the server
 says, and every device ends consistent with it."""
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +12,9 @@ from fleet.simulator import Fleet, Options, failed
 from testkit.admin import ServerAdmin
 from testkit.live_server import LiveServer
 
+from .conftest import server_statuses, tern_fleet
+
 pytestmark = pytest.mark.slow
-TERN_FLEET = str(Path(sys.executable).parent / "tern-fleet")
 
 
 @pytest.fixture(scope="module")
@@ -30,23 +28,6 @@ def release_2(keys, tmp_path_factory):
     path = tmp_path_factory.mktemp("artifacts") / "release-2-sim.mender"
     return write_rootfs_artifact(path, "release-2", "tern-simulated",
                                  keys["ed25519"].private_key, size=100_000)
-
-
-def tern_fleet(server: ServerAdmin, keys, *args: str) -> dict:
-    result = subprocess.run(
-        [TERN_FLEET, "run", "--server", server.live.url,
-         "--ca-cert", str(server.live.certificate), "--token", server.token,
-         "--verify-key", str(keys["ed25519"].public_path), "--poll-interval", "1",
-         "--retry-interval", "1", "--timeout", "240", "--json", *args],
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode in (0, 1), result.stderr
-    report = json.loads(result.stdout)
-    return report
-
-
-def server_statuses(server: ServerAdmin, deployment_id: str) -> dict[str, str]:
-    return {d["device_id"]: d["status"]
-            for d in server.get(f"/deployments/{deployment_id}/devices")}
 
 
 def test_50_devices_register_and_update_to_success(server, keys, release_2):
