@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event
 
 from server.deployments import service
 from server.deployments.service import PhasePlan, in_window, phase_sizes
@@ -352,3 +353,49 @@ def test_a_read_only_user_cannot_pause_resume_or_release(client, admin, upload, 
         response = client.post(f"{DEPLOYMENTS}/{deployment['id']}/{action}", headers=viewer)
         assert response.status_code == 403, action
     assert shown(client, admin, deployment)["status"] == "pending"
+
+
+def test_a_poll_and_a_report_cost_the_same_statements_whatever_the_deployment_size(
+        app, client, admin, fleet, upload, devices, deploy):
+    """Phases and thresholds add no query that grows with the fleet: a waiting device's
+    poll, a canary's poll and its final report run as many statements in a deployment of
+    2 devices as in one of 10; an idle device's poll runs none beyond the token lookup."""
+    upload("app-1.0")
+    targets = devices(13)
+    idle = targets[12]
+    statements: list[str] = []
+    engine = service.db.engine(app)
+
+    def count(*args) -> None:
+        statements.append(args[2])
+
+    def cost(action) -> int:
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            action()
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(statements)
+
+    costs = []
+    for group in (targets[:2], targets[2:12]):
+        deployment = deploy(group, phases=[{"size": 1, "max_failures": 0},
+                                           {"after_success": "100%"}])
+        phases = phases_of(client, admin, deployment)
+        canary, waiting = by_phase(group, phases, 1)[0], by_phase(group, phases, 2)[0]
+        costs.append((
+            cost(lambda: fleet.next(waiting)),  # noqa: B023 (called at once)
+            cost(lambda: fleet.next(canary)),  # noqa: B023
+            cost(lambda: fleet.status(canary, deployment["id"], "success")),  # noqa: B023
+        ))
+        assert fleet.next(waiting).status_code == 200  # the report started phase 2
+    assert costs[0] == costs[1], costs
+    assert cost(lambda: fleet.next(idle)) == 0
+    cost(lambda: fleet.status(waiting, deployment["id"], "failure"))  # noqa: B023
+    # ... and none of them reads a deployment's devices (a fleet's worth of rows).
+    def reads_many(sql: str) -> bool:
+        where = sql.partition("FROM device_deployments")[2].partition("WHERE")[2]
+        return bool(where) and "device_deployments.device_id" not in where
+
+    assert statements and not any(reads_many(sql) for sql in statements), statements
