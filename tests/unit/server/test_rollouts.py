@@ -8,11 +8,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event
+from alembic import command
+from sqlalchemy import create_engine, event, text
 
 from server.deployments import service
 from server.deployments.service import PhasePlan, in_window, phase_sizes
 from server.errors import ApiError
+from server.migrate import alembic_config
 from server.models import Deployment
 
 DEPLOYMENTS = "/api/management/v1/deployments"
@@ -399,3 +401,33 @@ def test_a_poll_and_a_report_cost_the_same_statements_whatever_the_deployment_si
         return bool(where) and "device_deployments.device_id" not in where
 
     assert statements and not any(reads_many(sql) for sql in statements), statements
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_migration_gives_each_deployment_one_started_phase_with_its_outcomes(
+        engine, tmp_path, request):
+    url = (f"sqlite:///{tmp_path / 'old.db'}" if engine == "sqlite" else
+           request.getfixturevalue("postgres").create_database("tern_rollout_migration"))
+    command.upgrade(alembic_config(url), "0005_signatures")
+    database = create_engine(url)
+    now = "2026-11-29 12:00:00"
+    with database.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO deployments (id, name, artifact_name, force, created_at) VALUES "
+            f"('old', 'old', 'app-1.0', false, '{now}')"))
+        connection.execute(text(
+            "INSERT INTO device_deployments (id, deployment_id, device_id, status, created_at)"
+            f" VALUES ('1', 'old', 'd1', 'success', '{now}'), "
+            f"('2', 'old', 'd2', 'failure', '{now}'), ('3', 'old', 'd3', 'pending', '{now}')"))
+    command.upgrade(alembic_config(url), "head")
+    with database.connect() as connection:
+        phase = connection.execute(text(
+            "SELECT number, size, started_at, successes, failures FROM deployment_phases "
+            "WHERE deployment_id = 'old'")).one()
+        devices = dict(connection.execute(text(
+            "SELECT device_id, attempts FROM device_deployments WHERE phase = 0")).all())
+        retries = connection.execute(text("SELECT retries FROM deployments")).scalar_one()
+    database.dispose()
+    assert (phase.number, phase.size, phase.successes, phase.failures) == (0, 3, 1, 1)
+    assert phase.started_at is not None
+    assert devices == {"d1": 1, "d2": 1, "d3": 0} and retries == 0
