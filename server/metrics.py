@@ -61,14 +61,14 @@ def _fleet_families() -> list[GaugeMetricFamily]:
             select(DeviceDeployment.status, func.count()).group_by(DeviceDeployment.status)):
         device_deployments.add_metric([status], count)
     deployments = GaugeMetricFamily("tern_deployments", "Deployments by state", labels=["state"])
-    states = dict.fromkeys(("pending", "inprogress", "finished", "aborted"), 0)
+    states = dict.fromkeys(("pending", "inprogress", "paused", "finished", "aborted"), 0)
     rows = db.session.execute(
-        select(Deployment.aborted_at.is_not(None),
+        select(Deployment.aborted_at.is_not(None), Deployment.paused_at.is_not(None),
                func.count(DeviceDeployment.id) - func.count(DeviceDeployment.finished_at),
                func.count(case((DeviceDeployment.status != "pending", 1))))
         .outerjoin(DeviceDeployment).group_by(Deployment.id))
-    for aborted, still_open, started in rows:  # as deployments.service.status_of
-        states["aborted" if aborted else "finished" if not still_open
+    for aborted, paused, still_open, started in rows:  # as deployments.service.status_of
+        states["aborted" if aborted else "finished" if not still_open else "paused" if paused
                else "inprogress" if started else "pending"] += 1
     for state, count in states.items():
         deployments.add_metric([state], count)

@@ -298,6 +298,8 @@ def test_operator_pause_with_a_reason(client, admin, fleet, upload, devices, dep
     paused = client.post(f"{DEPLOYMENTS}/{deployment['id']}/pause",
                          json={"reason": "support is away"}, headers=admin)
     assert paused.json["pause_reason"] == "support is away"
+    metrics = client.get("/metrics", headers=admin).get_data(as_text=True)
+    assert 'tern_deployments{state="paused"} 1.0' in metrics
     assert client.post(f"{DEPLOYMENTS}/{deployment['id']}/pause",
                        headers=admin).status_code == 409
     assert fleet.next(device).status_code == 204
