@@ -299,14 +299,14 @@ PATHS = {
     f"{MANAGEMENT}/deployments/{{deployment_id}}/pause": {"post": _operation(
         "Pause the deployment: devices not yet started get nothing, those in the middle "
         "finish", USER_AUTH, _ok(200, "paused", _ref("Deployment")),
-        errors=(400, 401, 403, 404, 409), params=[DEPLOYMENT_ID], body=_json({
-            "type": "object", "properties": {"reason": STRING}}))},
+        errors=(400, 401, 403, 404, 409), params=[DEPLOYMENT_ID], body={**_json({
+            "type": "object", "properties": {"reason": STRING}}), "required": False})},
     f"{MANAGEMENT}/deployments/{{deployment_id}}/resume": {"post": _operation(
         "Resume a paused deployment; with artifact_name (a fixed release), the devices not "
         "started get that artifact and those that failed are offered it again",
         USER_AUTH, _ok(200, "resumed", _ref("Deployment")), errors=(400, 401, 403, 404, 409),
-        params=[DEPLOYMENT_ID], body=_json({
-            "type": "object", "properties": {"artifact_name": STRING}}))},
+        params=[DEPLOYMENT_ID], body={**_json({
+            "type": "object", "properties": {"artifact_name": STRING}}), "required": False})},
     f"{MANAGEMENT}/deployments/{{deployment_id}}/release": {"post": _operation(
         "Start the first phase not started yet, whatever it waits for (a gate)", USER_AUTH,
         _ok(200, "released", _ref("Deployment")), errors=(401, 403, 404, 409),

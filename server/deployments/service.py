@@ -17,6 +17,7 @@ goes through `transition`, which records it in the audit log with why.
 """
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -614,17 +615,24 @@ def resume(deployment_id: str, artifact_name: str | None = None) -> Deployment:
 
 
 def _reopen_failed(deployment: Deployment) -> int:
-    """A new artifact: the failed devices are pending again, and nothing pending keeps the
-    artifact chosen before."""
-    reopened = 0
+    """A new artifact: the failed devices are pending again (no longer counted as failures
+    of their phases, a decrement in SQL beside the devices' own reports), and nothing
+    pending keeps the artifact chosen before."""
+    reopened = Counter()
     for device_deployment in deployment.devices:
         if device_deployment.status == Status.FAILURE:
             device_deployment.status, device_deployment.finished_at = PENDING, None
-            deployment.phases[device_deployment.phase].failures -= 1
-            reopened += 1
+            reopened[device_deployment.phase] += 1
         if device_deployment.status == PENDING:
             device_deployment.artifact_id = None
-    return reopened
+    for number, count in reopened.items():
+        db.session.execute(update(DeploymentPhase).where(
+            DeploymentPhase.deployment_id == deployment.id, DeploymentPhase.number == number)
+            .values(failures=DeploymentPhase.failures - count)
+            .execution_options(synchronize_session=False))
+    for phase in deployment.phases:
+        db.session.refresh(phase)
+    return sum(reopened.values())
 
 
 def release(deployment_id: str) -> Deployment:
