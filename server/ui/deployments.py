@@ -43,9 +43,33 @@ def create_deployment():
         text(form, "name"), text(form, "artifact_name"),
         devices=form.getlist("devices") if target == "devices" else None,
         group=text(form, "group", max_length=100) if target == "group" else None,
-        all_devices=target == "all", force="force" in form)
+        all_devices=target == "all", force="force" in form, **_rollout(form))
     flash(f"Deployment {deployment.name} created.", "info")
     return redirect(url_for("ui.deployment", deployment_id=deployment.id), 303)
+
+
+def _count_or_percent(value: str):
+    """A form's '5' as the API's 5, its '10%' as is."""
+    return int(value) if value.isdigit() else value
+
+
+def _rollout(form) -> dict:
+    """The form's rollout fields as `deployments.create` options: a canary, then the rest
+    after a success threshold or on release; a failure threshold; retries; a window."""
+    canary, max_failures = form.get("canary", "").strip(), form.get("max_failures", "").strip()
+    phases = None
+    if canary:
+        rest = {"release": True} if form.get("then") == "release" else \
+            {"after_success": form.get("after_success", "").strip()}
+        phases = [{"size": _count_or_percent(canary)}, rest]
+    retries = form.get("retries", "").strip() or "0"
+    if not retries.isdigit():
+        raise ApiError(400, "retries must be from 0 to 100")
+    window = form.get("window", "").strip()
+    return {"phases": deployments.plan_phases(phases, _count_or_percent(max_failures)
+                                              if max_failures else None),
+            "retries": int(retries),
+            "window": deployments.parse_window(window) if window else None}
 
 
 def _progress(deployment_id: str) -> dict:

@@ -386,3 +386,23 @@ def test_a_phased_deployment_shows_its_phases_the_pause_and_why_and_its_actions(
     assert "night shift" in page(browser.get(path))
     shown = client.get(f"/api/management/v1{path}", headers=admin).json
     assert shown["status"] == "paused" and shown["phases"][1]["started_at"] is not None
+
+
+def test_the_new_deployment_form_makes_a_canary_first_rollout(browser, client, admin, fleet,
+                                                              upload):
+    for index in range(4):
+        fleet.accepted(mac=f"52:54:00:00:04:0{index}", key_kind="ed25519")
+    upload("app-1.0")
+    assert 'name="canary"' in page(browser.get("/deployments/new"))
+    response = post(browser, "/deployments", {
+        "name": "ramp", "artifact_name": "app-1.0", "target": "all", "canary": "25%",
+        "then": "after", "after_success": "100%", "max_failures": "0", "retries": "1",
+        "window": "22:00-04:00"})
+    assert response.status_code == 303
+    shown = client.get(f"/api/management/v1{response.headers['Location']}", headers=admin).json
+    assert [(p["size"], p["after_success"], p["max_failures"]) for p in shown["phases"]] == \
+        [(1, None, 0), (3, "100%", 0)]
+    assert (shown["retries"], shown["window"], shown["device_count"]) == (1, "22:00-04:00", 4)
+    refused = post(browser, "/deployments", {"name": "x", "artifact_name": "app-1.0",
+                                             "target": "all", "canary": "200%"})
+    assert refused.status_code == 400 and "phases[0].size must be" in page_text(refused)
