@@ -24,6 +24,7 @@ member's content: chunk i spans [offsets[i], offsets[i+1]).
 """
 import gzip
 import hashlib
+import mmap
 import os
 import struct
 import sys
@@ -37,6 +38,10 @@ from typing import BinaryIO
 from .errors import ChecksumError, StructureError, UnsupportedError
 from .header import ArtifactHeader, PayloadHeader
 
+try:
+    from isal import igzip  # what the writer uses for gzip (see compression.py)
+except ImportError:
+    igzip = None
 try:
     import zstandard
 except ImportError:  # the device: stdlib only, gzip and uncompressed chunks
@@ -87,7 +92,7 @@ class BlockIndex:
     block_size: int
     chunk_blocks: int
     image_size: int
-    hashes: bytes
+    hashes: bytes | memoryview
     offsets: array  # 'Q', chunk_count + 1 entries
 
     @property
@@ -112,7 +117,7 @@ class BlockIndex:
         return self.offsets[-1] - self.offsets[0]
 
     def block_hash(self, block: int) -> bytes:
-        return self.hashes[block * HASH_SIZE:(block + 1) * HASH_SIZE]
+        return bytes(self.hashes[block * HASH_SIZE:(block + 1) * HASH_SIZE])
 
     def block_length(self, block: int) -> int:
         return min(self.block_size, self.image_size - block * self.block_size)
@@ -127,7 +132,7 @@ class BlockIndex:
 
     def serialize(self) -> bytes:
         return (_HEAD.pack(MAGIC, self.block_size, self.chunk_blocks, self.image_size)
-                + self.hashes + offsets_bytes(self.offsets))
+                + bytes(self.hashes) + offsets_bytes(self.offsets))
 
     @classmethod
     def parse(cls, data: bytes, anchor: IndexAnchor | None = None) -> "BlockIndex":
@@ -162,15 +167,14 @@ class BlockIndex:
             offsets.byteswap()
         if any(a >= b for a, b in zip(offsets, offsets[1:], strict=False)):
             raise StructureError("block index: chunk offsets do not increase")
-        return cls(block_size, chunk_blocks, image_size, data[_HEAD.size:hashes_end], offsets)
+        hashes = memoryview(data)[_HEAD.size:hashes_end]  # no copy: 0.8 % of the image
+        return cls(block_size, chunk_blocks, image_size, hashes, offsets)
 
-    def describe(self) -> dict:
-        serialized = self.serialize()
+    def describe(self, anchor: IndexAnchor) -> dict:
         return {"block_size": self.block_size, "block_count": self.block_count,
                 "chunk_size": self.chunk_size, "chunk_count": self.chunk_count,
                 "image_size": self.image_size, "chunk_bytes": self.compressed_bytes,
-                "index_bytes": len(serialized),
-                "sha256": hashlib.sha256(serialized).hexdigest()}
+                "index_bytes": anchor.size, "sha256": anchor.sha256}
 
 
 def index_anchor(header: ArtifactHeader) -> IndexAnchor | None:
@@ -182,13 +186,27 @@ def index_anchor(header: ArtifactHeader) -> IndexAnchor | None:
 
 
 def read_index(stream: BinaryIO, anchor: IndexAnchor) -> BlockIndex:
-    """The index at the end of a seekable artifact file, checked against its anchor."""
+    """The index at the end of a seekable artifact file, checked against its anchor. From a
+    real file, its hashes stay in the file (mapped), so memory stays flat in image size."""
     end = stream.seek(0, os.SEEK_END)
-    if end < anchor.size:
+    start = end - anchor.size
+    if start < 0:
         raise StructureError(f"block index: the artifact has {end} bytes, fewer than its "
                              f"index's {anchor.size}")
-    stream.seek(end - anchor.size)
-    return BlockIndex.parse(stream.read(anchor.size), anchor)
+    stream.seek(start)
+    digest = hashlib.sha256()
+    while data := stream.read(min(1 << 20, end - stream.tell())):
+        digest.update(data)
+    if digest.hexdigest() != anchor.sha256:
+        raise ChecksumError("block index", anchor.sha256, digest.hexdigest())
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError):  # not a file: in memory
+        stream.seek(start)
+        return BlockIndex.parse(stream.read(anchor.size))
+    aligned = start - start % mmap.ALLOCATIONGRANULARITY
+    mapped = mmap.mmap(descriptor, end - aligned, offset=aligned, access=mmap.ACCESS_READ)
+    return BlockIndex.parse(memoryview(mapped)[start - aligned:])
 
 
 def verified_blocks(index: BlockIndex, chunk: int, compressed: bytes,
@@ -237,9 +255,7 @@ def compress_chunk(compression: str, data: bytes, level: int | None = None) -> b
     if compression == "none":
         return data
     if compression == "gzip":
-        try:
-            from isal import igzip
-        except ImportError:
+        if igzip is None:
             return gzip.compress(data, compresslevel=6 if level is None else level, mtime=0)
         return igzip.compress(data, compresslevel=2 if level is None else level, mtime=0)
     if compression == "zstd":

@@ -46,6 +46,8 @@ from .writer import (
     _write_member,
 )
 
+BATCH = 1 << 20  # image bytes per compression task
+
 
 def write_indexed_artifact(out: BinaryIO, header: ArtifactHeader, source: PayloadSource, *,
                            compression: str = "gzip",
@@ -119,26 +121,30 @@ def _spool_chunks(path, spool: BinaryIO, hashes: BinaryIO, compression: str, blo
     size = 0
     threads = max(1, len(os.sched_getaffinity(0)))
 
-    def work(chunk: bytes) -> tuple[bytes, bytes]:
-        digests = b"".join(hashlib.sha256(chunk[i:i + block_size]).digest()
-                           for i in range(0, len(chunk), block_size))
-        return digests, compress_chunk(compression, chunk)
+    def work(batch: bytes) -> tuple[bytes, list[bytes]]:
+        view = memoryview(batch)
+        digests = b"".join(hashlib.sha256(view[i:i + block_size]).digest()
+                           for i in range(0, len(batch), block_size))
+        return digests, [compress_chunk(compression, view[i:i + chunk_size])
+                         for i in range(0, len(batch), chunk_size)]
 
+    batch_size = chunk_size * max(1, BATCH // chunk_size)  # fewer, larger tasks
     with open(path, "rb") as image, ThreadPoolExecutor(threads) as pool:
         pending: deque = deque()
         while True:
-            chunk = image.read(chunk_size)
-            if chunk:
-                whole.update(chunk)
-                size += len(chunk)
-                pending.append(pool.submit(work, chunk))
-            while pending and (len(pending) > 2 * threads or not chunk):
-                digests, compressed = pending.popleft().result()
+            batch = image.read(batch_size)
+            if batch:
+                whole.update(batch)
+                size += len(batch)
+                pending.append(pool.submit(work, batch))
+            while pending and (len(pending) > 2 * threads or not batch):
+                digests, members = pending.popleft().result()
                 hashes.write(digests)
-                spool.write(compressed)
-                offsets.append(spool.tell())
+                for member in members:
+                    spool.write(member)
+                    offsets.append(spool.tell())
                 progress(len(digests) // HASH_SIZE * block_size)
-            if not chunk:
+            if not batch:
                 break
     if size != stat.st_size:
         raise ArtifactError(f"{path}: changed while the artifact was being written")

@@ -13,6 +13,7 @@ from .block_index import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_CHUNK_SIZE,
     BlockIndex,
+    IndexAnchor,
     index_anchor,
     read_index,
     verify_chunks,
@@ -156,7 +157,7 @@ def read(artifact, keys, as_json):
                               reader.manifest[f"data/{payload.index:04d}/{file.name}"]))
         block_index = _block_index(stream, reader)
     document = reader.header.to_dict()
-    document["block_index"] = block_index and block_index.describe()
+    document["block_index"] = block_index and block_index[0].describe(block_index[1])
     document["signature"] = reader.signature
     document["verified_by"] = reader.verified_by
     document["compression"] = reader.compression
@@ -183,7 +184,7 @@ def validate(artifact, keys):
         reader.validate()
         block_index = _block_index(stream, reader)
         if block_index is not None:
-            verify_chunks(stream, block_index, reader.payload_offset, reader.compression)
+            verify_chunks(stream, block_index[0], reader.payload_offset, reader.compression)
     click.echo(f"Artifact file '{artifact}' validated successfully")
 
 
@@ -231,10 +232,10 @@ def _write(ctx: click.Context, source, options: dict,
                                        progress=progress and (lambda n: progress(2 * n)))
 
 
-def _block_index(stream, reader: ArtifactReader) -> BlockIndex | None:
+def _block_index(stream, reader: ArtifactReader) -> tuple[BlockIndex, IndexAnchor] | None:
     """The artifact's block index, checked against the signed header, or None."""
     anchor = index_anchor(reader.header)
-    return None if anchor is None else read_index(stream, anchor)
+    return None if anchor is None else (read_index(stream, anchor), anchor)
 
 
 def _software(options: dict, default_name: str) -> Software:
