@@ -11,6 +11,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +24,12 @@ from .block_index import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_CHUNK_SIZE,
     HASH_SIZE,
+    INDEX_LEVEL,
     MAX_BLOCK_SIZE,
     MAX_CHUNK_SIZE,
     BlockIndex,
     IndexAnchor,
+    block_digest,
     compress_chunk,
     offsets_bytes,
 )
@@ -123,7 +126,7 @@ def _spool_chunks(path, spool: BinaryIO, hashes: BinaryIO, compression: str, blo
 
     def work(batch: bytes) -> tuple[bytes, list[bytes]]:
         view = memoryview(batch)
-        digests = b"".join(hashlib.sha256(view[i:i + block_size]).digest()
+        digests = b"".join(block_digest(view[i:i + block_size])
                            for i in range(0, len(batch), block_size))
         return digests, [compress_chunk(compression, view[i:i + chunk_size])
                          for i in range(0, len(batch), chunk_size)]
@@ -154,18 +157,23 @@ def _spool_chunks(path, spool: BinaryIO, hashes: BinaryIO, compression: str, blo
 
 
 def _write_index(out: BinaryIO, index: BlockIndex, hashes: BinaryIO) -> IndexAnchor:
-    """Write the index (head, hashes from the `hashes` file, offsets); return its anchor."""
+    """Write the index compressed (head, hashes from the `hashes` file, offsets); return its
+    anchor."""
     digest = hashlib.sha256()
-    head = BlockIndex(index.block_size, index.chunk_blocks, index.image_size, b"",
-                      array("Q")).serialize()
+    compressor = zlib.compressobj(INDEX_LEVEL)
+    size = 0
 
     def write(data: bytes) -> None:
+        nonlocal size
         digest.update(data)
         out.write(data)
+        size += len(data)
 
-    write(head)
+    write(compressor.compress(BlockIndex(index.block_size, index.chunk_blocks, index.image_size,
+                                         b"", array("Q")).serialize()))
     hashes.seek(0)
     while data := hashes.read(CHUNK):
-        write(data)
-    write(offsets_bytes(index.offsets))
-    return IndexAnchor(out.tell(), digest.hexdigest())
+        write(compressor.compress(data))
+    write(compressor.compress(offsets_bytes(index.offsets)))
+    write(compressor.flush())
+    return IndexAnchor(size, digest.hexdigest())

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from . import manifest as manifest_format
 from . import signing
-from .block_index import index_anchor, read_index
+from .block_index import copy_index, index_anchor, read_index
 from .compression import SUFFIXES, compressing_writer
 from .errors import ArtifactError, SignatureError, StructureError
 from .header import SCRIPT_NAME, ArtifactHeader, dump_json
@@ -99,7 +99,8 @@ def sign_artifact(source: Path, out: BinaryIO, key: signing.PrivateKey, *,
     out.write(b"\0" * 1024)
     if anchor is not None:  # the block index after the tar's end (block_index)
         with open(source, "rb") as stream:
-            out.write(read_index(stream, anchor).serialize())
+            read_index(stream, anchor)
+            copy_index(stream, anchor, out)
     out.flush()
 
 

@@ -1,10 +1,10 @@
 """The block index: the writer's layout, the index's checks against the signed header, the
 planner, and a device's reconstruction of a new image from an old one and the planned ranges."""
-import hashlib
 import io
 import json
 import os
 import random
+import zlib
 from array import array
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from artifact.block_index import (
     ANCHOR,
     BlockIndex,
     IndexAnchor,
+    block_digest,
     compress_chunk,
     decompress_chunk,
     index_anchor,
@@ -80,12 +81,12 @@ def test_an_indexed_artifact_reads_as_an_ordinary_one_and_its_index_matches(tmp_
         assert contents == [image]  # the chained members read as one stream
         anchor = IndexAnchor.from_payload(reader.header.payloads[0])
     index, offset, _, _ = open_index(artifact)
-    assert anchor.size == len(index.serialize())
+    assert anchor.size == len(index.encode())
     assert (index.block_size, index.image_size, index.block_count) == (BLOCK, len(image), 201)
     assert index.chunk_count == 51 and index.chunk_blocks == 4
     for block in range(index.block_count):
         content = image[block * BLOCK:(block + 1) * BLOCK]
-        assert index.block_hash(block) == hashlib.sha256(content).digest()
+        assert index.block_hash(block) == block_digest(content)
     with open(artifact, "rb") as stream:
         verify_chunks(stream, index, offset, compression)
         # Each chunk, read at its offset, decompresses on its own into its blocks.
@@ -107,7 +108,7 @@ def test_the_index_is_covered_by_the_signature(tmp_path, keys):
             pytest.raises(ChecksumError, match="block index"):
         read_index(stream, index_anchor(reader.header))
     with pytest.raises(StructureError, match="signed header says"):
-        BlockIndex.parse(index.serialize()[:-8], anchor)
+        BlockIndex.parse(index.encode()[:-8], anchor)
 
 
 def load_verify(key):
@@ -135,7 +136,7 @@ def test_a_damaged_chunk_fails_its_block_hashes(tmp_path):
 def test_a_malformed_index_is_refused(tmp_path, mutate, message):
     index, *_ = open_index(write(tmp_path, bytes(old_image())))
     with pytest.raises(StructureError, match=message):
-        BlockIndex.parse(mutate(index.serialize()))
+        BlockIndex.from_raw(mutate(index.serialize()))
 
 
 def test_a_chunk_must_decompress_to_exactly_its_size():
@@ -192,7 +193,7 @@ def test_the_planner_fetches_only_the_chunks_of_changed_blocks(tmp_path):
 
 
 def test_block_sources_says_where_each_block_comes_from():
-    hashes = [hashlib.sha256(bytes([n]) * BLOCK).digest() for n in (1, 0, 2)]
+    hashes = [block_digest(bytes([n]) * BLOCK) for n in (1, 0, 2)]
     index = BlockIndex(BLOCK, 2, 3 * BLOCK, b"".join(hashes), array("Q", [10, 20, 30]))
     local = {hashes[0]: ("active", 8192)}
     assert list(block_sources(index, local.get)) == [
@@ -238,9 +239,9 @@ def test_slot_hashes_finds_the_lowest_block_with_a_hash(tmp_path):
     slot.write_bytes(b"a" * BLOCK + b"b" * BLOCK + b"a" * BLOCK + b"c" * 100)
     lookup = SlotHashes.of_file(slot, BLOCK)
     assert len(lookup) == 3  # the short tail is no block
-    assert lookup.find(hashlib.sha256(b"a" * BLOCK).digest()) == 0
-    assert lookup.find(hashlib.sha256(b"b" * BLOCK).digest()) == BLOCK
-    assert lookup.find(hashlib.sha256(b"c" * BLOCK).digest()) is None
+    assert lookup.find(block_digest(b"a" * BLOCK)) == 0
+    assert lookup.find(block_digest(b"b" * BLOCK)) == BLOCK
+    assert lookup.find(block_digest(b"c" * BLOCK)) is None
 
 
 def test_cli_writes_reads_and_validates_an_index(tmp_path, keys):
@@ -283,3 +284,15 @@ def test_cli_refuses_bad_index_options_in_one_line(tmp_path, flags, message):
     assert message in result.output and result.output.count("\n") == 1
     assert not (tmp_path / "a.mender").exists()
 
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda raw, encoded: zlib.compress(raw + bytes(10 << 20)), "longer than its head"),
+    (lambda raw, encoded: encoded[:-5], "truncated"),
+    (lambda raw, encoded: encoded + b"junk", "followed by other bytes"),
+    (lambda raw, encoded: b"not zlib" + encoded, "cannot decompress"),
+])
+def test_a_badly_compressed_index_is_refused(tmp_path, mutate, message):
+    index, *_ = open_index(write(tmp_path, bytes(old_image())))
+    with pytest.raises(StructureError, match=message):
+        BlockIndex.parse(mutate(index.serialize(), index.encode()))
