@@ -1,11 +1,13 @@
 """An artifact with a block index stays an ordinary rootfs-image artifact for Mender: Debian's
 mender-artifact 3.9 reads and validates it (signature included), and Debian's mender-client 3.4
 installs it into a loop-device slot, byte for byte; the index and every chunk verify."""
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,45 @@ def run_mender_install(work: Path, artifact: Path, slot_a: str, slot_b: str) -> 
     assert env["upgrade_available"] == "1"
     assert env["mender_boot_part"] == slot_b.removeprefix("/dev/loop")
 
+
+
+def test_where_extra_data_can_live_for_mender_artifact(tmp_path):
+    """The candidates for the index's place, tried on mender-artifact 3.9 (unsigned, so that
+    the manifest can change): after the tar's end-of-archive passes; an extra top-level member
+    or an extra manifest entry fails."""
+    payload = image(tmp_path / "rootfs.ext4", 1)
+    plain = tmp_path / "plain.mender"
+    subprocess.run([TERN, "write", "rootfs-image", "-f", str(payload), "-n", "release-2",
+                    "-t", DEVICE_TYPE, "-o", str(plain)], check=True, capture_output=True)
+    data = plain.read_bytes()
+    archive_end = len(data) - 1024  # Tern's writer ends the tar with exactly two zero blocks
+    assert data[archive_end:] == bytes(1024)
+
+    def member(name: str, content: bytes) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        return info.tobuf(tarfile.USTAR_FORMAT) + content + bytes(-len(content) % 512)
+
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        manifest_info = tar.getmember("manifest")
+        manifest = tar.extractfile(manifest_info).read()
+    manifest_start = manifest_info.offset
+    extra_entry = manifest + b"0" * 64 + b"  tern/block-index\n"
+    head_end = manifest_info.offset_data + manifest_info.size + (-manifest_info.size % 512)
+    candidates = {
+        "after the end-of-archive": (data + b"index bytes" * 100, None),
+        "extra top-level member": (data[:archive_end] + member("tern/block-index", b"x")
+                                   + bytes(1024), "invalid data file name: tern/block-index"),
+        "extra manifest entry": (data[:manifest_start] + member("manifest", extra_entry)
+                                 + data[head_end:], "Files found in manifest(s), that were not "
+                                                    "part of artifact: tern/block-index"),
+    }
+    for name, (content, expected) in candidates.items():
+        candidate = tmp_path / "candidate.mender"
+        candidate.write_bytes(content)
+        result = subprocess.run(["mender-artifact", "validate", str(candidate)],
+                                capture_output=True, text=True)
+        if expected is None:
+            assert result.returncode == 0, f"{name}: {result.stderr}"
+        else:
+            assert result.returncode != 0 and expected in result.stderr, name
