@@ -84,7 +84,7 @@ class IndexAnchor:
         if not isinstance(entry, dict) or entry.get("format") != 1:
             raise UnsupportedError(f"{where}: unknown format {entry!r:.80}")
         size, digest = entry.get("size"), entry.get("sha256")
-        if not isinstance(size, int) or size < _HEAD.size or not isinstance(digest, str) \
+        if not isinstance(size, int) or size <= 0 or not isinstance(digest, str) \
                 or len(digest) != 64:
             raise StructureError(f"{where}: expected an integer size and a sha256")
         return cls(size, digest)
@@ -92,7 +92,7 @@ class IndexAnchor:
 
 @dataclass
 class BlockIndex:
-    """A parsed index. `hashes` holds the block hashes back to back (32 bytes each)."""
+    """A parsed index. `hashes` holds the block hashes back to back (HASH_SIZE bytes each)."""
 
     block_size: int
     chunk_blocks: int
@@ -111,11 +111,6 @@ class BlockIndex:
     @property
     def chunk_size(self) -> int:
         return self.block_size * self.chunk_blocks
-
-    @property
-    def data_size(self) -> int:
-        """The data member's size up to the end of its last chunk (its tail follows)."""
-        return self.offsets[-1]
 
     @property
     def compressed_bytes(self) -> int:
