@@ -9,6 +9,16 @@ from pathlib import Path
 import click
 
 from . import signing
+from .block_index import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    BlockIndex,
+    IndexAnchor,
+    index_anchor,
+    read_index,
+    verify_chunks,
+)
+from .block_writer import write_indexed_artifact
 from .errors import ArtifactError, StructureError
 from .header import ArtifactHeader
 from .payloads import (
@@ -84,15 +94,24 @@ def _common_write_options(function):
               help="The filesystem image.")
 @click.option("--no-checksum-provide", is_flag=True)
 @click.option("--legacy-rootfs-image-checksum", is_flag=True)
+@click.option("--block-index", is_flag=True,
+              help="Also a signed block index and range-addressable chunks, for devices "
+                   "that fetch only the blocks they lack (Mender clients ignore them).")
+@click.option("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, show_default=True,
+              help="With --block-index: bytes per hashed block.")
+@click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
+              help="With --block-index: bytes of image per compressed, fetchable chunk.")
 @_common_write_options
 @click.pass_context
-def write_rootfs_image(ctx, path, no_checksum_provide, legacy_rootfs_image_checksum, **options):
+def write_rootfs_image(ctx, path, no_checksum_provide, legacy_rootfs_image_checksum,
+                       block_index, block_size, chunk_size, **options):
     """A rootfs-image artifact: one filesystem image for the inactive A/B slot."""
     checksum = None if no_checksum_provide else (
         LEGACY_CHECKSUM_PROVIDE if legacy_rootfs_image_checksum else CHECKSUM_PROVIDE)
     source = rootfs_image(path, _software(options, default_name=""), _payload_options(options),
                           checksum_provide=checksum)
-    _write(ctx, source, options)
+    blocks = (block_size, chunk_size) if block_index else None
+    _write(ctx, source, options, blocks)
 
 
 @write.command("module-image")
@@ -136,7 +155,9 @@ def read(artifact, keys, as_json):
                 file.drain()
                 files.append((payload.index, file.name, file.size,
                               reader.manifest[f"data/{payload.index:04d}/{file.name}"]))
+        block_index = _block_index(stream, reader)
     document = reader.header.to_dict()
+    document["block_index"] = block_index and block_index[0].describe(block_index[1])
     document["signature"] = reader.signature
     document["verified_by"] = reader.verified_by
     document["compression"] = reader.compression
@@ -161,6 +182,9 @@ def validate(artifact, keys):
         if reader.signature != UNSIGNED and not verify_keys:
             raise StructureError("the artifact is signed: give a key (-k) to verify it")
         reader.validate()
+        block_index = _block_index(stream, reader)
+        if block_index is not None:
+            verify_chunks(stream, block_index[0], reader.payload_offset, reader.compression)
     click.echo(f"Artifact file '{artifact}' validated successfully")
 
 
@@ -178,7 +202,9 @@ def sign(artifact, key, output_path, force):
             sign_artifact(artifact, out, private_key, force=force)
 
 
-def _write(ctx: click.Context, source, options: dict) -> None:
+def _write(ctx: click.Context, source, options: dict,
+           blocks: tuple[int, int] | None = None) -> None:
+    """Write the artifact; with `blocks` (block size, chunk size), with a block index."""
     compression = options["compression"] or ctx.obj["compression"] or "gzip"
     depends = {}
     if options["artifact_name_depends"]:
@@ -196,8 +222,20 @@ def _write(ctx: click.Context, source, options: dict) -> None:
         size = sum(path.stat().st_size for path in source.paths)
         with _progress(size, options["no_progress"]) as progress, \
                 _atomic_output(options["output_path"]) as out:
-            write_artifact(out, header, [source], compression=compression, signing_key=key,
-                           progress=progress)
+            if blocks is None:
+                write_artifact(out, header, [source], compression=compression,
+                               signing_key=key, progress=progress)
+            else:  # one pass over the image where the bar expects two
+                write_indexed_artifact(out, header, source, compression=compression,
+                                       signing_key=key, block_size=blocks[0],
+                                       chunk_size=blocks[1],
+                                       progress=progress and (lambda n: progress(2 * n)))
+
+
+def _block_index(stream, reader: ArtifactReader) -> tuple[BlockIndex, IndexAnchor] | None:
+    """The artifact's block index, checked against the signed header, or None."""
+    anchor = index_anchor(reader.header)
+    return None if anchor is None else (read_index(stream, anchor), anchor)
 
 
 def _software(options: dict, default_name: str) -> Software:
@@ -297,6 +335,14 @@ def _describe(document: dict) -> str:
         for file in payload["files"]:
             lines += [f"      name:     {file['name']}", f"      size:     {file['size']}",
                       f"      checksum: {file['checksum']}"]
+    index = document["block_index"]
+    if index is not None:
+        lines += ["", "Block index:",
+                  f"  Block size: {index['block_size']}",
+                  f"  Blocks: {index['block_count']}",
+                  f"  Chunk size: {index['chunk_size']}",
+                  f"  Chunks: {index['chunk_count']} ({index['chunk_bytes']} bytes compressed)",
+                  f"  Index: {index['index_bytes']} bytes, sha256 {index['sha256']}"]
     return "\n".join(lines)
 
 

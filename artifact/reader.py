@@ -107,6 +107,8 @@ class ArtifactReader:
         decompressed = decompress_bounded(self.compression, header_bytes, MAX_HEADER, member.name)
         self.header: ArtifactHeader = parse_header_tar(decompressed, member.name)
         self._assign_files()
+        # Where the first data member's tar header starts: the head ends here (block_index).
+        self.payload_offset: int = self._tar.offset
 
     def _check_version(self, data: bytes) -> None:
         try:

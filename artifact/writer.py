@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from . import manifest as manifest_format
 from . import signing
+from .block_index import copy_index, index_anchor, read_index
 from .compression import SUFFIXES, compressing_writer
 from .errors import ArtifactError, SignatureError, StructureError
 from .header import SCRIPT_NAME, ArtifactHeader, dump_json
@@ -81,6 +82,7 @@ def sign_artifact(source: Path, out: BinaryIO, key: signing.PrivateKey, *,
             raise SignatureError("artifact already signed, refusing to re-sign; "
                                  "use the force option to override")
         artifact.validate()
+        anchor = index_anchor(artifact.header)
     with open(source, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             if member.name == "manifest.sig":
@@ -95,6 +97,10 @@ def sign_artifact(source: Path, out: BinaryIO, key: signing.PrivateKey, *,
             shutil.copyfileobj(content, out, CHUNK)
             out.write(_padding(member.size))
     out.write(b"\0" * 1024)
+    if anchor is not None:  # the block index after the tar's end (block_index)
+        with open(source, "rb") as stream:
+            read_index(stream, anchor)
+            copy_index(stream, anchor, out)
     out.flush()
 
 

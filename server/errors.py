@@ -46,6 +46,8 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(error.code or 500, error.description or error.name)
         if error.code == 405 and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
+        if error.code == 416 and getattr(error, "length", None) is not None:
+            response.headers["Content-Range"] = f"{error.units} */{error.length}"  # the size
         return response
 
     @app.errorhandler(DataError)

@@ -4,10 +4,12 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import requests
 
 from testkit import wait_for
+from testkit.devices import AUTH_PATH, SimulatedDevice
 from testkit.live_server import LiveServer
 
 
@@ -85,3 +87,26 @@ class ServerAdmin:
         log = self.get(f"/deployments/{deployment_id}/devices/{device_id}/log")
         return [message["message"] for message in log["messages"]]
 
+    def download_link(self, artifact_name: str, device_type: str = "qemux86-64") -> str:
+        """The signed download link (or the storage's URL) that a new device gets for
+        `artifact_name`: admit a simulated device, deploy the artifact to it, ask `next`."""
+        device = SimulatedDevice({"mac": f"02:00:{uuid.uuid4().hex[:8]}"}, "ecdsa")
+        body, headers = device.auth_request()
+        auth = f"{self.url}{AUTH_PATH}"
+        requests.post(auth, data=body, headers=headers, verify=self.live.certificate,
+                      timeout=30)
+        [pending] = [d for d in self.get("/devices?status=pending")
+                     if d["identity_data"] == device.identity]
+        self.api("PUT", f"/devices/{pending['id']}/status", json={"status": "accepted"})
+        device.token = requests.post(auth, data=body, headers=headers,
+                                     verify=self.live.certificate, timeout=30).text
+        self.api("POST", "/deployments", json={"name": f"{artifact_name}-{pending['id']}",
+                                               "artifact_name": artifact_name,
+                                               "devices": [pending["id"]]})
+        answer = requests.post(
+            f"{self.url}/api/devices/v2/deployments/device/deployments/next",
+            json={"device_provides": {"device_type": device_type,
+                                      "artifact_name": "release-0"}},
+            headers=device.headers, verify=self.live.certificate, timeout=30)
+        answer.raise_for_status()
+        return answer.json()["artifact"]["source"]["uri"]

@@ -67,7 +67,11 @@ def _send(artifact):
     if prefix:  # nginx sends the file (and counts its bytes), Range included
         return Response(mimetype=MEDIA_TYPE,
                         headers={"X-Accel-Redirect": f"{prefix}{artifact.id}"})
-    response = send_file(store.path(artifact.id), mimetype=MEDIA_TYPE, conditional=True,
+    # Several ranges in one request: the whole file with a 200 (RFC 9110 lets a server ignore
+    # Range), where werkzeug, which serves one range only, would refuse them with a 416.
+    several_ranges = request.range is not None and len(request.range.ranges) > 1
+    response = send_file(store.path(artifact.id), mimetype=MEDIA_TYPE,
+                         conditional=not several_ranges,
                          download_name=f"{artifact.name}.mender", max_age=0)
     BYTES_SERVED.inc(response.content_length or 0)
     return response

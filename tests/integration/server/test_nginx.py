@@ -1,5 +1,7 @@
 """The nginx block of server/README.md, run for real in front of `tern-server serve`: only its
 addresses and paths are replaced, so the documentation and this test cannot drift apart."""
+import json
+import os
 import re
 import socket
 import ssl
@@ -13,6 +15,7 @@ import requests
 
 from testkit import free_port, wait_for
 from testkit.admin import ServerAdmin
+from testkit.artifacts import build_artifact
 from testkit.live_server import LiveServer
 from testkit.trickle import Trickler
 
@@ -135,3 +138,65 @@ def _answers(url: str, verify) -> bool:
         return True
     except requests.ConnectionError:
         return False
+
+
+def accel_location(artifacts_dir: Path) -> str:
+    """The README's X-Accel location, aliased to `artifacts_dir`."""
+    [line] = [b for b in re.findall(r"```nginx\n(.*?)```", README.read_text(), re.S)
+              if "/_artifacts/" in b]
+    assert "alias /srv/tern/artifacts/;" in line
+    return line.replace("/srv/tern/artifacts/", f"{artifacts_dir}/")
+
+
+def test_ranges_through_nginx_x_accel_redirect(tmp_path):
+    """With `accel_redirect_prefix`, nginx sends the stored artifact for a device's signed
+    link and answers its Range requests: one range (206 with Content-Range, what an adaptive
+    install asks), several (nginx's multipart/byteranges), one past the end (416)."""
+    work = Path(tempfile.mkdtemp(prefix="tern-nginx-"))
+    work.chmod(0o755)  # nginx's workers run as nobody
+    artifacts_dir = work / "artifacts"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "config.json").write_text(json.dumps(
+        {"accel_redirect_prefix": "/_artifacts/", "artifacts_dir": str(artifacts_dir)}))
+    tern = LiveServer(data_dir, names=("ota.example.com",)).start()
+    port = free_port()
+    config = nginx_config(work, tern, port).replace(
+        "    location / {\n", f"    {accel_location(artifacts_dir)}    location / {{\n", 1)
+    (work / "nginx.conf").write_text(config)
+    nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
+                             stderr=subprocess.PIPE)
+    verify = tern.certificate
+    try:
+        admin = ServerAdmin(tern)
+        payload = os.urandom(300_000)
+        data = build_artifact({"rootfs.ext4": payload}, name="rootfs-1.0",
+                              device_types=["qemux86-64"], compression="none")
+        admin.api("POST", "/artifacts", data=data)
+        link = admin.download_link("rootfs-1.0")
+        url = f"https://127.0.0.1:{port}"
+        wait_for(lambda: _answers(url, verify), timeout=10, interval=0.2, what="nginx")
+        through_nginx = link.replace(tern.url, url)
+        assert through_nginx != link
+
+        def get(range_header):
+            return requests.get(through_nginx, headers={"Range": range_header},
+                                verify=verify, timeout=30)
+
+        one = get("bytes=2048-4095")
+        assert one.status_code == 206, one.text[:200]
+        assert one.headers["Content-Range"] == f"bytes 2048-4095/{len(data)}"
+        assert one.content == data[2048:4096]
+        tail = get("bytes=-1024")
+        assert tail.status_code == 206 and tail.content == data[-1024:]
+        several = get("bytes=0-9,100-109")
+        assert several.status_code == 206
+        assert several.headers["Content-Type"].startswith("multipart/byteranges")
+        assert data[0:10] in several.content and data[100:110] in several.content
+        assert get(f"bytes={len(data)}-").status_code == 416
+        access_log = (work / "access.log").read_text()
+        assert access_log.count(" 206 ") >= 3  # nginx counted the bytes it sent
+    finally:
+        nginx.terminate()
+        nginx.wait()
+        tern.stop()

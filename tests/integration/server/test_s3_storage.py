@@ -98,6 +98,21 @@ def test_s3_storage_presigned_download_and_delete(s3_server, tmp_path):
         download = requests.get(uri, timeout=30)
         assert download.status_code == 200
         assert hashlib.sha256(download.content).hexdigest() == uploaded["sha256"]
+        # Ranges, as an adaptive install fetches them: from the bucket, and through the
+        # management download's redirect (the Range header follows it).
+        data = artifact.read_bytes()
+        for range_header, start, end in [("bytes=1000-1999", 1000, 1999),
+                                         ("bytes=-4096", len(data) - 4096, len(data) - 1)]:
+            part = requests.get(uri, headers={"Range": range_header}, timeout=30)
+            assert part.status_code == 206, part.text[:200]
+            assert part.headers["Content-Range"] == f"bytes {start}-{end}/{len(data)}"
+            assert part.content == data[start:end + 1]
+        redirected = requests.get(
+            f"{server.url}/api/management/v1/artifacts/{uploaded['id']}/download",
+            headers={"Authorization": f"Bearer {admin.token}", "Range": "bytes=10-19"},
+            verify=server.certificate, timeout=30)
+        assert redirected.history[0].status_code == 302
+        assert redirected.status_code == 206 and redirected.content == data[10:20]
 
         admin.cli("deployments", "abort", deployment["id"])
         response = requests.delete(f"{server.url}/api/management/v1/artifacts/{uploaded['id']}",

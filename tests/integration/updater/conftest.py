@@ -1,4 +1,4 @@
-"""Loop devices; a live server and `tern-updater daemon` processes for the daemon's tests on
+"""A live server and `tern-updater daemon` processes for the daemon's tests on
 the simulated device of testkit.host_device."""
 import subprocess
 import sys
@@ -9,23 +9,6 @@ import pytest
 from testkit import wait_for
 from testkit.admin import ServerAdmin
 from testkit.live_server import LiveServer
-
-
-@pytest.fixture
-def loop_devices(tmp_path):
-    """attach(path) -> /dev/loopN; every device is detached afterwards, pass or fail."""
-    attached = []
-
-    def attach(path: Path) -> str:
-        device = subprocess.run(["losetup", "-f", "--show", str(path)], check=True,
-                                capture_output=True, text=True).stdout.strip()
-        attached.append(device)
-        return device
-
-    attach.attached = attached  # for devices attached with other options (offsets)
-    yield attach
-    for device in attached:
-        subprocess.run(["losetup", "-d", device], check=False)
 
 
 @pytest.fixture(scope="module")

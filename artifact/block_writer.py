@@ -1,0 +1,179 @@
+"""Writing a rootfs-image artifact with a block index (the layout is in `block_index`).
+
+The image is read once: each chunk is hashed (per block and whole) and compressed as its own
+member into a spool file, so that the index, its sha256 and the chunk offsets are known
+before the header (which carries the anchor) is written. Memory stays flat: hashes go to a
+temporary file, and only the chunk offsets (8 bytes per chunk) stay in memory. Chunks are
+compressed by a few threads (zlib, ISA-L and zstd release the GIL), a bounded number at a time.
+"""
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import zlib
+from array import array
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+from . import manifest as manifest_format
+from . import signing
+from .block_index import (
+    CHUNK_COMPRESSIONS,
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    HASH_SIZE,
+    INDEX_LEVEL,
+    MAX_BLOCK_SIZE,
+    MAX_CHUNK_SIZE,
+    BlockIndex,
+    IndexAnchor,
+    block_digest,
+    compress_chunk,
+    offsets_bytes,
+)
+from .compression import SUFFIXES
+from .errors import ArtifactError, StructureError
+from .header import ArtifactHeader
+from .payloads import ROOTFS_IMAGE, PayloadSource
+from .writer import (
+    CHUNK,
+    VERSION,
+    Progress,
+    _check_inputs,
+    _compress,
+    _header_tar,
+    _padding,
+    _tar_header,
+    _write_member,
+)
+
+BATCH = 1 << 20  # image bytes per compression task
+
+
+def write_indexed_artifact(out: BinaryIO, header: ArtifactHeader, source: PayloadSource, *,
+                           compression: str = "gzip",
+                           signing_key: signing.PrivateKey | None = None,
+                           block_size: int = DEFAULT_BLOCK_SIZE,
+                           chunk_size: int = DEFAULT_CHUNK_SIZE,
+                           progress: Progress | None = None) -> BlockIndex:
+    """Write a rootfs-image artifact whose image also has a block index; return the index
+    (its hashes are not loaded: `hashes` is empty)."""
+    if source.header.type != ROOTFS_IMAGE:
+        raise StructureError("a block index is for rootfs-image payloads")
+    if compression not in CHUNK_COMPRESSIONS:
+        raise StructureError(f"a block index needs {', '.join(CHUNK_COMPRESSIONS)} "
+                             f"compression, not {compression}")
+    _check_sizes(block_size, chunk_size)
+    header.payloads = [source.header]
+    _check_inputs(header, [source])
+    progress = progress or (lambda _: None)
+    [path] = source.paths
+    with tempfile.TemporaryFile() as spool, tempfile.TemporaryFile() as hashes:
+        image_sha256, index = _spool_chunks(path, spool, hashes, compression, block_size,
+                                            chunk_size, progress)
+        data_size = spool.tell()
+        with tempfile.TemporaryFile() as index_file:
+            anchor = _write_index(index_file, index, hashes)
+            source.header.meta_data = {**(source.header.meta_data or {}),
+                                       **anchor.to_meta_data()}
+            if source.checksum_provide:
+                source.header.provides[source.checksum_provide] = image_sha256
+            suffix = SUFFIXES[compression]
+            header_member = _compress(compression, _header_tar(header))
+            entries = {f"data/0000/{path.name}": image_sha256,
+                       f"header.tar{suffix}": hashlib.sha256(header_member).hexdigest(),
+                       "version": hashlib.sha256(VERSION).hexdigest()}
+            manifest = manifest_format.serialize(entries)
+            _write_member(out, "version", VERSION)
+            _write_member(out, "manifest", manifest)
+            if signing_key is not None:
+                _write_member(out, "manifest.sig", signing.sign(manifest, signing_key))
+            _write_member(out, f"header.tar{suffix}", header_member)
+            out.write(_tar_header(f"data/0000.tar{suffix}", data_size))
+            spool.seek(0)
+            shutil.copyfileobj(spool, out, CHUNK)
+            out.write(_padding(data_size))
+            out.write(b"\0" * 1024)
+            index_file.seek(0)
+            shutil.copyfileobj(index_file, out, CHUNK)
+    out.flush()
+    return index
+
+
+def _check_sizes(block_size: int, chunk_size: int) -> None:
+    if not 512 <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1):
+        raise StructureError(f"block size {block_size}: a power of two from 512 to "
+                             f"{MAX_BLOCK_SIZE}")
+    if chunk_size % block_size or not block_size <= chunk_size <= MAX_CHUNK_SIZE:
+        raise StructureError(f"chunk size {chunk_size}: a multiple of the block size "
+                             f"({block_size}), at most {MAX_CHUNK_SIZE}")
+
+
+def _spool_chunks(path, spool: BinaryIO, hashes: BinaryIO, compression: str, block_size: int,
+                  chunk_size: int, progress: Progress) -> tuple[str, BlockIndex]:
+    """Compress the inner tar into `spool` as independent members: its header, one member per
+    chunk, its tail. Block hashes go to `hashes`; return the image's sha256 and the index."""
+    stat = path.stat()
+    inner_header = _tar_header(path.name, stat.st_size, mode=stat.st_mode & 0o7777,
+                               mtime=int(stat.st_mtime))
+    spool.write(compress_chunk(compression, inner_header))
+    offsets = array("Q", [spool.tell()])
+    whole = hashlib.sha256()
+    size = 0
+    threads = max(1, len(os.sched_getaffinity(0)))
+
+    def work(batch: bytes) -> tuple[bytes, list[bytes]]:
+        view = memoryview(batch)
+        digests = b"".join(block_digest(view[i:i + block_size])
+                           for i in range(0, len(batch), block_size))
+        return digests, [compress_chunk(compression, view[i:i + chunk_size])
+                         for i in range(0, len(batch), chunk_size)]
+
+    batch_size = chunk_size * max(1, BATCH // chunk_size)  # fewer, larger tasks
+    with open(path, "rb") as image, ThreadPoolExecutor(threads) as pool:
+        pending: deque = deque()
+        while True:
+            batch = image.read(batch_size)
+            if batch:
+                whole.update(batch)
+                size += len(batch)
+                pending.append(pool.submit(work, batch))
+            while pending and (len(pending) > 2 * threads or not batch):
+                digests, members = pending.popleft().result()
+                hashes.write(digests)
+                for member in members:
+                    spool.write(member)
+                    offsets.append(spool.tell())
+                progress(len(digests) // HASH_SIZE * block_size)
+            if not batch:
+                break
+    if size != stat.st_size:
+        raise ArtifactError(f"{path}: changed while the artifact was being written")
+    spool.write(compress_chunk(compression, _padding(size) + b"\0" * (2 * tarfile.BLOCKSIZE)))
+    return whole.hexdigest(), BlockIndex(block_size, chunk_size // block_size, size, b"",
+                                         offsets)
+
+
+def _write_index(out: BinaryIO, index: BlockIndex, hashes: BinaryIO) -> IndexAnchor:
+    """Write the index compressed (head, hashes from the `hashes` file, offsets); return its
+    anchor."""
+    digest = hashlib.sha256()
+    compressor = zlib.compressobj(INDEX_LEVEL)
+    size = 0
+
+    def write(data: bytes) -> None:
+        nonlocal size
+        digest.update(data)
+        out.write(data)
+        size += len(data)
+
+    write(compressor.compress(BlockIndex(index.block_size, index.chunk_blocks, index.image_size,
+                                         b"", array("Q")).serialize()))
+    hashes.seek(0)
+    while data := hashes.read(CHUNK):
+        write(compressor.compress(data))
+    write(compressor.compress(offsets_bytes(index.offsets)))
+    write(compressor.flush())
+    return IndexAnchor(size, digest.hexdigest())

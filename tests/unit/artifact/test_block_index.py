@@ -1,0 +1,298 @@
+"""The block index: the writer's layout, the index's checks against the signed header, the
+planner, and a device's reconstruction of a new image from an old one and the planned ranges."""
+import io
+import json
+import os
+import random
+import zlib
+from array import array
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from artifact import ArtifactReader, ChecksumError, StructureError
+from artifact.block_index import (
+    ANCHOR,
+    BlockIndex,
+    IndexAnchor,
+    block_digest,
+    compress_chunk,
+    decompress_chunk,
+    index_anchor,
+    read_index,
+    verified_blocks,
+    verify_chunks,
+)
+from artifact.block_plan import FETCH, LOCAL, ZERO, SlotHashes, block_sources, plan_fetch
+from artifact.block_writer import write_indexed_artifact
+from artifact.cli import cli
+from artifact.header import ArtifactHeader
+from artifact.payloads import PayloadOptions, Software, rootfs_image
+from artifact.signing import load_key_file
+from artifact.writer import sign_artifact
+
+BLOCK = 4096
+
+
+def old_image(seed: int = 1, blocks: int = 200) -> bytearray:
+    """Random blocks, with a run of zero blocks (free space) in the middle."""
+    rng = random.Random(seed)
+    data = bytearray(rng.randbytes(blocks * BLOCK))
+    data[80 * BLOCK:120 * BLOCK] = bytes(40 * BLOCK)
+    return data
+
+
+def write(tmp_path: Path, image: bytes, *, name="rootfs.ext4", compression="gzip", key=None,
+          chunk_size=4 * BLOCK, block_size=BLOCK) -> Path:
+    path = tmp_path / name
+    path.write_bytes(image)
+    source = rootfs_image(path, Software(version="release-2"), PayloadOptions())
+    header = ArtifactHeader(name="release-2", device_types=["qemu-arm64"], payloads=[])
+    out = tmp_path / f"{name}-{compression}.mender"
+    with open(out, "wb") as stream:
+        write_indexed_artifact(stream, header, source, compression=compression,
+                               signing_key=key, block_size=block_size, chunk_size=chunk_size)
+    return out
+
+
+def open_index(artifact: Path, keys=()) -> tuple[BlockIndex, int, str, IndexAnchor]:
+    with open(artifact, "rb") as stream, ArtifactReader(stream, list(keys)) as reader:
+        anchor = index_anchor(reader.header)
+        return (read_index(stream, anchor), reader.payload_offset, reader.compression, anchor)
+
+
+def plan(artifact: Path, slot: bytes, **options):
+    index, offset, _, anchor = open_index(artifact)
+    slot_file = artifact.with_suffix(".slot")
+    slot_file.write_bytes(slot)
+    find = SlotHashes.of_file(slot_file, index.block_size).find
+    return plan_fetch(index, offset, find, artifact_size=artifact.stat().st_size,
+                      index_size=anchor.size, **options)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_an_indexed_artifact_reads_as_an_ordinary_one_and_its_index_matches(tmp_path,
+                                                                            compression):
+    image = bytes(old_image()) + b"tail" * 25  # ends inside a block
+    artifact = write(tmp_path, image, compression=compression)
+    with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
+        contents = [b"".join(file) for payload in reader.payloads() for file in payload.files()]
+        assert contents == [image]  # the chained members read as one stream
+        anchor = IndexAnchor.from_payload(reader.header.payloads[0])
+    index, offset, _, _ = open_index(artifact)
+    assert anchor.size == len(index.encode())
+    assert (index.block_size, index.image_size, index.block_count) == (BLOCK, len(image), 201)
+    assert index.chunk_count == 51 and index.chunk_blocks == 4
+    for block in range(index.block_count):
+        content = image[block * BLOCK:(block + 1) * BLOCK]
+        assert index.block_hash(block) == block_digest(content)
+    with open(artifact, "rb") as stream:
+        verify_chunks(stream, index, offset, compression)
+        # Each chunk, read at its offset, decompresses on its own into its blocks.
+        data = stream.seek(0) or stream.read()
+    base = offset + 512
+    start, end = index.chunk_span(7)
+    blocks = dict(verified_blocks(index, 7, data[base + start:base + end], compression))
+    assert blocks == {b: image[b * BLOCK:(b + 1) * BLOCK] for b in range(28, 32)}
+
+
+def test_the_index_is_covered_by_the_signature(tmp_path, keys):
+    key = keys["ecdsa"]
+    artifact = write(tmp_path, bytes(old_image()), key=key.private_key)
+    index, _, _, anchor = open_index(artifact, [load_verify(key)])
+    data = artifact.read_bytes()
+    tampered = tmp_path / "tampered.mender"
+    tampered.write_bytes(data[:-100] + bytes([data[-100] ^ 1]) + data[-99:])
+    with open(tampered, "rb") as stream, ArtifactReader(stream, [load_verify(key)]) as reader, \
+            pytest.raises(ChecksumError, match="block index"):
+        read_index(stream, index_anchor(reader.header))
+    with pytest.raises(StructureError, match="signed header says"):
+        BlockIndex.parse(index.encode()[:-8], anchor)
+
+
+def load_verify(key):
+    return load_key_file(str(key.public_path))
+
+
+def test_a_damaged_chunk_fails_its_block_hashes(tmp_path):
+    artifact = write(tmp_path, bytes(old_image()), compression="none")
+    index, offset, compression, _ = open_index(artifact)
+    data = bytearray(artifact.read_bytes())
+    data[offset + 512 + index.chunk_span(3)[0] + 5] ^= 1
+    damaged = tmp_path / "damaged.mender"
+    damaged.write_bytes(data)
+    with open(damaged, "rb") as stream, pytest.raises(ChecksumError, match="block 12"):
+        verify_chunks(stream, index, offset, compression)
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: b"NOTANIDX" + d[8:], "bad magic"),
+    (lambda d: d[:-1], "expected"),
+    (lambda d: d[:8] + (1000).to_bytes(4, "little") + d[12:], "power of two"),
+    (lambda d: d[:-16] + d[-8:] + d[-16:-8], "do not increase"),
+    (lambda d: d[:10], "truncated"),
+])
+def test_a_malformed_index_is_refused(tmp_path, mutate, message):
+    index, *_ = open_index(write(tmp_path, bytes(old_image())))
+    with pytest.raises(StructureError, match=message):
+        BlockIndex.from_raw(mutate(index.serialize()))
+
+
+def test_a_chunk_must_decompress_to_exactly_its_size():
+    with pytest.raises(StructureError):
+        decompress_chunk("gzip", b"not gzip", 10)
+    member = compress_chunk("gzip", b"x" * 100)
+    with pytest.raises(StructureError, match="expected 99"):
+        decompress_chunk("gzip", member, 99)
+    with pytest.raises(StructureError, match="one gzip member"):
+        decompress_chunk("gzip", member + member, 100)
+
+
+def test_signing_keeps_the_index(tmp_path, keys):
+    artifact = write(tmp_path, bytes(old_image()))
+    signed = tmp_path / "signed.mender"
+    with open(signed, "wb") as out:
+        sign_artifact(artifact, out, keys["rsa"].private_key)
+    index, offset, compression, _ = open_index(signed, [load_verify(keys["rsa"])])
+    assert index.serialize() == open_index(artifact)[0].serialize()
+    with open(signed, "rb") as stream:
+        verify_chunks(stream, index, offset, compression)
+
+
+def test_the_planner_fetches_only_the_chunks_of_changed_blocks(tmp_path):
+    old = old_image()
+    new = bytearray(old)
+    for block in (3, 9, 10, 150):  # chunks 0, 2 (both blocks), 37
+        new[block * BLOCK:block * BLOCK + 10] = b"changed!!!"
+    new[100 * BLOCK:101 * BLOCK] = os.urandom(BLOCK)  # in the zeros: chunk 25
+    artifact = write(tmp_path, bytes(new))
+    result = plan(artifact, bytes(old))
+    assert [(r.first, r.last) for r in result.ranges] == [(0, 0), (2, 2), (25, 25), (37, 37)]
+    assert result.blocks_fetched == 5 and result.blocks_zero == 39
+    assert result.blocks_local == 200 - 5 - 39
+    assert result.full_bytes == artifact.stat().st_size - open_index(artifact)[3].size
+    assert 0 < result.share < 0.1
+    index, offset, *_ = open_index(artifact)
+    assert result.ranges[1].start == offset + 512 + index.chunk_span(2)[0]
+    assert result.ranges[1].header() == f"bytes={result.ranges[1].start}-{result.ranges[1].end - 1}"
+
+    # Adjacent chunks make one range; a gap up to max_gap is bridged.
+    new[4 * BLOCK] ^= 1  # chunk 1: now 0, 1, 2 are adjacent
+    artifact = write(tmp_path, bytes(new), name="adjacent.ext4")
+    assert [(r.first, r.last) for r in plan(artifact, bytes(old)).ranges] == \
+        [(0, 2), (25, 25), (37, 37)]
+    gap = max(index.chunk_span(c)[1] - index.chunk_span(c)[0] for c in range(26, 37))
+    bridged = plan(artifact, bytes(old), max_gap=11 * gap)
+    assert [(r.first, r.last) for r in bridged.ranges] == [(0, 2), (25, 37)]
+
+    # From an empty slot, everything but zeros is fetched, and that costs about the full size.
+    everything = plan(artifact, bytes(len(old)))
+    assert everything.blocks_local == 0 and everything.chunks == 51 - 10
+    assert everything.share > 0.75
+
+
+def test_block_sources_says_where_each_block_comes_from():
+    hashes = [block_digest(bytes([n]) * BLOCK) for n in (1, 0, 2)]
+    index = BlockIndex(BLOCK, 2, 3 * BLOCK, b"".join(hashes), array("Q", [10, 20, 30]))
+    local = {hashes[0]: ("active", 8192)}
+    assert list(block_sources(index, local.get)) == [
+        (0, LOCAL, ("active", 8192)), (1, ZERO, None), (2, FETCH, 1)]
+
+
+def test_a_device_rebuilds_the_new_image_from_the_old_one_and_the_ranges(tmp_path):
+    """What the adaptive install will do: the local blocks, the zero blocks, and the fetched
+    chunks' blocks (each verified) give back the new image, byte for byte."""
+    old = old_image(seed=2)
+    new = bytearray(old)
+    new[50 * BLOCK:53 * BLOCK] = os.urandom(3 * BLOCK)
+    new[180 * BLOCK + 7] ^= 0xFF
+    new += os.urandom(BLOCK + 123)  # the new image is longer, ends inside a block
+    artifact = write(tmp_path, bytes(new), compression="zstd")
+    index, offset, compression, anchor = open_index(artifact)
+    slot = tmp_path / "active"
+    slot.write_bytes(old)
+    lookup = SlotHashes.of_file(slot, BLOCK)
+    result = plan_fetch(index, offset, lookup.find, artifact_size=artifact.stat().st_size,
+                        index_size=anchor.size)
+    served = artifact.read_bytes()
+    fetched = {}
+    for byte_range in result.ranges:  # what the server answers to each Range request
+        body = served[byte_range.start:byte_range.end]
+        for chunk in range(byte_range.first, byte_range.last + 1):
+            start, end = (offset + 512 + x - byte_range.start for x in index.chunk_span(chunk))
+            fetched.update(verified_blocks(index, chunk, body[start:end], compression))
+    rebuilt = io.BytesIO()
+    for block, kind, where in block_sources(index, lookup.find):
+        if kind == ZERO:
+            rebuilt.write(bytes(BLOCK))
+        elif kind == LOCAL:
+            rebuilt.write(bytes(old[where:where + BLOCK]))
+        else:
+            rebuilt.write(fetched[block])
+    assert rebuilt.getvalue() == bytes(new)
+    assert result.total_bytes < 0.2 * result.full_bytes
+
+
+def test_slot_hashes_finds_the_lowest_block_with_a_hash(tmp_path):
+    slot = tmp_path / "slot"
+    slot.write_bytes(b"a" * BLOCK + b"b" * BLOCK + b"a" * BLOCK + b"c" * 100)
+    lookup = SlotHashes.of_file(slot, BLOCK)
+    assert len(lookup) == 3  # the short tail is no block
+    assert lookup.find(block_digest(b"a" * BLOCK)) == 0
+    assert lookup.find(block_digest(b"b" * BLOCK)) == BLOCK
+    assert lookup.find(block_digest(b"c" * BLOCK)) is None
+
+
+def test_cli_writes_reads_and_validates_an_index(tmp_path, keys):
+    image = tmp_path / "rootfs.ext4"
+    image.write_bytes(bytes(old_image()))
+    out = tmp_path / "indexed.mender"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["write", "rootfs-image", "-f", str(image), "-n", "release-2",
+                                 "-t", "qemu-arm64", "-o", str(out), "--block-index",
+                                 "--chunk-size", "32768", "-k", str(keys["rsa"].private_path)])
+    assert result.exit_code == 0, result.output
+    shown = runner.invoke(cli, ["read", str(out), "-k", str(keys["rsa"].public_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "Block index:\n  Block size: 4096\n  Blocks: 200\n  Chunk size: 32768\n" \
+           "  Chunks: 25" in shown.output
+    as_json = runner.invoke(cli, ["read", "--json", str(out)])
+    described = json.loads(as_json.output)
+    assert described["block_index"]["chunk_count"] == 25
+    assert ANCHOR in described["payloads"][0]["meta_data"]
+    valid = runner.invoke(cli, ["validate", str(out), "-k", str(keys["rsa"].public_path)])
+    assert valid.exit_code == 0, valid.output
+    plain = tmp_path / "plain.mender"
+    runner.invoke(cli, ["write", "rootfs-image", "-f", str(image), "-n", "r", "-t", "x", "-o",
+                        str(plain)])
+    assert "Block index" not in runner.invoke(cli, ["read", str(plain)]).output
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--block-size", "1000"], "block size 1000"),
+    (["--chunk-size", "6000"], "chunk size 6000"),
+    (["--compression", "lzma"], "needs none, gzip, zstd"),
+])
+def test_cli_refuses_bad_index_options_in_one_line(tmp_path, flags, message):
+    image = tmp_path / "rootfs.ext4"
+    image.write_bytes(bytes(8 * BLOCK))
+    result = CliRunner().invoke(cli, ["write", "rootfs-image", "-f", str(image), "-n", "r",
+                                      "-t", "x", "-o", str(tmp_path / "a.mender"),
+                                      "--block-index", *flags])
+    assert result.exit_code == 4
+    assert message in result.output and result.output.count("\n") == 1
+    assert not (tmp_path / "a.mender").exists()
+
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda raw, encoded: zlib.compress(raw + bytes(10 << 20)), "longer than its head"),
+    (lambda raw, encoded: encoded[:-5], "truncated"),
+    (lambda raw, encoded: encoded + b"junk", "followed by other bytes"),
+    (lambda raw, encoded: b"not zlib" + encoded, "cannot decompress"),
+])
+def test_a_badly_compressed_index_is_refused(tmp_path, mutate, message):
+    index, *_ = open_index(write(tmp_path, bytes(old_image())))
+    with pytest.raises(StructureError, match=message):
+        BlockIndex.parse(mutate(index.serialize(), index.encode()))
