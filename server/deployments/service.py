@@ -1,7 +1,9 @@
 """Deployments: which device gets which artifact, and what each device reports back.
 
-A deployment names an artifact and a fixed set of devices (a list, a group or
-all accepted devices, resolved when it is created). On a device's first `next`
+A deployment names an artifact and a set of devices (a list, a static group or all
+accepted devices, resolved when it is created; or a dynamic group, whose devices at
+creation are joined by those that match its filter later, while the deployment is open,
+unless the operator fixed the set). On a device's first `next`
 the server picks the artifact of that name compatible with the device's type
 and provides; without `force` a device already running it, or with no
 compatible artifact, is finished right there (`already-installed`, `noartifact`)
@@ -11,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy import exists
+from sqlalchemy.exc import IntegrityError
 
 from artifact import CompatibilityError
 from artifact.provides import check_compatible
@@ -20,6 +23,8 @@ from ..artifacts import service as artifacts
 from ..database import db
 from ..devices.service import ACCEPTED
 from ..errors import ApiError
+from ..events import service as events
+from ..inventory import groups as dynamic_groups
 from ..models import Artifact, Deployment, Device, DeviceDeployment, utcnow
 
 
@@ -91,10 +96,12 @@ def _assign(device_deployment: DeviceDeployment, device_type: str, provides: dic
     deployment = device_deployment.deployment
     if not deployment.force and provides.get("artifact_name") == deployment.artifact_name:
         _finish(device_deployment, Status.ALREADY_INSTALLED)
+        _finished_event(device_deployment)
         return False
     artifact = _select_artifact(deployment, device_type, provides)
     if artifact is None:
         _finish(device_deployment, Status.NOARTIFACT)
+        _finished_event(device_deployment)
         return False
     device_deployment.artifact_id = artifact.id
     return True
@@ -146,9 +153,14 @@ def report_status(device_id: str, deployment_id: str, status: str,
         if device_deployment.status == status:
             return
         raise ApiError(409, f"deployment already finished: {device_deployment.status}")
+    changed = device_deployment.status != status
     device_deployment.status, device_deployment.substate = status, substate
     if status in FINAL:
         device_deployment.finished_at = utcnow()
+        _finished_event(device_deployment)
+    elif changed:  # progress, for live views (a repeated report adds nothing)
+        events.publish(events.DEPLOYMENT_DEVICE_STATUS, {
+            "deployment_id": deployment_id, "device_id": device_id, "status": status})
     db.session.commit()
 
 
@@ -168,17 +180,44 @@ def _finish(device_deployment: DeviceDeployment, status: str) -> None:
     device_deployment.finished_at = utcnow()
 
 
+def _finished_event(device_deployment: DeviceDeployment) -> None:
+    """Publish that the device finished, and that the deployment did if it was the last.
+    Checked after `publish` took the events' lock: a device finishing at the same moment in
+    another transaction has committed by then, so exactly one of them sees none left."""
+    deployment_id = device_deployment.deployment_id
+    events.publish(events.DEPLOYMENT_DEVICE_FINISHED, {
+        "deployment_id": deployment_id, "device_id": device_deployment.device_id,
+        "status": device_deployment.status})
+    left = db.session.query(exists().where(DeviceDeployment.deployment_id == deployment_id,
+                                           DeviceDeployment.finished_at.is_(None))).scalar()
+    if not left:
+        events.publish(events.DEPLOYMENT_FINISHED, {"deployment_id": deployment_id})
+
+
 # -- management -------------------------------------------------------------------------------
 
 
 def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
-           group: str | None = None, all_devices: bool = False, force: bool = False) -> Deployment:
-    """Deploy to exactly one of: a device list, a group, all accepted devices."""
-    if sum((devices is not None, group is not None, all_devices)) != 1:
-        raise ApiError(400, "give exactly one of 'devices', 'group' or 'all_devices'")
+           group: str | None = None, dynamic_group: str | None = None, fixed: bool = False,
+           all_devices: bool = False, force: bool = False) -> Deployment:
+    """Deploy to exactly one of: a device list, a static group, a dynamic group, all
+    accepted devices. A deployment to a dynamic group stays open to devices that join the
+    group (`add_joiners`) until it is aborted, unless `fixed`."""
+    if sum((devices is not None, group is not None, dynamic_group is not None,
+            all_devices)) != 1:
+        raise ApiError(400, "give exactly one of 'devices', 'group', 'dynamic_group' or "
+                            "'all_devices'")
+    if fixed and dynamic_group is None:
+        raise ApiError(400, "'fixed' applies to a deployment to a dynamic group only")
     if not artifacts.list_artifacts(artifact_name):
         raise ApiError(400, f"no artifact named {artifact_name!r}")
-    if devices is not None:
+    target_filter = None
+    if dynamic_group is not None:
+        chosen = dynamic_groups.find(dynamic_group)
+        if chosen is None:
+            raise ApiError(400, f"no dynamic group {dynamic_group}")
+        target_filter, targets = chosen.filter, dynamic_groups.device_ids(chosen)
+    elif devices is not None:
         known = {d for (d,) in db.session.query(Device.id).filter(Device.id.in_(devices))}
         unknown = sorted(set(devices) - known)
         if unknown:
@@ -189,14 +228,22 @@ def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
         if group is not None:
             query = query.filter(Device.group_name == group)
         targets = [d for (d,) in query.order_by(Device.id)]
-    if not targets:
+    open_to_joiners = dynamic_group is not None and not fixed
+    if not targets and not open_to_joiners:
         raise ApiError(400, "the deployment would have no devices")
-    deployment = Deployment(name=name, artifact_name=artifact_name, force=force)
+    deployment = Deployment(name=name, artifact_name=artifact_name, force=force,
+                            dynamic_group=dynamic_group, target_filter=target_filter,
+                            open_to_joiners=open_to_joiners)
     deployment.devices = [DeviceDeployment(device_id=d, status=PENDING) for d in targets]
     db.session.add(deployment)
     db.session.flush()
     audit.record("deployment.create", deployment.id, name=name, artifact_name=artifact_name,
-                 devices=len(targets), group=group, all_devices=all_devices, force=force)
+                 devices=len(targets), group=group, dynamic_group=dynamic_group,
+                 fixed=fixed if dynamic_group else None, all_devices=all_devices, force=force)
+    events.publish(events.DEPLOYMENT_CREATED, {
+        "deployment_id": deployment.id, "name": name, "artifact_name": artifact_name,
+        "devices": len(targets), "dynamic_group": dynamic_group,
+        "open_to_joiners": open_to_joiners})
     db.session.commit()
     return deployment
 
@@ -213,16 +260,20 @@ def list_deployments() -> list[Deployment]:
 
 
 def abort(deployment_id: str) -> Deployment:
+    """Finish the devices that have not; a deployment open to joiners is closed to them
+    (aborting is how one ends, even when every device it reached has finished)."""
     deployment = get(deployment_id)
     if deployment.aborted_at is not None:
         raise ApiError(409, "deployment already aborted")
-    if all(d.finished_at is not None for d in deployment.devices):
+    if not deployment.open_to_joiners and all(d.finished_at is not None
+                                              for d in deployment.devices):
         raise ApiError(409, "deployment already finished")
     deployment.aborted_at = utcnow()
     for device_deployment in deployment.devices:
         if device_deployment.finished_at is None:
             _finish(device_deployment, Status.ABORTED)
     audit.record("deployment.abort", deployment.id)
+    events.publish(events.DEPLOYMENT_ABORTED, {"deployment_id": deployment.id})
     db.session.commit()
     return deployment
 
@@ -245,6 +296,8 @@ def statistics(deployment: Deployment) -> dict[str, int]:
 def status_of(deployment: Deployment) -> str:
     if deployment.aborted_at is not None:
         return Status.ABORTED
+    if not deployment.devices:  # a dynamic group's, waiting for its first device
+        return PENDING
     if all(d.finished_at is not None for d in deployment.devices):
         return "finished"
     if any(d.status != PENDING for d in deployment.devices):
@@ -258,6 +311,9 @@ def deployment_view(deployment: Deployment) -> dict:
         "name": deployment.name,
         "artifact_name": deployment.artifact_name,
         "force": deployment.force,
+        "dynamic_group": deployment.dynamic_group,
+        "filter": deployment.target_filter,
+        "open_to_joiners": deployment.open_to_joiners and deployment.aborted_at is None,
         "status": status_of(deployment),
         "created_at": deployment.created_at.isoformat(),
         "device_count": len(deployment.devices),
@@ -285,3 +341,42 @@ def outcomes_since(since: datetime) -> list[tuple[datetime, str]]:
         DeviceDeployment.finished_at >= since,
         DeviceDeployment.status.in_((Status.SUCCESS, Status.FAILURE)))
     return [(finished_at, status) for finished_at, status in rows]
+
+
+# -- devices joining a dynamic group while its deployment is open ------------------------------
+# The `phases` work adds devices to an open deployment its own way (each gets a phase); the
+# two meet at `add_devices_to_open_deployment`.
+
+
+def add_joiners(device_id: str) -> list[str]:
+    """Add the device to every open deployment to a dynamic group whose filter it now
+    matches (and that it is not in yet); returns their ids. Called in the transaction that
+    changed its inventory or accepted it: when it may have joined, never on a poll."""
+    open_deployments = db.session.query(Deployment.id, Deployment.target_filter).filter(
+        Deployment.open_to_joiners.is_(True), Deployment.aborted_at.is_(None)).all()
+    joined = []
+    for deployment_id, target_filter in open_deployments:
+        matches = dynamic_groups.members(target_filter).filter(
+            Device.id == device_id,
+            ~exists().where(DeviceDeployment.deployment_id == deployment_id,
+                            DeviceDeployment.device_id == Device.id)).first()
+        if matches is not None and add_devices_to_open_deployment(deployment_id, [device_id]):
+            joined.append(deployment_id)
+    return joined
+
+
+def add_devices_to_open_deployment(deployment_id: str, device_ids: list[str]) -> list[str]:
+    """Add devices (pending) to an open deployment; returns those added (a device added at
+    the same moment by another request is left to it)."""
+    added = []
+    for device_id in device_ids:
+        try:
+            with db.session.begin_nested():
+                db.session.add(DeviceDeployment(deployment_id=deployment_id,
+                                                device_id=device_id, status=PENDING))
+        except IntegrityError:
+            continue
+        events.publish(events.DEPLOYMENT_DEVICE_ADDED,
+                       {"deployment_id": deployment_id, "device_id": device_id})
+        added.append(device_id)
+    return added

@@ -2,9 +2,11 @@
 from flask import flash, redirect, render_template, request, url_for
 
 from ..artifacts import service as artifacts
+from ..auth import USER
 from ..deployments import service as deployments
 from ..devices import service as devices
 from ..errors import ApiError
+from ..events.routes import event_stream
 from ..inventory import service as inventory
 from ..validation import text
 from .blueprint import blueprint, page_of
@@ -61,8 +63,16 @@ def deployment(deployment_id):
 
 @blueprint.get("/deployments/<deployment_id>/progress")
 def deployment_progress(deployment_id):
-    """The live part of the deployment page, fetched again every 2 s while it runs."""
+    """The live part of the deployment page, fetched again when an event says it changed."""
     return render_template("ui/_progress.html", **_progress(deployment_id))
+
+
+@blueprint.get("/deployments/<deployment_id>/events")
+def deployment_events(deployment_id):
+    """The deployment's events as a server-sent events stream, for its page's live part."""
+    deployments.get(deployment_id)
+    return event_stream(lambda event: event["data"].get("deployment_id") == deployment_id,
+                        kinds=(USER,))
 
 
 @blueprint.post("/deployments/<deployment_id>/abort")
