@@ -1,12 +1,10 @@
 """Events: what deployments and devices publish, the list and the server-sent events stream
 (resuming, bounds, roles), retention, and webhook deliveries (signature, order, retries,
 one delivery however many loops run)."""
-import hashlib
-import hmac
+import base64
 import json
 import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,14 +12,10 @@ from server.database import db
 from server.events import service as events
 from server.events import webhooks
 from server.models import Event, Webhook, utcnow
+from testkit.webhook_receiver import WebhookReceiver
 
 EVENTS = "/api/management/v1/events"
 DEPLOYMENTS = "/api/management/v1/deployments"
-
-
-@pytest.fixture
-def short_streams(app):
-    app.config.update(EVENT_STREAM_SECONDS=0.3, EVENT_POLL_SECONDS=0.05)
 
 
 def listed(client, admin, after: int = 0) -> list[dict]:
@@ -90,7 +84,7 @@ def read_stream(client, headers, **query) -> list[dict]:
     return found
 
 
-def test_the_stream_resumes_after_last_event_id(client, admin, fleet, short_streams):
+def test_the_stream_resumes_after_last_event_id(client, admin, fleet):
     fleet.accepted("52:54:00:00:00:01")
     fleet.accepted("52:54:00:00:00:02")
     everything = listed(client, admin)
@@ -104,7 +98,7 @@ def test_the_stream_resumes_after_last_event_id(client, admin, fleet, short_stre
         assert response.status_code == 400 and "event ids" in response.json["error"]
 
 
-def test_streams_are_bounded_per_process(app, client, admin, short_streams):
+def test_streams_are_bounded_per_process(app, client, admin):
     slots = app.extensions["tern.event_streams"]
     taken = 0
     while slots.acquire(blocking=False):
@@ -120,12 +114,11 @@ def test_streams_are_bounded_per_process(app, client, admin, short_streams):
     assert client.get(f"{EVENTS}/stream", headers=admin).status_code == 200
 
 
-def test_who_may_read_events_and_manage_webhooks(client, admin, fleet, short_streams):
+def test_who_may_read_events_and_manage_webhooks(client, admin, fleet):
     from server.users.service import create_user
 
     with client.application.app_context():
         create_user("viewer@example.com", "viewer password 1", role="read-only")
-    import base64
     credentials = base64.b64encode(b"viewer@example.com:viewer password 1").decode()
     token = client.post("/api/management/v1/auth/login",
                         headers={"Authorization": f"Basic {credentials}"}).json["token"]
@@ -150,42 +143,12 @@ def test_old_events_are_deleted(app, client, admin, fleet):
         assert events.purge(utcnow() + timedelta(seconds=1)) == 1
 
 
-class Receiver:
-    """A webhook receiver on loopback that refuses the first `failures` attempts."""
-
-    def __init__(self, failures: int = 0):
-        self.failures, self.attempts, self.received = failures, 0, []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.attempts += 1
-                if receiver.attempts <= receiver.failures:
-                    self.send_response(503)
-                else:
-                    receiver.received.append((dict(self.headers), body))
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
     receivers = []
 
-    def make(failures: int = 0) -> Receiver:
-        receivers.append(Receiver(failures))
+    def make(failures: int = 0) -> WebhookReceiver:
+        receivers.append(WebhookReceiver(failures))
         return receivers[-1]
     yield make
     for each in receivers:
@@ -211,14 +174,7 @@ def test_webhook_deliveries_are_signed_ordered_and_retried(app, client, admin, f
         assert webhooks.deliver_due() == 0  # nothing left
     assert hook.attempts == 4
     expected = listed(client, admin)
-    delivered = []
-    for headers, body in hook.received:
-        signed = hmac.new(secret.encode(), headers["X-Tern-Timestamp"].encode() + b"." + body,
-                          hashlib.sha256).hexdigest()
-        assert headers["X-Tern-Signature"] == f"sha256={signed}"
-        event = json.loads(body)
-        assert headers["X-Tern-Event-Id"] == str(event["id"])
-        delivered.append(event)
+    delivered = hook.events(secret)
     assert delivered == expected
 
 
