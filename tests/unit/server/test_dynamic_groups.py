@@ -258,3 +258,29 @@ def test_deployment_target_errors(client, admin, upload):
     response = client.post(DEPLOYMENTS, json={**body, "dynamic_group": "x", "group": "y"},
                            headers=admin)
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("expression, condition", [
+    ("region=eu-west", {"attribute": "region", "type": "$eq", "value": "eu-west"}),
+    ("version=1.0", {"attribute": "version", "type": "$eq", "value": "1.0"}),  # text
+    ("ram_mb>=1024", {"attribute": "ram_mb", "type": "$gte", "value": 1024}),  # a number
+    ("load < 0.5", {"attribute": "load", "type": "$lt", "value": 0.5}),
+    ("built>2026-01-01", {"attribute": "built", "type": "$gt", "value": "2026-01-01"}),
+    ("region in eu,us", {"attribute": "region", "type": "$in", "value": ["eu", "us"]}),
+    ("serial exists", {"attribute": "serial", "type": "$exists", "value": True}),
+    ("serial missing", {"attribute": "serial", "type": "$exists", "value": False}),
+])
+def test_cli_where_expressions(expression, condition):
+    from server.cli import parse_condition
+
+    assert parse_condition(expression) == condition
+    filters.parse_filter([condition])  # what the server accepts
+
+
+def test_cli_where_mistakes_are_one_line():
+    import click
+
+    from server.cli import parse_condition
+
+    with pytest.raises(click.ClickException, match="expected NAME=VALUE"):
+        parse_condition("ram_mb ~ 3")

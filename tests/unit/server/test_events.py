@@ -228,3 +228,15 @@ def test_concurrent_loops_deliver_each_event_once(app, client, admin, fleet, rec
 def test_bad_webhooks_are_400(client, admin, body, message):
     response = client.post("/api/management/v1/webhooks", json=body, headers=admin)
     assert response.status_code == 400 and message in response.json["error"]
+
+
+def test_event_settings_come_from_config_json(tmp_path):
+    from server.config import data_dir_config
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "event_retention_days": 30, "event_streams": 8, "event_stream_seconds": 60,
+        "webhook_backoff_seconds": 5}))
+    (tmp_path / "secret.key").write_text("s" * 40)
+    config = data_dir_config(tmp_path)
+    assert (config["EVENT_RETENTION_DAYS"], config["EVENT_STREAMS"],
+            config["EVENT_STREAM_SECONDS"], config["WEBHOOK_BACKOFF_SECONDS"]) == (30, 8, 60, 5)
