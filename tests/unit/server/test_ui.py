@@ -360,3 +360,24 @@ def test_a_deployment_page_streams_its_own_events_only(browser, client, admin, f
     assert "event: deployment.created" in body and "event: deployment.device_status" in body
     assert client.get(f"/deployments/{ids[0]}/events").status_code == 303  # no session: login
     assert browser.get("/deployments/nope/events").status_code == 404
+
+
+def test_deploy_to_a_dynamic_group_from_the_form(browser, client, admin, fleet, upload):
+    member = fleet.accepted("52:54:00:00:00:01")
+    client.put("/api/devices/v1/inventory/device/attributes", headers=member.headers, json=[
+        {"name": "device_type", "value": "qemux86-64"}, {"name": "ram_mb", "value": "2048"}])
+    client.post("/api/management/v1/dynamic-groups", headers=admin, json={
+        "name": "big", "filter": [{"attribute": "ram_mb", "type": "$gte", "value": 1024}]})
+    upload("app-1.0")
+    form = page(browser.get("/deployments/new"))
+    assert 'value="dynamic_group"' in form and "big (1 now)" in form
+    response = post(browser, "/deployments", {"name": "to big", "artifact_name": "app-1.0",
+                                              "target": "dynamic_group", "dynamic_group": "big"})
+    assert response.status_code == 303
+    shown = page(browser.get(response.headers["Location"]))
+    assert "Dynamic group <strong>big</strong>" in shown and "join it get this" in shown
+    assert 'ram_mb $gte 1024' in shown and 'id="abort"' in shown
+    response = post(browser, "/deployments", {"name": "fixed", "artifact_name": "app-1.0",
+                                              "target": "dynamic_group", "dynamic_group": "big",
+                                              "fixed": "on"})
+    assert "the devices it had at creation" in page(browser.get(response.headers["Location"]))
