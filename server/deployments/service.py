@@ -12,7 +12,7 @@ and never sees the deployment.
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import exists
+from sqlalchemy import exists, text
 from sqlalchemy.exc import IntegrityError
 
 from artifact import CompatibilityError
@@ -55,6 +55,8 @@ REPORTED = (*IN_PROGRESS, Status.SUCCESS, Status.FAILURE, Status.ALREADY_INSTALL
 FINAL = (Status.SUCCESS, Status.FAILURE, Status.ALREADY_INSTALLED, Status.NOARTIFACT,
          Status.ABORTED, Status.DECOMMISSIONED)
 MAX_LOG_MESSAGES = 100_000
+# pg_advisory_xact_lock key ("join"): see `serialize_joining`.
+JOINING_LOCK = 0x6A6F696E
 
 
 # -- device side ------------------------------------------------------------------------------
@@ -216,6 +218,7 @@ def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
         chosen = dynamic_groups.find(dynamic_group)
         if chosen is None:
             raise ApiError(400, f"no dynamic group {dynamic_group}")
+        serialize_joining()
         target_filter, targets = chosen.filter, dynamic_groups.device_ids(chosen)
     elif devices is not None:
         known = {d for (d,) in db.session.query(Device.id).filter(Device.id.in_(devices))}
@@ -352,6 +355,7 @@ def add_joiners(device_id: str) -> list[str]:
     """Add the device to every open deployment to a dynamic group whose filter it now
     matches (and that it is not in yet); returns their ids. Called in the transaction that
     changed its inventory or accepted it: when it may have joined, never on a poll."""
+    serialize_joining()
     open_deployments = db.session.query(Deployment.id, Deployment.target_filter).filter(
         Deployment.open_to_joiners.is_(True), Deployment.aborted_at.is_(None)).all()
     joined = []
@@ -363,6 +367,17 @@ def add_joiners(device_id: str) -> list[str]:
         if matches is not None and add_devices_to_open_deployment(deployment_id, [device_id]):
             joined.append(deployment_id)
     return joined
+
+
+def serialize_joining() -> None:
+    """On PostgreSQL, a deployment to a dynamic group being created and a device joining
+    take turns (until commit): otherwise a device whose inventory changes while the
+    deployment is created could be seen by neither (the deployment's member query reads the
+    old inventory, the device's check does not see the uncommitted deployment). Taken
+    before the events' lock wherever both are, so the two never deadlock. SQLite has one
+    writer anyway."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOINING_LOCK})
 
 
 def add_devices_to_open_deployment(deployment_id: str, device_ids: list[str]) -> list[str]:

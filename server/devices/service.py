@@ -253,9 +253,10 @@ def _accepted_now(device: Device, was: str | None) -> None:
     if device.status != ACCEPTED or was == ACCEPTED:
         return
     # imported here: deployments import this module (for ACCEPTED)
-    from ..deployments.service import add_joiners
+    from ..deployments.service import add_joiners, serialize_joining
 
     db.session.flush()
+    serialize_joining()  # before the events' lock, as everywhere
     events.publish(events.DEVICE_ACCEPTED, {"device_id": device.id})
     add_joiners(device.id)
 
