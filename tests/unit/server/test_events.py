@@ -240,3 +240,29 @@ def test_event_settings_come_from_config_json(tmp_path):
     config = data_dir_config(tmp_path)
     assert (config["EVENT_RETENTION_DAYS"], config["EVENT_STREAMS"],
             config["EVENT_STREAM_SECONDS"], config["WEBHOOK_BACKOFF_SECONDS"]) == (30, 8, 60, 5)
+
+
+def test_devices_finishing_at_once_finish_the_deployment_once(app, client, admin, fleet, upload):
+    devices = [fleet.accepted(f"52:54:00:00:01:{n:02x}") for n in range(6)]
+    upload("app-1.0")
+    deployment = client.post(DEPLOYMENTS, json={"name": "d", "artifact_name": "app-1.0",
+                                                "devices": [d.id for d in devices]},
+                             headers=admin).json
+    for device in devices:
+        fleet.next(device)
+    barrier, answers = threading.Barrier(len(devices)), []
+
+    def finish(device):
+        barrier.wait()
+        answers.append(app.test_client().put(
+            f"/api/devices/v1/deployments/device/deployments/{deployment['id']}/status",
+            json={"status": "success"}, headers=device.headers).status_code)
+    threads = [threading.Thread(target=finish, args=(d,)) for d in devices]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert answers == [204] * len(devices)
+    kinds = [e["type"] for e in listed(client, admin)]
+    assert kinds.count("deployment.device_finished") == len(devices)
+    assert kinds.count("deployment.finished") == 1 and kinds[-1] == "deployment.finished"
