@@ -47,8 +47,7 @@ const LIVE_EVENTS = ["deployment.device_status", "deployment.device_finished",
   "deployment.device_added", "deployment.finished", "deployment.aborted"];
 
 function follow(region) {
-  const source = new EventSource(region.dataset.events);
-  let current = region, busy = false, again = false;
+  let source = null, current = region, busy = false, again = false;
   async function update() {
     if (busy) { again = true; return; }
     busy = true;
@@ -76,8 +75,19 @@ function follow(region) {
     busy = false;
     if (again) { again = false; update(); }
   }
-  LIVE_EVENTS.forEach((type) => source.addEventListener(type, update));
-  source.addEventListener("open", update);  // (re)connected: catch up with what was missed
+  // An EventSource reconnects by itself after a dropped connection, but gives up on an HTTP
+  // error (a 503 when the server has its maximum of streams open): open a new one later.
+  function connect() {
+    source = new EventSource(current.dataset.events);
+    LIVE_EVENTS.forEach((type) => source.addEventListener(type, update));
+    source.addEventListener("open", update);  // (re)connected: catch up with what was missed
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED && current.dataset.events) {
+        window.setTimeout(connect, 5000);
+      }
+    });
+  }
+  connect();
 }
 
 function activate(root) {
