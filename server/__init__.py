@@ -34,14 +34,17 @@ def create_app(config: Mapping | None = None) -> Flask:
     from .artifacts import routes as artifacts
     from .deployments import routes as deployments
     from .devices import routes as devices
+    from .events import routes as events
+    from .events import service as event_service
     from .inventory import routes as inventory
     from .users import routes as users
 
     for blueprint in (devices.device_api, inventory.device_api, deployments.device_api,
                       artifacts.download_api, devices.management_api, inventory.management_api,
                       artifacts.management_api, deployments.management_api,
-                      users.management_api, openapi.blueprint):
+                      users.management_api, events.management_api, openapi.blueprint):
         app.register_blueprint(blueprint)
+    event_service.init_app(app)
     metrics.init_app(app)
 
     from . import ui

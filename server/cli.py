@@ -8,6 +8,7 @@ import gc
 import getpass
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -139,8 +140,8 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
     port_claim = _claim_port(bind)
-    config = {**_data_dir_config(obj["data_dir"]), "REQUEST_LOG": request_log,
-              "DATABASE_POOL_SIZE": threads}
+    config = {"EVENT_STREAMS": max(1, threads // 2), **_data_dir_config(obj["data_dir"]),
+              "REQUEST_LOG": request_log, "DATABASE_POOL_SIZE": threads}
     _upgrade_privately(obj["data_dir"], config["DATABASE_URL"])
     if not cert:
         host = bind.rsplit(":", 1)[0].strip("[]")
@@ -163,8 +164,11 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
                                   "proc_name": "tern-server"}.items():
                 self.cfg.set(option, value)
 
-        def load(self):
+        def load(self):  # in each worker
+            from .events.webhooks import start_background
+
             app = create_app(config)
+            start_background(app)  # webhook deliveries, old events' deletion
             # The app's objects live as long as the worker: keep the cyclic collector off
             # them, or each full collection walks them all (tens of ms: a p99 spike).
             gc.freeze()
@@ -675,7 +679,11 @@ def deployments_list(obj, as_json):
 @click.option("--name", required=True)
 @click.option("--artifact-name", required=True)
 @click.option("--device", "device_ids", multiple=True, help="Device id; repeatable.")
-@click.option("--group")
+@click.option("--group", help="A static group.")
+@click.option("--dynamic-group", help="A dynamic group: devices that join it while the "
+              "deployment is open get it too (unless --fixed).")
+@click.option("--fixed", is_flag=True,
+              help="With --dynamic-group: only the devices in the group now.")
 @click.option("--all-devices", is_flag=True)
 @click.option("--force", is_flag=True,
               help="Send the artifact even to devices that have it or seem incompatible.")
@@ -694,14 +702,17 @@ def deployments_list(obj, as_json):
               help="Daily maintenance window (UTC): nothing new starts outside it.")
 @json_option
 @click.pass_obj
-def deployments_create(obj, name, artifact_name, device_ids, group, all_devices, force,
-                       phases, max_failures, retries, start_at, window, as_json):
+def deployments_create(obj, name, artifact_name, device_ids, group, dynamic_group, fixed,
+                       all_devices, force, phases, max_failures, retries, start_at, window,
+                       as_json):
     body = {"name": name, "artifact_name": artifact_name, "force": force,
             "all_devices": all_devices, "retries": retries}
     if device_ids:
         body["devices"] = list(device_ids)
     if group:
         body["group"] = group
+    if dynamic_group:
+        body["dynamic_group"], body["fixed"] = dynamic_group, fixed
     if phases:
         body["phases"] = [_phase(spec) for spec in phases]
     if max_failures is not None:
@@ -773,3 +784,153 @@ def deployments_release_phase(obj, deployment_id, as_json):
     """Start the next phase now, whatever it waits for."""
     document = Api(obj).call("POST", f"/deployments/{deployment_id}/release")
     _output(document, as_json, _deployment_lines)
+
+
+# -- groups -------------------------------------------------------------------------------------
+
+
+CONDITION = re.compile(r"\s*(?P<attribute>[^\s=<>!]+)\s*(?P<op><=|>=|=|<|>|\s+in\s+)"
+                       r"\s*(?P<value>.*)$")
+OPERATORS = {"=": "$eq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "in": "$in"}
+
+
+def parse_condition(expression: str) -> dict:
+    """One --where: `NAME=VALUE`, `NAME<VALUE` (<=, >, >=), `NAME in A,B,C`, `NAME exists`
+    or `NAME missing`. A comparison's value that is a number compares numbers; `=` and `in`
+    compare text (the filter's JSON, through --filter-json, can say either)."""
+    words = expression.split()
+    if len(words) == 2 and words[1] in ("exists", "missing"):
+        return {"attribute": words[0], "type": "$exists", "value": words[1] == "exists"}
+    match = CONDITION.match(expression)
+    if match is None:
+        raise click.ClickException(f"--where {expression!r}: expected NAME=VALUE, NAME<VALUE, "
+                                   "NAME<=VALUE, NAME>VALUE, NAME>=VALUE, NAME in A,B or "
+                                   "NAME exists|missing")
+    kind, value = OPERATORS[match["op"].strip()], match["value"].strip()
+    if kind == "$in":
+        return {"attribute": match["attribute"], "type": kind, "value": value.split(",")}
+    if kind != "$eq":
+        try:
+            number = float(value)
+            value = int(number) if number.is_integer() and "." not in value else number
+        except ValueError:
+            pass
+    return {"attribute": match["attribute"], "type": kind, "value": value}
+
+
+def _group_lines(groups):
+    for g in groups if isinstance(groups, list) else [groups]:
+        if "filter" in g:
+            conditions = " and ".join(
+                f"{c['attribute']} {c['type']} {json.dumps(c.get('value'))}" for c in g["filter"])
+            yield f"{g['name']}  dynamic  {g['devices']} devices  ({conditions})"
+        else:
+            yield f"{g['name']}  static  {g['devices']} devices"
+
+
+@cli.group()
+def groups():
+    """Groups: static (a device's group) and dynamic (an inventory filter)."""
+
+
+@groups.command("list")
+@json_option
+@click.pass_obj
+def groups_list(obj, as_json):
+    api = Api(obj)
+    document = api.call("GET", "/groups") + api.call("GET", "/dynamic-groups")
+    _output(document, as_json, _group_lines)
+
+
+@groups.command("create")
+@click.argument("name")
+@click.option("--where", "conditions", multiple=True, metavar="CONDITION",
+              help="NAME=VALUE, NAME<VALUE (<=, >, >=), 'NAME in A,B', 'NAME exists' or "
+                   "'NAME missing'; repeatable (all must hold).")
+@click.option("--filter-json", help="The filter as JSON (a list of {attribute, type, value}).")
+@json_option
+@click.pass_obj
+def groups_create(obj, name, conditions, filter_json, as_json):
+    """Create a dynamic group: the accepted devices whose inventory matches."""
+    if bool(conditions) == bool(filter_json):
+        raise click.UsageError("give --where (repeatable) or --filter-json")
+    if filter_json:
+        try:
+            document = json.loads(filter_json)
+        except ValueError as error:
+            raise click.ClickException(f"--filter-json: {error}") from None
+    else:
+        document = [parse_condition(c) for c in conditions]
+    created = Api(obj).call("POST", "/dynamic-groups", body={"name": name, "filter": document})
+    _output(created, as_json, _group_lines)
+
+
+@groups.command("show")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def groups_show(obj, name, as_json):
+    """A dynamic group and the devices in it now."""
+    api = Api(obj)
+    document = api.call("GET", f"/dynamic-groups/{quote(name, safe='')}")
+    document["device_ids"] = api.call("GET", f"/dynamic-groups/{quote(name, safe='')}/devices")
+
+    def lines(d):
+        yield from _group_lines(d)
+        for device_id in d["device_ids"]:
+            yield f"  {device_id}"
+
+    _output(document, as_json, lines)
+
+
+@groups.command("delete")
+@click.argument("name")
+@click.pass_obj
+def groups_delete(obj, name):
+    """Delete a dynamic group (deployments made to it keep their filter)."""
+    Api(obj).call("DELETE", f"/dynamic-groups/{quote(name, safe='')}")
+    click.echo(f"deleted dynamic group {name}")
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+
+
+def _webhook_lines(webhooks):
+    for w in webhooks if isinstance(webhooks, list) else [webhooks]:
+        state = f"failing ({w['failures']}): {w['last_error']}" if w["failures"] else "ok"
+        yield (f"{w['id']}  {w['url']}  {','.join(w['types'] or ['all events'])}  "
+               f"delivered {w['delivered']}  {state}")
+
+
+@cli.group()
+def webhooks():
+    """Webhooks: URLs that receive every event, signed (admins only)."""
+
+
+@webhooks.command("add")
+@click.argument("url")
+@click.option("--secret", envvar="TERN_WEBHOOK_SECRET",
+              help="The HMAC key (16 to 256 characters); generated and printed if not given.")
+@click.option("--type", "types", multiple=True, help="Only this event type; repeatable.")
+@json_option
+@click.pass_obj
+def webhooks_add(obj, url, secret, types, as_json):
+    body = {"url": url, **({"secret": secret} if secret else {}),
+            **({"types": list(types)} if types else {})}
+    document = Api(obj).call("POST", "/webhooks", body=body)
+    _output(document, as_json, lambda d: [*_webhook_lines(d), f"secret: {d['secret']}"])
+
+
+@webhooks.command("list")
+@json_option
+@click.pass_obj
+def webhooks_list(obj, as_json):
+    _output(Api(obj).call("GET", "/webhooks"), as_json, _webhook_lines)
+
+
+@webhooks.command("delete")
+@click.argument("webhook_id")
+@click.pass_obj
+def webhooks_delete(obj, webhook_id):
+    Api(obj).call("DELETE", f"/webhooks/{quote(webhook_id, safe='')}")
+    click.echo(f"deleted webhook {webhook_id}")

@@ -54,12 +54,22 @@ class Config:
     SESSION_COOKIE_SAMESITE = "Lax"
     WTF_CSRF_CHECK_DEFAULT = False  # only the dashboard's forms; the APIs use bearer tokens
     WTF_CSRF_TIME_LIMIT = None  # as long as the session
+    # Events (server/README.md, "Events"): kept this long, then deleted.
+    EVENT_RETENTION_DAYS = 7
+    # Server-sent event streams open at once per process: each holds a worker thread, so
+    # `serve` keeps it to half its --threads (at least 1) unless config.json sets it.
+    EVENT_STREAMS = 2
+    EVENT_STREAM_SECONDS = 300  # then the client reconnects (EventSource does on its own)
+    EVENT_POLL_SECONDS = 1.0  # how often a stream looks for new events
+    WEBHOOK_BACKOFF_SECONDS = 2  # the first retry's wait; doubles up to 10 minutes
 
 
 # Settings `config.json` may give in lower case, e.g. {"max_pending_devices": 50000}.
 ADMISSION_SETTINGS = ("MAX_IDENTITY_BYTES", "MAX_IDENTITY_ATTRIBUTES",
                       "MAX_PENDING_KEYS_PER_DEVICE", "MAX_PENDING_DEVICES",
                       "NEW_KEYS_PER_SOURCE", "NEW_KEYS_WINDOW_SECONDS")
+EVENT_SETTINGS = ("EVENT_RETENTION_DAYS", "EVENT_STREAMS", "EVENT_STREAM_SECONDS",
+                  "WEBHOOK_BACKOFF_SECONDS")
 
 
 def data_dir_config(data_dir: str | os.PathLike) -> dict:
@@ -80,7 +90,7 @@ def data_dir_config(data_dir: str | os.PathLike) -> dict:
         "FORWARDED_FOR_HOPS": settings.get("forwarded_for_hops", 0),
         "ARTIFACT_VERIFY_KEYS": settings.get("artifact_verify_keys", []),
         "SECRET_KEY": (root / "secret.key").read_text().strip(),
-        **{name: int(settings[name.lower()]) for name in ADMISSION_SETTINGS
+        **{name: int(settings[name.lower()]) for name in (*ADMISSION_SETTINGS, *EVENT_SETTINGS)
            if name.lower() in settings},
     }
 

@@ -6,6 +6,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -100,12 +101,41 @@ class AuthSet(Base):
 
 class InventoryAttribute(Base):
     __tablename__ = "inventory"
+    # dynamic groups' `$exists` looks attributes up by name
+    __table_args__ = (Index("ix_inventory_name", "name", "device_id"),)
     device_id: Mapped[str] = mapped_column(
         ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str | list] = mapped_column(JSON)
     description: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# Text compared byte by byte on both databases (PostgreSQL's default collation is the locale's).
+BYTEWISE_TEXT = String(512, collation="C").with_variant(String(512), "sqlite")
+
+
+class InventoryValue(Base):
+    """Each scalar of a device's inventory (a list attribute gives one row per item), as text
+    and, when it is a decimal number, as a number: what dynamic groups filter on, in SQL,
+    through the two indexes. Kept by `inventory.service.update`; values longer than
+    MAX_FILTERED_CHARS are not here (no filter sees them)."""
+    __tablename__ = "inventory_values"
+    __table_args__ = (Index("ix_inventory_values_text", "name", "value"),
+                      Index("ix_inventory_values_number", "name", "number"))
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(BYTEWISE_TEXT, primary_key=True)
+    number: Mapped[float | None] = mapped_column(Float)
+
+
+class DynamicGroup(Base):
+    """A group defined by an inventory filter (`inventory.filters`), evaluated when used."""
+    __tablename__ = "dynamic_groups"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    filter: Mapped[list]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Artifact(Base):
@@ -145,6 +175,11 @@ class Deployment(Base):
     # nothing, those in the middle finish.
     paused_at: Mapped[datetime | None]
     pause_reason: Mapped[str | None] = mapped_column(Text)
+    # A deployment to a dynamic group: the group's name and its filter when the deployment
+    # was created; `open_to_joiners` unless the operator fixed the set of devices at creation.
+    dynamic_group: Mapped[str | None] = mapped_column(String(100))
+    target_filter: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
+    open_to_joiners: Mapped[bool] = mapped_column(default=False)
     devices: Mapped[list["DeviceDeployment"]] = relationship(
         back_populates="deployment", cascade="all, delete-orphan")
     phases: Mapped[list["DeploymentPhase"]] = relationship(
@@ -179,6 +214,10 @@ class DeviceDeployment(Base):
         # Every poll asks whether its device has one open: a lookup in this index, which
         # holds only the open ones, costs the same however many a device has finished.
         Index("ix_device_deployments_open", "device_id",
+              postgresql_where=text("finished_at IS NULL"),
+              sqlite_where=text("finished_at IS NULL")),
+        # Whether a deployment has devices left, asked when one of them finishes.
+        Index("ix_device_deployments_open_by_deployment", "deployment_id",
               postgresql_where=text("finished_at IS NULL"),
               sqlite_where=text("finished_at IS NULL")),
     )
@@ -219,3 +258,32 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(255))
     detail: Mapped[dict] = mapped_column(default=dict)
+
+
+class Event(Base):
+    """Something that happened to a deployment or a device, for the event stream and the
+    webhooks. Ids increase in commit order (`events.service.publish`); rows older than
+    EVENT_RETENTION_DAYS are deleted."""
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict]
+
+
+class Webhook(Base):
+    """A URL that receives every event (or those of `types`), in order, signed with `secret`.
+    `last_event_id`: the last event delivered (or skipped) to it; `claimed_until`: while a
+    server delivers to it, no other does."""
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(256))
+    types: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(default=0)  # of the next event, in a row
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -103,7 +103,10 @@ SCHEMAS = {
         "pause_reason": {"type": "string", "nullable": True,
                          "description": "why it paused: a phase's failure threshold, or "
                                         "the operator's reason"},
-        "phases": {"type": "array", "items": _ref("Phase")}}},
+        "phases": {"type": "array", "items": _ref("Phase")},
+        "dynamic_group": {"type": "string", "nullable": True},
+        "filter": {"type": "array", "nullable": True, "items": _ref("Condition")},
+        "open_to_joiners": {"type": "boolean"}}},
     "Phase": {"type": "object", "properties": {
         "number": INTEGER, "size": INTEGER, "start_at": NULLABLE_STRING,
         "after_success": NULLABLE_STRING, "release": {"type": "boolean"},
@@ -124,10 +127,39 @@ SCHEMAS = {
         "description": "Every phase but the first starts in exactly one way: start_at, "
                        "after_success or release. The first starts with the deployment "
                        "(at its start_at), at its own start_at, or on release."},
+    "Condition": {"type": "object", "required": ["attribute", "type"], "description":
+                  "A number compares numbers (decimal attribute values only), a string "
+                  "compares text byte by byte; a list attribute matches if any item does",
+                  "properties": {
+                      "attribute": STRING, "scope": {"type": "string", "enum": ["inventory"]},
+                      "type": {"type": "string", "enum": ["$eq", "$lt", "$lte", "$gt", "$gte",
+                                                          "$in", "$exists"]},
+                      "value": {"oneOf": [STRING, {"type": "number"}, {"type": "boolean"},
+                                          {"type": "array", "items": {
+                                              "oneOf": [STRING, {"type": "number"}]}}]}}},
+    "DynamicGroup": {"type": "object", "properties": {
+        "name": STRING, "filter": {"type": "array", "items": _ref("Condition")},
+        "devices": {"type": "integer"}, "created_at": STRING}},
+    "Event": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "at": STRING, "type": {"type": "string", "enum": [
+            "deployment.created", "deployment.phase_started", "deployment.paused",
+            "deployment.resumed", "deployment.finished", "deployment.aborted",
+            "deployment.device_added", "deployment.device_status",
+            "deployment.device_finished", "device.accepted"]},
+        "data": OBJECT}},
+    "Webhook": {"type": "object", "properties": {
+        "id": STRING, "url": STRING, "types": {"type": "array", "nullable": True,
+                                               "items": STRING},
+        "created_at": STRING, "last_event_id": {"type": "integer"},
+        "delivered": {"type": "integer"}, "failures": {"type": "integer"},
+        "last_error": {"type": "string", "nullable": True}, "next_attempt_at": STRING,
+        "secret": {"type": "string", "description": "only in the answer to its creation"}}},
     "User": {"type": "object", "properties": {
         "id": STRING, "email": STRING, "role": ROLE, "created_at": STRING}},
     "NewDeployment": {"type": "object", "required": ["name", "artifact_name"], "properties": {
         "name": STRING, "artifact_name": STRING, "devices": STRINGS, "group": STRING,
+        "dynamic_group": STRING, "fixed": {"type": "boolean", "description":
+                                           "with dynamic_group: no devices that join later"},
         "all_devices": {"type": "boolean"}, "force": {"type": "boolean"},
         "phases": {"type": "array", "minItems": 1, "maxItems": 100,
                    "items": _ref("NewPhase")},
@@ -258,6 +290,55 @@ PATHS = {
                              _ok(200, "device", _ref("Device")), params=[DEVICE_ID])},
     f"{MANAGEMENT}/groups": {"get": _operation("Static groups and their sizes", USER_AUTH,
                                                _ok(200, "groups", {"type": "array"}))},
+    f"{MANAGEMENT}/dynamic-groups": {
+        "get": _operation("Dynamic groups and their sizes now", USER_AUTH, _ok(200, "groups", {
+            "type": "array", "items": _ref("DynamicGroup")})),
+        "post": _operation("Create a dynamic group: the accepted devices matching a filter "
+                           "(every condition holds)", USER_AUTH,
+                           _ok(201, "created", _ref("DynamicGroup")), errors=(400, 401, 403, 409),
+                           body=_json({"type": "object", "required": ["name", "filter"],
+                                       "properties": {"name": STRING, "filter": {
+                                           "type": "array", "items": _ref("Condition")}}}))},
+    f"{MANAGEMENT}/dynamic-groups/{{name}}": {
+        "get": _operation("Show a dynamic group", USER_AUTH, _ok(200, "group",
+                                                                 _ref("DynamicGroup")),
+                          params=[_path_param("name")]),
+        "delete": _operation("Delete a dynamic group (its deployments keep their filter)",
+                             USER_AUTH, _ok(204, "deleted"), params=[_path_param("name")])},
+    f"{MANAGEMENT}/dynamic-groups/{{name}}/devices": {"get": _operation(
+        "The ids of the devices in a dynamic group now", USER_AUTH, _ok(200, "ids", STRINGS),
+        params=[_path_param("name")])},
+    f"{MANAGEMENT}/events": {"get": _operation(
+        "Events after an id, oldest first (types: comma-separated)", USER_AUTH,
+        _ok(200, "events", {"type": "array", "items": _ref("Event")}),
+        params=[_query("after", {"type": "integer"}), _query("limit", {"type": "integer"}),
+                _query("types")])},
+    f"{MANAGEMENT}/events/stream": {"get": _operation(
+        "Server-sent events: each event as `id`, `event` (its type) and `data` (the Event as "
+        "JSON), a heartbeat comment every 15 s; resumes after the Last-Event-ID header (or "
+        "`after`), else from now. Ends after the server's stream lifetime (the client "
+        "reconnects); 503 when the process has its maximum of streams open", USER_AUTH,
+        {"200": {"description": "the stream", "content": {"text/event-stream": {
+            "schema": STRING}}}}, errors=(400, 401, 403, 404, 503),
+        params=[_query("after", {"type": "integer"}), _query("types"),
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "schema": STRING}])},
+    f"{MANAGEMENT}/webhooks": {
+        "get": _operation("Webhooks (admins only)", USER_AUTH, _ok(200, "webhooks", {
+            "type": "array", "items": _ref("Webhook")})),
+        "post": _operation("Add a webhook (admins only): every event from now on (or those of "
+                           "`types`) is POSTed in order, signed: X-Tern-Signature: sha256=HMAC-"
+                           "SHA256(secret, X-Tern-Timestamp + '.' + body); retried with backoff "
+                           "until a 2xx. The answer holds the secret (generated unless given)",
+                           USER_AUTH, _ok(201, "created", _ref("Webhook")),
+                           errors=(400, 401, 403),
+                           body=_json({"type": "object", "required": ["url"], "properties": {
+                               "url": STRING, "secret": STRING, "types": STRINGS}}))},
+    f"{MANAGEMENT}/webhooks/{{webhook_id}}": {
+        "get": _operation("Show a webhook", USER_AUTH, _ok(200, "webhook", _ref("Webhook")),
+                          params=[_path_param("webhook_id")]),
+        "delete": _operation("Delete a webhook", USER_AUTH, _ok(204, "deleted"),
+                             params=[_path_param("webhook_id")])},
     f"{MANAGEMENT}/artifacts": {
         "get": _operation("List artifacts", USER_AUTH, _ok(200, "artifacts", {
             "type": "array", "items": _ref("Artifact")}), params=[_query("name")]),
@@ -276,7 +357,8 @@ PATHS = {
     f"{MANAGEMENT}/deployments": {
         "get": _operation("List deployments, newest first", USER_AUTH, _ok(200, "deployments", {
             "type": "array", "items": _ref("Deployment")})),
-        "post": _operation("Deploy an artifact to devices, a group or all devices", USER_AUTH,
+        "post": _operation("Deploy an artifact to devices, a static or dynamic group or all "
+                           "devices", USER_AUTH,
                            _ok(201, "created", _ref("Deployment")),
                            body=_json(_ref("NewDeployment")))},
     f"{MANAGEMENT}/deployments/{{deployment_id}}": {"get": _operation(

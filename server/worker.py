@@ -10,6 +10,11 @@ thread; a trickling client costs a selector entry and its buffer, not a thread. 
 bound what the front keeps (`HEADER_SECONDS`; bodies at `MIN_BODY_RATE` in every
 window). A larger body (an artifact upload) is streamed by the thread as before, under the
 same minimum-rate rule, so a stalled upload frees its thread within seconds.
+
+A server-sent events stream (`/events/stream`, a deployment page) holds its thread for its
+whole life: `server.events.service` bounds how many a process serves at once (EVENT_STREAMS,
+half the threads by default) and for how long (EVENT_STREAM_SECONDS), so streams never take
+every thread from the devices' requests.
 """
 import errno
 import re

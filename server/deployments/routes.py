@@ -73,6 +73,8 @@ def create():
         text(body, "name"), text(body, "artifact_name"),
         devices=string_list(body, "devices", required=False),
         group=text(body, "group", required=False, max_length=100),
+        dynamic_group=text(body, "dynamic_group", required=False, max_length=100),
+        fixed=field(body, "fixed", bool, required=False, default=False),
         all_devices=field(body, "all_devices", bool, required=False, default=False),
         force=field(body, "force", bool, required=False, default=False),
         phases=service.plan_phases(body.get("phases"), body.get("max_failures")),

@@ -1,7 +1,9 @@
 """Deployments: which device gets which artifact, and what each device reports back.
 
-A deployment names an artifact and a fixed set of devices (a list, a group or
-all accepted devices, resolved when it is created). On a device's first `next`
+A deployment names an artifact and a set of devices (a list, a static group or all
+accepted devices, resolved when it is created; or a dynamic group, whose devices at
+creation are joined by those that match its filter later, while the deployment is open,
+unless the operator fixed the set). On a device's first `next`
 the server picks the artifact of that name compatible with the device's type
 and provides; without `force` a device already running it, or with no
 compatible artifact, is finished right there (`already-installed`, `noartifact`)
@@ -23,7 +25,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from flask import current_app
-from sqlalchemy import and_, exists, update
+from sqlalchemy import and_, exists, text, update
+from sqlalchemy.exc import IntegrityError
 
 from artifact import CompatibilityError
 from artifact.provides import check_compatible
@@ -33,6 +36,8 @@ from ..artifacts import service as artifacts
 from ..database import db
 from ..devices.service import ACCEPTED
 from ..errors import ApiError
+from ..events import service as events
+from ..inventory import groups as dynamic_groups
 from ..models import (
     Artifact,
     Deployment,
@@ -71,6 +76,8 @@ OUTCOMES = (Status.SUCCESS, Status.FAILURE)  # the end of an attempt
 FINAL = (Status.SUCCESS, Status.FAILURE, Status.ALREADY_INSTALLED, Status.NOARTIFACT,
          Status.ABORTED, Status.DECOMMISSIONED)
 MAX_LOG_MESSAGES = 100_000
+# pg_advisory_xact_lock key ("join"): see `serialize_joining`.
+JOINING_LOCK = 0x6A6F696E
 
 
 # -- device side ------------------------------------------------------------------------------
@@ -152,10 +159,12 @@ def _assign(device_deployment: DeviceDeployment, device_type: str, provides: dic
     deployment = device_deployment.deployment
     if not deployment.force and provides.get("artifact_name") == deployment.artifact_name:
         _finish(device_deployment, Status.ALREADY_INSTALLED)
+        _finished_event(device_deployment)
         return False
     artifact = _select_artifact(deployment, device_type, provides)
     if artifact is None:
         _finish(device_deployment, Status.NOARTIFACT)
+        _finished_event(device_deployment)
         return False
     device_deployment.artifact_id = artifact.id
     return True
@@ -210,17 +219,26 @@ def report_status(device_id: str, deployment_id: str, status: str,
     if device_deployment.status == PENDING and device_deployment.attempts \
             and status in OUTCOMES:
         return  # the failed attempt's result again (a resent report), not a new attempt's
+    changed = device_deployment.status != status
     device_deployment.status, device_deployment.substate = status, substate
     if status in OUTCOMES:
         device_deployment.attempts += 1
         deployment = device_deployment.deployment
         if status == Status.FAILURE and device_deployment.attempts <= deployment.retries:
             device_deployment.status = PENDING  # offered again on a later poll
+            events.publish(events.DEPLOYMENT_DEVICE_STATUS, {
+                "deployment_id": deployment_id, "device_id": device_id, "status": status,
+                "attempt": device_deployment.attempts, "retrying": True})
         else:
             device_deployment.finished_at = utcnow()
             _count_outcome(deployment, device_deployment.phase, status)
+            _finished_event(device_deployment)
     elif status in FINAL:
         device_deployment.finished_at = utcnow()
+        _finished_event(device_deployment)
+    elif changed:  # progress, for live views (a repeated report adds nothing)
+        events.publish(events.DEPLOYMENT_DEVICE_STATUS, {
+            "deployment_id": deployment_id, "device_id": device_id, "status": status})
     db.session.commit()
 
 
@@ -304,15 +322,22 @@ class Transition(StrEnum):
 
 
 SYSTEM = "system"  # the actor of what the server decides itself (a threshold, a time)
+PUBLISHED_AS = {
+    Transition.CREATED: events.DEPLOYMENT_CREATED,
+    Transition.PHASE_STARTED: events.DEPLOYMENT_PHASE_STARTED,
+    Transition.PAUSED: events.DEPLOYMENT_PAUSED,
+    Transition.RESUMED: events.DEPLOYMENT_RESUMED,
+    Transition.ABORTED: events.DEPLOYMENT_ABORTED,
+}
 
 
 def transition(deployment: Deployment, what: Transition, why: str, *,
                phase: DeploymentPhase | None = None, actor: str | None = None,
                **detail) -> bool:
-    """Make one change of a deployment's state, with its audit entry saying why; the one
-    way any happens. Each is a conditional update (a phase not started yet, a deployment
-    not paused yet...), so that of two workers deciding the same at once, one makes it and
-    records it. Returns whether this call made it."""
+    """Make one change of a deployment's state, with its audit entry and its event saying
+    why; the one way any happens. Each is a conditional update (a phase not started yet, a
+    deployment not paused yet...), so that of two workers deciding the same at once, one
+    makes it and records it. Returns whether this call made it."""
     moment = now()
     this = Deployment.id == deployment.id
     if what is Transition.PHASE_STARTED:
@@ -341,7 +366,22 @@ def transition(deployment: Deployment, what: Transition, why: str, *,
             return False
         db.session.refresh(phase if what is Transition.PHASE_STARTED else deployment)
     audit.record(what.value, deployment.id, actor, why=why, **detail)
+    events.publish(PUBLISHED_AS[what], {"deployment_id": deployment.id, "why": why, **detail})
     return True
+
+
+def _finished_event(device_deployment: DeviceDeployment) -> None:
+    """Publish that the device finished, and that the deployment did if it was the last.
+    Checked after `publish` took the events' lock: a device finishing at the same moment in
+    another transaction has committed by then, so exactly one of them sees none left."""
+    deployment_id = device_deployment.deployment_id
+    events.publish(events.DEPLOYMENT_DEVICE_FINISHED, {
+        "deployment_id": deployment_id, "device_id": device_deployment.device_id,
+        "status": device_deployment.status})
+    left = db.session.query(exists().where(DeviceDeployment.deployment_id == deployment_id,
+                                           DeviceDeployment.finished_at.is_(None))).scalar()
+    if not left:
+        events.publish(events.DEPLOYMENT_FINISHED, {"deployment_id": deployment_id})
 
 
 # -- management -------------------------------------------------------------------------------
@@ -473,18 +513,32 @@ def phase_order(deployment_id: str, device_id: str) -> str:
 
 
 def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
-           group: str | None = None, all_devices: bool = False, force: bool = False,
+           group: str | None = None, dynamic_group: str | None = None, fixed: bool = False,
+           all_devices: bool = False, force: bool = False,
            phases: list[PhasePlan] | None = None, retries: int = 0,
            start_at: datetime | None = None,
            window: tuple[int, int] | None = None) -> Deployment:
-    """Deploy to exactly one of: a device list, a group, all accepted devices."""
-    if sum((devices is not None, group is not None, all_devices)) != 1:
-        raise ApiError(400, "give exactly one of 'devices', 'group' or 'all_devices'")
+    """Deploy to exactly one of: a device list, a static group, a dynamic group, all
+    accepted devices. A deployment to a dynamic group stays open to devices that join the
+    group (`add_joiners`, into its last phase) until it is aborted, unless `fixed`."""
+    if sum((devices is not None, group is not None, dynamic_group is not None,
+            all_devices)) != 1:
+        raise ApiError(400, "give exactly one of 'devices', 'group', 'dynamic_group' or "
+                            "'all_devices'")
+    if fixed and dynamic_group is None:
+        raise ApiError(400, "'fixed' applies to a deployment to a dynamic group only")
     if not artifacts.list_artifacts(artifact_name):
         raise ApiError(400, f"no artifact named {artifact_name!r}")
     if not 0 <= retries <= 100:
         raise ApiError(400, "retries must be from 0 to 100")
-    if devices is not None:
+    target_filter = None
+    if dynamic_group is not None:
+        chosen = dynamic_groups.find(dynamic_group)
+        if chosen is None:
+            raise ApiError(400, f"no dynamic group {dynamic_group}")
+        serialize_joining()
+        target_filter, targets = chosen.filter, dynamic_groups.device_ids(chosen)
+    elif devices is not None:
         known = {d for (d,) in db.session.query(Device.id).filter(Device.id.in_(devices))}
         unknown = sorted(set(devices) - known)
         if unknown:
@@ -495,14 +549,23 @@ def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
         if group is not None:
             query = query.filter(Device.group_name == group)
         targets = [d for (d,) in query.order_by(Device.id)]
-    if not targets:
+    open_to_joiners = dynamic_group is not None and not fixed
+    if not targets and not open_to_joiners:
         raise ApiError(400, "the deployment would have no devices")
     plans = phases or plan_phases(None)
-    sizes = phase_sizes(plans, len(targets))
+    if targets:
+        sizes = phase_sizes(plans, len(targets))
+    elif len(plans) == 1:
+        sizes = [0]  # a dynamic group's, waiting for its first member
+    else:
+        raise ApiError(400, "the dynamic group has no devices yet: phases need devices to "
+                            "split (deploy without phases, or when it has members)")
     deployment = Deployment(name=name, artifact_name=artifact_name, force=force,
                             retries=retries, start_at=start_at,
                             window_start=window[0] if window else None,
-                            window_end=window[1] if window else None)
+                            window_end=window[1] if window else None,
+                            dynamic_group=dynamic_group, target_filter=target_filter,
+                            open_to_joiners=open_to_joiners)
     db.session.add(deployment)
     db.session.flush()  # its id orders the devices
     deployment.phases = [
@@ -519,6 +582,7 @@ def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
     db.session.flush()
     transition(deployment, Transition.CREATED, "created", name=name,
                artifact_name=artifact_name, devices=len(targets), group=group,
+               dynamic_group=dynamic_group, open_to_joiners=open_to_joiners,
                all_devices=all_devices, force=force, phases=sizes, retries=retries)
     first = deployment.phases[0]
     if not first.on_release and (first.start_at is None or first.start_at <= now()):
@@ -531,24 +595,31 @@ def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
 def add_devices(deployment_id: str, device_ids: list[str]) -> list[str]:
     """Add devices to an open deployment (a dynamic group's new members): each joins its
     last phase, as in Mender, whose size grows; the phases before keep theirs. Devices in it
-    already are skipped. Returns the ids added. The caller commits."""
+    already, or added at the same moment by another request, are skipped. Returns the ids
+    added. The caller commits (after `serialize_joining`, as `add_joiners` does)."""
     deployment = get(deployment_id)
     if deployment.aborted_at is not None:
         raise ApiError(409, "deployment aborted")
-    present = {id_ for (id_,) in db.session.query(DeviceDeployment.device_id).filter(
-        DeviceDeployment.deployment_id == deployment.id,
-        DeviceDeployment.device_id.in_(device_ids))}
-    added = sorted(set(device_ids) - present, key=lambda d: phase_order(deployment.id, d))
+    last = deployment.phases[-1]
+    added = []
+    for device_id in sorted(set(device_ids), key=lambda d: phase_order(deployment.id, d)):
+        try:
+            with db.session.begin_nested():
+                db.session.add(DeviceDeployment(deployment_id=deployment.id,
+                                                device_id=device_id, status=PENDING,
+                                                phase=last.number))
+        except IntegrityError:
+            continue
+        events.publish(events.DEPLOYMENT_DEVICE_ADDED,
+                       {"deployment_id": deployment.id, "device_id": device_id,
+                        "phase": last.number + 1})
+        added.append(device_id)
     if not added:
         return []
-    last = deployment.phases[-1]
     db.session.execute(update(DeploymentPhase).where(
         DeploymentPhase.deployment_id == deployment.id, DeploymentPhase.number == last.number)
         .values(size=DeploymentPhase.size + len(added))
         .execution_options(synchronize_session=False))
-    db.session.add_all(DeviceDeployment(deployment_id=deployment.id, device_id=device,
-                                        status=PENDING, phase=last.number)
-                       for device in added)
     audit.record("deployment.add_devices", deployment.id, SYSTEM, devices=len(added),
                  phase=last.number + 1)
     return added
@@ -569,12 +640,15 @@ def _open(deployment_id: str) -> Deployment:
     deployment = get(deployment_id)
     if deployment.aborted_at is not None:
         raise ApiError(409, "deployment already aborted")
-    if all(d.finished_at is not None for d in deployment.devices):
+    if not deployment.open_to_joiners and all(d.finished_at is not None
+                                              for d in deployment.devices):
         raise ApiError(409, "deployment already finished")
     return deployment
 
 
 def abort(deployment_id: str) -> Deployment:
+    """Finish the devices that have not; a deployment open to joiners is closed to them
+    (aborting is how one ends, even when every device it reached has finished)."""
     deployment = _open(deployment_id)
     for device_deployment in deployment.devices:
         if device_deployment.finished_at is None:
@@ -667,6 +741,8 @@ def statistics(deployment: Deployment) -> dict[str, int]:
 def status_of(deployment: Deployment) -> str:
     if deployment.aborted_at is not None:
         return Status.ABORTED
+    if not deployment.devices:  # a dynamic group's, waiting for its first device
+        return PENDING
     if all(d.finished_at is not None for d in deployment.devices):
         return "finished"
     if deployment.paused_at is not None:
@@ -713,6 +789,9 @@ def deployment_view(deployment: Deployment) -> dict:
         "name": deployment.name,
         "artifact_name": deployment.artifact_name,
         "force": deployment.force,
+        "dynamic_group": deployment.dynamic_group,
+        "filter": deployment.target_filter,
+        "open_to_joiners": deployment.open_to_joiners and deployment.aborted_at is None,
         "status": status_of(deployment),
         "created_at": deployment.created_at.isoformat(),
         "device_count": len(deployment.devices),
@@ -749,3 +828,35 @@ def outcomes_since(since: datetime) -> list[tuple[datetime, str]]:
         DeviceDeployment.finished_at >= since,
         DeviceDeployment.status.in_((Status.SUCCESS, Status.FAILURE)))
     return [(finished_at, status) for finished_at, status in rows]
+
+
+# -- devices joining a dynamic group while its deployment is open ------------------------------
+
+
+def add_joiners(device_id: str) -> list[str]:
+    """Add the device to every open deployment to a dynamic group whose filter it now
+    matches (and that it is not in yet); returns their ids. Called in the transaction that
+    changed its inventory or accepted it: when it may have joined, never on a poll."""
+    serialize_joining()
+    open_deployments = db.session.query(Deployment.id, Deployment.target_filter).filter(
+        Deployment.open_to_joiners.is_(True), Deployment.aborted_at.is_(None)).all()
+    joined = []
+    for deployment_id, target_filter in open_deployments:
+        matches = dynamic_groups.members(target_filter).filter(
+            Device.id == device_id,
+            ~exists().where(DeviceDeployment.deployment_id == deployment_id,
+                            DeviceDeployment.device_id == Device.id)).first()
+        if matches is not None and add_devices(deployment_id, [device_id]):
+            joined.append(deployment_id)
+    return joined
+
+
+def serialize_joining() -> None:
+    """On PostgreSQL, a deployment to a dynamic group being created and a device joining
+    take turns (until commit): otherwise a device whose inventory changes while the
+    deployment is created could be seen by neither (the deployment's member query reads the
+    old inventory, the device's check does not see the uncommitted deployment). Taken
+    before the events' lock wherever both are, so the two never deadlock. SQLite has one
+    writer anyway."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOINING_LOCK})

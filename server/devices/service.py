@@ -21,6 +21,7 @@ from .. import audit
 from ..auth import DEVICE, issue_token, revoke_tokens
 from ..database import db
 from ..errors import ApiError
+from ..events import service as events
 from ..models import AuthSet, Device, DeviceDeployment, utcnow
 from ..validation import parse_json
 
@@ -114,10 +115,12 @@ def authenticate(body: bytes, signature: str | None, source: str) -> str:
             db.session.add(device)
         auth_set = AuthSet(pubkey=pem, status=PENDING, source=source)
         device.auth_sets.append(auth_set)
+    was = device.status
     if auth_set.status == PREAUTHORIZED:
         _accept(device, auth_set)
         revoke_tokens(device.id, keep_auth_set=auth_set.id)
     device.status = _device_status(device)
+    _accepted_now(device, was)
     if auth_set.status != ACCEPTED:
         db.session.commit()
         raise ApiError(401, f"device {auth_set.status}: not accepted yet" if
@@ -236,11 +239,26 @@ def set_status(device_id: str, status: str, auth_id: str | None = None) -> Devic
             auth_set.status = REJECTED
     accepted = next((a.id for a in device.auth_sets if a.status == ACCEPTED), None)
     revoke_tokens(device.id, keep_auth_set=accepted)
-    device.status = _device_status(device)
+    was, device.status = device.status, _device_status(device)
     audit.record(f"device.{'accept' if status == ACCEPTED else 'reject'}", device.id,
                  auth_sets=[a.id for a in chosen])
+    _accepted_now(device, was)
     db.session.commit()
     return device
+
+
+def _accepted_now(device: Device, was: str | None) -> None:
+    """When a device becomes accepted: the event, and the open deployments to dynamic
+    groups it matches."""
+    if device.status != ACCEPTED or was == ACCEPTED:
+        return
+    # imported here: deployments import this module (for ACCEPTED)
+    from ..deployments.service import add_joiners, serialize_joining
+
+    db.session.flush()
+    serialize_joining()  # before the events' lock, as everywhere
+    events.publish(events.DEVICE_ACCEPTED, {"device_id": device.id})
+    add_joiners(device.id)
 
 
 def _only_key(device: Device) -> AuthSet:

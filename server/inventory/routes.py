@@ -1,10 +1,10 @@
-"""Inventory: devices report attributes; operators group devices."""
+"""Inventory: devices report attributes; operators group devices, statically or by a filter."""
 from flask import Blueprint, request
 
 from ..auth import current_principal, device_required, user_required
 from ..devices.service import device_view
-from ..validation import field, json_body
-from . import service
+from ..validation import field, json_body, text
+from . import groups, service
 
 device_api = Blueprint("device_inventory", __name__,
                        url_prefix="/api/devices/v1/inventory/device")
@@ -31,3 +31,37 @@ def set_group(device_id):
 @user_required
 def list_groups():
     return service.groups()
+
+
+@management_api.get("/dynamic-groups")
+@user_required
+def list_dynamic_groups():
+    return [groups.group_view(g) for g in groups.list_groups()]
+
+
+@management_api.post("/dynamic-groups")
+@user_required
+def create_dynamic_group():
+    body = json_body()
+    group = groups.create(text(body, "name", max_length=100), field(body, "filter", list))
+    return groups.group_view(group), 201
+
+
+@management_api.get("/dynamic-groups/<name>")
+@user_required
+def show_dynamic_group(name):
+    return groups.group_view(groups.get(name))
+
+
+@management_api.get("/dynamic-groups/<name>/devices")
+@user_required
+def dynamic_group_devices(name):
+    """The ids of the accepted devices that match the group's filter now."""
+    return groups.device_ids(groups.get(name))
+
+
+@management_api.delete("/dynamic-groups/<name>")
+@user_required
+def delete_dynamic_group(name):
+    groups.delete(name)
+    return "", 204

@@ -1,16 +1,16 @@
 """Inventory attributes reported by devices, and static groups set by operators."""
-import re
-
-from sqlalchemy import func
+from sqlalchemy import delete, func, insert
 
 from .. import audit
 from ..database import db
+from ..deployments import service as deployments
 from ..devices.service import get_device
 from ..errors import ApiError
-from ..models import Device, InventoryAttribute
+from ..models import Device, InventoryAttribute, InventoryValue
+from .filters import indexed_values
+from .groups import GROUP_NAME
 
 MAX_ATTRIBUTES = 1000
-GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 def parse_attributes(document) -> dict[str, tuple[str | list[str], str | None]]:
@@ -43,20 +43,40 @@ def _is_scalar(value) -> bool:
 
 
 def update(device_id: str, attributes: dict, replace: bool) -> None:
-    """PUT replaces the whole inventory, PATCH merges into it."""
+    """PUT replaces the whole inventory, PATCH merges into it. A change of values also
+    updates what dynamic groups filter on, and may make the device join open deployments
+    to a dynamic group (only then: a device reporting the same inventory costs no more)."""
     device = db.session.get(Device, device_id)
     current = {a.name: a for a in device.attributes}
+    changed = set()  # names whose values changed
     if replace:
         for name in set(current) - set(attributes):
             device.attributes.remove(current.pop(name))
+            changed.add(name)
     for name, (value, description) in attributes.items():
         row = current.get(name)
         if row is None:
             device.attributes.append(InventoryAttribute(name=name, value=value,
                                                         description=description))
+            changed.add(name)
         elif row.value != value or row.description != description:
+            if row.value != value:
+                changed.add(name)
             row.value, row.description = value, description
+    if changed:
+        _index_values(device_id, {name: attributes.get(name, (None,))[0] for name in changed})
+        deployments.add_joiners(device_id)
     db.session.commit()
+
+
+def _index_values(device_id: str, values: dict[str, str | list | None]) -> None:
+    """Replace the `inventory_values` rows of these attributes (None: removed)."""
+    db.session.execute(delete(InventoryValue).where(InventoryValue.device_id == device_id,
+                                                    InventoryValue.name.in_(list(values))))
+    rows = [row for name, value in values.items() if value is not None
+            for row in indexed_values(device_id, name, value)]
+    if rows:
+        db.session.execute(insert(InventoryValue), rows)
 
 
 def set_group(device_id: str, group: str | None) -> Device:

@@ -3,9 +3,12 @@ fixed artifact), release the next phase, abort, each device's log."""
 from flask import flash, redirect, render_template, request, url_for
 
 from ..artifacts import service as artifacts
+from ..auth import USER
 from ..deployments import service as deployments
 from ..devices import service as devices
 from ..errors import ApiError
+from ..events.routes import event_stream
+from ..inventory import groups as dynamic_groups
 from ..inventory import service as inventory
 from ..validation import text
 from .blueprint import blueprint, page_of
@@ -30,6 +33,8 @@ def new_deployment():
     names = sorted({a.name for a in artifacts.list_artifacts()})
     return render_template("ui/deployment_new.html", artifact_names=names,
                            chosen=request.args.get("artifact_name"), groups=inventory.groups(),
+                           dynamic_groups=[dynamic_groups.group_view(g)
+                                           for g in dynamic_groups.list_groups()],
                            devices=devices.list_devices(devices.ACCEPTED))
 
 
@@ -37,13 +42,16 @@ def new_deployment():
 def create_deployment():
     form = request.form
     target = form.get("target")
-    if target not in ("devices", "group", "all"):
+    if target not in ("devices", "group", "dynamic_group", "all"):
         raise ApiError(400, "choose the devices, a group or all devices")
+    dynamic = target == "dynamic_group"
     deployment = deployments.create(
         text(form, "name"), text(form, "artifact_name"),
         devices=form.getlist("devices") if target == "devices" else None,
         group=text(form, "group", max_length=100) if target == "group" else None,
-        all_devices=target == "all", force="force" in form, **_rollout(form))
+        dynamic_group=text(form, "dynamic_group", max_length=100) if dynamic else None,
+        fixed=dynamic and "fixed" in form, all_devices=target == "all", force="force" in form,
+        **_rollout(form))
     flash(f"Deployment {deployment.name} created.", "info")
     return redirect(url_for("ui.deployment", deployment_id=deployment.id), 303)
 
@@ -87,8 +95,16 @@ def deployment(deployment_id):
 
 @blueprint.get("/deployments/<deployment_id>/progress")
 def deployment_progress(deployment_id):
-    """The live part of the deployment page, fetched again every 2 s while it runs."""
+    """The live part of the deployment page, fetched again when an event says it changed."""
     return render_template("ui/_progress.html", **_progress(deployment_id))
+
+
+@blueprint.get("/deployments/<deployment_id>/events")
+def deployment_events(deployment_id):
+    """The deployment's events as a server-sent events stream, for its page's live part."""
+    deployments.get(deployment_id)
+    return event_stream(lambda event: event["data"].get("deployment_id") == deployment_id,
+                        kinds=(USER,))
 
 
 @blueprint.post("/deployments/<deployment_id>/abort")

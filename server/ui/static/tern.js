@@ -39,34 +39,55 @@ function upload(form) {
   xhr.send(file);
 }
 
-// A live region: fetched again every 2 s and swapped in, until the server sends it without
-// data-refresh (the deployment has ended). Focus stays on the element with the same id.
-function refresh(element) {
-  window.setTimeout(async () => {
-    let response;
+// A live region: swapped for a fresh copy (data-fragment) whenever the server's event stream
+// (data-events) says something in it changed, until the server sends it without data-events
+// (the deployment has ended). No polling: the EventSource reconnects on its own, resuming
+// after the last event it saw. Focus stays on the element with the same id.
+const LIVE_EVENTS = ["deployment.device_status", "deployment.device_finished",
+  "deployment.device_added", "deployment.finished", "deployment.aborted"];
+
+function follow(region) {
+  let source = null, current = region, busy = false, again = false;
+  async function update() {
+    if (busy) { again = true; return; }
+    busy = true;
     try {
-      response = await fetch(element.dataset.refresh, { headers: { Accept: "text/html" } });
+      const response = await fetch(current.dataset.fragment, { headers: { Accept: "text/html" } });
+      if (response.redirected) {  // logged out: the login page
+        source.close();
+        window.location.reload();
+        return;
+      }
+      if (response.ok) {
+        const focused = current.contains(document.activeElement) ? document.activeElement.id : "";
+        const template = document.createElement("template");
+        template.innerHTML = (await response.text()).trim();
+        const fresh = template.content.firstElementChild;
+        current.replaceWith(fresh);
+        activate(fresh);
+        if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+        current = fresh;
+        if (!fresh.dataset.events) source.close();
+      }
     } catch (error) {
-      refresh(element);  // the server is restarting, or the network is away: try again
-      return;
+      // the server is restarting, or the network is away: the next event tries again
     }
-    if (response.redirected) {  // logged out: the login page
-      window.location.reload();
-      return;
-    }
-    if (!response.ok) {
-      refresh(element);
-      return;
-    }
-    const focused = element.contains(document.activeElement) ? document.activeElement.id : "";
-    const template = document.createElement("template");
-    template.innerHTML = (await response.text()).trim();
-    const fresh = template.content.firstElementChild;
-    element.replaceWith(fresh);
-    activate(fresh);
-    if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
-    if (fresh.dataset.refresh) refresh(fresh);
-  }, 2000);
+    busy = false;
+    if (again) { again = false; update(); }
+  }
+  // An EventSource reconnects by itself after a dropped connection, but gives up on an HTTP
+  // error (a 503 when the server has its maximum of streams open): open a new one later.
+  function connect() {
+    source = new EventSource(current.dataset.events);
+    LIVE_EVENTS.forEach((type) => source.addEventListener(type, update));
+    source.addEventListener("open", update);  // (re)connected: catch up with what was missed
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED && current.dataset.events) {
+        window.setTimeout(connect, 5000);
+      }
+    });
+  }
+  connect();
 }
 
 function activate(root) {
@@ -85,5 +106,5 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
   activate(document);
-  document.querySelectorAll("[data-refresh]").forEach(refresh);
+  document.querySelectorAll("[data-events]").forEach(follow);
 });

@@ -267,3 +267,38 @@ def test_a_read_only_user_sees_no_actions(browser, live, admin):
         go(browser, page)
         assert browser.find_elements(By.CSS_SELECTOR, "main form, main button") == [], page
         assert browser.find_elements(By.LINK_TEXT, "New deployment") == [], page
+
+
+def test_deployment_progress_follows_the_event_stream_without_a_reload(browser, live, admin,
+                                                                      artifact_file):
+    """The deployment page changes as the device reports, with no reload and no polling:
+    the server's event stream says when, the page fetches its live part then."""
+    device = FleetDevice(live, "52:54:00:aa:00:20")
+    device.ask_to_join()
+    [row] = [d for d in admin.api("GET", "/devices")
+             if d["identity_data"] == device.simulated.identity]
+    admin.api("PUT", f"/devices/{row['id']}/status", json={"status": "accepted"})
+    if not any(a["name"] == "app-2.0" for a in admin.api("GET", "/artifacts")):
+        admin.cli("artifacts", "upload", str(artifact_file))
+    deployment = admin.api("POST", "/deployments", json={
+        "name": "followed", "artifact_name": "app-2.0", "devices": [row["id"]]})
+    log_in(browser)
+    browser.get(f"{live.url}/deployments/{deployment['id']}")
+    wait(browser, EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#progress h2"), "pending"))
+    browser.execute_script("window.sameDocument = true;")
+
+    device.start_update("success", step=3)
+    wait(browser, EC.text_to_be_present_in_element(
+        (By.CSS_SELECTOR, f"tr[data-device='{row['id']}']"), "installing"), 60)
+    wait(browser, EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#progress h2"),
+                                                   "finished"), 60)
+    device.finish()
+    assert progress_value(browser) == (1, 1)
+    assert browser.execute_script("return window.sameDocument === true")  # never reloaded
+    requested = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert any(url.endswith(f"/deployments/{deployment['id']}/events") for url in requested)
+    fragments = [url for url in requested if "/progress" in url]
+    # one fetch on connecting, then one per event at most (downloading, installing,
+    # rebooting, success, finished): not one every few seconds
+    assert 1 <= len(fragments) <= 6, fragments

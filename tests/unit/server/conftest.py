@@ -35,7 +35,9 @@ def database_url(request, tmp_path_factory):
 @pytest.fixture
 def app(database_url, tmp_path):
     app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test-secret-" + "x" * 32,
-                      "ARTIFACTS_DIR": str(tmp_path / "artifacts"), "TESTING": True})
+                      "ARTIFACTS_DIR": str(tmp_path / "artifacts"), "TESTING": True,
+                      # the test client reads a stream to its end: a short life
+                      "EVENT_STREAM_SECONDS": 0.3, "EVENT_POLL_SECONDS": 0.05})
     with db.engine(app).begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             connection.execute(text(f"DELETE FROM {table.name}"))

@@ -398,9 +398,12 @@ def test_a_poll_and_a_report_cost_the_same_statements_whatever_the_deployment_si
     assert cost(lambda: fleet.next(idle)) == 0
     cost(lambda: fleet.status(waiting, deployment["id"], "failure"))  # noqa: B023
     # ... and none of them reads a deployment's devices (a fleet's worth of rows).
+    # (Whether the deployment has devices left, asked as a device finishes for its event, is
+    # one probe of the partial index of open rows, ix_device_deployments_open_by_deployment.)
     def reads_many(sql: str) -> bool:
         where = sql.partition("FROM device_deployments")[2].partition("WHERE")[2]
-        return bool(where) and "device_deployments.device_id" not in where
+        probe = sql.lstrip().startswith("SELECT EXISTS") and "finished_at IS NULL" in where
+        return bool(where) and "device_deployments.device_id" not in where and not probe
 
     assert statements and not any(reads_many(sql) for sql in statements), statements
 

@@ -267,7 +267,7 @@ def test_deploy_to_a_group_see_progress_and_logs_then_abort(browser, fleet, uplo
     fleet.next(lab[0])
     fleet.status(lab[0], deployment_id, "downloading")
     progress = page(browser.get(f"{deployment_path}/progress"))
-    assert "data-refresh" in progress and "downloading" in progress
+    assert "data-events" in progress and "downloading" in progress
     assert 'max="2" value="0"' in progress
     fleet.status(lab[0], deployment_id, "failure")
     client.put(f"/api/devices/v1/deployments/device/deployments/{deployment_id}/log",
@@ -281,7 +281,7 @@ def test_deploy_to_a_group_see_progress_and_logs_then_abort(browser, fleet, uplo
 
     assert post(browser, f"{deployment_path}/abort").status_code == 303
     progress = page(browser.get(f"{deployment_path}/progress"))
-    assert "data-refresh" not in progress and "aborted" in progress
+    assert "data-events" not in progress and "aborted" in progress
     response = post(browser, f"{deployment_path}/abort")
     assert response.status_code == 409 and "already aborted" in page_text(response)
     assert "to the lab" in page(browser.get("/deployments"))
@@ -406,3 +406,44 @@ def test_the_new_deployment_form_makes_a_canary_first_rollout(browser, client, a
     refused = post(browser, "/deployments", {"name": "x", "artifact_name": "app-1.0",
                                              "target": "all", "canary": "200%"})
     assert refused.status_code == 400 and "phases[0].size must be" in page_text(refused)
+
+
+def test_a_deployment_page_streams_its_own_events_only(browser, client, admin, fleet, upload):
+    one, two = fleet.accepted("52:54:00:00:00:01"), fleet.accepted("52:54:00:00:00:02")
+    upload("app-1.0")
+    ids = [client.post("/api/management/v1/deployments", headers=admin, json={
+        "name": f"d{n}", "artifact_name": "app-1.0", "devices": [device.id]}).json["id"]
+        for n, device in enumerate((one, two))]
+    for device, deployment_id in zip((one, two), ids, strict=True):
+        fleet.next(device)
+        fleet.status(device, deployment_id, "downloading")
+    first = client.get("/api/management/v1/events", headers=admin).json[0]["id"]
+    response = browser.get(f"/deployments/{ids[0]}/events", query_string={"after": first})
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    body = response.get_data(as_text=True)
+    assert body.count("event: ") == 3 and ids[1] not in body  # created, started, downloading
+    assert "event: deployment.created" in body and "event: deployment.device_status" in body
+    assert "event: deployment.phase_started" in body
+    assert client.get(f"/deployments/{ids[0]}/events").status_code == 303  # no session: login
+    assert browser.get("/deployments/nope/events").status_code == 404
+
+
+def test_deploy_to_a_dynamic_group_from_the_form(browser, client, admin, fleet, upload):
+    member = fleet.accepted("52:54:00:00:00:01")
+    client.put("/api/devices/v1/inventory/device/attributes", headers=member.headers, json=[
+        {"name": "device_type", "value": "qemux86-64"}, {"name": "ram_mb", "value": "2048"}])
+    client.post("/api/management/v1/dynamic-groups", headers=admin, json={
+        "name": "big", "filter": [{"attribute": "ram_mb", "type": "$gte", "value": 1024}]})
+    upload("app-1.0")
+    form = page(browser.get("/deployments/new"))
+    assert 'value="dynamic_group"' in form and "big (1 now)" in form
+    response = post(browser, "/deployments", {"name": "to big", "artifact_name": "app-1.0",
+                                              "target": "dynamic_group", "dynamic_group": "big"})
+    assert response.status_code == 303
+    shown = page(browser.get(response.headers["Location"]))
+    assert "Dynamic group <strong>big</strong>" in shown and "join it get this" in shown
+    assert 'ram_mb $gte 1024' in shown and 'id="abort"' in shown
+    response = post(browser, "/deployments", {"name": "fixed", "artifact_name": "app-1.0",
+                                              "target": "dynamic_group", "dynamic_group": "big",
+                                              "fixed": "on"})
+    assert "the devices it had at creation" in page(browser.get(response.headers["Location"]))
