@@ -100,7 +100,7 @@ def record_standalone(images: Path, work: Path, release: str, url: str, scenario
     device = start_recording(images, work)
     try:
         wait_resumed(device, CONFIG)
-        device.run_check(f"until wget -q --spider {url}/{release}.mender; do sleep 1; done",
+        device.run_check(f"until wget -q -O /dev/null {url}/layout.json; do sleep 1; done",
                          timeout=120)  # udhcpc has its lease
         files = put_before_update(device)
         start = update_begins(device)
@@ -171,7 +171,10 @@ def section(reports: list[ReplayReport], command: str, commit: str, seconds: flo
         "a shell, the boot's `resume` over, the updater idle with no trial pending, the "
         "environment booting the running slot, a release of the update running and named by "
         "the updater, a /data file written before the update intact; from some, a fresh "
-        "update (`tern-updater install` of the other release, reboot, commit).", "",
+        "update (`tern-updater install` of the other release, reboot, commit). A boot "
+        "costs 30–100 s under emulation; with `--limit N`, N distinct states per scenario "
+        "are booted: one for each content of the boot partition (every environment the "
+        "update wrote, torn ones included) first, then a seeded draw of the others.", "",
         "| scenario | log entries | flush points | sampled states | distinct states | "
         "booted | failures | fresh updates |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
