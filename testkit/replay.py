@@ -128,6 +128,9 @@ def record_daemon(images: Path, work: Path, admin) -> Recording:
 
     device = start_recording(images, work)
     try:
+        # Resume first stops the watchdog: enrolling while it starts can delay it past
+        # the watchdog's 60 s on a loaded host.
+        wait_resumed(device, CONFIG)
         device_id = enroll(admin, device, admin.live.port)
         wait_resumed(device, DAEMON_CONFIG)
         files = put_before_update(device)
