@@ -242,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True)
     started = time.monotonic()
     reports: list[ReplayReport] = []
-    with serve_directory(args.images) as url, \
-            LiveServer(Path(tempfile.mkdtemp(prefix="tern-replay-")) / "server",
-                       names=("10.0.2.2",)) as live:
+    with tempfile.TemporaryDirectory(prefix="tern-replay-") as scratch, \
+            serve_directory(args.images) as url, \
+            LiveServer(Path(scratch) / "server", names=("10.0.2.2",)) as live:
         admin = ServerAdmin(live)
         admin.cli("artifacts", "upload", str(args.images / "release-2.mender"))
         for scenario in args.scenarios:
