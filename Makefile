@@ -76,6 +76,12 @@ bench: deps venv image
 campaign: deps venv image
 	$(PY) -m testkit.campaign --cuts $(or $(N),200)
 
+## replay: every flush point of three whole updates (install, rollback, daemon) rebuilt,
+## booted and checked (hours: one boot per distinct crash state); RELIABILITY.md
+.PHONY: replay
+replay: deps venv image
+	$(PY) -m testkit.replay
+
 ## deb: the device agent as a Debian package, build/deb/tern-updater_<version>_all.deb,
 ## built from a copy of its sources by dpkg-buildpackage (the .deb lands beside that copy);
 ## rebuilt when a source changed

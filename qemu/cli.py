@@ -216,3 +216,50 @@ def start_detached(image: Path, name: str, memory: int, mac: str) -> Console:
     qmp.execute("cont")
     qmp.close()
     return console
+
+
+@main.command(name="replay")
+@click.argument("recording", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default="build/images", show_default=True,
+              help="The image's build (layout.json, the release rootfs images, the SSH key).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Draws the partial epochs (and the groups booted, with --limit).")
+@click.option("--samples", type=click.IntRange(1), default=1, show_default=True,
+              help="Draws of each kind of partial epoch between two flush points.")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Boot at most this many distinct states (default: all).")
+@click.option("--fresh-updates", type=click.IntRange(0), default=0, show_default=True,
+              help="From the first N states checked, also a fresh update (needs --update-url).")
+@click.option("--update-url", default=None,
+              help="Where the guest finds release-1.mender and release-2.mender "
+                   "(e.g. http://10.0.2.2:8000).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report (JSON) here.")
+@click.option("--dry-run", is_flag=True, help="Count the states and groups, boot none.")
+def replay_command(recording: Path, images: Path, seed: int, samples: int, limit: int | None,
+                   fresh_updates: int, update_url: str | None, report: Path | None,
+                   dry_run: bool) -> None:
+    """Boot the crash states of a RECORDING (a directory with recording.json, the write
+    log and the base disk, as testkit.replay records them): the disk at every flush point
+    and sampled partial epochs between them, one boot per group of identical states."""
+    from qemu import replay
+
+    try:
+        recorded = replay.Recording.load(recording)
+        layout = json.loads((images / "layout.json").read_text())
+        if dry_run:
+            _, states, groups = replay.plan(recorded, layout, images, seed, samples)
+            click.echo(f"{len(states)} states, {len(groups)} distinct; "
+                       f"{sum(s.kind == 'flush' for s in states)} flush points")
+            return
+        urls = {name: f"{update_url}/{name}.mender" for name in ("release-1", "release-2")}
+        result = replay.replay(recorded, layout, images, recording, seed, samples, limit,
+                               fresh_updates, urls if update_url else None, progress=click.echo)
+    except (OSError, KeyError, ValueError, replay.LogError) as error:
+        raise click.ClickException(str(error)) from None
+    if report:
+        report.write_text(json.dumps(result.to_json(), indent=1))
+    click.echo(f"{len(result.booted)} states booted, {len(result.failures)} failed")
+    if result.failures:
+        sys.exit(1)

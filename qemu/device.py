@@ -43,7 +43,10 @@ class Device:
     """
 
     def __init__(self, name: str, disk: Path, log_path: Path, extra_disks=(),
-                 ssh_key: Path | None = None, boot_timeout: float = 90, cpu: str = "cortex-a57"):
+                 ssh_key: Path | None = None, boot_timeout: float = 90, cpu: str = "cortex-a57",
+                 write_log: Path | None = None):
+        """`write_log`: log every write to `disk` there (QEMU's blklogwrites, from the
+        first power-on; each power-on starts the log again)."""
         self.name = name
         self.disk = Path(disk)
         self.extra_disks = tuple(Path(d) for d in extra_disks)
@@ -51,6 +54,7 @@ class Device:
         self.ssh_key = ssh_key
         self.boot_timeout = boot_timeout
         self.cpu = cpu
+        self.write_log = write_log
         self.state = "off"
         self.slot = None
         self.ssh_port = None
@@ -71,7 +75,9 @@ class Device:
         config = QemuConfig(disk=self.disk, extra_disks=self.extra_disks,
                             console_socket=self._sockets / "console",
                             qmp_socket=self._sockets / "qmp", ssh_port=self.ssh_port,
-                            cpu=self.cpu)
+                            cpu=self.cpu, write_log=self.write_log)
+        if self.write_log:
+            self.write_log.write_bytes(b"")
         self._log = open(self.log_path, "a", encoding="utf-8", buffering=1)
         self._log.write(f"\n===== {self.name}: power on =====\n")
         self.process = subprocess.Popen(build_command(config), stdin=subprocess.DEVNULL,
@@ -143,7 +149,7 @@ class Device:
             if self.state != "uboot":
                 self.transition("uboot")
             self.console.sendline("boot")
-            self._await_shell(time.monotonic() + self.boot_timeout)
+            self.await_shell(time.monotonic() + self.boot_timeout)
 
     def expect_reboot(self, timeout: float | None = None) -> str:
         """Follow a reboot the guest starts itself (and any resets on the way) to the shell.
@@ -153,9 +159,10 @@ class Device:
         deadline = time.monotonic() + (timeout or self.boot_timeout)
         self.console.expect(UBOOT_BANNER, deadline)
         self.state = "booting"
-        return self._await_shell(deadline)
+        return self.await_shell(deadline)
 
-    def _await_shell(self, deadline: float) -> str:
+    def await_shell(self, deadline: float) -> str:
+        """Wait for the shell prompt (the U-Boot prompt instead: DeviceError); the slot."""
         index = self.console.expect([SHELL_PROMPT, f"\n{UBOOT_PROMPT}"], deadline)
         if index == 1:
             self.state = "uboot"

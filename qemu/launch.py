@@ -1,4 +1,5 @@
 """The QEMU command line for one emulated device, built from a plain config."""
+import json
 import socket
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ class QemuConfig:
     firmware: Path = UBOOT
     qemu: str = "qemu-system-aarch64"
     extra_args: tuple[str, ...] = field(default=())
+    # Log every write to the system disk here (QEMU's blklogwrites; the file must exist):
+    # qemu.replay rebuilds the disk as a power cut could leave it.
+    write_log: Path | None = None
 
 
 def disk_format(path: Path) -> str:
@@ -46,12 +50,25 @@ def build_command(config: QemuConfig) -> list[str]:
     ]
     # The system disk is /dev/vda; extra disks (e.g. release images to install) are
     # read-only /dev/vdb, /dev/vdc... so devices can share them.
+    # The guest sees a volatile write cache (virtio-blk's flush feature: QEMU's default
+    # cache=writeback), so that its flushes are the points real storage keeps writes at.
     for index, disk in enumerate((config.disk, *config.extra_disks)):
+        if index == 0 and config.write_log:
+            command += ["-blockdev", json.dumps(logged_disk(disk, config.write_log)),
+                        "-device", "virtio-blk-pci,drive=disk0,write-cache=on"]
+            continue
         readonly = ",readonly=on" if index else ""
         command += ["-drive",
                     f"if=none,id=disk{index},format={disk_format(disk)},file={disk}{readonly}",
                     "-device", f"virtio-blk-pci,drive=disk{index}"]
     return command + list(config.extra_args)
+
+
+def logged_disk(disk: Path, log: Path) -> dict:
+    return {"driver": "blklogwrites", "node-name": "disk0", "log-sector-size": 512,
+            "file": {"driver": disk_format(disk),
+                     "file": {"driver": "file", "filename": str(disk)}},
+            "log": {"driver": "file", "filename": str(log)}}
 
 
 def connect_unix(path: Path, deadline: float) -> socket.socket:

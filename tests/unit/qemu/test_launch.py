@@ -1,3 +1,4 @@
+import json
 import socket
 import threading
 import time
@@ -77,3 +78,17 @@ def test_mac_and_console_log_when_given():
     assert "virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:fe:00:01" in command
     assert option_values(command, "-chardev") == [
         "socket,id=console,path=/r/console,server=on,wait=off,logfile=/r/log"]
+
+
+def test_a_write_log_puts_blklogwrites_under_the_system_disk_only():
+    command = build_command(config(write_log=Path("/d/writes.log"),
+                                   extra_disks=(Path("/i/release-2.ext4"),)))
+    (node,) = [json.loads(value) for value in option_values(command, "-blockdev")]
+    assert node["driver"] == "blklogwrites" and node["log-sector-size"] == 512
+    assert node["file"] == {"driver": "qcow2",
+                            "file": {"driver": "file", "filename": "/d/dev1.qcow2"}}
+    assert node["log"] == {"driver": "file", "filename": "/d/writes.log"}
+    devices = option_values(command, "-device")
+    assert "virtio-blk-pci,drive=disk0,write-cache=on" in devices
+    assert option_values(command, "-drive") == [
+        "if=none,id=disk1,format=raw,file=/i/release-2.ext4,readonly=on"]
