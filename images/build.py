@@ -165,7 +165,6 @@ def upgrade_agent(tree: Path, deb: Path) -> None:
         unpacked = Path(tmp)
         run("dpkg-deb", "-x", deb, unpacked)
         shutil.rmtree(unpacked / "etc")
-        shutil.rmtree(unpacked / "usr/share/doc")
         shutil.rmtree(tree / AGENT_DIR)
         for path in sorted(unpacked.rglob("*")):
             target = tree / path.relative_to(unpacked)
