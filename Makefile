@@ -12,10 +12,10 @@ DEBIAN_PACKAGES := python3 python3-venv python3-pip git make time \
 	mender-artifact mender-client postgresql nginx-light wrk \
 	qemu-system-arm qemu-utils u-boot-qemu u-boot-tools libubootenv-tool mmdebstrap \
 	e2fsprogs dosfstools mtools fdisk kmod cpio gzip busybox-static openssl openssh-client \
-	debhelper dh-python lintian \
+	debhelper dh-python lintian systemd udev \
 	chromium chromium-driver
 
-.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench deb image qemu-shell clean
+.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench deb deb-next image qemu-shell clean
 
 ## deps: install the Debian packages (idempotent: apt runs only when one is missing)
 deps:
@@ -96,9 +96,27 @@ build/deb/built: $(DEB_SOURCES)
 	lintian --fail-on error,warning --info build/deb/tern-updater_*_all.deb
 	touch $@
 
+## deb-next: the same sources as the next version, build/deb-next/tern-updater_<next>_all.deb:
+## the agent an image's OTA updates the agent to (images/build.py, release-next-agent)
+NEXT_AGENT_VERSION := 0.1.0+next1
+deb-next: deps build/deb-next/built
+build/deb-next/built: $(DEB_SOURCES)
+	rm -rf build/deb-next
+	mkdir -p build/deb-next/src/docs
+	cp -r debian updater artifact build/deb-next/src/
+	cp docs/porting.md build/deb-next/src/docs/
+	{ printf 'tern-updater ($(NEXT_AGENT_VERSION)) unstable; urgency=medium\n\n'; \
+	  printf '  * The same sources as the next version (tests: the agent updated by an OTA).\n\n'; \
+	  printf ' -- %s  %s\n\n' "$$(dpkg-parsechangelog -SMaintainer)" \
+	      "$$(date -R -u -d "$$(dpkg-parsechangelog -SDate) + 1 minute")"; cat debian/changelog; \
+	} > build/deb-next/src/debian/changelog
+	cd build/deb-next/src && dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning --info build/deb-next/tern-updater_*_all.deb
+	touch $@
+
 ## image: the emulated device's disk and release images in build/images (cached); the
 ## agent comes from the package that `make deb` builds
-image: deps venv deb
+image: deps venv deb deb-next
 	$(PY) images/build.py
 
 ## qemu-shell: boot a disposable device from the image, its console here (Ctrl-] quits)

@@ -36,8 +36,13 @@ WATCHDOG_MODULE = "i6300esb"
 # the health checks, then stops it) under TCG on a loaded host: 8-10 s idle, measured
 # in RELIABILITY.md; a hang resets the board this long after the initramfs.
 WATCHDOG_TIMEOUT = 60
-ROOTFS_MODULES = INITRAMFS_MODULES + ["virtio_net", "virtio_rng", WATCHDOG_MODULE]
+# USB sticks (docs/usb-install.md): rcS loads the controller's driver (QEMU's qemu-xhci),
+# mdev the others when a stick comes (mass storage, SCSI disk), tern-usb-mdev FAT, and the
+# kernel FAT's code page and charset (ascii: Debian's kernel's default iocharset).
+USB_MODULES = ["xhci_pci", "usb_storage", "sd_mod", "vfat", "nls_cp437", "nls_ascii"]
+ROOTFS_MODULES = INITRAMFS_MODULES + ["virtio_net", "virtio_rng", WATCHDOG_MODULE] + USB_MODULES
 AGENT_DEBS = ROOT / "build" / "deb"
+NEXT_AGENT_DEBS = ROOT / "build" / "deb-next"  # the same sources as a newer version
 AGENT_DIR = "usr/lib/tern-updater"  # the package's private directory
 DEVICE_TYPE = "qemu-arm64"
 
@@ -61,6 +66,7 @@ RELEASES = {
     "release-broken": "/sbin/init is not executable: the kernel panics",
     "release-unhealthy": "boots, but a health check in /etc/tern/health.d fails",
     "release-hang": "/sbin/init sleeps for ever: the watchdog resets the board",
+    "release-next-agent": "a good update carrying the agent's next version (`make deb-next`)",
 }
 FAKE_TIME = "1700000000"  # fixed timestamps inside the filesystems
 
@@ -132,14 +138,42 @@ def modules_in_order(root: Path, release: str, names: list[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def agent_package() -> Path:
+def agent_package(target: str = "deb", directory: Path = AGENT_DEBS) -> Path:
     """The agent's package, rebuilt first if its sources changed since (make deb)."""
-    run("make", "--no-print-directory", "-s", "-C", ROOT, "deb")
-    debs = sorted(AGENT_DEBS.glob("tern-updater_*_all.deb"))
+    run("make", "--no-print-directory", "-s", "-C", ROOT, target)
+    debs = sorted(directory.glob("tern-updater_*_all.deb"))
     if len(debs) != 1:
-        sys.exit(f"images: need exactly one tern-updater_*_all.deb in {AGENT_DEBS}, "
-                 f"found {len(debs)}: run `make deb`")
+        sys.exit(f"images: need exactly one tern-updater_*_all.deb in {directory}, "
+                 f"found {len(debs)}: run `make {target}`")
     return debs[0]
+
+
+def next_agent_package() -> Path:
+    """The same agent as the next version: an OTA to release-next-agent updates the agent."""
+    return agent_package("deb-next", NEXT_AGENT_DEBS)
+
+
+def package_version(deb: Path) -> str:
+    return run("dpkg-deb", "-f", deb, "Version", capture_output=True, text=True).stdout.strip()
+
+
+def upgrade_agent(tree: Path, deb: Path) -> None:
+    """Put the package's newer version into a release tree, as dpkg upgrades it: its files
+    replace the old ones, the image's configuration stays (a changed conffile is kept).
+    Each file is replaced, never written into: the tree shares its inodes with the others."""
+    with tempfile.TemporaryDirectory() as tmp:
+        unpacked = Path(tmp)
+        run("dpkg-deb", "-x", deb, unpacked)
+        shutil.rmtree(unpacked / "etc")
+        shutil.rmtree(tree / AGENT_DIR)
+        for path in sorted(unpacked.rglob("*")):
+            target = tree / path.relative_to(unpacked)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.unlink(missing_ok=True)
+                shutil.copy2(path, target)
+    compile_python(tree, tree / AGENT_DIR)
 
 
 def package_contents(deb: Path) -> list[bytes]:
@@ -151,9 +185,10 @@ def package_contents(deb: Path) -> list[bytes]:
                 for member in archive]
 
 
-def input_key(debian: Path, agent: Path) -> str:
+def input_key(debian: Path, agent: Path, next_agent: Path) -> str:
     files = source_files(HERE)
     return digest((debian / "versions.txt").read_bytes(), *package_contents(agent),
+                  *package_contents(next_agent),
                   *(str(f.relative_to(ROOT)).encode() + f.read_bytes() for f in files))
 
 
@@ -211,13 +246,16 @@ def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int
           + "".join(f"/dev/vda {offset:#x} {ENV_SIZE:#x}\n" for offset in env_offsets))
     write(tree / "root/.ssh/authorized_keys", (keys / "ssh_ed25519.pub").read_text(), 0o600)
     write(tree / "etc/tern/artifact.pub", (keys / "artifact.pub").read_text())
-    # Debian compiles .pyc in postinst; precompile here (same CPython 3.11 on both sides).
-    run(sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
-        "-s", tree, "-p", "/", tree / "usr/lib/python3.11", tree / AGENT_DIR,
-        capture_output=True)
+    compile_python(tree, tree / "usr/lib/python3.11", tree / AGENT_DIR)
     release = next((tree / "lib/modules").iterdir()).name
     run("depmod", "-b", tree, release)
     make_initramfs(tree, release)
+
+
+def compile_python(tree: Path, *directories: Path) -> None:
+    """Debian compiles .pyc in postinst; precompile here (same CPython 3.11 on both sides)."""
+    run(sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
+        "-s", tree, "-p", "/", *directories, capture_output=True)
 
 
 def make_initramfs(tree: Path, release: str) -> None:
@@ -245,9 +283,11 @@ def make_initramfs(tree: Path, release: str) -> None:
         (tree / "boot/initrd.img").write_bytes(gz)
 
 
-def make_release(base: Path, work: Path, name: str) -> Path:
+def make_release(base: Path, work: Path, name: str, next_agent: Path) -> Path:
     tree = work / name
     run("cp", "-al", base, tree)
+    if name == "release-next-agent":
+        upgrade_agent(tree, next_agent)
     write(tree / "etc/tern-release", f"{name}\n")
     write(tree / "etc/mender/artifact_info", f"artifact_name={name}\n")
     if name == "release-broken":
@@ -375,7 +415,8 @@ def build() -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     debian = fetch_debian()
     agent = agent_package()
-    key = input_key(debian, agent)
+    next_agent = next_agent_package()
+    key = input_key(debian, agent, next_agent)
     stamp = OUT / "layout.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
         print(f"images: up to date ({OUT})")
@@ -388,7 +429,8 @@ def build() -> Path:
         env_offsets = [PARTITIONS[0][1] * SECTOR + offset for offset in env_in_partition]
         add_boot_script(boot, work, [offset // SECTOR for offset in env_offsets])
         assemble_rootfs(debian, agent, work / "base", env_offsets, OUT / "keys")
-        releases = {name: make_release(work / "base", work, name) for name in RELEASES}
+        releases = {name: make_release(work / "base", work, name, next_agent)
+                    for name in RELEASES}
         factory = releases["release-1"]
         disk = make_disk({"boot": boot, "rootA": factory, "rootB": factory,
                           "data": make_data_partition(work)})
@@ -401,6 +443,9 @@ def build() -> Path:
                        for i, (name, start, size, _) in enumerate(PARTITIONS)},
         "env": {"offsets": env_offsets, "size": ENV_SIZE, "initial": INITIAL_ENV},
         "watchdog": {"module": WATCHDOG_MODULE, "timeout": WATCHDOG_TIMEOUT},
+        "agent_versions": {"release-next-agent": package_version(next_agent),
+                           **{name: package_version(agent) for name in RELEASES
+                              if name != "release-next-agent"}},
         "releases": {name: {"rootfs": f"{name}.ext4", "about": about,
                             "artifact": f"{name}.mender" if f"{name}.mender" in artifacts else None}
                      for name, about in RELEASES.items()},

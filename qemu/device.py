@@ -116,6 +116,17 @@ class Device:
     def cont(self) -> None:
         self.qmp.execute("cont")
 
+    # -- USB -------------------------------------------------------------------
+
+    def plug_usb_stick(self, image: Path, name: str = "stick") -> None:
+        """Plug a USB stick into the running board, as a user does: QMP's blockdev-add
+        and device_add (a usb-storage device on the board's xHCI port), `image` read-only."""
+        self.qmp.execute("blockdev-add", **{
+            "node-name": f"{name}-disk", "driver": "raw", "read-only": True,
+            "file": {"driver": "file", "filename": str(Path(image).resolve())}})
+        self.qmp.execute("device_add", driver="usb-storage", id=name, drive=f"{name}-disk",
+                         bus="usb.0", removable=True)
+
     def _cleanup(self) -> None:
         for closable in (self.console, self.qmp):
             if closable:

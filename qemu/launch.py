@@ -47,6 +47,8 @@ def build_command(config: QemuConfig) -> list[str]:
         # A hardware watchdog (armed by the initramfs at every boot): when it fires,
         # QEMU resets the board like a power cycle and emits a QMP WATCHDOG event.
         "-device", "i6300esb", "-action", "watchdog=reset",
+        # A USB port for sticks plugged in while the board runs (Device.plug_usb_stick).
+        "-device", "qemu-xhci,id=usb",
     ]
     # The system disk is /dev/vda; extra disks (e.g. release images to install) are
     # read-only /dev/vdb, /dev/vdc... so devices can share them.

@@ -8,6 +8,10 @@ import json
 import subprocess
 import sys
 
+from artifact.errors import ArtifactError
+from artifact.reader import ArtifactReader
+from artifact.signing import load_key_file
+
 from . import __version__
 from . import config as config_module
 from .agent.standalone import FAILED, OK, Busy, Standalone
@@ -44,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run deployments from the server (server_url) until stopped")
     status = commands.add_parser("status", parents=[common], help="the updater's state")
     status.add_argument("--json", action="store_true", help="machine-readable")
-    commands.add_parser("show-artifact", parents=[common], help="the installed artifact's name")
+    show_artifact = commands.add_parser("show-artifact", parents=[common],
+                                        help="the installed artifact's name, or FILE's")
+    show_artifact.add_argument("file", metavar="FILE", nargs="?",
+                               help="an artifact: its name, once its signature is verified")
     commands.add_parser("show-provides", parents=[common], help="the device's provides")
     args = parser.parse_args(argv)
     if args.log:
@@ -92,6 +99,8 @@ def daemon(config: Config) -> int:
 
 
 def show(config: Config, args: argparse.Namespace) -> int:
+    if args.command == "show-artifact" and args.file:
+        return show_artifact_file(config, args.file)
     steps = Steps(config, bootloader=None, source=None)
     provides = steps.provides()
     if args.command == "show-artifact":
@@ -106,6 +115,20 @@ def show(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1))
     else:
         print(format_status(report))
+    return OK
+
+
+def show_artifact_file(config: Config, path: str) -> int:
+    """The name in FILE's header, once its signature is verified (verify_keys), without
+    reading the payload or changing the updater's state: tern-usb-install refuses a wrongly
+    signed stick with it, and leaves a stick alone whose artifact is installed already."""
+    try:
+        keys = [load_key_file(key) for key in config.verify_keys]
+        with open(path, "rb") as stream, ArtifactReader(stream, keys) as reader:
+            print(reader.header.name)
+    except (OSError, ValueError, ArtifactError) as error:
+        print(f"tern-updater: {path}: {error}", file=sys.stderr)
+        return FAILED
     return OK
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from . import __version__
 from .atomic import write_atomically
 from .config import Config
 
 ETHERNET = "1"  # ARPHRD_ETHER in /sys/class/net/*/type
-CLIENT_VERSION = "tern-updater 0.1"
+CLIENT_VERSION = f"tern-updater {__version__}"  # the package's version on a device
 
 
 def device_key(data_dir: Path):

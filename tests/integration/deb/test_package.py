@@ -103,6 +103,11 @@ def test_install_run_upgrade_keeping_the_conffile_and_purge(package, chroot, tmp
         link = root / "etc/systemd/system/multi-user.target.wants" / unit
         assert os.readlink(link) == f"/lib/systemd/system/{unit}"
         assert (root / "lib/systemd/system" / unit).exists()
+    # USB sticks (docs/usb-install.md): udev's rule, the unit it starts, the scripts.
+    assert (root / "lib/systemd/system/tern-usb-install@.service").exists()
+    assert (root / "lib/udev/rules.d/99-tern-usb.rules").exists()
+    for script in ["tern-usb-install", "tern-usb-mdev"]:
+        assert os.access(root / "usr/share/tern" / script, os.X_OK)
 
     assert chroot("tern-updater --version").stdout == "tern-updater 0.1.0\n"
     assert "install an artifact" in chroot("tern-updater --help").stdout
@@ -132,6 +137,8 @@ def test_install_run_upgrade_keeping_the_conffile_and_purge(package, chroot, tmp
     assert chroot("dpkg -s tern-updater", check=False).returncode != 0
     left = [path for pattern in ["usr/lib/tern-updater", "etc/tern", "usr/bin/tern-updater",
                                  "lib/systemd/system/tern-updater*",
+                                 "lib/systemd/system/tern-usb-install@.service",
+                                 "lib/udev/rules.d/99-tern-usb.rules", "usr/share/tern",
                                  "etc/systemd/system/*/tern-updater*"]
             for path in root.glob(pattern)]
     assert left == []

@@ -85,3 +85,29 @@ def test_deployment_of_a_release_that_hangs_fails_after_the_watchdog_reset(
     assert "after the watchdog reset the board" in log
     assert release(device) == "release-1"
     assert data_marker(device) == "survives"
+
+
+def test_an_ota_that_updates_the_agent_itself(server, enrolled, base_image):
+    """release-next-agent carries the agent's next package version (`make deb-next`): the
+    device's agent 0.1.0 installs it, and at the reboot the new agent resumes from the state
+    store the old one wrote, commits, and reports itself in the inventory."""
+    device, device_id = enrolled
+    versions = base_image.layout["agent_versions"]
+    old, new = versions["release-1"], versions["release-next-agent"]
+    assert old != new
+    assert device.run_check("tern-updater --version").strip() == f"tern-updater {old}"
+    wait_for(lambda: server.attributes(device_id).get("client_version") == f"tern-updater {old}",
+             timeout=60, what="the old agent's version in the inventory")
+    deployment = deploy(server, base_image, "release-next-agent", device_id)
+
+    assert device.expect_reboot(timeout=600) == "B"
+    # Nothing typed before the commit: the trial boot's resume has the CPU to itself.
+    wait_for(lambda: server.device_status(deployment, device_id) == "success", timeout=180,
+             what="success on the server")
+    assert "release-next-agent: committed" in server.device_log(deployment, device_id)
+    assert device.run_check("tern-updater --version").strip() == f"tern-updater {new}"
+    wait_for(lambda: server.attributes(device_id).get("client_version") == f"tern-updater {new}",
+             timeout=120, what="the new agent's version in the inventory")
+    assert server.attributes(device_id)["artifact_name"] == "release-next-agent"
+    assert release(device) == "release-next-agent"
+    assert data_marker(device) == "survives"

@@ -1,6 +1,7 @@
 """The daemon's device identity and key."""
 import pytest
 
+import updater
 from updater import identity
 from updater.config import Config
 
@@ -37,3 +38,11 @@ def test_device_key_is_made_once_and_private(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
     again = identity.device_key(tmp_path / "data")
     assert again.private_bytes_raw() == key.private_bytes_raw()
+
+
+def test_inventory_names_the_agent_version():
+    """The package's version (debian/rules writes it into updater/__init__.py): the server
+    sees which agent a device runs, e.g. after an OTA that updated the agent itself."""
+    found = identity.inventory("qemu-arm64", {"artifact_name": "release-1"})
+    assert found["client_version"] == f"tern-updater {updater.__version__}"
+    assert found["artifact_name"] == "release-1" and found["device_type"] == "qemu-arm64"

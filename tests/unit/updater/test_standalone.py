@@ -45,6 +45,23 @@ def test_install_reboot_commit(device, make_artifact, capfd):
     assert device.last_result()["status"] == "success"
 
 
+def test_show_artifact_of_a_file_verifies_its_signature_and_changes_nothing(
+        device, make_artifact, keys, tmp_path, capfd):
+    """What tern-usb-install asks first: a wrongly signed stick is refused before the
+    updater records anything (no state, no last result)."""
+    device.settings["verify_keys"] = [str(keys["rsa"].public_path)]
+    assert device.run("show-artifact", str(make_artifact(name="release-3", key=keys["rsa"]))) == 0
+    assert capfd.readouterr().out == "release-3\n"
+    wrongly_signed = make_artifact(name="release-3", key=keys["other-rsa"])
+    assert device.run("show-artifact", str(wrongly_signed)) == 1
+    error = capfd.readouterr().err
+    assert error.startswith(f"tern-updater: {wrongly_signed}: ") and "does not verify" in error
+    (tmp_path / "junk.mender").write_bytes(b"not an artifact")
+    assert device.run("show-artifact", str(tmp_path / "junk.mender")) == 1
+    assert capfd.readouterr().err.startswith(f"tern-updater: {tmp_path / 'junk.mender'}: ")
+    assert not device.config.data.exists() or list(device.config.data.iterdir()) == []
+
+
 def test_commit_command_after_the_reboot(device, make_artifact):
     assert device.run("install", str(make_artifact())) == 0
     device.power_on()
