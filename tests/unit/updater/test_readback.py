@@ -7,7 +7,7 @@ import pytest
 from testkit.host_device import FACTORY_A
 from updater.install import rootfs
 
-PAYLOAD = bytes(range(256)) * (9 << 12)  # 9 MiB: three writes of up to 4 MiB
+PAYLOAD = bytes(range(256)) * (9 << 12)  # 9 MiB: several writes
 
 
 def flip_one_byte(fd: int, data: memoryview, offset: int, crash_at) -> int:
