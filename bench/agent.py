@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -204,6 +205,7 @@ def main() -> None:
             device.close()
         if live:
             live.stop()
+    shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()[0]
     print(f"\n1-minute load average: {load_at_start:.2f} at the start, {load:.2f} at the end\n")
     print("| measurement (same device, same run) | tern | mender-client 3.4 | tern / mender |")

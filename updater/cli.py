@@ -7,6 +7,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import warnings
 
 from . import __version__
 from . import config as config_module
@@ -76,8 +77,11 @@ def skip_chardet() -> None:
     """requests imports chardet if it is installed (Debian's python3-requests depends on
     it), only to guess the encoding of a body that names none; charset_normalizer, which
     requests then uses, does the same. On the emulated device chardet's language models
-    took longer to import than the rest of the daemon (bench.ota, BENCHMARKS.md)."""
+    took longer to import than the rest of the daemon (bench.ota, BENCHMARKS.md). Debian's
+    requests 2.28 then warns that its charset_normalizer 3.0 is newer than it knows; the
+    agent never guesses an encoding, so that warning is left out of its log."""
     sys.modules.setdefault("chardet", None)  # None: `import chardet` raises ImportError
+    warnings.filterwarnings("ignore", message=r"urllib3 \(.*\) or chardet \(None\)")
 
 
 def standalone_command(config: Config, command: str, args: argparse.Namespace) -> int:

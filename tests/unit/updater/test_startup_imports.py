@@ -33,3 +33,13 @@ def test_the_daemon_imports_requests_without_chardet_nor_the_artifact_reader(tmp
                             "from updater.agent.daemon import Daemon", tmp_path)
     assert {"requests", "cryptography"} <= modules
     assert not modules & {"artifact", "chardet"}
+
+
+def test_debian_requests_warning_about_its_charset_normalizer_stays_out_of_the_log():
+    warning = ("urllib3 (1.26.12) or chardet (None)/charset_normalizer (3.0.1) doesn't match a "
+               "supported version!")  # Debian's requests 2.28.1 once chardet is kept out
+    script = ("from updater import cli\ncli.skip_chardet()\nimport warnings\n"
+              f"warnings.warn({warning!r})")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and result.stderr == ""
