@@ -164,6 +164,8 @@ def enroll(agent: Agent, admin: ServerAdmin) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--polls", type=int, default=100, help="idle polls to count CPU over")
+    parser.add_argument("--install-only", action="store_true",
+                        help="only the installs' peak RSS and time (no daemon, no server)")
     args = parser.parse_args()
     subprocess.run([sys.executable, str(ROOT / "images" / "build.py")], check=True)
     subprocess.run([sys.executable, str(ROOT / "images" / "build.py"), "--mender-client"],
@@ -193,6 +195,12 @@ def main() -> None:
         ]
         server_log = live.output
         for agent in agents:
+            if args.install_only:
+                seconds, peak, _ = agent.install_peak(artifact_url)
+                results[agent.name] = {"peak RSS, 192 MiB install (MiB)": peak,
+                                       "install time (s)": seconds}
+                print(f"{agent.name}: {results[agent.name]}", flush=True)
+                continue
             enroll(agent, admin)
             results[agent.name] = measure(agent, server_log, args.polls, artifact_url)
             for part, paths in DISK[agent.name].items():
