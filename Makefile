@@ -70,6 +70,7 @@ bench: deps venv image
 	$(PY) -m bench.boot
 	$(PY) -m bench.fleet
 	$(PY) -m bench.ota
+	$(PY) -m bench.agent
 
 ## campaign: power cuts during OTA updates (make campaign N=200: about a minute a cut); RELIABILITY.md
 .PHONY: campaign

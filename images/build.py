@@ -457,5 +457,46 @@ def build() -> Path:
     return OUT
 
 
+MENDER_CLIENT = "mender-client"  # Debian's 3.4 (Go), the footprint benchmark's peer
+
+
+def fetch_mender_client() -> tuple[Path, list[str]]:
+    """mender-client and what it alone pulls in beside the image's packages, unpacked
+    (build/cache, keyed like the image's): the tree and those packages' .deb names."""
+    key = digest(json.dumps([SUITE, MIRROR, PACKAGES, MENDER_CLIENT]).encode())
+    tree = DOWNLOADS / f"mender-{key}"
+    if (tree / "debs.txt").exists():
+        return tree, (tree / "debs.txt").read_text().split()
+    base = set((fetch_debian() / "versions.txt").read_text().split())
+    tmp = Path(tempfile.mkdtemp(dir=DOWNLOADS))
+    hook = 'mkdir "$1"/../debs && cp "$1"/var/cache/apt/archives/*.deb "$1"/../debs/'
+    run("mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", "--mode=root",
+        "--format=directory", f"--include={','.join([*PACKAGES, MENDER_CLIENT])}",
+        f"--extract-hook={hook}", SUITE, tmp / "root", MIRROR)
+    own = sorted(deb.name for deb in (tmp / "debs").glob("*.deb") if deb.name not in base)
+    for name in own:
+        run("dpkg-deb", "-x", tmp / "debs" / name, tmp / "tree")
+    (tmp / "tree" / "debs.txt").write_text("\n".join(own) + "\n")
+    (tmp / "tree").rename(tree)
+    shutil.rmtree(tmp)
+    return tree, own
+
+
+def build_mender_disk() -> Path:
+    """build/images/mender-client.ext4: a second disk for the device, with mender-client
+    and the libraries it alone needs as Debian unpacks them (mounted at /mnt/mender by
+    bench/agent.py); the default images are not touched."""
+    tree, _ = fetch_mender_client()
+    disk = OUT / "mender-client.ext4"
+    if not disk.exists() or disk.stat().st_mtime < (tree / "debs.txt").stat().st_mtime:
+        OUT.mkdir(parents=True, exist_ok=True)
+        run("mkfs.ext4", "-q", "-F", "-L", "mender", "-d", tree, disk, "128M",
+            capture_output=True, env={**os.environ, "E2FSPROGS_FAKE_TIME": FAKE_TIME})
+    return disk
+
+
 if __name__ == "__main__":
-    build()
+    if sys.argv[1:] == ["--mender-client"]:
+        print(f"images: {build_mender_disk()}")
+    else:
+        build()

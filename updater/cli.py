@@ -7,6 +7,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import warnings
 
 from artifact.errors import ArtifactError
 from artifact.reader import ArtifactReader
@@ -44,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("rollback", parents=[common], help="roll the pending update back")
     commands.add_parser("resume", parents=[common],
                         help="at boot: go on with an update a reboot or power loss interrupted")
-    commands.add_parser("daemon", parents=[common],
-                        help="run deployments from the server (server_url) until stopped")
+    daemon_command = commands.add_parser(
+        "daemon", parents=[common],
+        help="run deployments from the server (server_url) until stopped")
+    daemon_command.add_argument("--at-boot", action="store_true",
+                                help="at boot: first what `resume` does, in the same process ("
+                                     "one interpreter start-up instead of two)")
     status = commands.add_parser("status", parents=[common], help="the updater's state")
     status.add_argument("--json", action="store_true", help="machine-readable")
     show_artifact = commands.add_parser("show-artifact", parents=[common],
@@ -54,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                                help="an artifact: its name, once its signature is verified")
     commands.add_parser("show-provides", parents=[common], help="the device's provides")
     args = parser.parse_args(argv)
+    skip_chardet()
     if args.log:
         try:
             log_to(args.log)
@@ -68,21 +74,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("show-artifact", "show-provides", "status"):
         return show(config, args)
     if args.command == "daemon":
+        if args.at_boot:  # its outcome is printed; the daemon runs whatever it was
+            standalone_command(config, "resume", args)
         return daemon(config)
+    return standalone_command(config, args.command, args)
+
+
+def skip_chardet() -> None:
+    """requests imports chardet if it is installed (Debian's python3-requests depends on
+    it), only to guess the encoding of a body that names none; charset_normalizer, which
+    requests then uses, does the same. On the emulated device chardet's language models
+    took longer to import than the rest of the daemon (bench.ota, BENCHMARKS.md). Debian's
+    requests 2.28 then warns that its charset_normalizer 3.0 is newer than it knows; the
+    agent never guesses an encoding, so that warning is left out of its log."""
+    sys.modules.setdefault("chardet", None)  # None: `import chardet` raises ImportError
+    warnings.filterwarnings("ignore", message=r"urllib3 \(.*\) or chardet \(None\)")
+
+
+def standalone_command(config: Config, command: str, args: argparse.Namespace) -> int:
     try:
         standalone = Standalone(config)
-        if args.command == "resume":  # it takes the lock itself, feeding the watchdog
+        if command == "resume":  # it takes the lock itself, feeding the watchdog
             outcome = standalone.resume()
         else:
             with standalone.exclusive():
-                if args.command == "install":
+                if command == "install":
                     outcome = standalone.install(args.artifact)
                 else:
-                    outcome = getattr(standalone, args.command)()
+                    outcome = getattr(standalone, command)()
     except (Busy, BootloaderError, OSError, ValueError) as error:
         print(f"tern-updater: {error}", file=sys.stderr)
         return FAILED
-    print(outcome.message, file=sys.stderr if outcome.code == FAILED else sys.stdout)
+    print(outcome.message, file=sys.stderr if outcome.code == FAILED else sys.stdout, flush=True)
     return outcome.code
 
 

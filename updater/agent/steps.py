@@ -13,10 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from artifact import ArtifactReader
-from artifact.provides import check_compatible, provides_after_install
-from artifact.signing import load_key_file
-
 from ..atomic import write_atomically
 from ..bootloader.base import Bootloader
 from ..config import Config
@@ -147,6 +143,12 @@ class Steps:
 
     def download(self, update: Update) -> Event:
         """Stream the artifact: check signature and compatibility, write the payload."""
+        # Only here: the artifact reader pulls in cryptography, which the boot-time
+        # resume (and the daemon between deployments) never needs.
+        from artifact import ArtifactReader
+        from artifact.provides import check_compatible, provides_after_install
+        from artifact.signing import load_key_file
+
         keys = [load_key_file(path) for path in self.config.verify_keys]
         current = self.provides()
         opened = self.source.open(update.source, log=lambda message: self.log(update, message),

@@ -406,3 +406,17 @@ def test_one_updater_at_a_time(device, make_artifact, capfd):
         assert device.run("install", str(make_artifact())) == 1
         assert "another tern-updater is running" in capfd.readouterr().err
     assert device.run("install", str(make_artifact())) == 0
+
+
+def test_daemon_at_boot_resumes_first_in_its_own_process(device, make_artifact, monkeypatch,
+                                                         capfd):
+    monkeypatch.setattr(cli, "daemon", lambda config: 0)  # the server loop: not here
+    assert device.run("install", str(make_artifact(name="release-2"))) == 0
+    assert device.power_on() == "b"
+    assert device.run("daemon", "--at-boot") == 0
+    assert "release-2: installed and committed" in capfd.readouterr().out
+    assert device.env()["upgrade_available"] == "0"
+    assert device.run("daemon", "--at-boot") == 0
+    assert "no update in progress" in capfd.readouterr().out  # resume's outcome
+    assert device.run("daemon") == 0
+    assert "no update in progress" not in capfd.readouterr().out  # without --at-boot: none
