@@ -4,7 +4,15 @@ import asyncio
 import pytest
 
 from fleet.device import Faults, PowerCut, Reboot, Record, Settings
-from fleet.simulator import Fleet, FleetError, Options, failed, percentile, summary_table
+from fleet.simulator import (
+    Fleet,
+    FleetError,
+    Options,
+    expected_results,
+    failed,
+    percentile,
+    summary_table,
+)
 
 
 class FakeDevice:
@@ -154,3 +162,12 @@ def test_percentiles():
     assert percentile([4.0], 99) == 4.0
     assert percentile([float(i) for i in range(1, 101)], 50) == 50.5
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.01
+
+
+def test_a_good_update_cut_outside_its_trial_boot_must_succeed():
+    assert expected_results(None) == {"success"}
+    for cut in ("before-Sync", "after-Download", "during-Download", "before-ArtifactInstall",
+                "after-ArtifactInstall", "after-ArtifactCommit", "before-UpdateStatusReport"):
+        assert expected_results(f"power-cut-{cut}") == {"success"}, cut
+    assert expected_results("power-cut-before-ArtifactVerifyReboot") == {"success", "failure"}
+    assert expected_results("trial-health,power-cut-during-Download") == {"failure"}
