@@ -23,9 +23,9 @@ from typing import BinaryIO
 from .errors import StructureError, UnsupportedError
 
 try:
-    from isal import igzip, isal_zlib
+    from isal import igzip, igzip_lib, isal_zlib
 except ImportError:  # the device: stdlib only
-    igzip = isal_zlib = None
+    igzip = igzip_lib = isal_zlib = None
 try:
     import zstandard
 except ImportError:
@@ -118,17 +118,17 @@ class _Unclosing(io.RawIOBase):
 
 
 class GzipMembersReader(io.RawIOBase):
-    """A gzip stream of one or more members, read with zlib's decompressor (ISA-L's where
-    installed), which checks each member's CRC and length. `starts` holds the
-    (compressed, decompressed) offset of every member's first byte: a point where reading
-    can begin afresh. Memory stays bounded: at most READ_SIZE of input is held."""
+    """A gzip stream of one or more members, each checked (CRC, length) by ISA-L's
+    decompressor where installed and zlib's otherwise. `starts` holds the (compressed,
+    decompressed) offset of every member's first byte: a point where reading can begin
+    afresh. Memory stays bounded: READ_SIZE of input, `size` of output a read."""
 
     def __init__(self, raw: BinaryIO):
         self._raw = raw
-        self._zlib = isal_zlib or zlib
-        self._decompressor = self._zlib.decompressobj(wbits=31)
-        self._input = b""  # read from raw, not yet consumed by a decompressor
-        self._consumed = 0  # compressed bytes before self._input
+        self._decompressor = _member_decompressor()
+        self._input = b""  # read from raw, for the next member
+        self._member_start = 0  # compressed offset of the current member
+        self._fed = 0  # bytes given to the current member's decompressor
         self._produced = 0
         self.starts: list[tuple[int, int]] = [(0, 0)]
 
@@ -144,34 +144,78 @@ class GzipMembersReader(io.RawIOBase):
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(READ_SIZE), b""))
         while size:
-            if not self._input:
-                self._input = self._raw.read(READ_SIZE)
-                if not self._input:
-                    if self._decompressor.eof:
-                        return b""
+            decompressor = self._decompressor
+            if decompressor.eof:
+                if not self._next_member():
+                    return b""
+                continue
+            data = b""
+            if decompressor.needs_input:
+                data, self._input = self._input or self._raw.read(READ_SIZE), b""
+                if not data:
                     raise EOFError("compressed file ended before the end-of-stream marker "
                                    "was reached")
-            if self._decompressor.eof:  # between members (gzip allows zero padding)
-                stripped = self._input.lstrip(b"\0")
-                self._consumed += len(self._input) - len(stripped)
-                self._input = stripped
-                if not stripped:
-                    continue
-                self._decompressor = self._zlib.decompressobj(wbits=31)
-                self.starts.append((self._consumed, self._produced))
-            given = self._input
-            data = self._decompressor.decompress(given, size)
-            self._input = (self._decompressor.unused_data if self._decompressor.eof
-                           else self._decompressor.unconsumed_tail)
-            self._consumed += len(given) - len(self._input)
-            if data:
-                self._produced += len(data)
-                return data
+                self._fed += len(data)
+            out = decompressor.decompress(data, size)
+            if out:
+                self._produced += len(out)
+                return out
         return b""
+
+    def _next_member(self) -> bool:
+        """After a member's end: start the next one, past gzip's zero padding, if any."""
+        unused = self._decompressor.unused_data
+        end = self._member_start + self._fed - len(unused)
+        pending = unused + self._input
+        while not (rest := pending.lstrip(b"\0")):
+            end += len(pending)
+            pending = self._raw.read(READ_SIZE)
+            if not pending:
+                return False
+        end += len(pending) - len(rest)
+        self._decompressor = _member_decompressor()
+        self._input, self._member_start, self._fed = rest, end, 0
+        self.starts.append((end, self._produced))
+        return True
 
     def restart_point(self, offset: int) -> tuple[int, int]:
         """The last member start at or before decompressed `offset`."""
         return self.starts[bisect.bisect_right(self.starts, offset, key=lambda s: s[1]) - 1]
+
+
+def _member_decompressor():
+    """One gzip member's decompressor: `decompress(data, max_length)` keeps the input it
+    has not used yet; `needs_input`, `eof`, `unused_data`."""
+    if igzip_lib is not None:
+        return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+    return _ZlibMember()
+
+
+class _ZlibMember:
+    """zlib's decompressobj with IgzipDecompressor's interface (Python 3.11 has no
+    zlib._ZlibDecompressor)."""
+
+    def __init__(self):
+        self._decompressor = zlib.decompressobj(wbits=31)
+        self._tail = b""
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._tail and not self._decompressor.eof
+
+    @property
+    def eof(self) -> bool:
+        return self._decompressor.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._decompressor.unused_data
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._decompressor.decompress(self._tail + data if self._tail else data,
+                                            max_length)
+        self._tail = self._decompressor.unconsumed_tail
+        return out
 
 
 def _gzip_member(data: bytes) -> bytes:
