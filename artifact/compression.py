@@ -33,7 +33,8 @@ except ImportError:
 
 SUFFIXES = {"none": "", "gzip": ".gz", "lzma": ".xz", "zstd": ".zst"}
 NAMES = {suffix: name for name, suffix in SUFFIXES.items()}
-GZIP_LEVEL = 6  # stdlib fallback; ISA-L's default level 2 is about as fast as zlib's 1
+GZIP_LEVEL = 6  # stdlib fallback
+ISAL_LEVEL = 2  # ISA-L's default for streams, about as fast as zlib's 1
 GZIP_MEMBER_SIZE = 1 << 20  # input bytes per member: the ratio costs < 0.1 % (32 KiB window)
 READ_SIZE = 1 << 20
 LZMA_PRESET = 6  # what mender-artifact uses
@@ -220,7 +221,7 @@ class _ZlibMember:
 
 def _gzip_member(data: bytes) -> bytes:
     if igzip is not None:
-        return igzip.compress(data, mtime=0)
+        return igzip.compress(data, ISAL_LEVEL, mtime=0)
     return gzip.compress(data, GZIP_LEVEL, mtime=0)
 
 
