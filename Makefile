@@ -72,6 +72,12 @@ bench: deps venv image
 	$(PY) -m bench.ota
 	$(PY) -m bench.agent
 
+## fleet-power-cuts: 300 simulated devices, 20 % of them cut once at a random point of the
+## update; every cut device outside its trial boot must end in success (RELIABILITY.md)
+.PHONY: fleet-power-cuts
+fleet-power-cuts: venv
+	$(PY) -m bench.fleet --devices 300 --power-cut-rate 0.2 --poll-interval 5 --seed 1
+
 ## campaign: power cuts during OTA updates (make campaign N=200: about a minute a cut); RELIABILITY.md
 .PHONY: campaign
 campaign: deps venv image

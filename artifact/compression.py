@@ -1,23 +1,31 @@
 """Compressors of the artifact's header and data members, chosen by file suffix.
 
-gzip uses python-isal (Intel ISA-L: faster, multi-threaded writing) where it is
-installed and the standard library otherwise, so the device needs nothing
-beyond the stdlib for gzip and xz. zstd is a Tern extension that
-mender-artifact 3.9 cannot read.
+gzip uses python-isal (Intel ISA-L: faster) where it is installed and the standard
+library otherwise, so the device needs nothing beyond the stdlib for gzip and xz. zstd
+is a Tern extension that mender-artifact 3.9 cannot read.
+
+gzip is written as a series of members, one per `GZIP_MEMBER_SIZE` of input (still one
+valid gzip stream: gzip, Go's reader and Python's read members one after another). Each
+member starts afresh, so a download cut in the middle can resume at the last member
+start (`GzipMembersReader.starts`) instead of at the first byte; the members are also
+compressed in parallel.
 """
+import bisect
+import collections
 import gzip
 import io
 import lzma
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from .errors import StructureError, UnsupportedError
 
 try:
-    from isal import igzip, igzip_threaded, isal_zlib
+    from isal import igzip, igzip_lib, isal_zlib
 except ImportError:  # the device: stdlib only
-    igzip = igzip_threaded = isal_zlib = None
+    igzip = igzip_lib = isal_zlib = None
 try:
     import zstandard
 except ImportError:
@@ -25,7 +33,10 @@ except ImportError:
 
 SUFFIXES = {"none": "", "gzip": ".gz", "lzma": ".xz", "zstd": ".zst"}
 NAMES = {suffix: name for name, suffix in SUFFIXES.items()}
-GZIP_LEVEL = 6  # stdlib fallback; ISA-L's default level 2 is about as fast as zlib's 1
+GZIP_LEVEL = 6  # stdlib fallback
+ISAL_LEVEL = 2  # ISA-L's default for streams, about as fast as zlib's 1
+GZIP_MEMBER_SIZE = 1 << 20  # input bytes per member: the ratio costs < 0.1 % (32 KiB window)
+READ_SIZE = 1 << 20
 LZMA_PRESET = 6  # what mender-artifact uses
 ZSTD_LEVEL = 3
 
@@ -50,9 +61,7 @@ def decompressing_reader(name: str, raw: BinaryIO) -> BinaryIO:
     if name == "none":
         return raw
     if name == "gzip":
-        if igzip is not None:  # its threaded reader measured slower here
-            return igzip.IGzipFile(fileobj=raw, mode="rb")
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return GzipMembersReader(raw)
     if name == "lzma":
         return lzma.LZMAFile(raw, "rb")
     if name == "zstd":
@@ -66,9 +75,7 @@ def compressing_writer(name: str, raw: BinaryIO) -> BinaryIO:
     if name == "none":
         return _Unclosing(raw)
     if name == "gzip":
-        if igzip_threaded is not None:
-            return igzip_threaded.open(_Unclosing(raw), "wb", threads=threads)
-        return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+        return GzipMembersWriter(raw, threads)
     if name == "lzma":
         return lzma.LZMAFile(_Unclosing(raw), "wb", preset=LZMA_PRESET)
     if name == "zstd":
@@ -109,3 +116,151 @@ class _Unclosing(io.RawIOBase):
 
     def flush(self) -> None:
         self._raw.flush()
+
+
+class GzipMembersReader(io.RawIOBase):
+    """A gzip stream of one or more members, each checked (CRC, length) by ISA-L's
+    decompressor where installed and zlib's otherwise. `starts` holds the (compressed,
+    decompressed) offset of every member's first byte: a point where reading can begin
+    afresh. Memory stays bounded: READ_SIZE of input, `size` of output a read."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._decompressor = _member_decompressor()
+        self._input = b""  # read from raw, for the next member
+        self._member_start = 0  # compressed offset of the current member
+        self._fed = 0  # bytes given to the current member's decompressor
+        self._produced = 0
+        self.starts: list[tuple[int, int]] = [(0, 0)]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(READ_SIZE), b""))
+        while size:
+            decompressor = self._decompressor
+            if decompressor.eof:
+                if not self._next_member():
+                    return b""
+                continue
+            data = b""
+            if decompressor.needs_input:
+                data, self._input = self._input or self._raw.read(READ_SIZE), b""
+                if not data:
+                    raise EOFError("compressed file ended before the end-of-stream marker "
+                                   "was reached")
+                self._fed += len(data)
+            out = decompressor.decompress(data, size)
+            if out:
+                self._produced += len(out)
+                return out
+        return b""
+
+    def _next_member(self) -> bool:
+        """After a member's end: start the next one, past gzip's zero padding, if any."""
+        unused = self._decompressor.unused_data
+        end = self._member_start + self._fed - len(unused)
+        pending = unused + self._input
+        while not (rest := pending.lstrip(b"\0")):
+            end += len(pending)
+            pending = self._raw.read(READ_SIZE)
+            if not pending:
+                return False
+        end += len(pending) - len(rest)
+        self._decompressor = _member_decompressor()
+        self._input, self._member_start, self._fed = rest, end, 0
+        self.starts.append((end, self._produced))
+        return True
+
+    def restart_point(self, offset: int) -> tuple[int, int]:
+        """The last member start at or before decompressed `offset`."""
+        return self.starts[bisect.bisect_right(self.starts, offset, key=lambda s: s[1]) - 1]
+
+
+def _member_decompressor():
+    """One gzip member's decompressor: `decompress(data, max_length)` keeps the input it
+    has not used yet; `needs_input`, `eof`, `unused_data`."""
+    if igzip_lib is not None:
+        return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+    return _ZlibMember()
+
+
+class _ZlibMember:
+    """zlib's decompressobj with IgzipDecompressor's interface (Python 3.11 has no
+    zlib._ZlibDecompressor)."""
+
+    def __init__(self):
+        self._decompressor = zlib.decompressobj(wbits=31)
+        self._tail = b""
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._tail and not self._decompressor.eof
+
+    @property
+    def eof(self) -> bool:
+        return self._decompressor.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._decompressor.unused_data
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._decompressor.decompress(self._tail + data if self._tail else data,
+                                            max_length)
+        self._tail = self._decompressor.unconsumed_tail
+        return out
+
+
+def _gzip_member(data: bytes) -> bytes:
+    if igzip is not None:
+        return igzip.compress(data, ISAL_LEVEL, mtime=0)
+    return gzip.compress(data, GZIP_LEVEL, mtime=0)
+
+
+class GzipMembersWriter(io.RawIOBase):
+    """Writes a gzip member per GZIP_MEMBER_SIZE of input, compressed by `threads` at once
+    (zlib and ISA-L release the GIL); a bounded number of members is in flight."""
+
+    def __init__(self, raw: BinaryIO, threads: int):
+        self._raw = raw
+        self._buffer = bytearray()
+        self._threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gzip")
+        self._pending: collections.deque = collections.deque()
+        self._members = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._buffer += data
+        while len(self._buffer) >= GZIP_MEMBER_SIZE:
+            self._submit(bytes(self._buffer[:GZIP_MEMBER_SIZE]))
+            del self._buffer[:GZIP_MEMBER_SIZE]
+        return len(data)
+
+    def _submit(self, data: bytes) -> None:
+        self._pending.append(self._pool.submit(_gzip_member, data))
+        self._members += 1
+        while len(self._pending) > 2 * self._threads:
+            self._raw.write(self._pending.popleft().result())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._buffer or not self._members:  # an empty input is one empty member
+                self._submit(bytes(self._buffer))
+            while self._pending:
+                self._raw.write(self._pending.popleft().result())
+        finally:
+            self._pool.shutdown(cancel_futures=True)
+            super().close()

@@ -28,6 +28,7 @@ from . import signing
 from .compression import (
     DECOMPRESSION_ERRORS,
     SUFFIXES,
+    GzipMembersReader,
     compression_of,
     decompress_bounded,
     decompressing_reader,
@@ -211,11 +212,14 @@ class PayloadReader:
         self.index = header.index
         self.type = header.type
         self.member = member.name
+        self.offset = member.offset_data  # of its first byte in the artifact
+        self.header_offset = member.offset  # of its tar header: the head ends here
         self._artifact = artifact
         self._remaining = set(header.files)
         self._current: PayloadFile | None = None
         self._done = False
         compression = compression_of(member.name, f"data/{header.index:04d}.tar")
+        self.compression = compression
         self._decompressed = decompressing_reader(compression, artifact._open_member(member))
         self._stream = ForwardReader(self._decompressed)
         try:
@@ -250,6 +254,18 @@ class PayloadReader:
                                  f"{', '.join(sorted(self._remaining))}")
         self._done = True
 
+    def restart_point(self, offset: int) -> tuple[int, int] | None:
+        """(artifact offset, data offset): the last point at or before `offset` of the
+        decompressed data archive where reading can start afresh from that byte of the
+        artifact (a gzip member's start; any byte when uncompressed); None: only the start.
+        A download cut by power loss resumes there."""
+        if self.compression == "none":
+            return self.offset + offset, offset
+        if isinstance(self._decompressed, GzipMembersReader):
+            compressed, decompressed = self._decompressed.restart_point(offset)
+            return self.offset + compressed, decompressed
+        return None
+
     def drain(self) -> None:
         if not self._done:
             for file in self.files():
@@ -267,6 +283,7 @@ class PayloadFile:
                  expected_sha256: str):
         self.name = name
         self.size = size
+        self.offset = source.tell()  # of its first byte in the decompressed data archive
         self._payload = payload
         self._source = source
         self._expected = expected_sha256

@@ -3,13 +3,17 @@
 updater, payload verified and discarded) against `tern-server serve` (gunicorn, HTTPS).
 
     python -m bench.fleet [--devices 10000] [--workers 2] [--database sqlite|postgresql]
-                          [--poll-interval 300] [--fleet-threads 32]
+                          [--poll-interval 300] [--fleet-threads 32] [--power-cut-rate 0.2]
 
 The devices are preauthorized, boot spread over one poll interval, and are deployed to
 once all are accepted; the run ends when every device has reported its result. Measured:
 wall time (whole run, and deployment → last result), the server's CPU seconds and peak
 RSS (its gunicorn master and workers, from /proc, sampled every 0.5 s), the simulator's
 own CPU and peak RSS, and p50/p99 of one device's update (Sync → result reported).
+With `--power-cut-rate R`, round(N × R) devices lose power once at a random point of the
+update (`make fleet-power-cuts`: 300 devices, 20 %); the results of the cut devices are
+counted apart, by where the cut struck (a cut in the trial boot may fail; any other must
+succeed, or the run fails).
 The devices' directories are on /dev/shm: the state store's fsyncs would otherwise
 measure this machine's disk, not the server.
 """
@@ -28,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from fleet.artifacts import write_rootfs_artifact
+from fleet.simulator import TRIAL_BOOT_CUTS
 from testkit.admin import ServerAdmin
 from testkit.live_server import LiveServer
 from testkit.postgres import PostgresServer
@@ -99,6 +104,19 @@ class ProcessTreeSampler(threading.Thread):
             self.peak_rss
 
 
+def cut_results(report: dict) -> dict[str, dict[str, int]]:
+    """The server's status of each device that lost power, by where the cut struck:
+    "trial boot" or "elsewhere" (the download and the install included)."""
+    counts: dict[str, dict[str, int]] = {"trial boot": {}, "elsewhere": {}}
+    for device in report["device"]:
+        if not device["power_cuts"]:
+            continue
+        where = "trial boot" if device["fault"] in TRIAL_BOOT_CUTS else "elsewhere"
+        status = str(device["server_status"])
+        counts[where][status] = counts[where].get(status, 0) + 1
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
@@ -108,6 +126,8 @@ def main() -> int:
     parser.add_argument("--poll-interval", type=float, default=300.0,
                         help="also the spread of the devices' first boots")
     parser.add_argument("--payload-kib", type=int, default=64)
+    parser.add_argument("--power-cut-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -135,7 +155,8 @@ def main() -> int:
              "--devices", str(args.devices), "--artifact", str(artifact),
              "--verify-key", str(public), "--poll-interval", str(args.poll_interval),
              "--retry-interval", "30", "--threads", str(args.fleet_threads),
-             "--workdir", str(work / "devices"), "--timeout", "7200", "--json"],
+             "--workdir", str(work / "devices"), "--timeout", "7200", "--json",
+             "--power-cut-rate", str(args.power_cut_rate), "--seed", str(args.seed)],
             capture_output=True, text=True)
         wall = time.monotonic() - started
         server_cpu, server_rss = sampler.stop()
@@ -162,6 +183,7 @@ def main() -> int:
         "simulator_cpu_seconds": round(float(user) + float(system), 1),
         "simulator_peak_rss_mib": round(int(max_rss_kib) / 1024, 1),
         "results": report["results"], "problems": report["problems"],
+        **({"power_cut_results": cut_results(report)} if args.power_cut_rate else {}),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
     rows = [(key, value) for key, value in results.items()]

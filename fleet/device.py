@@ -6,6 +6,7 @@ cut ends that process with an exception; `boot()` is the power-on after it: the 
 script on the bootloader file (boot count, fallback), then what the image's rcS does —
 `tern-updater resume`, then a fresh daemon that reads everything from the device's files.
 """
+import contextlib
 import random
 import threading
 import time
@@ -37,6 +38,12 @@ FACTORY_ARTIFACT = "release-1"
 UPDATE_STATES = (S.SYNC, S.DOWNLOAD, S.ARTIFACT_INSTALL, S.ARTIFACT_REBOOT,
                  S.ARTIFACT_VERIFY_REBOOT, S.ARTIFACT_COMMIT, S.CLEANUP,
                  S.UPDATE_STATUS_REPORT)
+# Where a power cut strikes: before or after one of those states (after ArtifactReboot
+# there is nothing: the reboot ends the process), or during the download.
+CUT_POINTS = (*((when, state) for state in UPDATE_STATES for when in ("before", "after")
+                if (when, state) != ("after", S.ARTIFACT_REBOOT)),
+              ("during", S.DOWNLOAD))
+CUT_AT_READ = 8  # a cut during the download: at this read of the artifact's stream
 TRIAL_FAULTS = ("boot", "health")
 TRANSIENT_FAULT = "health-once"  # fails the first trial's health check only: a retry succeeds
 
@@ -73,7 +80,7 @@ class WorkerSessions(threading.local):
 class Faults:
     """What goes wrong on this device: its trial boot ("boot": the new slot never comes up;
     "health": it fails its health check; "health-once": only the first time), and a power
-    cut (before or after a state)."""
+    cut (one of CUT_POINTS)."""
 
     trial: str | None = None
     power_cut: tuple[str, State] | None = None
@@ -228,6 +235,35 @@ class DiscardedRootfs(RootfsInstaller):
             (self.root / "slot3.img").write_bytes(f"{update.artifact_name}\n".encode())
 
 
+class CuttingSource:
+    """The artifact's source, whose streams call `cut()` at their CUT_AT_READ-th read."""
+
+    def __init__(self, source: ArtifactSource, cut: Callable[[], None]):
+        self.source = source
+        self.cut = cut
+
+    @contextlib.contextmanager
+    def open(self, location: str, **options):
+        with self.source.open(location, **options) as stream:
+            yield CuttingStream(stream, self.cut)
+
+
+class CuttingStream:
+    def __init__(self, stream, cut: Callable[[], None]):
+        self.stream = stream
+        self.cut = cut
+        self.reads = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads == CUT_AT_READ:
+            self.cut()
+        return self.stream.read(size)
+
+    def __getattr__(self, name: str):  # size, etag
+        return getattr(self.stream, name)
+
+
 class SimulatedSteps:
     """What makes the real steps a simulation: reboots end the process, power cuts are
     injected before or after a state, and the payload may be hashed and discarded (the
@@ -238,6 +274,14 @@ class SimulatedSteps:
         installers = INSTALLERS if device.settings.payload == "write" else \
             {**INSTALLERS, "rootfs-image": lambda context: DiscardedRootfs(context, device.root)}
         super().__init__(*args, installers=installers, reboot=self.simulated_reboot, **seams)
+
+    def download(self, update: Update) -> Event:
+        source = self.source
+        self.source = CuttingSource(source, lambda: self._maybe_cut("during", S.DOWNLOAD))
+        try:
+            return super().download(update)
+        finally:
+            self.source = source
 
     def run(self, state: State, update: Update) -> Event:
         record = self.device.record
@@ -338,5 +382,5 @@ def choose_faults(count: int, fail_rate: float, power_cut_rate: float,
     for index in rng.sample(others, min(len(others), round(count * transient_fail_rate))):
         faults[index].trial = TRANSIENT_FAULT
     for index in rng.sample(range(count), round(count * power_cut_rate)):
-        faults[index].power_cut = (rng.choice(("before", "after")), rng.choice(UPDATE_STATES))
+        faults[index].power_cut = rng.choice(CUT_POINTS)
     return faults

@@ -10,7 +10,9 @@ after each), wait for the server's final status, then check the device:
 - the boot environment committed (no trial pending) on the slot that booted;
 - /data intact: a file written before the campaign and one written before this run;
 - the server's status matches the release running (success <-> the new release, failure
-  <-> the one before), and so does the inventory's artifact_name (else: inconsistent).
+  <-> the one before), and so does the inventory's artifact_name (else: inconsistent);
+- a good release cut only where the update goes on after power-on (RESUMING: the download,
+  the rootfs write, the install, after the commit) ends in success (else: failed-update).
 
 The device is reused from one run to the next. `python -m testkit.campaign --cuts N` (make
 campaign) runs single-cut runs spread over the points and writes RELIABILITY.md.
@@ -45,6 +47,11 @@ STATES = ("Sync", "Download", "ArtifactInstall", "ArtifactReboot", "ArtifactVeri
           "ArtifactCommit", "Cleanup", "UpdateStatusReport", "ArtifactRollback",
           "ArtifactRollbackReboot", "ArtifactVerifyRollbackReboot", "ArtifactFailure")
 ROLLBACK_STATES = frozenset(STATES[-4:])
+# Cuts after which a good update goes on to success: the download and the write resume
+# from their checkpoint, the install runs again, and after the commit nothing undoes it.
+# (A cut in the trial boot counts as a failed boot: U-Boot falls back.)
+RESUMING = frozenset({"Sync", "Download", "write", "ArtifactInstall", "Cleanup",
+                      "UpdateStatusReport"})
 FINAL = ("success", "failure")
 SLOT_PARTITION = {"A": "2", "B": "3"}
 STATE_MARKER = re.compile(r"tern-state: (\w+)\r?\n")
@@ -90,7 +97,8 @@ class Run:
 class Outcome:
     run: Run
     release: str  # the release deployed
-    kind: str  # ok | brick | inconsistent | lost-data
+    kind: str  # ok | brick | inconsistent | lost-data | failed-update
+    deployment: str = ""
     # where the power was cut: the point, or the last state announced after its marker
     cut: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)  # points the deployment never passed
@@ -149,7 +157,7 @@ class Campaign:
         deployment = self.server.cli("deployments", "create", "--name",
                                      f"cut-{self.deployments}", "--artifact-name", target,
                                      "--device", self.device_id)["id"]
-        outcome = Outcome(run, target, "ok")
+        outcome = Outcome(run, target, "ok", deployment)
         for number, point in enumerate(run.points):
             if not self.watch(point.pattern, deployment):  # the deployment is over
                 outcome.missed += [later.label for later in run.points[number:]]
@@ -236,6 +244,11 @@ class Campaign:
                             f"device runs {outcome.running}")
         if problems:
             outcome.kind = "inconsistent"
+        buckets = {"write" if cut.startswith("write") else cut for cut in outcome.cut}
+        if outcome.release in GOOD and buckets <= RESUMING and outcome.status != "success":
+            outcome.kind = outcome.kind if problems else "failed-update"
+            problems.append(f"a good update cut at {', '.join(outcome.cut)} ended in "
+                            f"{outcome.status}")
         sums = device.run_check("sha256sum /data/before-campaign /data/before-run; true")
         for name, digest in (("before-campaign", self.before_campaign),
                              ("before-run", before_run)):
@@ -314,6 +327,8 @@ def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: floa
         f"- **inconsistent reports** (status, inventory or boot environment against the "
         f"running release): {kinds['inconsistent']}",
         f"- **lost data** (/data files written before the run): {kinds['lost-data']}",
+        f"- **failed updates** (a good release cut only where the update goes on: the "
+        f"download, the write, the install, after the commit): {kinds['failed-update']}",
         f"- ok: {kinds['ok']}; final statuses: "
         + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())), "",
         "| cut at | cuts | ok | success | failure |", "|---|---:|---:|---:|---:|",

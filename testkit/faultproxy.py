@@ -5,7 +5,8 @@ Modes: `passing()` forwards everything; `refuse()` is a stopped server (open con
 reset, new ones refused); `reset_after(n)` and `stall_after(n)` let `n` bytes of a
 connection's answer through, then reset the connection or stop forwarding while keeping
 it open, for the next `times` connections that get that far. Answers shorter than `n`
-(API calls) pass, so a fault lands in the one long answer, the download.
+(API calls) pass, so a fault lands in the one long answer, the download. `answer_bytes`
+counts what the server's answers passed in all.
 """
 import contextlib
 import socket
@@ -27,6 +28,7 @@ class FaultProxy:
         self.faults_done = 0
         self.connections: set[Connection] = set()
         self.connection_count = 0
+        self.answer_bytes = 0  # every byte of every answer passed to a client
 
     def start(self) -> "FaultProxy":
         self._listen()
@@ -142,6 +144,8 @@ class Connection:
                     return
                 self.client.sendall(data)
                 sent += len(data)
+                with self.proxy.lock:
+                    self.proxy.answer_bytes += len(data)
         except OSError:
             pass
         self.close()

@@ -9,10 +9,6 @@ import subprocess
 import sys
 import warnings
 
-from artifact.errors import ArtifactError
-from artifact.reader import ArtifactReader
-from artifact.signing import load_key_file
-
 from . import __version__
 from . import config as config_module
 from .agent.standalone import FAILED, OK, Busy, Standalone
@@ -145,6 +141,12 @@ def show_artifact_file(config: Config, path: str) -> int:
     """The name in FILE's header, once its signature is verified (verify_keys), without
     reading the payload or changing the updater's state: tern-usb-install refuses a wrongly
     signed stick with it, and leaves a stick alone whose artifact is installed already."""
+    # Only here: the artifact reader pulls in cryptography, which the boot-time resume and
+    # the idle daemon never need (tests/unit/updater/test_startup_imports.py).
+    from artifact.errors import ArtifactError
+    from artifact.reader import ArtifactReader
+    from artifact.signing import load_key_file
+
     try:
         keys = [load_key_file(key) for key in config.verify_keys]
         with open(path, "rb") as stream, ArtifactReader(stream, keys) as reader:

@@ -76,6 +76,9 @@ class Config:
                                             "connection is dropped and resumed")
     download_deadline: float = setting(14400.0, "seconds a whole download may take; past "
                                                 "them the update fails")
+    download_progress_interval: int = setting(16 << 20, "bytes of a rootfs write between "
+                                              "checkpoints in the state store, from which "
+                                              "a download cut by power loss resumes")
     abort_check_interval: float = setting(30.0, "daemon: seconds between checks, during a "
                                                 "download, that the deployment still stands")
 

@@ -6,6 +6,10 @@ breaks, or stalls (no data for `timeout` seconds), it reopens the download with
 signature and sha256 checks, the slot writer) never sees the break. Reconnections in a
 row without new data are bounded (`retries`, with backoff), and so is the whole
 download (`deadline`); past either, `DownloadError` says why.
+
+It may also start at a byte (`start`) and stop before one (`end`): after a power cut the
+updater reads the artifact's head again, then goes on from where the slot's write got to,
+with the ETag it first saw in `If-Range` so that a changed artifact is refused.
 """
 import re
 import time
@@ -29,10 +33,13 @@ class ResumableDownload:
     def __init__(self, url: str, *, verify=True, retries: int = 10, timeout: float = 60.0,
                  deadline: float = 14400.0, max_backoff: float = 30.0,
                  log=lambda message: None, check=lambda: None,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, start: int = 0,
+                 end: int | None = None, etag: str | None = None):
         """`log(message)` hears every reconnection; `check()` runs before each connection
         and each read, and whatever it raises ends the download (the daemon's abort check,
-        which throttles itself). A given `session` (its kept-alive connections) stays open."""
+        which throttles itself). A given `session` (its kept-alive connections) stays open.
+        `start`, `end`: the bytes [start, end) only; `etag`: the artifact's, as an earlier
+        download saw it (a different artifact under the URL is refused)."""
         self.url = url
         self.verify = verify
         self.retries = retries
@@ -44,9 +51,10 @@ class ResumableDownload:
         self.check = check
         self.own_session = session is None
         self.session = session or requests.Session()
-        self.offset = 0
-        self.size: int | None = None  # from the first answer's Content-Length
-        self.etag: str | None = None
+        self.offset = start
+        self.end = end
+        self.size: int | None = None  # the artifact's, from the first answer
+        self.etag = etag
         self.response: requests.Response | None = None
         self.resumed = 0  # answers to Range requests
         self.failures = 0  # in a row, without new data
@@ -65,7 +73,8 @@ class ResumableDownload:
             except BROKEN as error:
                 reason = f"{type(error).__name__}: {error}"
             else:
-                if data or size == 0 or self.size in (None, self.offset):
+                stop = self.size if self.end is None else self.end
+                if data or size == 0 or stop in (None, self.offset):
                     self.offset += len(data)
                     self.failures = 0
                     return data
@@ -105,8 +114,10 @@ class ResumableDownload:
             self.response.close()
             self.response = None
         headers = {"Accept-Encoding": "identity"}  # offsets count the artifact's own bytes
-        if self.offset:
-            headers["Range"] = f"bytes={self.offset}-"
+        ranged = bool(self.offset) or self.end is not None
+        if ranged:
+            last = "" if self.end is None else str(self.end - 1)
+            headers["Range"] = f"bytes={self.offset}-{last}"
             if self.etag:
                 headers["If-Range"] = self.etag  # changed since: 200, refused below
         remaining = self.deadline - time.monotonic()
@@ -116,10 +127,11 @@ class ResumableDownload:
         if response.status_code >= 500:
             response.close()
             raise requests.HTTPError(f"{response.status_code} {response.reason}")
-        if self.offset:
+        if ranged:
             self._check_partial(response)
             self.resumed += 1
-            self.log(f"download: resumed at byte {self.offset} of {self.size}")
+            if self.offset:
+                self.log(f"download: resumed at byte {self.offset} of {self.size}")
         else:
             if response.status_code != 200:
                 response.close()
@@ -135,14 +147,21 @@ class ResumableDownload:
         splice the wrong bytes into the stream."""
         if response.status_code != 206:
             response.close()
+            changed = " (the artifact changed)" if response.status_code == 200 and self.etag \
+                else ""
             raise DownloadError(f"cannot resume at byte {self.offset}: the server answered "
-                                f"{response.status_code} {response.reason} to a Range request")
+                                f"{response.status_code} {response.reason} to a Range "
+                                f"request{changed}")
         match = CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
         if not match or int(match[1]) != self.offset or \
-                (self.size is not None and match[3] != str(self.size)):
+                (self.size is not None and match[3] != str(self.size)) or \
+                (self.end is not None and int(match[2]) != self.end - 1):
             response.close()
             raise DownloadError(f"cannot resume {self._position()}: "
                                 f"Content-Range {response.headers.get('Content-Range')!r}")
+        if self.size is None:
+            self.size = _int_or_none(match[3])
+            self.etag = self.etag or response.headers.get("ETag")
 
     def _failed(self, reason: str) -> None:
         """Count a failure, give up past `retries`, else wait before the next attempt."""

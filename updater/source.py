@@ -1,6 +1,7 @@
 """Where Download reads an artifact: a local file, or an HTTP(S) URL streamed through
 `ResumableDownload` with the config's retries, timeout and deadline."""
 import contextlib
+import os
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -19,10 +20,14 @@ class ArtifactSource:
 
     @contextlib.contextmanager
     def open(self, location: str, log: Callable[[str], None] = lambda message: None,
-             check: Callable[[], None] = lambda: None) -> Iterator[BinaryIO]:
+             check: Callable[[], None] = lambda: None, start: int = 0,
+             end: int | None = None, etag: str | None = None) -> Iterator[BinaryIO]:
+        """The bytes [start, end) of the artifact (`end` None: to its end); `etag`: as an
+        earlier download saw it (`size` and `etag` of the stream tell them)."""
         if urllib.parse.urlsplit(location).scheme not in ("http", "https"):
             with open(location, "rb") as file:
-                yield file
+                file.seek(start)
+                yield LocalFile(file, end)
             return
         from .download import ResumableDownload  # only here: requests takes a while to import
 
@@ -31,5 +36,20 @@ class ArtifactSource:
                                timeout=self.config.download_timeout,
                                deadline=self.config.download_deadline,
                                max_backoff=self.config.retry_interval,
-                               log=log, check=check, session=self.session) as download:
+                               log=log, check=check, session=self.session, start=start,
+                               end=end, etag=etag) as download:
             yield download
+
+
+class LocalFile:
+    """A local artifact as a stream: its size, no ETag; reads stop at `end`."""
+
+    def __init__(self, file: BinaryIO, end: int | None):
+        self.file = file
+        self.size = os.fstat(file.fileno()).st_size
+        self.etag = None
+        self.end = self.size if end is None else min(end, self.size)
+
+    def read(self, size: int = -1) -> bytes:
+        left = self.end - self.file.tell()
+        return self.file.read(left if size < 0 else min(size, left))

@@ -8,6 +8,37 @@ LogLine = dict[str, str]  # {timestamp, level, message}: Mender's deployment log
 
 
 @dataclass
+class Checkpoint:
+    """Slot bytes [0, image_offset) are written and fsynced; the download can go on from
+    `artifact_offset`, where decompression starts afresh (a gzip member's first byte)."""
+
+    image_offset: int
+    artifact_offset: int
+    data_offset: int  # of image_offset's byte in the decompressed data archive
+    sha256: str  # of the slot's bytes from the previous checkpoint (or 0) to image_offset
+
+
+@dataclass
+class Progress:
+    """How far a rootfs download got: after a power cut it resumes at the last checkpoint
+    whose slot bytes still match (HTTP Range), instead of failing the update."""
+
+    artifact_size: int | None  # as the server said; a changed artifact is not resumed
+    etag: str | None
+    head_size: int  # the artifact's bytes before the payload member's content
+    member: str  # the payload member, e.g. data/0000.tar.gz
+    file: str = ""  # the payload file, its size and its first byte's data offset
+    file_size: int = 0
+    file_offset: int = 0
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, document: dict) -> "Progress":
+        checkpoints = [Checkpoint(**item) for item in document.get("checkpoints", [])]
+        return cls(**{**document, "checkpoints": checkpoints})
+
+
+@dataclass
 class Update:
     source: str  # a file or an http(s) URL
     artifact_name: str | None = None  # the deployment's, then the artifact header's
@@ -27,6 +58,7 @@ class Update:
     log: list[LogLine] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     paused: bool = False  # stopped before a state: waits for a command or the daemon
+    progress: Progress | None = None  # a rootfs download's, while it runs
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -38,4 +70,6 @@ class Update:
         unknown = set(document) - {item.name for item in fields(cls)}
         if unknown:
             raise ValueError(f"unknown update fields: {', '.join(sorted(unknown))}")
+        if document.get("progress") is not None:
+            document = {**document, "progress": Progress.from_json(document["progress"])}
         return cls(**document)

@@ -162,8 +162,22 @@ class Daemon:
         stored = self.standalone.store.load()
         if stored.state is S.IDLE or stored.update.deployment_id is None:
             return
+        if stored.state is S.DOWNLOAD:
+            self.refresh_link(stored.update)
         with self.standalone.exclusive():
             self.standalone.machine.resume(stored.state, stored.update, stored.store_count)
+
+    def refresh_link(self, update: Update) -> None:
+        """A download cut by power loss goes on with a fresh link (the stored one, signed,
+        may have expired): the server offers the same deployment again until its result.
+        Unreachable, this raises and the cycle tries again later."""
+        deployment = self.client.next_deployment(self.device_provides())
+        if deployment and deployment["id"] == update.deployment_id:
+            update.source = deployment["artifact"]["source"]["uri"]
+        else:
+            self.steps.log(update, f"the server no longer offers deployment "
+                                   f"{update.deployment_id}; resuming with the stored link",
+                           "warning")
 
     def deploy(self, deployment: dict) -> None:
         artifact = deployment["artifact"]

@@ -54,11 +54,11 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 }
 
 # Where a process that finds a stored state on start goes on. Steps are idempotent, so
-# most states run again; a reboot state is over once the process runs again, and a
-# download cannot be resumed (nothing was made bootable yet).
+# most states run again (a download goes on from its recorded progress); a reboot state
+# is over once the process runs again; an interrupted install is rolled back unless the
+# installer's install can simply run again (`Installer.install_repeats`: rootfs).
 RECOVERY: dict[State, State] = {
     S.SYNC: S.IDLE,
-    S.DOWNLOAD: S.ARTIFACT_FAILURE,
     S.ARTIFACT_INSTALL: S.ARTIFACT_ROLLBACK,
     S.ARTIFACT_REBOOT: S.ARTIFACT_VERIFY_REBOOT,
     S.ARTIFACT_ROLLBACK_REBOOT: S.ARTIFACT_VERIFY_ROLLBACK_REBOOT,
@@ -83,11 +83,21 @@ class Machine:
         self.steps = steps
         self.store = store
         self.max_store_count = max_store_count
+        self.at: tuple[State, int] = (S.IDLE, 0)  # the state running, its store count
+        steps.save = self.save_progress
+
+    def save_progress(self, update: Update) -> None:
+        """A step's progress (a download's checkpoints), stored with its state: not a new
+        store write for the cap, which counts states entered."""
+        state, store_count = self.at
+        self.store.save(state, update, store_count)
 
     def resume(self, stored: State, update: Update, store_count: int,
                stop_before: frozenset[State] = frozenset()) -> State:
         """Go on after the process ended in `stored` (a reboot, a crash, power loss)."""
         state = RECOVERY.get(stored, stored)
+        if stored is S.ARTIFACT_INSTALL and self.steps.installer(update).install_repeats:
+            state = stored
         if state != stored and state in (S.ARTIFACT_FAILURE, S.ARTIFACT_ROLLBACK):
             update.error = update.error or f"{stored}: interrupted (power loss or crash)"
         self.steps.log(update, f"resuming in {state} (stored: {stored})")
@@ -113,6 +123,7 @@ class Machine:
                 update.error = update.error or message
             else:
                 failpoints.hit(f"before:{state}")
+                self.at = (state, store_count)
                 event = self.steps.run(state, update)
                 failpoints.hit(f"after:{state}")
             if event is E.WAIT:

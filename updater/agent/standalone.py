@@ -140,6 +140,11 @@ class Standalone:
         if update.paused:
             return Outcome(NOTHING_TO_DO, f"{update.artifact_name} is installed; "
                                           "waiting for commit or rollback")
+        if state is S.DOWNLOAD:
+            if update.deployment_id is not None:  # with a fresh link, once the network is up
+                return Outcome(NOTHING_TO_DO, f"the daemon resumes the download of "
+                                              f"deployment {update.deployment_id}", state, update)
+            self.steps.watchdog.disarm()  # nothing is on trial; a download takes its time
         # A deployment's result is the daemon's to report, once the network is up.
         stop_before = frozenset({S.UPDATE_STATUS_REPORT}) if update.deployment_id is not None \
             else frozenset()

@@ -16,11 +16,19 @@ from pathlib import Path
 from ..atomic import write_atomically
 from ..bootloader.base import Bootloader
 from ..config import Config
-from ..install import INSTALLERS, InstallContext, Installer, InstallerFactory, NoPayload, choose
+from ..install import (
+    INSTALLERS,
+    CannotResume,
+    InstallContext,
+    Installer,
+    InstallerFactory,
+    NoPayload,
+    choose,
+)
 from ..install.modules import MODULES_WORK_DIR
 from ..install.rootfs import InstallError
 from ..source import ArtifactSource
-from ..update import Update
+from ..update import Progress, Update
 from . import health
 from .logcap import cap_log, cap_text
 from .scripts import ScriptError, StateScripts
@@ -78,7 +86,9 @@ class Steps:
         self.quiet = quiet
         self.installers = installers
         self.reboot = reboot or command_reboot(config.reboot_command)
-        self.install_context = InstallContext(config, bootloader, self.log, self.device_type)
+        self.install_context = InstallContext(config, bootloader, self.log, self.device_type,
+                                              lambda update: self.save(update))
+        self.save: Callable[[Update], None] = lambda update: None  # the machine's store
         self.artifact_scripts = config.data / "scripts"
         self.scripts = StateScripts(config, self.artifact_scripts)
         self.watchdog = health.Watchdog(config.watchdog_device, self.note)
@@ -142,7 +152,22 @@ class Steps:
     # -- the steps ------------------------------------------------------------------------
 
     def download(self, update: Update) -> Event:
-        """Stream the artifact: check signature and compatibility, write the payload."""
+        """Stream the artifact: check signature and compatibility, write the payload. After
+        power loss, go on from the recorded progress if the installer can."""
+        if update.progress is not None and update.kind is not None:
+            from ..download import DownloadError  # only here: requests takes a while to import
+
+            try:
+                self._download(update, resume=True)
+                return E.SUCCESS
+            except (CannotResume, DownloadError) as error:
+                self.log(update, f"cannot resume the download: {error}; downloading again "
+                                 "from the start", "warning")
+        update.progress = None
+        self._download(update, resume=False)
+        return E.SUCCESS
+
+    def _download(self, update: Update, resume: bool) -> None:
         # Only here: the artifact reader pulls in cryptography, which the boot-time
         # resume (and the daemon between deployments) never needs.
         from artifact import ArtifactReader
@@ -151,8 +176,13 @@ class Steps:
 
         keys = [load_key_file(path) for path in self.config.verify_keys]
         current = self.provides()
-        opened = self.source.open(update.source, log=lambda message: self.log(update, message),
-                                  check=lambda: self.download_check(update))
+        log = lambda message: self.log(update, message)  # noqa: E731
+        check = lambda: self.download_check(update)  # noqa: E731
+        progress = update.progress
+        # Resuming, only the head is read (version, manifest, signature, header) ...
+        opened = self.source.open(update.source, log=log, check=check,
+                                  end=progress.head_size if resume else None,
+                                  etag=progress.etag if resume else None)
         with opened as stream, ArtifactReader(stream, keys) as reader:
             header = reader.header
             update.artifact_name = header.name
@@ -164,14 +194,30 @@ class Steps:
             update.provides = provides_after_install(current, header)
             update.payload_type = header.payloads[0].type
             self._store_artifact_scripts(header.scripts)
-            for payload in reader.payloads():
-                installer = choose(self.installers, payload.type)(self.install_context)
-                update.kind = installer.kind
-                installer.write_payload(update, reader, payload)
+            if resume:
+                if (stream.size, stream.etag) != (progress.artifact_size, progress.etag):
+                    raise CannotResume("the artifact changed since the download began")
+                # ... and the rest from the installer's checkpoint.
+                self.installer(update).resume_payload(
+                    update, reader, lambda offset: self.source.open(
+                        update.source, log=log, check=check, start=offset, etag=progress.etag))
+            else:
+                for payload in reader.payloads():
+                    installer = choose(self.installers, payload.type)(self.install_context)
+                    update.kind = installer.kind
+                    update.progress = self._progress(stream, payload)
+                    installer.write_payload(update, reader, payload)
+        update.progress = None
         self.installer(update).download(update)
         self.log(update, f"{header.name}: downloaded and verified "
                          f"(signature: {reader.signature})")
-        return E.SUCCESS
+
+    def _progress(self, stream, payload) -> Progress | None:
+        """Where the installer records checkpoints, if the download can resume at all."""
+        size = getattr(stream, "size", None)
+        if size is None or payload.restart_point(0) is None:
+            return None
+        return Progress(size, stream.etag, payload.header_offset, payload.member)
 
     def download_check(self, update: Update) -> None:
         """Runs all along a download; the daemon raises here when the deployment is aborted."""

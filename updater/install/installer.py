@@ -25,10 +25,16 @@ class InstallContext:
     bootloader: Bootloader
     log: Callable[[Update, str], None]
     device_type: Callable[[], str]
+    save: Callable[[Update], None] = lambda update: None  # store the update (its progress)
+
+
+class CannotResume(Exception):
+    """An interrupted download cannot go on from its checkpoints; it starts again."""
 
 
 class Installer(ABC):
     kind: str  # recorded as `update.kind` once the installer takes the payload
+    install_repeats = False  # an install cut by power loss runs again (else: rolled back)
 
     def __init__(self, context: InstallContext):
         self.context = context
@@ -41,6 +47,12 @@ class Installer(ABC):
     def write_payload(self, update: Update, reader, payload) -> None:
         """Download: take the payload's files from the artifact as it streams (iterating a
         file ends only once its checksum matched the signed manifest)."""
+
+    def resume_payload(self, update: Update, reader, open_at) -> None:
+        """Download after power loss, from `update.progress`: `reader` has read and
+        verified the artifact's head only; `open_at(offset)` opens the artifact from
+        that byte. Raises CannotResume when it must start again."""
+        raise CannotResume(f"the {self.kind} installer does not resume downloads")
 
     def download(self, update: Update) -> None:
         """Download, once the whole artifact is read and verified."""

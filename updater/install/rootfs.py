@@ -12,14 +12,25 @@ read-back must prove the medium holds those bytes — a write lost or damaged on
 CRC is taken of the chunks as the verified stream yields them, before any buffering, so
 any such difference changes it (a burst up to 32 bits always, anything else but for a
 2^-32 chance). Under emulation CRC-32 costs a fifth of SHA-256 (BENCHMARKS.md, bench.ota).
+
+A download cut by power loss resumes: every `download_progress_interval` the write stops
+at a point where the artifact can be read afresh (a gzip member's start), fsyncs the slot
+and records a checkpoint — the artifact offset and the sha256 of the slot bytes since the
+previous one — in the state store (`update.progress`). After power-on, `resume_payload`
+re-reads the kept prefix from the slot, past the page cache, checks it against those
+hashes (that is the prefix's read-back, and it feeds the whole image's sha256), and
+downloads the rest with HTTP Range from the last good checkpoint. The whole payload's
+sha256 is still checked against the signed manifest, and the rest is read back.
 """
+import hashlib
 import os
 import stat
 import zlib
+from collections.abc import Callable, Iterator
 
 from .. import failpoints, markers
-from ..update import Update
-from .installer import Installer
+from ..update import Checkpoint, Progress, Update
+from .installer import CannotResume, Installer
 from .slots import inactive_slot, running_slot, slot_devices
 
 WRITE_SIZE = 1 << 20  # as Mender; the install peak RSS grows with it (bench.agent)
@@ -30,8 +41,58 @@ class InstallError(Exception):
     """The payload cannot be written to, or read back from, the slot."""
 
 
-def write_image(file, target: str, readback: bool = True) -> int:
-    """Write `file` (a PayloadFile: iterating it verifies its checksum) to `target`."""
+RestartPoint = Callable[[int], tuple[int, int] | None]
+
+
+class Recorder:
+    """Checkpoints of a slot write, at most one per `interval` bytes: at a restart point
+    (data offset -> the artifact offset where reading can start afresh), hashed, fsynced,
+    then saved with the update (`save`)."""
+
+    def __init__(self, progress: Progress, interval: int, file_offset: int,
+                 restart_point: RestartPoint, save: Callable[[], None]):
+        self.progress = progress
+        self.interval = interval
+        self.file_offset = file_offset  # data offset of the image's first byte
+        self.restart_point = restart_point
+        self.save = save
+        last = progress.checkpoints[-1] if progress.checkpoints else None
+        self.last = last.image_offset if last else 0
+        self.segment = hashlib.sha256()
+        self.pending: Checkpoint | None = None
+
+    def before_write(self, data: memoryview, offset: int) -> None:
+        """Hash the bytes about to be written at image `offset`, split at a checkpoint."""
+        end = offset + len(data)
+        split = None
+        if end - self.last >= self.interval:
+            point = self.restart_point(self.file_offset + end - 1)
+            if point is not None:
+                image_offset = point[1] - self.file_offset
+                if offset <= image_offset and image_offset - self.last >= self.interval:
+                    split = image_offset
+        if split is None:
+            self.segment.update(data)
+            return
+        self.segment.update(data[:split - offset])
+        self.pending = Checkpoint(split, point[0], point[1], self.segment.hexdigest())
+        self.segment = hashlib.sha256(data[split - offset:])
+
+    def after_write(self, fd: int) -> None:
+        if self.pending is None:
+            return
+        os.fsync(fd)  # the checkpoint's bytes are on the medium before it is recorded
+        self.progress.checkpoints.append(self.pending)
+        self.last = self.pending.image_offset
+        self.pending = None
+        self.save()
+
+
+def write_image(file, target: str, readback: bool = True, *, start: int = 0,
+                recorder: Recorder | None = None) -> int:
+    """Write `file` (a PayloadFile: iterating it verifies its checksum) to `target`; with
+    `start`, `file` yields the bytes from that image offset on (those before it were read
+    back when the resume checked them against their checkpoints)."""
     try:
         fd = os.open(target, os.O_WRONLY)
     except OSError as error:
@@ -40,22 +101,23 @@ def write_image(file, target: str, readback: bool = True) -> int:
         block_device = stat.S_ISBLK(os.fstat(fd).st_mode)
         if block_device:
             capacity = os.lseek(fd, 0, os.SEEK_END)
-            os.lseek(fd, 0, os.SEEK_SET)
             if file.size > capacity:
                 raise InstallError(f"payload {file.name} is {file.size} bytes, slot {target} "
                                    f"holds {capacity}")
+        os.lseek(fd, start, os.SEEK_SET)
         stream = CrcOf(file)
-        written = _stream(fd, stream, markers.WriteProgress(file.size))
+        written = _stream(fd, stream, markers.WriteProgress(file.size), start, recorder)
         if not block_device:
             os.ftruncate(fd, written)
         os.fsync(fd)
     finally:
         os.close(fd)
     if readback:
-        actual = _crc_from_device(target, written)
+        actual = _crc_from_device(target, start, written)
         if actual != stream.crc:
             raise InstallError(f"slot {target} reads back CRC-32 {actual:08x}, expected "
-                               f"{stream.crc:08x} (the verified payload's)")
+                               f"{stream.crc:08x} (the verified payload's, bytes {start} to "
+                               f"{written})")
     return written
 
 
@@ -72,22 +134,35 @@ class CrcOf:
             yield chunk
 
 
-def _stream(fd: int, chunks, progress: markers.WriteProgress) -> int:
+def _stream(fd: int, chunks, progress: markers.WriteProgress, start: int = 0,
+            recorder: Recorder | None = None) -> int:
+    """Writes WRITE_SIZE-aligned blocks from image offset `start`; returns the end."""
     crash_at = failpoints.payload_offset()
     pending = bytearray()
-    written = 0
+    written = start
     for chunk in chunks:
         pending += chunk
-        if len(pending) >= WRITE_SIZE:
-            size = len(pending) - len(pending) % WRITE_SIZE
+        block = WRITE_SIZE - written % WRITE_SIZE  # the first one up to an aligned offset
+        if len(pending) >= block:
+            size = block + (len(pending) - block) // WRITE_SIZE * WRITE_SIZE
             with memoryview(pending) as view:
-                written += _write_all(fd, view[:size], written, crash_at)
+                written += _write(fd, view[:size], written, crash_at, recorder)
             del pending[:size]
             progress.update(written)
     with memoryview(pending) as view:
-        written += _write_all(fd, view, written, crash_at)
+        written += _write(fd, view, written, crash_at, recorder)
     progress.update(written)
     return written
+
+
+def _write(fd: int, data: memoryview, offset: int, crash_at: int | None,
+           recorder: Recorder | None) -> int:
+    if recorder is not None:
+        recorder.before_write(data, offset)
+    total = _write_all(fd, data, offset, crash_at)
+    if recorder is not None:
+        recorder.after_write(fd)
+    return total
 
 
 def _write_all(fd: int, data: memoryview, offset: int, crash_at: int | None) -> int:
@@ -100,18 +175,17 @@ def _write_all(fd: int, data: memoryview, offset: int, crash_at: int | None) -> 
     return total
 
 
-def _crc_from_device(target: str, size: int) -> int:
+def _crc_from_device(target: str, start: int, end: int) -> int:
     crc = 0
     fd = os.open(target, os.O_RDONLY)
     try:
-        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)  # read the medium, not the cache
-        remaining = size
-        while remaining:
-            chunk = os.read(fd, min(READ_SIZE, remaining))
-            if not chunk:
-                raise InstallError(f"slot {target} ends after {size - remaining} bytes")
+        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)  # the medium
+        position = start
+        for chunk in _read_range(fd, start, end):
             crc = zlib.crc32(chunk, crc)
-            remaining -= len(chunk)
+            position += len(chunk)
+        if position < end:
+            raise InstallError(f"slot {target} ends after {position} bytes")
     finally:
         os.close(fd)
     return crc
@@ -121,6 +195,7 @@ class RootfsInstaller(Installer):
     """rootfs-image: the payload goes to the inactive A/B slot, which boots on trial."""
 
     kind = "rootfs"
+    install_repeats = True  # it only sets the trial boot in the environment
 
     def write_payload(self, update: Update, reader, payload) -> None:
         running, target = inactive_slot(self.config, self.context.bootloader)
@@ -131,8 +206,57 @@ class RootfsInstaller(Installer):
             raise InstallError(f"rootfs-image payload has {len(files)} files; expected one")
         self.log(update, f"writing {files[0]} to slot {target} ({device}); running {running}")
         for file in payload.files():
-            size = write_image(file, device, self.config.verify_readback)
+            recorder = None
+            if update.progress is not None:
+                update.progress.file, update.progress.file_size = file.name, file.size
+                update.progress.file_offset = file.offset
+                self.context.save(update)  # resumable, even if no checkpoint comes
+                recorder = self._recorder(update, payload.restart_point)
+            size = write_image(file, device, self.config.verify_readback,
+                               recorder=recorder)
             self.log(update, f"slot {target}: {size} bytes written and verified")
+
+    def resume_payload(self, update: Update, reader, open_at) -> None:
+        progress = update.progress
+        running, target = inactive_slot(self.config, self.context.bootloader)
+        if (running, target) != (update.from_slot, update.to_slot):
+            raise CannotResume(f"the download was writing slot {update.to_slot}, the "
+                               f"inactive slot is now {target}")
+        if not progress.checkpoints:
+            raise CannotResume("no checkpoint was recorded before the cut (one comes every "
+                               "download_progress_interval bytes at the next gzip member; a "
+                               "payload of a single gzip member, as mender-artifact writes "
+                               "it, has none)")
+        expected = reader.manifest.get(f"data/0000/{progress.file}")
+        if expected is None:
+            raise CannotResume(f"the manifest has no {progress.file}")
+        device = slot_devices(self.config)[target]
+        kept, digest = _verified_prefix(device, progress.checkpoints)
+        if kept is None:
+            raise CannotResume(f"slot {target} no longer holds the bytes of the first "
+                               "checkpoint")
+        del progress.checkpoints[progress.checkpoints.index(kept) + 1:]
+        self.context.save(update)
+        self.log(update, f"resuming the download at byte {kept.artifact_offset}: slot "
+                         f"{target} keeps {kept.image_offset} of {progress.file_size} bytes "
+                         "(checked against the recorded sha256)")
+        # Only here, as the download step imports the artifact reader: the boot-time resume
+        # never needs it (tests/unit/updater/test_startup_imports.py).
+        from artifact.compression import compression_of, decompressing_reader
+
+        compression = compression_of(progress.member, "data/0000.tar")
+        with open_at(kept.artifact_offset) as stream:
+            data = decompressing_reader(compression, stream)
+            rest = ResumedFile(progress, kept, compression, data, digest, expected)
+            recorder = self._recorder(update, rest.restart_point)
+            size = write_image(rest, device, self.config.verify_readback,
+                               start=kept.image_offset, recorder=recorder)
+        self.log(update, f"slot {target}: {size} bytes written and verified")
+
+    def _recorder(self, update: Update, restart_point: RestartPoint) -> Recorder:
+        return Recorder(update.progress, self.config.download_progress_interval,
+                        update.progress.file_offset, restart_point,
+                        lambda: self.context.save(update))
 
     def install(self, update: Update) -> None:
         self.context.bootloader.set_trial(update.to_slot)
@@ -164,3 +288,81 @@ class RootfsInstaller(Installer):
 
     def runs_previous(self, update: Update) -> bool:
         return running_slot(self.config) == update.from_slot
+
+
+def _verified_prefix(device: str, checkpoints: list[Checkpoint]):
+    """The last checkpoint whose slot bytes, and all before them, match their recorded
+    sha256 (None if the first does not), and the sha256 of the slot up to it."""
+    whole = hashlib.sha256()
+    kept = None
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        position = 0
+        for checkpoint in checkpoints:
+            segment = hashlib.sha256()
+            os.posix_fadvise(fd, position, checkpoint.image_offset - position,
+                             os.POSIX_FADV_DONTNEED)  # the medium, not the cache
+            for chunk in _read_range(fd, position, checkpoint.image_offset):
+                segment.update(chunk)
+                whole.update(chunk)
+            if segment.hexdigest() != checkpoint.sha256:
+                break
+            kept, position = checkpoint, checkpoint.image_offset
+            verified = whole.copy()
+    finally:
+        os.close(fd)
+    return kept, (verified if kept else None)
+
+
+def _read_range(fd: int, start: int, end: int) -> Iterator[bytes]:
+    position = start
+    while position < end:
+        chunk = os.pread(fd, min(READ_SIZE, end - position), position)
+        if not chunk:
+            return
+        position += len(chunk)
+        yield chunk
+
+
+class ResumedFile:
+    """The payload file's bytes from a checkpoint on, read from the artifact's stream
+    there; like a PayloadFile, the iteration raises ChecksumError instead of ending when
+    the whole file (the kept prefix's `digest`, then these bytes) differs from the
+    manifest."""
+
+    def __init__(self, progress: Progress, kept: Checkpoint, compression: str, data, digest,
+                 expected: str):
+        self.compression = compression
+        self.name = progress.file
+        self.size = progress.file_size
+        self.kept = kept
+        self.data = data
+        self.digest = digest
+        self.expected = expected
+
+    def __iter__(self) -> Iterator[bytes]:
+        remaining = self.size - self.kept.image_offset
+        while remaining:
+            chunk = self.data.read(min(READ_SIZE, remaining))
+            if not chunk:
+                raise InstallError(f"{self.name}: the artifact ends {remaining} bytes early")
+            self.digest.update(chunk)
+            remaining -= len(chunk)
+            yield chunk
+        actual = self.digest.hexdigest()
+        if actual != self.expected:
+            from artifact.errors import ChecksumError  # as the payload file raises
+
+            raise ChecksumError(f"data/0000/{self.name}", self.expected, actual)
+
+    def restart_point(self, offset: int) -> tuple[int, int] | None:
+        """As PayloadReader.restart_point, for the stream that began at the checkpoint."""
+        from artifact.compression import GzipMembersReader
+
+        base = self.kept
+        if isinstance(self.data, GzipMembersReader):
+            compressed, decompressed = self.data.restart_point(offset - base.data_offset)
+            return base.artifact_offset + compressed, base.data_offset + decompressed
+        if self.compression == "none":
+            return base.artifact_offset + offset - base.data_offset, offset
+        return None

@@ -7,8 +7,8 @@ import pytest
 
 from fleet.artifacts import write_rootfs_artifact
 from fleet.device import (
+    CUT_POINTS,
     TRIAL_FAULTS,
-    UPDATE_STATES,
     Faults,
     FleetDaemonSteps,
     FleetDevice,
@@ -115,11 +115,23 @@ def test_a_power_cut_strikes_once_at_its_state(tmp_path, keys):
     assert event is Event.SUCCESS
 
 
+def test_a_power_cut_during_the_download_strikes_in_the_middle_of_it(tmp_path, keys):
+    device = make_device(tmp_path, keys, Faults(power_cut=("during", State.DOWNLOAD)))
+    device.boot()
+    artifact = write_rootfs_artifact(tmp_path / "a.mender", "release-2", "tern-simulated",
+                                     keys["ed25519"].private_key)
+    with pytest.raises(PowerCut, match="during Download"):
+        download(device, artifact)
+    assert device.record.power_cuts == 1
+    event, _ = download(device, artifact)
+    assert event is Event.SUCCESS
+
+
 def test_faults_strike_exactly_the_share_asked_for():
     faults = choose_faults(50, 0.2, 0.3, random.Random(1))
     assert sum(f.trial is not None for f in faults) == 10
     assert {f.trial for f in faults} == {None, *TRIAL_FAULTS}
     cuts = [f.power_cut for f in faults if f.power_cut]
     assert len(cuts) == 15
-    assert all(when in ("before", "after") and state in UPDATE_STATES for when, state in cuts)
+    assert all(cut in CUT_POINTS for cut in cuts)
     assert choose_faults(50, 0.2, 0.3, random.Random(1)) == faults

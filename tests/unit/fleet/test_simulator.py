@@ -177,3 +177,12 @@ def test_transient_faults_are_apart_from_lasting_ones_and_succeed_only_with_a_re
     assert expected_results("trial-health-once", retries=1) == {"success"}
     assert expected_results("trial-health-once", retries=0) == {"failure"}
     assert expected_results("trial-health", retries=3) == {"failure"}
+
+
+def test_a_good_update_cut_outside_its_trial_boot_must_succeed():
+    assert expected_results(None) == {"success"}
+    for cut in ("before-Sync", "after-Download", "during-Download", "before-ArtifactInstall",
+                "after-ArtifactInstall", "after-ArtifactCommit", "before-UpdateStatusReport"):
+        assert expected_results(f"power-cut-{cut}") == {"success"}, cut
+    assert expected_results("power-cut-before-ArtifactVerifyReboot") == {"success", "failure"}
+    assert expected_results("trial-health,power-cut-during-Download") == {"failure"}

@@ -150,3 +150,20 @@ def test_check_ends_the_download(proxy):
 
     with download(proxy, check=check) as stream, pytest.raises(Aborted):
         read_all(stream)
+
+
+def test_a_range_from_a_start_to_an_end(proxy, origin):
+    """After a power cut: the head alone, then the rest from a checkpoint, with the ETag."""
+    with download(proxy, end=5000) as stream:
+        assert read_all(stream) == DATA[:5000]
+        assert (stream.size, stream.etag) == (len(DATA), '"v1"')
+    with download(proxy, start=2 << 20, etag='"v1"') as stream:
+        assert read_all(stream) == DATA[2 << 20:]
+    assert [header for header, _ in origin.answers] == ["bytes=0-4999", f"bytes={2 << 20}-"]
+    assert [status for _, status in origin.answers] == [206, 206]
+
+
+def test_a_changed_artifact_is_not_resumed(proxy):
+    """If-Range with another ETag: the server sends the whole (new) file, which is refused."""
+    with pytest.raises(DownloadError, match="the artifact changed"):
+        download(proxy, start=1000, etag='"v0"')

@@ -31,10 +31,11 @@ def test_a_detected_loop_leads_through_the_report_to_idle_from_every_state():
         assert S.UPDATE_STATUS_REPORT in seen
 
 
-def test_recovery_never_resumes_in_a_reboot_or_download():
+def test_recovery_never_resumes_in_a_reboot_and_goes_on_with_a_download():
     for stored in UPDATE_STATES:
         resumed = RECOVERY.get(stored, stored)
-        assert resumed not in (S.DOWNLOAD, S.ARTIFACT_REBOOT, S.ARTIFACT_ROLLBACK_REBOOT)
+        assert resumed not in (S.ARTIFACT_REBOOT, S.ARTIFACT_ROLLBACK_REBOOT)
+    assert RECOVERY.get(S.DOWNLOAD, S.DOWNLOAD) is S.DOWNLOAD
 
 
 def test_loop_in_the_failure_path_is_capped_too(tmp_path):
