@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..atomic import write_atomically
+from ..atomic import write_atomically, write_files_durably
 from ..bootloader.base import Bootloader
 from ..config import Config
 from ..install import (
@@ -327,12 +327,10 @@ class Steps:
             return ""
 
     def _store_artifact_scripts(self, scripts: dict[str, bytes]) -> None:
+        """Durably, before the state store moves past Download: after a power cut a script
+        must not come back empty (an empty script exits 0: its check would pass unrun)."""
         shutil.rmtree(self.artifact_scripts, ignore_errors=True)
-        self.artifact_scripts.mkdir(parents=True)
-        for name, content in scripts.items():
-            path = self.artifact_scripts / name
-            path.write_bytes(content)
-            path.chmod(0o755)
+        write_files_durably(self.artifact_scripts, scripts, mode=0o755)
 
     def device_type(self) -> str:
         if self.config.device_type:
@@ -367,3 +365,4 @@ def read_key_value(path: str) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     return dict(line.strip().split("=", 1) for line in lines if "=" in line)
+

@@ -70,3 +70,4 @@ def test_script_timeout(device, make_artifact):
     assert device.run("install", str(make_artifact(
         scripts={"ArtifactInstall_Enter_01": b"#!/bin/sh\nsleep 5\n"}))) == 1
     assert "timed out" in device.last_result()["error"]
+
