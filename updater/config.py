@@ -51,7 +51,10 @@ class Config:
                                                flag="--health-wait-process")
     health_wait_ports: list[str] = setting([], "HOST:PORT that must accept TCP connections",
                                            flag="--health-wait-port")
-    health_wait_timeout: float = setting(120.0, "seconds to wait for processes and ports")
+    health_wait_units: list[str] = setting([], "systemd unit that must be active (none "
+                                                "ordered after tern-updater-resume.service)",
+                                           flag="--health-wait-unit")
+    health_wait_timeout: float = setting(120.0, "seconds to wait for processes, ports and units")
     watchdog_device: str = setting("/dev/watchdog", "kept fed while health checks run")
     deployment_log_limit: int = setting(512 * 1024, "bytes of a deployment's log kept (as "
                                         "JSON): its head and tail, with a line saying what "

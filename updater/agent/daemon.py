@@ -18,6 +18,7 @@ from ..bootloader import Bootloader, make_bootloader
 from ..client import Aborted, Client, ServerError
 from ..config import Config
 from ..install import INSTALLERS, InstallerFactory
+from ..notify import Notifier
 from ..source import ArtifactSource
 from ..update import Update
 from .standalone import Busy, Standalone
@@ -52,8 +53,10 @@ class DaemonSteps(Steps):
                                  config.deployment_log_limit)
         self.abort_check_due = 0.0
         self.handlers[S.SYNC] = self.sync
+        self.notifier = Notifier()  # systemd's watchdog hears the loop's progress
 
     def run(self, state: State, update: Update) -> Event:
+        self.notifier.alive()
         if state in STATUS:
             try:
                 self.report(update, STATUS[state])
@@ -78,6 +81,7 @@ class DaemonSteps(Steps):
     def download_check(self, update: Update) -> None:
         """Every abort_check_interval of a download: "downloading" again, which the server
         refuses (409) once the deployment is aborted; then the download stops."""
+        self.notifier.alive()  # runs before each read: the download makes progress
         if time.monotonic() < self.abort_check_due:
             return
         self.abort_check_due = time.monotonic() + self.config.abort_check_interval
@@ -125,9 +129,14 @@ class Daemon:
         self.failures = 0  # errors in a row, for the backoff
 
     def run(self) -> None:
-        """Forever: finish a stored deployment, send the inventory, poll, deploy."""
+        """Forever: finish a stored deployment, send the inventory, poll, deploy. Under
+        systemd (Type=notify, WatchdogSec=) it says READY=1 once, then WATCHDOG=1 from
+        this loop only: at each round, state, download read and slice of the wait."""
+        notifier = self.steps.notifier
+        notifier.ready()
         while True:
-            time.sleep(self.cycle())
+            notifier.alive()
+            notifier.sleep(self.cycle())
 
     def cycle(self) -> float:
         """One round of `run`; returns the seconds to wait before the next. (The fleet

@@ -1,9 +1,14 @@
 """Health checks after a trial boot, and the watchdog that covers a hang meanwhile.
 
-All must pass for a commit: every process in `health_wait_processes` running and every
-port in `health_wait_ports` accepting connections (waited for up to
-`health_wait_timeout` s), then every executable in `health_dir`, in name order, exiting
-0 within `health_timeout` s.
+All must pass for a commit: every process in `health_wait_processes` running, every
+port in `health_wait_ports` accepting connections and every systemd unit in
+`health_wait_units` active (waited for up to `health_wait_timeout` s; a unit that fails
+or does not exist fails at once), then every executable in `health_dir`, in name order,
+exiting 0 within `health_timeout` s.
+
+The checks run inside `tern-updater resume`, a oneshot unit of the boot on a systemd
+device: a unit ordered after it, or the end of the boot (`systemctl is-system-running
+--wait`), cannot come before the checks end, so waiting for it would only time out.
 """
 import array
 import fcntl
@@ -89,13 +94,19 @@ def run_checks(config: Config, watchdog: Watchdog) -> tuple[bool, list[str]]:
              for name in config.health_wait_processes]
     waits += [(f"port {address}", lambda address=address: _port_open(address))
               for address in config.health_wait_ports]
+    waits += [(f"unit {unit}", lambda unit=unit: _unit_active(unit))
+              for unit in config.health_wait_units]
     for label, ready in waits:
-        while not ready():
-            watchdog.feed()
-            if time.monotonic() > deadline:
-                output.append(f"{label}: not ready after {config.health_wait_timeout:g} s")
-                return False, output
-            time.sleep(0.5)
+        try:
+            while not ready():
+                watchdog.feed()
+                if time.monotonic() > deadline:
+                    output.append(f"{label}: not ready after {config.health_wait_timeout:g} s")
+                    return False, output
+                time.sleep(0.5)
+        except NeverReady as error:
+            output.append(f"{label}: {error}")
+            return False, output
         output.append(f"{label}: ready")
     directory = Path(config.health_dir)
     checks = sorted(p for p in directory.iterdir() if p.is_file() and os.access(p, os.X_OK)
@@ -126,6 +137,27 @@ def _run_check(check: Path, timeout: float, watchdog: Watchdog) -> tuple[bool, s
     if process.returncode != 0:
         text = f"exit {process.returncode}" + (f": {text}" if text else "")
     return process.returncode == 0, text
+
+
+class NeverReady(Exception):
+    """What a health check waits for will not come (a unit failed)."""
+
+
+def _unit_active(unit: str) -> bool:
+    """Whether systemd has the unit active; NeverReady if it failed or is unknown."""
+    try:
+        shown = subprocess.run(["systemctl", "show", "--property=LoadState,ActiveState", unit],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise NeverReady(f"systemctl: {error}") from None
+    state = dict(line.partition("=")[::2] for line in shown.stdout.splitlines())
+    if shown.returncode != 0:
+        raise NeverReady(f"systemctl show exited {shown.returncode}: {shown.stderr.strip()}")
+    if state.get("LoadState") != "loaded":
+        raise NeverReady(f"no such unit ({state.get('LoadState', '?')})")
+    if state.get("ActiveState") == "failed":
+        raise NeverReady("failed")
+    return state.get("ActiveState") == "active"
 
 
 def _process_running(name: str) -> bool:

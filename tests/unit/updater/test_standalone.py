@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,53 @@ def test_missing_process_fails_after_the_wait(device, make_artifact):
     device.settings["health_wait_processes"] = ["no-such-daemon"]
     device.settings["health_wait_timeout"] = 0.5
     assert install_and_reboot(device, make_artifact()) == 1
+
+
+@pytest.fixture
+def systemd_units(tmp_path, monkeypatch):
+    """A stand-in `systemctl` on PATH: `show` prints a unit's LoadState and ActiveState
+    from units/<name> ("loaded active", "loaded failed"...); no file: not-found."""
+    units = tmp_path / "units"
+    units.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    systemctl = bin_dir / "systemctl"
+    systemctl.write_text(f"""#!/bin/sh
+unit=$3
+load=not-found active=inactive
+[ -e {units}/$unit ] && read load active < {units}/$unit
+echo LoadState=$load
+echo ActiveState=$active
+""")
+    systemctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return units
+
+
+def test_health_waits_for_systemd_units(device, make_artifact, systemd_units):
+    (systemd_units / "app.service").write_text("loaded activating\n")
+    device.settings["health_wait_units"] = ["app.service"]
+    starts = threading.Timer(1.0, (systemd_units / "app.service").write_text,
+                             ["loaded active\n"])
+    starts.start()
+    assert install_and_reboot(device, make_artifact()) == 0
+    assert device.last_result()["health"] == ["unit app.service: ready"]
+
+
+@pytest.mark.parametrize("state, reason", [("loaded failed", "failed"),
+                                           (None, "no such unit (not-found)")])
+def test_a_failed_or_unknown_unit_fails_the_health_check_at_once(
+        device, make_artifact, systemd_units, state, reason):
+    if state:
+        (systemd_units / "app.service").write_text(state + "\n")
+    device.settings["health_wait_units"] = ["app.service"]
+    device.settings["health_wait_timeout"] = 60.0  # not waited for
+    started = time.monotonic()
+    assert install_and_reboot(device, make_artifact()) == 1
+    device.power_on()
+    device.run("resume")
+    assert device.last_result()["health"] == [f"unit app.service: {reason}"]
+    assert time.monotonic() - started < 30
 
 
 # -- status, configuration ----------------------------------------------------------------
