@@ -113,11 +113,13 @@ def test_dynamic_group_deployment_events_and_webhook(live_server, tmp_path):
         events = operator.get("/events")
         assert [e["type"] for e in events] == [
             "device.accepted", "device.accepted", "deployment.created",
+            "deployment.phase_started",
             "device.accepted", "deployment.device_added",  # the joiner: accepted, inventory
             "deployment.device_status", "deployment.device_finished",
             "deployment.device_status", "deployment.device_finished", "deployment.finished"]
         added = next(e for e in events if e["type"] == "deployment.device_added")
-        assert added["data"] == {"deployment_id": deployment["id"], "device_id": joiner.id}
+        assert added["data"] == {"deployment_id": deployment["id"], "device_id": joiner.id,
+                                 "phase": 1}  # the last (and only) phase
 
         # The stream, from the start, then resumed after the third event.
         assert stream(operator, "deployment.finished") == events
@@ -161,7 +163,7 @@ def test_two_instances_deliver_each_event_once(postgres, tmp_path):
             operator.api("PUT", f"/deployments/{created['id']}/status",
                          json={"status": "aborted"})
         events = operator.get("/events")
-        assert len(events) == 21  # accepted, then created and aborted ten times
+        assert len(events) == 31  # accepted, then created, started and aborted ten times
         wait_for(lambda: len(receiver.received) >= len(events), timeout=60,
                  what="the webhook deliveries")
         time.sleep(3)
