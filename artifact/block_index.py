@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .compression import _zstandard, zstandard  # None on the device: stdlib only
 from .errors import ChecksumError, StructureError, UnsupportedError
 from .header import ArtifactHeader, PayloadHeader
 
@@ -46,10 +47,6 @@ try:
     from isal import igzip  # what the writer uses for gzip (see compression.py)
 except ImportError:
     igzip = None
-try:
-    import zstandard
-except ImportError:  # the device: stdlib only, gzip and uncompressed chunks
-    zstandard = None
 
 MAGIC = b"TERNBIX\x01"
 _DECOMPRESSION_ERRORS = (zlib.error, ValueError, *((zstandard.ZstdError,) if zstandard else ()))
@@ -322,7 +319,7 @@ def compress_chunk(compression: str, data: bytes, level: int | None = None) -> b
             return gzip.compress(data, compresslevel=6 if level is None else level, mtime=0)
         return igzip.compress(data, compresslevel=2 if level is None else level, mtime=0)
     if compression == "zstd":
-        return _zstd().ZstdCompressor(level=3 if level is None else level).compress(data)
+        return _zstandard().ZstdCompressor(level=3 if level is None else level).compress(data)
     raise UnsupportedError(f"a block index needs {', '.join(CHUNK_COMPRESSIONS)} compression, "
                            f"not {compression}")
 
@@ -338,7 +335,7 @@ def decompress_chunk(compression: str, data: bytes, size: int) -> bytes:
             if not decompressor.eof or decompressor.unused_data:
                 raise StructureError("chunk: not exactly one gzip member")
         elif compression == "zstd":
-            out = _zstd().ZstdDecompressor().decompress(data, max_output_size=size + 1)
+            out = _zstandard().ZstdDecompressor().decompress(data, max_output_size=size + 1)
         else:
             raise UnsupportedError(f"chunks compressed with {compression} are not supported")
     except _DECOMPRESSION_ERRORS as error:
@@ -347,8 +344,3 @@ def decompress_chunk(compression: str, data: bytes, size: int) -> bytes:
         raise StructureError(f"chunk: {len(out)} bytes, expected {size}")
     return out
 
-
-def _zstd():
-    if zstandard is None:
-        raise UnsupportedError("zstd compression needs the 'zstandard' package")
-    return zstandard
