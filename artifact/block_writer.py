@@ -17,7 +17,6 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
-from . import manifest as manifest_format
 from . import signing
 from .block_index import (
     CHUNK_COMPRESSIONS,
@@ -39,14 +38,11 @@ from .header import ArtifactHeader
 from .payloads import ROOTFS_IMAGE, PayloadSource
 from .writer import (
     CHUNK,
-    VERSION,
     Progress,
     _check_inputs,
-    _compress,
-    _header_tar,
     _padding,
     _tar_header,
-    _write_member,
+    _write_head,
 )
 
 BATCH = 1 << 20  # image bytes per compression task
@@ -81,16 +77,8 @@ def write_indexed_artifact(out: BinaryIO, header: ArtifactHeader, source: Payloa
             if source.checksum_provide:
                 source.header.provides[source.checksum_provide] = image_sha256
             suffix = SUFFIXES[compression]
-            header_member = _compress(compression, _header_tar(header))
-            entries = {f"data/0000/{path.name}": image_sha256,
-                       f"header.tar{suffix}": hashlib.sha256(header_member).hexdigest(),
-                       "version": hashlib.sha256(VERSION).hexdigest()}
-            manifest = manifest_format.serialize(entries)
-            _write_member(out, "version", VERSION)
-            _write_member(out, "manifest", manifest)
-            if signing_key is not None:
-                _write_member(out, "manifest.sig", signing.sign(manifest, signing_key))
-            _write_member(out, f"header.tar{suffix}", header_member)
+            _write_head(out, header, {f"data/0000/{path.name}": image_sha256}, compression,
+                        signing_key)
             out.write(_tar_header(f"data/0000.tar{suffix}", data_size))
             spool.seek(0)
             shutil.copyfileobj(spool, out, CHUNK)

@@ -50,16 +50,7 @@ def write_artifact(out: BinaryIO, header: ArtifactHeader, sources: list[PayloadS
             entries[f"data/{source.header.index:04d}/{path.name}"] = digest
 
     suffix = SUFFIXES[compression]
-    header_member = _compress(compression, _header_tar(header))
-    entries[f"header.tar{suffix}"] = hashlib.sha256(header_member).hexdigest()
-    entries["version"] = hashlib.sha256(VERSION).hexdigest()
-    manifest = manifest_format.serialize(entries)
-
-    _write_member(out, "version", VERSION)
-    _write_member(out, "manifest", manifest)
-    if signing_key is not None:
-        _write_member(out, "manifest.sig", signing.sign(manifest, signing_key))
-    _write_member(out, f"header.tar{suffix}", header_member)
+    _write_head(out, header, entries, compression, signing_key)
     for source in sources:
         expected = [entries[f"data/{source.header.index:04d}/{p.name}"] for p in source.paths]
         _write_streamed_member(
@@ -102,6 +93,21 @@ def sign_artifact(source: Path, out: BinaryIO, key: signing.PrivateKey, *,
             read_index(stream, anchor)
             copy_index(stream, anchor, out)
     out.flush()
+
+
+def _write_head(out: BinaryIO, header: ArtifactHeader, entries: dict[str, str],
+                compression: str, signing_key) -> None:
+    """version, manifest (the payload files' `entries`, the header's and the version's
+    sha256 added), its signature when a key is given, and the header member."""
+    header_member = _compress(compression, _header_tar(header))
+    entries[f"header.tar{SUFFIXES[compression]}"] = hashlib.sha256(header_member).hexdigest()
+    entries["version"] = hashlib.sha256(VERSION).hexdigest()
+    manifest = manifest_format.serialize(entries)
+    _write_member(out, "version", VERSION)
+    _write_member(out, "manifest", manifest)
+    if signing_key is not None:
+        _write_member(out, "manifest.sig", signing.sign(manifest, signing_key))
+    _write_member(out, f"header.tar{SUFFIXES[compression]}", header_member)
 
 
 def _check_inputs(header: ArtifactHeader, sources: list[PayloadSource]) -> None:
