@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 test: deps venv image
-	$(PY) -m pytest tests/unit tests/integration
+	$(PY) -m pytest --durations=40 tests/unit tests/integration
 
 test-unit: venv
 	$(PY) -m pytest tests/unit
