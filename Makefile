@@ -12,10 +12,11 @@ DEBIAN_PACKAGES := python3 python3-venv python3-pip git make time \
 	mender-artifact mender-client postgresql nginx-light wrk \
 	qemu-system-arm qemu-utils u-boot-qemu u-boot-tools libubootenv-tool mmdebstrap \
 	e2fsprogs dosfstools mtools fdisk kmod cpio gzip busybox-static openssl openssh-client \
+	xdelta3 zstd \
 	debhelper dh-python lintian systemd udev \
 	chromium chromium-driver
 
-.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench deb deb-next image qemu-shell clean
+.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench deb deb-next image delta-images qemu-shell clean
 
 ## deps: install the Debian packages (idempotent: apt runs only when one is missing)
 deps:
@@ -125,6 +126,11 @@ build/deb-next/built: $(DEB_SOURCES)
 ## agent comes from the package that `make deb` builds
 image: deps venv deb deb-next
 	$(PY) images/build.py
+
+## delta-images: release-1's delta pairs beside the images (one package newer, one
+## configuration file changed), as block-indexed artifacts (images/build.py --delta); `bench.delta`
+delta-images: image
+	$(PY) images/build.py --delta
 
 ## qemu-shell: boot a disposable device from the image, its console here (Ctrl-] quits)
 qemu-shell: image

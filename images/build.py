@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +67,21 @@ RELEASES = {
     "release-hang": "/sbin/init sleeps for ever: the watchdog resets the board",
     "release-next-agent": "a good update carrying the agent's next version (`make deb-next`)",
 }
+# Release pairs for delta updates, built only by `make delta-images` (build_delta): each is
+# release-1 with one change, and a block-indexed artifact (bench/delta.py measures them).
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+DELTA_PACKAGE = "libssl3"  # replaced by its version in bookworm-security
+DELTA_CONFIG = "etc/profile"
+DELTA_RELEASES = {
+    "release-1-package": f"release-1 with {DELTA_PACKAGE} at its bookworm-security version",
+    "release-1-config": f"release-1 with one configuration file changed (/{DELTA_CONFIG})",
+}
 FAKE_TIME = "1700000000"  # fixed timestamps inside the filesystems
+# One UUID (and directory hash seed) for the rootfs of every release: see make_ext4.
+ROOTFS_UUID = "7e4e0000-0000-4000-8000-0000000000f5"
+# The filesystem's block, the block index's (artifact.block_index): mke2fs would pick 1 KiB
+# for 192 MiB, and a file that moves by 1 KiB changes every 4 KiB block it spans.
+BLOCK_SIZE = 4096
 
 
 def run(*cmd, **kwargs):
@@ -128,6 +141,36 @@ def fetch_debian() -> Path:
     return tree
 
 
+def fetch_package_update(debian: Path) -> Path:
+    """DELTA_PACKAGE at its bookworm-security version, fetched once (build/cache) by apt with
+    a configuration of its own (arm64, that suite alone); it must differ from the image's."""
+    key = digest((debian / "versions.txt").read_bytes(), DELTA_PACKAGE.encode())
+    cache = DOWNLOADS / f"update-{key}"
+    found = sorted(cache.glob(f"{DELTA_PACKAGE}_*.deb"))
+    if found:
+        return found[0]
+    with tempfile.TemporaryDirectory(dir=DOWNLOADS) as tmp:
+        apt = Path(tmp)
+        for d in ["etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
+                  "var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "var/lib/dpkg"]:
+            (apt / d).mkdir(parents=True)
+        (apt / "var/lib/dpkg/status").touch()
+        (apt / "etc/apt/sources.list").write_text(
+            "deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+            f"{SECURITY_MIRROR} {SUITE}-security main\n")
+        options = ["-q", "-o", f"Dir={apt}", "-o", f"Dir::State::status={apt}/var/lib/dpkg/status",
+                   "-o", "APT::Architecture=arm64", "-o", "APT::Architectures=arm64",
+                   "-o", "APT::Sandbox::User=root"]
+        run("apt-get", *options, "update", capture_output=True)
+        run("apt-get", *options, "download", DELTA_PACKAGE, cwd=apt, capture_output=True)
+        deb = next(apt.glob(f"{DELTA_PACKAGE}_*.deb"))
+        if deb.name in (debian / "versions.txt").read_text().split():
+            sys.exit(f"images: {deb.name} from {SUITE}-security is the image's own version: "
+                     "no package pair to build (choose another DELTA_PACKAGE)")
+        cache.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.move(deb, cache / deb.name))
+
+
 def modules_in_order(root: Path, release: str, names: list[str]) -> list[Path]:
     """The .ko files for `names` and their dependencies, dependencies first."""
     paths = []
@@ -159,21 +202,31 @@ def package_version(deb: Path) -> str:
 
 def upgrade_agent(tree: Path, deb: Path) -> None:
     """Put the package's newer version into a release tree, as dpkg upgrades it: its files
-    replace the old ones, the image's configuration stays (a changed conffile is kept).
-    Each file is replaced, never written into: the tree shares its inodes with the others."""
+    replace the old ones, the image's configuration stays (a changed conffile is kept)."""
+    shutil.rmtree(tree / AGENT_DIR)
+    unpack_over(tree, deb, keep_configuration=True)
+    compile_python(tree, tree / AGENT_DIR)
+
+
+def unpack_over(tree: Path, deb: Path, keep_configuration: bool = False,
+                strip: bool = False) -> None:
+    """Unpack a package's files over a tree: with `keep_configuration` not its /etc, with
+    `strip` not what remove_junk removes (as for the image's Debian packages). Each file is
+    replaced, never written into: the tree shares its inodes with the others."""
     with tempfile.TemporaryDirectory() as tmp:
         unpacked = Path(tmp)
         run("dpkg-deb", "-x", deb, unpacked)
-        shutil.rmtree(unpacked / "etc")
-        shutil.rmtree(tree / AGENT_DIR)
+        if keep_configuration:
+            shutil.rmtree(unpacked / "etc")
+        if strip:
+            remove_junk(unpacked)
         for path in sorted(unpacked.rglob("*")):
             target = tree / path.relative_to(unpacked)
-            if path.is_dir():
+            if path.is_dir() and not path.is_symlink():
                 target.mkdir(parents=True, exist_ok=True)
             else:
                 target.unlink(missing_ok=True)
-                shutil.copy2(path, target)
-    compile_python(tree, tree / AGENT_DIR)
+                shutil.copy2(path, target, follow_symlinks=False)
 
 
 def package_contents(deb: Path) -> list[bytes]:
@@ -219,13 +272,7 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
 def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int],
                     keys: Path) -> None:
     run("cp", "-a", debian, tree)
-    for junk in ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
-                 "usr/share/lintian", "var/cache/apt", "var/lib/apt", "versions.txt",
-                 *(f"usr/lib/python3.11/{d}" for d in
-                   ["test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-                    "pydoc_data", "distutils/tests", "unittest/test"])]:
-        path = tree / junk
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    remove_junk(tree)
     # Busybox applets: the list comes from the host's busybox-static of the same version.
     applets = run("busybox", "--list-full", capture_output=True, text=True).stdout.split()
     for applet in applets:
@@ -250,6 +297,17 @@ def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int
     release = next((tree / "lib/modules").iterdir()).name
     run("depmod", "-b", tree, release)
     make_initramfs(tree, release)
+
+
+def remove_junk(tree: Path) -> None:
+    """What the device does not need of the packages: documentation, apt's lists, tests."""
+    for junk in ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
+                 "usr/share/lintian", "var/cache/apt", "var/lib/apt", "versions.txt",
+                 *(f"usr/lib/python3.11/{d}" for d in
+                   ["test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
+                    "pydoc_data", "distutils/tests", "unittest/test"])]:
+        path = tree / junk
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def compile_python(tree: Path, *directories: Path) -> None:
@@ -277,17 +335,24 @@ def make_initramfs(tree: Path, release: str) -> None:
         (initramfs / "modules.order").write_text("".join(order))
         shutil.copy2(HERE / "initramfs-init", initramfs / "init")
         files = sorted(str(p.relative_to(initramfs)) for p in initramfs.rglob("*"))
+        for name in files:  # cpio keeps each file's mtime
+            os.utime(initramfs / name, (int(FAKE_TIME), int(FAKE_TIME)), follow_symlinks=False)
         cpio = run("cpio", "--quiet", "-o", "-H", "newc", "--reproducible", cwd=initramfs,
                    input="\n".join(files).encode(), capture_output=True).stdout
         gz = run("gzip", "-9n", input=cpio, capture_output=True).stdout
         (tree / "boot/initrd.img").write_bytes(gz)
 
 
-def make_release(base: Path, work: Path, name: str, next_agent: Path) -> Path:
+def make_release(base: Path, work: Path, name: str, next_agent: Path | None = None,
+                 out: Path = OUT, package_update: Path | None = None) -> Path:
     tree = work / name
     run("cp", "-al", base, tree)
     if name == "release-next-agent":
         upgrade_agent(tree, next_agent)
+    if name == "release-1-package":
+        unpack_over(tree, package_update, strip=True)
+    if name == "release-1-config":
+        write(tree / DELTA_CONFIG, (base / DELTA_CONFIG).read_text() + "export TZ=UTC0\n")
     write(tree / "etc/tern-release", f"{name}\n")
     write(tree / "etc/mender/artifact_info", f"artifact_name={name}\n")
     if name == "release-broken":
@@ -298,15 +363,40 @@ def make_release(base: Path, work: Path, name: str, next_agent: Path) -> Path:
     if name == "release-hang":  # a hang before `tern-updater resume`: only the watchdog helps
         write(tree / "sbin/init", "#!/bin/sh\necho 'release-hang: init hangs'\n"
               "while :; do sleep 3600; done\n", 0o755)
-    for path in [tree, *tree.rglob("*")]:  # the same inode times on every build
-        os.utime(path, (int(FAKE_TIME), int(FAKE_TIME)), follow_symlinks=False)
-    image = OUT / f"{name}.ext4"
-    image.unlink(missing_ok=True)
-    fs_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tern:{name}"))
-    run("mkfs.ext4", "-q", "-F", "-L", "rootfs", "-U", fs_uuid, "-E", f"hash_seed={fs_uuid}",
-        "-d", tree, image, f"{ROOTFS_SIZE // 1024}k", capture_output=True,
-        env={**os.environ, "E2FSPROGS_FAKE_TIME": FAKE_TIME})
+    image = out / f"{name}.ext4"
+    make_ext4(tree, image, ROOTFS_SIZE, "rootfs", ROOTFS_UUID)
     return image
+
+
+def make_ext4(tree: Path, image: Path, size: int, label: str, fs_uuid: str) -> None:
+    """An ext4 image of `tree`, byte for byte the same for the same tree, whenever and
+    wherever it is built. Every release shares `fs_uuid`, which also seeds the directory
+    hashes and every metadata checksum: with one UUID per release, each inode table,
+    bitmap and directory block would differ between two releases (the checksums), and
+    a delta update would resend them all."""
+    for path in [tree, *tree.rglob("*")]:
+        os.utime(path, (int(FAKE_TIME), int(FAKE_TIME)), follow_symlinks=False)
+    image.unlink(missing_ok=True)
+    # mke2fs -d sorts each directory with the locale's collation: C, the same everywhere.
+    env = {**os.environ, "E2FSPROGS_FAKE_TIME": FAKE_TIME, "LC_ALL": "C"}
+    run("mkfs.ext4", "-q", "-F", "-b", str(BLOCK_SIZE), "-L", label, "-U", fs_uuid,
+        "-E", f"hash_seed={fs_uuid}", "-d", tree, image, f"{size // 1024}k",
+        capture_output=True, env=env)
+    # mke2fs 1.47.0 copies each inode's ctime from the tree (the time it was made here,
+    # which no one can set back); debugfs sets them all to FAKE_TIME.
+    with tempfile.NamedTemporaryFile("w", suffix=".debugfs") as commands:
+        for path in sorted(tree.rglob("*")):
+            inside = f"/{path.relative_to(tree)}"
+            if '"' in inside or "\n" in inside:
+                sys.exit(f"images: cannot set the ctime of {inside!r} with debugfs")
+            commands.write(f'sif "{inside}" ctime @{FAKE_TIME}\n')
+        commands.write(f"sif / ctime @{FAKE_TIME}\n")
+        commands.flush()
+        errors = run("debugfs", "-w", "-f", commands.name, image, capture_output=True,
+                     text=True, env=env).stderr.splitlines()[1:]  # after its banner
+        if errors:
+            sys.exit(f"images: debugfs could not set the ctimes in {image.name}: {errors[0]}")
+    os.utime(image, (int(FAKE_TIME), int(FAKE_TIME)))  # the artifact's tar keeps it
 
 
 def env_blob(flag: int) -> bytes:
@@ -326,7 +416,8 @@ def make_boot_partition(work: Path) -> tuple[Path, list[int]]:
     Returns the image and the byte offsets of the copies inside the partition.
     """
     image = work / "boot.vfat"
-    run("mkfs.vfat", "-C", "-F", "16", "-n", "BOOT", "-i", "7e4e0001", image,
+    # --invariant: a fixed time for the label (and a volume id, which -i after it replaces)
+    run("mkfs.vfat", "--invariant", "-C", "-F", "16", "-n", "BOOT", "-i", "7e4e0001", image,
         PARTITIONS[0][2] // 1024, capture_output=True)
     env_files = []
     for name, flag in [("uboot.env", 1), ("uboot-redund.env", 0)]:
@@ -359,10 +450,12 @@ def add_boot_script(image: Path, work: Path, env_blocks: list[int]) -> None:
     script = script.replace("@ENV1_BLK@", hex(env_blocks[0])).replace("@ENV2_BLK@",
                                                                        hex(env_blocks[1]))
     (work / "boot.cmd").write_text(script)
-    run("mkimage", "-A", "arm64", "-O", "linux", "-T", "script", "-C", "none",
-        "-n", "tern A/B boot", "-d", work / "boot.cmd", work / "boot.scr", capture_output=True)
-    run("mcopy", "-m", "-i", image, work / "boot.scr", "::/",
-        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": FAKE_TIME}
+    run("mkimage", "-A", "arm64", "-O", "linux", "-T", "script", "-C", "none",  # its header's time
+        "-n", "tern A/B boot", "-d", work / "boot.cmd", work / "boot.scr", capture_output=True,
+        env=env)
+    os.utime(work / "boot.scr", (int(FAKE_TIME), int(FAKE_TIME)))
+    run("mcopy", "-m", "-i", image, work / "boot.scr", "::/", env=env)
 
 
 def make_disk(parts: dict[str, Path]) -> Path:
@@ -384,25 +477,27 @@ def make_disk(parts: dict[str, Path]) -> Path:
 
 def make_data_partition(work: Path) -> Path:
     image = work / "data.ext4"
-    run("mkfs.ext4", "-q", "-F", "-L", "data", "-U", "7e4e0000-0000-4000-8000-00000000da7a",
+    fs_uuid = "7e4e0000-0000-4000-8000-00000000da7a"
+    run("mkfs.ext4", "-q", "-F", "-L", "data", "-U", fs_uuid, "-E", f"hash_seed={fs_uuid}",
         image, f"{PARTITIONS[3][2] // 1024}k", capture_output=True,
         env={**os.environ, "E2FSPROGS_FAKE_TIME": FAKE_TIME})
     return image
 
 
-def make_artifacts(keys: Path) -> list[str]:
+def make_artifacts(keys: Path, names=RELEASES, block_index: bool = False) -> list[str]:
     """Signed Mender artifacts of the releases, written by our own tern-artifact."""
     tool = shutil.which("tern-artifact", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if not tool:
         print("images: no artifacts (tern-artifact is not installed)", file=sys.stderr)
         return []
     made = []
-    for name in RELEASES:
+    for name in names:
         out = OUT / f"{name}.mender"
         result = subprocess.run(
             [tool, "write", "rootfs-image",
              "-f", OUT / f"{name}.ext4", "-n", name, "-t", DEVICE_TYPE,
-             "-k", keys / "artifact.key", "-o", out], capture_output=True, text=True)
+             "-k", keys / "artifact.key", "-o", out, *(["--block-index"] if block_index else [])],
+            capture_output=True, text=True)
         if result.returncode != 0 or not out.exists():
             print(f"images: no artifacts (tern-artifact write failed: "
                   f"{(result.stderr or result.stdout).strip()[:200]})", file=sys.stderr)
@@ -457,6 +552,49 @@ def build() -> Path:
     return OUT
 
 
+def build_delta() -> Path:
+    """`make delta-images`: the release pairs of DELTA_RELEASES beside release-1, as
+    block-indexed artifacts, and delta.json saying what each changes. release-1 is rebuilt
+    from the same inputs on the way, and must come out byte for byte as `make image` made it."""
+    build()
+    layout = json.loads((OUT / "layout.json").read_text())
+    debian, agent = fetch_debian(), agent_package()
+    update = fetch_package_update(debian)
+    key = digest(layout["key"].encode(), *package_contents(update))
+    stamp = OUT / "delta.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
+        print(f"images: delta pairs up to date ({stamp})")
+        return stamp
+    stamp.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        work = Path(tmp)
+        assemble_rootfs(debian, agent, work / "base", layout["env"]["offsets"], OUT / "keys")
+        again = make_release(work / "base", work, "release-1", out=work)
+        if file_digest(again) != file_digest(OUT / "release-1.ext4"):
+            sys.exit("images: release-1 built again differs from build/images/release-1.ext4: "
+                     "the image build is not deterministic")
+        for name in DELTA_RELEASES:
+            make_release(work / "base", work, name, package_update=update)
+    artifacts = make_artifacts(OUT / "keys", DELTA_RELEASES, block_index=True)
+    if len(artifacts) != len(DELTA_RELEASES):
+        sys.exit("images: the delta pairs need their block-indexed artifacts")
+    old = next(line for line in (debian / "versions.txt").read_text().split()
+               if line.startswith(f"{DELTA_PACKAGE}_"))
+    pairs = {name: {"from": "release-1", "rootfs": f"{name}.ext4", "artifact": f"{name}.mender",
+                    "about": about} for name, about in DELTA_RELEASES.items()}
+    pairs["release-1-package"]["package"] = {"name": DELTA_PACKAGE, "from": old,
+                                             "to": update.name}
+    pairs["release-1-config"]["file"] = f"/{DELTA_CONFIG}"
+    stamp.write_text(json.dumps({"key": key, "pairs": pairs}, indent=2) + "\n")
+    print(f"images: built the delta pairs ({stamp})")
+    return stamp
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 MENDER_CLIENT = "mender-client"  # Debian's 3.4 (Go), the footprint benchmark's peer
 
 
@@ -498,5 +636,7 @@ def build_mender_disk() -> Path:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--mender-client"]:
         print(f"images: {build_mender_disk()}")
+    elif sys.argv[1:] == ["--delta"]:
+        build_delta()
     else:
         build()
