@@ -1,0 +1,151 @@
+"""Delta updates side by side (issue 19 §3): for each release pair of `make delta-images`
+(release-1 and the same image with one Debian package or one configuration file changed),
+the bytes a device holding release-1 transfers for the other release, as a share of the
+compressed full artifact, for
+
+- Tern's block index: the planner (`plan_fetch`) over the pair's block-indexed artifact, the
+  active slot (release-1) as the only local source and nothing in the target slot (a fresh
+  update); and again with the target slot half written (an install cut halfway, resumed);
+- `xdelta3` (Mender's delta engine) and `zstd --patch-from`: static patches against the
+  known base, the whole image as their window;
+- the full artifact: what a full install downloads, and the same image without an index.
+
+Bytes only: no device, no network. The device's wall time and peak RSS for a full, a delta
+and a resumed install need the agent's adaptive install (issue 19 §1), which this benchmark
+does not have yet; BENCHMARKS.md keeps their columns empty until then.
+
+    make delta-images && .venv/bin/python -m bench.delta
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from artifact import ArtifactReader
+from artifact.block_index import index_anchor, read_index
+from artifact.block_plan import FetchPlan, SlotHashes, plan_fetch
+from bench.block_index import write
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT / "build" / "images"
+GOALS = {"release-1-package": 0.10, "release-1-config": 0.01}  # the issue's, per pair
+INDEX_GOAL = 0.015
+
+
+@dataclass
+class Row:
+    pair: str
+    method: str
+    transfer: int  # bytes
+    full: int  # the compressed full artifact's download, the denominator
+    seconds: float = 0.0
+    note: str = ""
+    goal: float | None = None  # the issue's goal for this share, if it has one
+
+    def line(self) -> str:
+        share = self.transfer / self.full
+        mark = "" if self.goal is None else (" ✓" if share <= self.goal else " ✗")
+        return (f"| {self.pair} | {self.method} | {self.transfer:,} | {share:.2%}{mark} | "
+                f"{self.seconds:.1f} | {self.note} |")
+
+
+def tern_plan(artifact: Path, find) -> FetchPlan:
+    with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
+        anchor = index_anchor(reader.header)
+        return plan_fetch(read_index(stream, anchor), reader.payload_offset, find,
+                          artifact_size=artifact.stat().st_size, index_size=anchor.size)
+
+
+def index_size(artifact: Path) -> int:
+    with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
+        return index_anchor(reader.header).size
+
+
+def half_written(new_image: Path, block_size: int, active: SlotHashes):
+    """`find` for a resumed install: the target slot holds the first half of the new image
+    (what an install cut halfway wrote), then the active slot."""
+    size = new_image.stat().st_size // 2
+    target = SlotHashes.of_file(new_image, block_size, size=size - size % block_size)
+
+    def find(digest: bytes) -> int | None:
+        where = target.find(digest)
+        return where if where is not None else active.find(digest)
+    return find
+
+
+def timed(command: list[str]) -> float:
+    started = time.monotonic()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def measure(name: str, pair: dict, base: Path, work: Path) -> list[Row]:
+    new = IMAGES / pair["rootfs"]
+    artifact = IMAGES / pair["artifact"]
+    rows = []
+    started = time.monotonic()
+    active = SlotHashes.of_file(base, 4096)
+    fresh = tern_plan(artifact, active.find)
+    seconds = time.monotonic() - started
+    full = fresh.full_bytes
+    rows.append(Row(name, "Tern block index, fresh update (active slot only)",
+                    fresh.total_bytes, full, seconds,
+                    f"{len(fresh.ranges)} ranges, {fresh.blocks_fetched} blocks fetched "
+                    f"of {fresh.blocks_fetched + fresh.blocks_local} non-zero", GOALS[name]))
+    started = time.monotonic()
+    resumed = tern_plan(artifact, half_written(new, 4096, active))
+    rows.append(Row(name, "Tern block index, resumed (target slot half written)",
+                    resumed.total_bytes, full, time.monotonic() - started,
+                    f"{len(resumed.ranges)} ranges", GOALS[name]))
+    patch = work / f"{name}.xdelta"
+    seconds = timed(["xdelta3", "-e", "-9", "-B", str(base.stat().st_size), "-f",
+                     "-s", str(base), str(new), str(patch)])
+    rows.append(Row(name, "xdelta3 -9, whole image as source window", patch.stat().st_size,
+                    full, seconds, "static: needs the exact base"))
+    patch = work / f"{name}.zst"
+    seconds = timed(["zstd", "-q", "-f", "-19", "--long=28", "-T0", f"--patch-from={base}",
+                     str(new), "-o", str(patch)])
+    rows.append(Row(name, "zstd -19 --long=28 --patch-from", patch.stat().st_size, full,
+                    seconds, "static: needs the exact base"))
+    index = index_size(artifact)
+    rows.append(Row(name, "Tern block index: the index itself", index, full, 0.0,
+                    f"{index / artifact.stat().st_size:.2%} of the artifact file", INDEX_GOAL))
+    rows.append(Row(name, "full artifact, block-indexed (what a full install downloads)", full,
+                    full, 0.0, f"artifact file {artifact.stat().st_size:,} bytes with its index"))
+    plain = work / f"{name}-plain.mender"
+    seconds = write(new, plain, None)
+    rows.append(Row(name, "full artifact, Tern without index", plain.stat().st_size, full,
+                    seconds, "the same image, one gzip stream"))
+    plain.unlink()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path, default=IMAGES)
+    args = parser.parse_args()
+    stamp = args.images / "delta.json"
+    if not stamp.exists():
+        print(f"bench.delta: no {stamp}: run `make delta-images` first", file=sys.stderr)
+        return 1
+    pairs = json.loads(stamp.read_text())["pairs"]
+    print("| pair | method | bytes | share of the compressed full artifact | seconds (host) "
+          "| note |")
+    print("|---|---|---:|---:|---:|---|")
+    with tempfile.TemporaryDirectory(prefix="bench-delta-") as tmp:
+        for name, pair in pairs.items():
+            for row in measure(name, pair, args.images / f"{pair['from']}.ext4", Path(tmp)):
+                print(row.line(), flush=True)
+    print(f"\nGoals: release-1-package <= {GOALS['release-1-package']:.0%} (stretch 5 %), "
+          f"release-1-config <= {GOALS['release-1-config']:.0%}, index <= {INDEX_GOAL:.1%}. "
+          f"Loaded host: {os.getloadavg()[0]:.1f}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
