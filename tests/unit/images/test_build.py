@@ -91,3 +91,28 @@ def test_the_boot_and_data_partitions_made_again_later_are_the_same(tmp_path):
     first = partitions(tmp_path / "first")
     time.sleep(2.1)  # FAT keeps times in 2-second steps
     assert partitions(tmp_path / "second") == first
+
+
+def test_a_package_unpacked_over_a_linked_tree_replaces_its_files_and_leaves_the_base(tmp_path):
+    """release-1-package: the newer package's files replace the base's in the release's
+    tree, a copy made of hard links (cp -al), without writing into the base's inodes."""
+    package = tmp_path / "pkg"
+    (package / "DEBIAN").mkdir(parents=True)
+    (package / "DEBIAN/control").write_text(
+        "Package: libexample\nVersion: 2\nArchitecture: arm64\nMaintainer: t <t@t>\n"
+        "Description: an example\n")
+    (package / "usr/lib").mkdir(parents=True)
+    (package / "usr/lib/libexample.so").write_bytes(b"new")
+    (package / "usr/share/doc/libexample").mkdir(parents=True)
+    (package / "usr/share/doc/libexample/copyright").write_text("doc")
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(package), str(tmp_path / "p.deb")],
+                   check=True, capture_output=True)
+    base = tmp_path / "base"
+    (base / "usr/lib").mkdir(parents=True)
+    (base / "usr/lib/libexample.so").write_bytes(b"old")
+    release = tmp_path / "release"
+    subprocess.run(["cp", "-al", str(base), str(release)], check=True)
+    build.unpack_over(release, tmp_path / "p.deb", strip=True)
+    assert (release / "usr/lib/libexample.so").read_bytes() == b"new"
+    assert (base / "usr/lib/libexample.so").read_bytes() == b"old"
+    assert not (release / "usr/share/doc").exists()
