@@ -24,7 +24,6 @@ block's over its bytes only, when the image ends inside it); then chunk_count + 
 (u64), relative to the start of the data member's content: chunk i spans
 [offsets[i], offsets[i+1]).
 """
-import gzip
 import hashlib
 import io
 import mmap
@@ -39,14 +38,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .compression import _zstandard, zstandard  # None on the device: stdlib only
+from .compression import (  # None on the device: stdlib only
+    ZSTD_LEVEL,
+    _gzip_member,
+    _zstandard,
+    zstandard,
+)
 from .errors import ChecksumError, StructureError, UnsupportedError
 from .header import ArtifactHeader, PayloadHeader
-
-try:
-    from isal import igzip  # what the writer uses for gzip (see compression.py)
-except ImportError:
-    igzip = None
 
 MAGIC = b"TERNBIX\x01"
 _DECOMPRESSION_ERRORS = (zlib.error, ValueError, *((zstandard.ZstdError,) if zstandard else ()))
@@ -310,16 +309,15 @@ def data_content_offset(payload_offset: int) -> int:
     return payload_offset + tarfile.BLOCKSIZE
 
 
-def compress_chunk(compression: str, data: bytes, level: int | None = None) -> bytes:
-    """One independent member of the data stream (gzip with mtime 0, or a zstd frame)."""
+def compress_chunk(compression: str, data: bytes) -> bytes:
+    """One independent member of the data stream (gzip as the artifact's other members, or a
+    zstd frame)."""
     if compression == "none":
         return data
     if compression == "gzip":
-        if igzip is None:
-            return gzip.compress(data, compresslevel=6 if level is None else level, mtime=0)
-        return igzip.compress(data, compresslevel=2 if level is None else level, mtime=0)
+        return _gzip_member(data)
     if compression == "zstd":
-        return _zstandard().ZstdCompressor(level=3 if level is None else level).compress(data)
+        return _zstandard().ZstdCompressor(level=ZSTD_LEVEL).compress(data)
     raise UnsupportedError(f"a block index needs {', '.join(CHUNK_COMPRESSIONS)} compression, "
                            f"not {compression}")
 

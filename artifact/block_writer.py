@@ -1,10 +1,10 @@
 """Writing a rootfs-image artifact with a block index (the layout is in `block_index`).
 
-The image is read once: each chunk is hashed (per block and whole) and compressed as its own
-member into a spool file, so that the index, its sha256 and the chunk offsets are known
-before the header (which carries the anchor) is written. Memory stays flat: hashes go to a
-temporary file, and only the chunk offsets (8 bytes per chunk) stay in memory. Chunks are
-compressed by a few threads (zlib, ISA-L and zstd release the GIL), a bounded number at a time.
+The image is read once: hashed (per block and whole), and compressed with a member per chunk
+(compression.MembersWriter, the writer of the artifact's 1 MiB gzip members, with the chunk
+as its member size) into a spool file, so that the index, its sha256 and the chunk offsets
+are known before the header (which carries the anchor) is written. Memory stays flat: hashes
+go to a temporary file, and only the chunk offsets (8 bytes per chunk) stay in memory.
 """
 import hashlib
 import os
@@ -13,8 +13,6 @@ import tarfile
 import tempfile
 import zlib
 from array import array
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from . import signing
@@ -22,7 +20,6 @@ from .block_index import (
     CHUNK_COMPRESSIONS,
     DEFAULT_BLOCK_SIZE,
     DEFAULT_CHUNK_SIZE,
-    HASH_SIZE,
     INDEX_LEVEL,
     MAX_BLOCK_SIZE,
     MAX_CHUNK_SIZE,
@@ -32,7 +29,7 @@ from .block_index import (
     compress_chunk,
     offsets_bytes,
 )
-from .compression import SUFFIXES
+from .compression import SUFFIXES, MembersWriter
 from .errors import ArtifactError, StructureError
 from .header import ArtifactHeader
 from .payloads import ROOTFS_IMAGE, PayloadSource
@@ -45,7 +42,7 @@ from .writer import (
     _write_head,
 )
 
-BATCH = 1 << 20  # image bytes per compression task
+BATCH = 1 << 20  # image bytes read at a time
 
 
 def write_indexed_artifact(out: BinaryIO, header: ArtifactHeader, source: PayloadSource, *,
@@ -101,45 +98,34 @@ def _check_sizes(block_size: int, chunk_size: int) -> None:
 
 def _spool_chunks(path, spool: BinaryIO, hashes: BinaryIO, compression: str, block_size: int,
                   chunk_size: int, progress: Progress) -> tuple[str, BlockIndex]:
-    """Compress the inner tar into `spool` as independent members: its header, one member per
-    chunk, its tail. Block hashes go to `hashes`; return the image's sha256 and the index."""
+    """Compress the inner tar into `spool` as independent members (compression.MembersWriter):
+    its header, one member per chunk, its tail. Block hashes go to `hashes`; return the
+    image's sha256 and the index."""
     stat = path.stat()
     inner_header = _tar_header(path.name, stat.st_size, mode=stat.st_mode & 0o7777,
                                mtime=int(stat.st_mtime))
-    spool.write(compress_chunk(compression, inner_header))
-    offsets = array("Q", [spool.tell()])
+    offsets = array("Q")  # where each member ends: the header's, then each chunk's
     whole = hashlib.sha256()
     size = 0
-    threads = max(1, len(os.sched_getaffinity(0)))
-
-    def work(batch: bytes) -> tuple[bytes, list[bytes]]:
-        view = memoryview(batch)
-        digests = b"".join(block_digest(view[i:i + block_size])
-                           for i in range(0, len(batch), block_size))
-        return digests, [compress_chunk(compression, view[i:i + chunk_size])
-                         for i in range(0, len(batch), chunk_size)]
-
-    batch_size = chunk_size * max(1, BATCH // chunk_size)  # fewer, larger tasks
-    with open(path, "rb") as image, ThreadPoolExecutor(threads) as pool:
-        pending: deque = deque()
-        while True:
-            batch = image.read(batch_size)
-            if batch:
-                whole.update(batch)
-                size += len(batch)
-                pending.append(pool.submit(work, batch))
-            while pending and (len(pending) > 2 * threads or not batch):
-                digests, members = pending.popleft().result()
-                hashes.write(digests)
-                for member in members:
-                    spool.write(member)
-                    offsets.append(spool.tell())
-                progress(len(digests) // HASH_SIZE * block_size)
-            if not batch:
-                break
+    writer = MembersWriter(spool, max(1, len(os.sched_getaffinity(0))), member_size=chunk_size,
+                           compress=lambda data: compress_chunk(compression, data),
+                           on_member=offsets.append)
+    with open(path, "rb") as image, writer:
+        writer.write(inner_header)
+        writer.end_member()
+        while batch := image.read(BATCH):
+            whole.update(batch)
+            size += len(batch)
+            with memoryview(batch) as view:
+                hashes.write(b"".join(block_digest(view[i:i + block_size])
+                                      for i in range(0, len(batch), block_size)))
+            writer.write(batch)
+            progress(len(batch))
+        writer.end_member()  # the last chunk ends with the image
+        writer.write(_padding(size) + b"\0" * (2 * tarfile.BLOCKSIZE))
+    offsets.pop()  # the tail's end
     if size != stat.st_size:
         raise ArtifactError(f"{path}: changed while the artifact was being written")
-    spool.write(compress_chunk(compression, _padding(size) + b"\0" * (2 * tarfile.BLOCKSIZE)))
     return whole.hexdigest(), BlockIndex(block_size, chunk_size // block_size, size, b"",
                                          offsets)
 

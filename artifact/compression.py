@@ -75,7 +75,7 @@ def compressing_writer(name: str, raw: BinaryIO) -> BinaryIO:
     if name == "none":
         return _Unclosing(raw)
     if name == "gzip":
-        return GzipMembersWriter(raw, threads)
+        return MembersWriter(raw, threads)
     if name == "lzma":
         return lzma.LZMAFile(_Unclosing(raw), "wb", preset=LZMA_PRESET)
     if name == "zstd":
@@ -225,33 +225,58 @@ def _gzip_member(data: bytes) -> bytes:
     return gzip.compress(data, GZIP_LEVEL, mtime=0)
 
 
-class GzipMembersWriter(io.RawIOBase):
-    """Writes a gzip member per GZIP_MEMBER_SIZE of input, compressed by `threads` at once
-    (zlib and ISA-L release the GIL); a bounded number of members is in flight."""
+class MembersWriter(io.RawIOBase):
+    """Writes its input as independent compressed members, one per `member_size` bytes
+    (`end_member` ends one early), compressed by `threads` at once (zlib, ISA-L and zstd
+    release the GIL), a bounded number in flight. `on_member(offset)` hears where each
+    member ends in `raw` (counted from the writer's first byte), in order.
 
-    def __init__(self, raw: BinaryIO, threads: int):
+    The artifact's gzip data are 1 MiB members (a cut download resumes at one); a block
+    index's chunk area is the same with members of a chunk (block_writer)."""
+
+    def __init__(self, raw: BinaryIO, threads: int, *, member_size: int | None = None,
+                 compress=None, on_member=None):
         self._raw = raw
         self._buffer = bytearray()
         self._threads = threads
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gzip")
+        self._member_size = member_size or GZIP_MEMBER_SIZE
+        self._compress = compress or _gzip_member
+        self._on_member = on_member or (lambda offset: None)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="members")
         self._pending: collections.deque = collections.deque()
         self._members = 0
+        self._written = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
         self._buffer += data
-        while len(self._buffer) >= GZIP_MEMBER_SIZE:
-            self._submit(bytes(self._buffer[:GZIP_MEMBER_SIZE]))
-            del self._buffer[:GZIP_MEMBER_SIZE]
+        if len(self._buffer) >= self._member_size:
+            with memoryview(self._buffer) as view:
+                whole = len(view) - len(view) % self._member_size
+                for start in range(0, whole, self._member_size):
+                    self._submit(bytes(view[start:start + self._member_size]))
+            del self._buffer[:whole]
         return len(data)
 
+    def end_member(self) -> None:
+        """End the member being filled here, however short (nothing if it is empty)."""
+        if self._buffer:
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+
     def _submit(self, data: bytes) -> None:
-        self._pending.append(self._pool.submit(_gzip_member, data))
+        self._pending.append(self._pool.submit(self._compress, data))
         self._members += 1
         while len(self._pending) > 2 * self._threads:
-            self._raw.write(self._pending.popleft().result())
+            self._write_next()
+
+    def _write_next(self) -> None:
+        member = self._pending.popleft().result()
+        self._raw.write(member)
+        self._written += len(member)
+        self._on_member(self._written)
 
     def close(self) -> None:
         if self.closed:
@@ -260,7 +285,7 @@ class GzipMembersWriter(io.RawIOBase):
             if self._buffer or not self._members:  # an empty input is one empty member
                 self._submit(bytes(self._buffer))
             while self._pending:
-                self._raw.write(self._pending.popleft().result())
+                self._write_next()
         finally:
             self._pool.shutdown(cancel_futures=True)
             super().close()

@@ -166,6 +166,16 @@ class ArtifactReader:
         if extra is not None:
             raise StructureError(f"unexpected member {extra.name} after the last payload")
 
+    def data_member(self) -> tarfile.TarInfo:
+        """Instead of `payloads`: the first payload's data member (name, size, offsets)
+        without reading any of its content, for a reader that fetches it by ranges
+        (block_index)."""
+        member = self._next_member()
+        if member is None or not member.name.startswith("data/0000.tar"):
+            raise StructureError(f"expected data/0000.tar[.gz|.xz|.zst], found "
+                                 f"{member.name if member else 'the end of the artifact'}")
+        return member
+
     def validate(self) -> None:
         """Read and verify everything that is left."""
         for payload in self.payloads():

@@ -50,3 +50,21 @@ def single_file_artifact(directory: Path, name: str, device_types=("qemux86-64",
         device_types=device_types, module_type="single-file", signing_key=signing_key,
         depends=payload_depends, artifact_depends=depends))
     return output
+
+
+def write_indexed_artifact_file(path: Path, image: bytes, *, name: str,
+                                device_types=("qemu-arm64",), signing_key=None,
+                                chunk_size: int = 64 << 10) -> Path:
+    """A rootfs-image artifact of `image` with a block index (artifact.block_writer), at
+    `path`."""
+    from artifact.block_writer import write_indexed_artifact
+
+    with tempfile.TemporaryDirectory(prefix="tern-artifact-") as directory:
+        image_path = Path(directory) / "rootfs.ext4"
+        image_path.write_bytes(image)
+        source = rootfs_image(image_path, Software(version=name), PayloadOptions())
+        header = ArtifactHeader(name=name, device_types=list(device_types), payloads=[])
+        with open(path, "wb") as out:
+            write_indexed_artifact(out, header, source, signing_key=signing_key,
+                                   chunk_size=chunk_size)
+    return path

@@ -9,6 +9,8 @@ import requests
 
 from testkit import free_port
 
+DOWNLOADS = "/api/devices/v1/deployments/download/"
+
 
 class LiveServer:
     """`tern-server serve` over HTTPS on 127.0.0.1, in a subprocess, on a data directory.
@@ -62,6 +64,17 @@ class LiveServer:
     @property
     def certificate(self) -> Path:
         return self.data_dir / "tls" / "server.crt"
+
+    def sent_bytes(self, path_prefix: str = DOWNLOADS) -> int:
+        """The body bytes of the answers to requests under `path_prefix` (default: artifact
+        downloads), as the server's own JSON request log counts them."""
+        total = 0
+        for line in self.output.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry.get("path", "").startswith(path_prefix):
+                    total += entry.get("bytes") or 0
+        return total
 
     def _wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -82,6 +82,10 @@ class Config:
     download_progress_interval: int = setting(16 << 20, "bytes of a rootfs write between "
                                               "checkpoints in the state store, from which "
                                               "a download cut by power loss resumes")
+    delta_max_share: float = setting(0.8, "an artifact with a block index is installed from "
+                                          "the blocks the slots hold and Range requests "
+                                          "unless that would download more than this share "
+                                          "of the full artifact; 0: always the full artifact")
     abort_check_interval: float = setting(30.0, "daemon: seconds between checks, during a "
                                                 "download, that the deployment still stands")
 

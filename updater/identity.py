@@ -43,6 +43,16 @@ def identity(config: Config, net: Path = Path("/sys/class/net")) -> dict[str, st
     raise ValueError(f"no ethernet interface in {net}: set identity_script")
 
 
-def inventory(device_type: str, provides: dict[str, str]) -> dict[str, str]:
-    return {**provides, "device_type": device_type, "client_version": CLIENT_VERSION,
-            "hostname": platform.node(), "kernel": platform.release()}
+ADAPTIVE = "block-index-1"  # the block index format the adaptive install reads
+
+
+def inventory(device_type: str, provides: dict[str, str],
+              adaptive: bool = False) -> dict[str, str]:
+    """The attributes sent to the server; `adaptive`: the device installs an artifact with
+    a block index from the blocks its slots hold (`delta_update`, an inventory attribute
+    and not a provide, so that no artifact's depends or clears_provides meets it)."""
+    attributes = {**provides, "device_type": device_type, "client_version": CLIENT_VERSION,
+                  "hostname": platform.node(), "kernel": platform.release()}
+    if adaptive:
+        attributes["delta_update"] = ADAPTIVE
+    return attributes

@@ -21,9 +21,11 @@ class ArtifactSource:
     @contextlib.contextmanager
     def open(self, location: str, log: Callable[[str], None] = lambda message: None,
              check: Callable[[], None] = lambda: None, start: int = 0,
-             end: int | None = None, etag: str | None = None) -> Iterator[BinaryIO]:
+             end: int | None = None, etag: str | None = None,
+             session=None) -> Iterator[BinaryIO]:
         """The bytes [start, end) of the artifact (`end` None: to its end); `etag`: as an
-        earlier download saw it (`size` and `etag` of the stream tell them)."""
+        earlier download saw it (`size` and `etag` of the stream tell them); `session`: to
+        download through instead of this source's."""
         if urllib.parse.urlsplit(location).scheme not in ("http", "https"):
             with open(location, "rb") as file:
                 file.seek(start)
@@ -36,7 +38,8 @@ class ArtifactSource:
                                timeout=self.config.download_timeout,
                                deadline=self.config.download_deadline,
                                max_backoff=self.config.retry_interval,
-                               log=log, check=check, session=self.session, start=start,
+                               log=log, check=check, session=session or self.session,
+                               start=start,
                                end=end, etag=etag) as download:
             yield download
 
@@ -53,3 +56,53 @@ class LocalFile:
     def read(self, size: int = -1) -> bytes:
         left = self.end - self.file.tell()
         return self.file.read(left if size < 0 else min(size, left))
+
+
+class RangeFetcher:
+    """An artifact fetched in pieces (the adaptive install): first its head, the first
+    `HEAD_PROBE` bytes, whose answer gives the artifact's size and ETag; then any ranges,
+    refused if the artifact changed since (If-Range), over one kept-alive connection.
+    `fetched` counts the bytes asked for."""
+
+    HEAD_PROBE = 64 << 10  # the head of an artifact with a block index is a few KiB
+
+    def __init__(self, source: ArtifactSource, location: str, log: Callable[[str], None],
+                 check: Callable[[], None]):
+        self.source = source
+        self.location = location
+        self.log = log
+        self.check = check
+        self.size = 0
+        self.etag: str | None = None
+        self.fetched = 0
+        self.session = None
+
+    @contextlib.contextmanager
+    def head(self) -> Iterator[BinaryIO]:
+        if urllib.parse.urlsplit(self.location).scheme in ("http", "https") and \
+                self.source.session is None:
+            import requests  # only here, as in ArtifactSource.open
+
+            self.session = requests.Session()
+        try:
+            with self._open(0, self.HEAD_PROBE) as stream:
+                self.size, self.etag = stream.size, stream.etag
+                self.fetched += min(self.HEAD_PROBE, stream.size)
+                yield stream
+        finally:
+            if self.session is not None:
+                self.session.close()
+
+    def open(self, start: int, end: int):
+        self.fetched += end - start
+        return self._open(start, end, self.etag)
+
+    def _open(self, start: int, end: int, etag: str | None = None):
+        first = f"download: resumed at byte {start} "  # not news: the range starts there
+
+        def log(message: str) -> None:
+            if not message.startswith(first):
+                self.log(message)
+
+        return self.source.open(self.location, log=log, check=self.check, start=start,
+                                end=end, etag=etag, session=self.session)

@@ -46,6 +46,7 @@ from ..models import (
     DeviceDeployment,
     utcnow,
 )
+from . import downloads
 
 
 class Status(StrEnum):
@@ -818,7 +819,13 @@ def device_deployment_view(device_deployment: DeviceDeployment) -> dict:
         "created_at": device_deployment.created_at.isoformat(),
         "finished_at": finished.isoformat() if finished else None,
         "has_log": device_deployment.log is not None,
+        "download": _download(device_deployment.log),
     }
+
+
+def _download(log: list | None) -> dict | None:
+    stats = downloads.download_stats(log)
+    return stats.to_json() if stats else None
 
 
 def outcomes_since(since: datetime) -> list[tuple[datetime, str]]:

@@ -5,6 +5,7 @@ from flask import Blueprint, current_app, flash, g, redirect, request, session, 
 from flask_wtf.csrf import CSRFProtect
 
 from ..auth import ADMIN, USER, authenticate_token, require_role
+from ..deployments import downloads
 from ..errors import ApiError
 
 blueprint = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
@@ -66,6 +67,12 @@ def safe_next(target: str | None, default: str) -> str:
 def back(default: str):
     """After a form: see-other to the page it came from (its `next` field) or `default`."""
     return redirect(safe_next(request.form.get("next"), default), 303)
+
+
+@blueprint.app_template_filter("downloaded")
+def downloaded(download: dict | None) -> str:
+    """What a device fetched for a deployment (deployments.downloads)."""
+    return downloads.describe(downloads.DownloadStats(**download) if download else None)
 
 
 @blueprint.app_template_filter("when")

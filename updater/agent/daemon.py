@@ -145,8 +145,9 @@ class Daemon:
             self.finish_stored()
             self.steps.queue.flush(self.client)  # before anything new is asked
             if time.monotonic() >= self.inventory_due:
-                self.client.send_inventory(identity.inventory(self.steps.device_type(),
-                                                              self.steps.provides()))
+                self.client.send_inventory(identity.inventory(
+                    self.steps.device_type(), self.steps.provides(),
+                    adaptive=self.steps.adaptive()))
                 self.inventory_due = time.monotonic() + self.config.inventory_interval
             deployment = self.client.next_deployment(self.device_provides())
             self.failures = 0

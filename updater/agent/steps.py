@@ -19,15 +19,17 @@ from ..config import Config
 from ..install import (
     INSTALLERS,
     CannotResume,
+    Fallback,
     InstallContext,
     Installer,
     InstallerFactory,
     NoPayload,
     choose,
+    stats_line,
 )
 from ..install.modules import MODULES_WORK_DIR
 from ..install.rootfs import InstallError
-from ..source import ArtifactSource
+from ..source import ArtifactSource, RangeFetcher
 from ..update import Progress, Update
 from . import health
 from .logcap import cap_log, cap_text
@@ -171,29 +173,25 @@ class Steps:
         # Only here: the artifact reader pulls in cryptography, which the boot-time
         # resume (and the daemon between deployments) never needs.
         from artifact import ArtifactReader
-        from artifact.provides import check_compatible, provides_after_install
         from artifact.signing import load_key_file
 
         keys = [load_key_file(path) for path in self.config.verify_keys]
         current = self.provides()
         log = lambda message: self.log(update, message)  # noqa: E731
         check = lambda: self.download_check(update)  # noqa: E731
+        probed = 0
+        if not resume and self.adaptive():
+            signature, probed = self._download_adaptive(update, keys, current)
+            if signature is not None:
+                self._downloaded(update, signature)
+                return
         progress = update.progress
         # Resuming, only the head is read (version, manifest, signature, header) ...
         opened = self.source.open(update.source, log=log, check=check,
                                   end=progress.head_size if resume else None,
                                   etag=progress.etag if resume else None)
         with opened as stream, ArtifactReader(stream, keys) as reader:
-            header = reader.header
-            update.artifact_name = header.name
-            check_compatible(header, self.device_type(), current)
-            if len(header.payloads) != 1:
-                raise StepError(f"artifact has {len(header.payloads)} payloads; "
-                                "exactly one is supported")
-            update.previous_provides = current
-            update.provides = provides_after_install(current, header)
-            update.payload_type = header.payloads[0].type
-            self._store_artifact_scripts(header.scripts)
+            self._accept_head(update, reader, current)
             if resume:
                 if (stream.size, stream.etag) != (progress.artifact_size, progress.etag):
                     raise CannotResume("the artifact changed since the download began")
@@ -207,10 +205,79 @@ class Steps:
                     update.kind = installer.kind
                     update.progress = self._progress(stream, payload)
                     installer.write_payload(update, reader, payload)
+            size = getattr(stream, "size", None)
+        if size is not None and not resume:
+            self.log(update, stats_line("full", probed + size, size))
+        self._downloaded(update, reader.signature)
+
+    def adaptive(self) -> bool:
+        """Does this agent install artifacts with a block index adaptively?"""
+        return self.config.delta_max_share > 0 and any(
+            hasattr(factory, "write_adaptive") for factory in self.installers.values())
+
+    def _downloaded(self, update: Update, signature: str) -> None:
         update.progress = None
         self.installer(update).download(update)
-        self.log(update, f"{header.name}: downloaded and verified "
-                         f"(signature: {reader.signature})")
+        self.log(update, f"{update.artifact_name}: downloaded and verified "
+                         f"(signature: {signature})")
+
+    def _accept_head(self, update: Update, reader, current: dict[str, str]) -> None:
+        """Check the artifact's head (signature, compatibility) and take what it says."""
+        from artifact.provides import check_compatible, provides_after_install
+
+        header = reader.header
+        update.artifact_name = header.name
+        check_compatible(header, self.device_type(), current)
+        if len(header.payloads) != 1:
+            raise StepError(f"artifact has {len(header.payloads)} payloads; "
+                            "exactly one is supported")
+        update.previous_provides = current
+        update.provides = provides_after_install(current, header)
+        update.payload_type = header.payloads[0].type
+        self._store_artifact_scripts(header.scripts)
+
+    def _download_adaptive(self, update: Update, keys, current) -> tuple[str | None, int]:
+        """Install from the artifact's block index, if it has one and the installer of its
+        payload can (`write_adaptive`); (the signature's status if done, bytes fetched).
+        Anything that stops it but an abort is logged and leaves the full download to the
+        caller."""
+        from artifact import ArtifactReader
+        from artifact.block_index import ANCHOR
+
+        aborted = False
+
+        def check() -> None:
+            nonlocal aborted
+            try:
+                self.download_check(update)
+            except BaseException:
+                aborted = True
+                raise
+
+        fetch = RangeFetcher(self.source, update.source,
+                             lambda message: self.log(update, message), check)
+        try:
+            with fetch.head() as stream, ArtifactReader(stream, keys) as reader:
+                payload_type = reader.header.payloads[0].type if reader.header.payloads \
+                    else None
+                installer = choose(self.installers, payload_type)(self.install_context)
+                if not hasattr(installer, "write_adaptive"):
+                    raise Fallback(f"the {installer.kind} installer takes full payloads only")
+                if not any(ANCHOR in (p.meta_data or {}) for p in reader.header.payloads):
+                    raise Fallback("the artifact has no block index")
+                self._accept_head(update, reader, current)
+                update.kind = installer.kind
+                update.progress = None  # a cut install resumes from the slots it wrote
+                self.save(update)
+                installer.write_adaptive(update, reader, fetch)
+            return reader.signature, fetch.fetched
+        except Exception as error:
+            if aborted:
+                raise
+            reason = str(error) if isinstance(error, Fallback) else \
+                f"{type(error).__name__}: {error}"
+            self.log(update, f"adaptive install: {reason}; downloading the full artifact")
+            return None, fetch.fetched
 
     def _progress(self, stream, payload) -> Progress | None:
         """Where the installer records checkpoints, if the download can resume at all."""

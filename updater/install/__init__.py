@@ -1,5 +1,14 @@
 """Writing an artifact's payload: one installer per payload type (`installer.Installer`)."""
-from .installer import CannotResume, InstallContext, Installer, InstallerFactory, NoPayload
+from .installer import (
+    STATS,
+    CannotResume,
+    Fallback,
+    InstallContext,
+    Installer,
+    InstallerFactory,
+    NoPayload,
+    stats_line,
+)
 from .modules import ModuleInstaller
 from .rootfs import RootfsInstaller
 
@@ -12,5 +21,6 @@ def choose(installers: dict[str, InstallerFactory], payload_type: str) -> Instal
     return installers.get(payload_type, ModuleInstaller)
 
 
-__all__ = ["INSTALLERS", "CannotResume", "InstallContext", "Installer", "InstallerFactory",
-           "ModuleInstaller", "NoPayload", "RootfsInstaller", "choose"]
+__all__ = ["INSTALLERS", "STATS", "CannotResume", "Fallback", "InstallContext", "Installer",
+           "InstallerFactory",
+           "ModuleInstaller", "NoPayload", "RootfsInstaller", "choose", "stats_line"]

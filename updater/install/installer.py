@@ -8,6 +8,7 @@ payload type, chosen from a table the agent receives (`install.INSTALLERS`). Lik
 every method is idempotent: after power loss it may run again. An installer keeps what
 it must remember in the update, which is stored before each state.
 """
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,20 @@ class InstallContext:
     log: Callable[[Update, str], None]
     device_type: Callable[[], str]
     save: Callable[[Update], None] = lambda update: None  # store the update (its progress)
+
+
+class Fallback(Exception):
+    """An adaptive install is not done (the message says why): the full payload is streamed
+    instead."""
+
+
+STATS = "download stats "  # a deployment log line the server reads: STATS + JSON
+
+
+def stats_line(mode: str, fetched: int, full: int) -> str:
+    """The deployment log line that tells the server what the device downloaded: `mode`
+    "adaptive" or "full", the bytes `fetched` and those of the `full` download."""
+    return STATS + json.dumps({"mode": mode, "fetched": fetched, "full": full})
 
 
 class CannotResume(Exception):

@@ -216,6 +216,27 @@ class RootfsInstaller(Installer):
                                recorder=recorder)
             self.log(update, f"slot {target}: {size} bytes written and verified")
 
+    def write_adaptive(self, update: Update, reader, ranges) -> None:
+        """Download, from the block index: the image's blocks from the slots where they are,
+        the rest by Range from `ranges` (install.adaptive); raises adaptive.Fallback."""
+        from . import adaptive  # only here: it imports the artifact library
+
+        running, target = inactive_slot(self.config, self.context.bootloader)
+        update.from_slot, update.to_slot = running, target
+        devices = slot_devices(self.config)
+        self.log(update, f"adaptive install into slot {target} ({devices[target]}); "
+                         f"running {running}")
+        size, crc = adaptive.install(reader, ranges, target=devices[target],
+                                     active=devices[running],
+                                     max_share=self.config.delta_max_share,
+                                     log=lambda message: self.log(update, message))
+        if self.config.verify_readback:
+            actual = _crc_from_device(devices[target], 0, size)
+            if actual != crc:
+                raise adaptive.Fallback(f"slot {target} reads back CRC-32 {actual:08x}, "
+                                        f"expected {crc:08x}")
+        self.log(update, f"slot {target}: {size} bytes written and verified")
+
     def resume_payload(self, update: Update, reader, open_at) -> None:
         progress = update.progress
         running, target = inactive_slot(self.config, self.context.bootloader)

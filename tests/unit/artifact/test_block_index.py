@@ -24,7 +24,16 @@ from artifact.block_index import (
     verified_blocks,
     verify_chunks,
 )
-from artifact.block_plan import FETCH, LOCAL, ZERO, SlotHashes, block_sources, plan_fetch
+from artifact.block_plan import (
+    FETCH,
+    HELD,
+    LOCAL,
+    ZERO,
+    SlotHashes,
+    block_sources,
+    plan_fetch,
+    slot_digests,
+)
 from artifact.block_writer import write_indexed_artifact
 from artifact.cli import cli
 from artifact.header import ArtifactHeader
@@ -296,3 +305,33 @@ def test_a_badly_compressed_index_is_refused(tmp_path, mutate, message):
     index, *_ = open_index(write(tmp_path, bytes(old_image())))
     with pytest.raises(StructureError, match=message):
         BlockIndex.parse(mutate(index.serialize(), index.encode()))
+
+
+def test_sources_prefer_the_target_in_place_then_zero_then_the_active_slot(tmp_path):
+    blocks = [b"a" * BLOCK, bytes(BLOCK), b"b" * BLOCK, b"c" * BLOCK, b"d" * BLOCK]
+    target = tmp_path / "target"
+    target.write_bytes(b"a" * BLOCK + b"x" * BLOCK * 2 + b"c" * BLOCK)
+    active = tmp_path / "active"
+    active.write_bytes(b"c" * BLOCK + b"b" * BLOCK)
+    hashes = b"".join(block_digest(b) for b in blocks)
+    index = BlockIndex(BLOCK, 2, len(blocks) * BLOCK, hashes, array("Q", [0, 1, 2, 3]))
+    held = slot_digests(target, BLOCK, index.image_size)
+    local = SlotHashes.of_file(active, BLOCK)
+    sources = list(block_sources(
+        index, local.find,
+        lambda block, digest: held[block * 16:(block + 1) * 16] == digest))
+    assert sources == [(0, HELD, None), (1, ZERO, None), (2, LOCAL, BLOCK),
+                       (3, HELD, None), (4, FETCH, 2)]
+
+
+def test_slot_hashes_find_the_lowest_block_of_each_hash(tmp_path):
+    rng = random.Random(3)
+    blocks = [rng.randbytes(BLOCK) for _ in range(300)]
+    blocks += blocks[:50]  # duplicates: the first place is found
+    slot = tmp_path / "slot"
+    slot.write_bytes(b"".join(blocks) + b"partial")
+    lookup = SlotHashes.of_file(slot, BLOCK)
+    assert len(lookup) == 350
+    assert all(lookup.find(block_digest(b)) == i * BLOCK for i, b in enumerate(blocks[:300]))
+    assert lookup.find(block_digest(b"partial")) is None
+    assert [lookup[i] for i in range(len(lookup))] == sorted(lookup[i] for i in range(350))

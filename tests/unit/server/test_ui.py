@@ -447,3 +447,21 @@ def test_deploy_to_a_dynamic_group_from_the_form(browser, client, admin, fleet, 
                                               "target": "dynamic_group", "dynamic_group": "big",
                                               "fixed": "on"})
     assert "the devices it had at creation" in page(browser.get(response.headers["Location"]))
+
+
+def test_a_device_row_shows_the_bytes_its_agent_fetched(browser, fleet, upload, client):
+    device = fleet.accepted(mac="52:54:00:00:03:00")
+    upload("app-2.0")
+    deployment_id = client.post("/api/management/v1/deployments", json={
+        "name": "delta", "artifact_name": "app-2.0", "devices": [device.id]},
+        headers=fleet.admin).json["id"]
+    fleet.next(device)
+    stats = 'download stats {"mode": "adaptive", "fetched": 1258291, "full": 100663296}'
+    client.put(f"/api/devices/v1/deployments/device/deployments/{deployment_id}/log",
+               json={"messages": [{"timestamp": "2026-01-01T00:00:00Z", "level": "info",
+                                   "message": stats}]}, headers=device.headers)
+    html = page(browser.get(f"/deployments/{deployment_id}/progress"))
+    assert '<td class="downloaded">1.2 MiB of 96.0 MiB (adaptive)</td>' in html
+    [row] = client.get(f"/api/management/v1/deployments/{deployment_id}/devices",
+                       headers=fleet.admin).json
+    assert row["download"] == {"mode": "adaptive", "fetched": 1258291, "full": 100663296}

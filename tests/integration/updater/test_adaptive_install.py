@@ -1,0 +1,154 @@
+"""The adaptive install of an artifact with a block index, by the agent (`install FILE|URL`)
+on the simulated host device: each block from the target slot in place, the active slot or
+zeros, the rest by HTTP Range (from a plain HTTP file server, testkit.range_files, which can
+also ignore Range or damage a range); and each reason to fall back to the full payload
+within the same install."""
+import json
+import random
+
+import pytest
+
+from testkit.artifacts import write_indexed_artifact_file
+from testkit.host_device import new_device
+from testkit.range_files import RangeFileServer
+from updater.agent.states import State
+from updater.failpoints import CRASH_EXIT
+from updater.install import STATS
+
+MiB = 1 << 20
+BLOCK = 4096
+
+
+def images() -> tuple[bytes, bytes]:
+    """An old image (random blocks, 1 MiB of zeros) and a new one with three changed runs."""
+    rng = random.Random(19)
+    old = bytearray(rng.randbytes(8 * MiB))
+    old[2 * MiB:3 * MiB] = bytes(MiB)
+    new = bytearray(old)
+    for start in (MiB + 100, 5 * MiB, 7 * MiB + 3 * BLOCK):
+        new[start:start + 20_000] = rng.randbytes(20_000)
+    return bytes(old), bytes(new) + b"tail"  # ends inside a block
+
+
+OLD, NEW = images()
+
+
+@pytest.fixture
+def device(tmp_path):
+    device = new_device(tmp_path / "device")
+    device.slot("a").write_bytes(OLD)  # the running release
+    return device
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    return write_indexed_artifact_file(tmp_path / "release-2.mender", NEW, name="release-2")
+
+
+def messages(device) -> list[str]:
+    update = device.stored()["update"]
+    log = update.log if update else device.last_result()["log"]
+    return [line["message"] for line in log]
+
+
+def stats(device) -> dict:
+    [line] = [m for m in messages(device) if m.startswith(STATS)]
+    return json.loads(line[len(STATS):])
+
+
+def installed(device) -> None:
+    assert device.stored()["state"] is State.ARTIFACT_REBOOT
+    assert device.slot("b").read_bytes() == NEW
+
+
+def test_a_delta_fetches_only_the_changed_chunks_by_range(device, artifact):
+    with RangeFileServer(artifact) as server:
+        assert device.run("install", server.url) == 0
+    installed(device)
+    size = artifact.stat().st_size
+    # the head probe, the index, and the three changed 64 KiB chunks (one run spans two)
+    assert server.sent < 0.1 * size
+    assert stats(device) == {"mode": "adaptive", "fetched": server.sent, "full": pytest.approx(
+        size, rel=0.01)}
+    assert all(r.startswith("bytes=") for r in server.ranges)
+    text = "\n".join(messages(device))
+    assert " 256 zero, " in text and "0 in place" in text
+
+
+def test_a_cut_delta_install_resumes_from_the_blocks_the_target_slot_holds(device, artifact):
+    with RangeFileServer(artifact) as server:
+        assert device.run("install", server.url, failpoints=f"payload:{6 * MiB}") == CRASH_EXIT
+        assert device.stored()["state"] is State.DOWNLOAD
+        first = server.sent
+        device.power_on()
+        assert device.run("resume") == 0
+    installed(device)
+    held = [m for m in messages(device) if "in place" in m][-1]
+    assert int(held.split(", ")[1].split()[0]) >= 6 * MiB // BLOCK - 256  # but the zeros
+    assert stats(device)["fetched"] < first  # the chunks before the cut are not fetched again
+
+
+def test_a_server_that_ignores_range_gets_the_full_install(device, artifact):
+    with RangeFileServer(artifact) as server:
+        server.ignore_range = True
+        assert device.run("install", server.url) == 0
+    installed(device)
+    text = "\n".join(messages(device))
+    assert "answered 200 OK to a Range request" in text
+    assert "; downloading the full artifact" in text
+    assert stats(device)["mode"] == "full"
+
+
+def test_a_damaged_chunk_from_the_server_is_refused_and_the_full_payload_installed(
+        device, artifact):
+    with RangeFileServer(artifact) as server:
+        server.corrupt_at = _fetched_offset(device, artifact)
+        assert device.run("install", server.url) == 0
+    installed(device)
+    text = "\n".join(messages(device))
+    assert "a chunk from the server is refused" in text
+    assert stats(device)["mode"] == "full"
+
+
+def _fetched_offset(device, artifact) -> int:
+    """An artifact offset inside a chunk the install fetches (the one of the change at 5 MiB)."""
+    from artifact import ArtifactReader
+    from artifact.block_index import data_content_offset, index_anchor, read_index
+
+    with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
+        index = read_index(stream, index_anchor(reader.header))
+        start, end = index.chunk_span(5 * MiB // index.chunk_size)
+        return data_content_offset(reader.payload_offset) + (start + end) // 2
+
+
+
+def test_an_install_from_a_file_reads_only_what_it_needs_from_it(device, artifact):
+    assert device.run("install", str(artifact)) == 0
+    installed(device)
+    assert stats(device)["mode"] == "adaptive"
+    assert stats(device)["fetched"] < 0.1 * artifact.stat().st_size
+
+
+def test_an_index_that_does_not_verify_gets_the_full_install(device, artifact):
+    data = bytearray(artifact.read_bytes())
+    data[-10] ^= 0xFF  # in the index, past the tar's end: the payload is intact
+    artifact.write_bytes(bytes(data))
+    assert device.run("install", str(artifact)) == 0
+    installed(device)
+    assert "adaptive install: the block index does not verify" in "\n".join(messages(device))
+    assert stats(device)["mode"] == "full"
+
+
+def test_a_transfer_above_the_set_share_gets_the_full_install(device, artifact):
+    device.settings["delta_max_share"] = 0.01
+    assert device.run("install", str(artifact)) == 0
+    installed(device)
+    assert "above delta_max_share (1%); downloading the full artifact" in \
+        "\n".join(messages(device))
+
+
+def test_without_a_block_index_the_full_payload_is_streamed(device, make_artifact):
+    assert device.run("install", str(make_artifact({"rootfs.ext4": NEW}))) == 0
+    installed(device)
+    assert "adaptive install: the artifact has no block index; downloading the full " \
+           "artifact" in messages(device)

@@ -1,0 +1,224 @@
+"""The adaptive install of a rootfs artifact that carries a block index (artifact.block_index).
+
+Each block of the new image is taken from the cheapest place that holds a block with its
+hash: the target slot itself at the block's own place (what an interrupted install already
+wrote, or an unchanged block of the release the slot held before: so a cut install resumes
+where it was), the active slot at any place, a block of zeros, and only then the artifact's
+chunk area, fetched by HTTP Range in the planner's coalesced ranges. Every block is checked
+against its hash before it is written, the whole image's sha256 against the signed manifest
+(and the installer reads the slot back, past the page cache): exactly what a full install
+proves before the slot may boot.
+
+Whatever stops it — no index, an index that does not verify, a transfer above
+`delta_max_share` of the full download, a server that ignores Range, a block that does not
+match — raises `Fallback` with the reason, and the agent streams the full payload instead.
+
+Memory: the index (16 bytes per block, plus 8 per chunk), the target slot's hashes in
+order (16 per block), the active slot's sorted (20 per block), one chunk and 1 MiB buffers.
+"""
+import hashlib
+import os
+import stat
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import BinaryIO, Protocol
+
+from artifact.block_index import (
+    CHUNK_COMPRESSIONS,
+    HASH_SIZE,
+    BlockIndex,
+    IndexAnchor,
+    block_digest,
+    data_content_offset,
+    verified_blocks,
+)
+from artifact.block_plan import (
+    FETCH,
+    HELD,
+    LOCAL,
+    SlotHashes,
+    block_sources,
+    plan_fetch,
+    slot_digests,
+)
+from artifact.compression import compression_of
+from artifact.errors import ArtifactError, ChecksumError
+
+from .. import failpoints
+from .installer import Fallback, stats_line
+
+READ_SIZE = 1 << 20
+WRITE_SIZE = 1 << 20
+MAX_GAP = 64 << 10  # fetch up to this many unneeded bytes rather than open another range
+
+class Ranges(Protocol):
+    """The artifact by ranges: its size, and `open(start, end)` for the bytes [start, end)."""
+
+    size: int
+    fetched: int
+
+    def open(self, start: int, end: int) -> AbstractContextManager[BinaryIO]: ...
+
+
+def install(reader, ranges: Ranges, *, target: str, active: str, max_share: float,
+            log: Callable[[str], None]) -> tuple[int, int]:
+    """Write the payload's image to `target` from the cheapest sources, fsynced; return its
+    size and the CRC-32 of its bytes as verified (for the caller's read-back)."""
+    [payload] = reader.header.payloads
+    anchor = IndexAnchor.from_payload(payload)
+    if anchor is None:
+        raise Fallback("the artifact has no block index")
+    member = reader.data_member()
+    compression = compression_of(member.name, "data/0000.tar")
+    if compression not in CHUNK_COMPRESSIONS:
+        raise Fallback(f"its payload is {compression}-compressed, not in chunks")
+    if member.offset_data != data_content_offset(reader.payload_offset):
+        raise Fallback("its data member has an extended tar header: the index's chunk "
+                       "offsets do not apply")
+    [name] = payload.files
+    expected = reader.manifest[f"data/0000/{name}"]
+    with ranges.open(ranges.size - anchor.size, ranges.size) as stream:
+        encoded = _read_exactly(stream, anchor.size)
+    try:
+        index = BlockIndex.parse(encoded, anchor)
+    except ArtifactError as error:
+        raise Fallback(f"the block index does not verify: {error}") from None
+    del encoded
+    held = slot_digests(target, index.block_size, index.image_size)
+    local = SlotHashes.of_file(active, index.block_size, index.image_size)
+
+    def in_place(block: int, digest: bytes) -> bool:
+        return held[block * HASH_SIZE:(block + 1) * HASH_SIZE] == digest
+
+    plan = plan_fetch(index, reader.payload_offset, local.find, artifact_size=ranges.size,
+                      index_size=anchor.size, max_gap=MAX_GAP, held=in_place)
+    planned = ranges.fetched + plan.range_bytes
+    share = planned / plan.full_bytes
+    log(f"adaptive install: of {index.block_count} blocks, {plan.blocks_held} in place, "
+        f"{plan.blocks_local} from the active slot, {plan.blocks_zero} zero, "
+        f"{plan.blocks_fetched} fetched in {len(plan.ranges)} ranges: {planned} bytes, "
+        f"{share:.1%} of the full download ({plan.full_bytes})")
+    if share > max_share:
+        raise Fallback(f"the planned transfer is {share:.1%} of the full download, above "
+                       f"delta_max_share ({max_share:.0%})")
+    chunks = _fetched_chunks(index, plan, ranges, compression)
+    digest, crc = _write(index, block_sources(index, local.find, in_place), chunks,
+                         target, active)
+    if digest.hexdigest() != expected:
+        raise Fallback(str(ChecksumError(f"data/0000/{name}", expected,
+                                         digest.hexdigest())))
+    log(stats_line("adaptive", ranges.fetched, plan.full_bytes))
+    return index.image_size, crc
+
+
+def _write(index: BlockIndex, sources, chunks, target: str, active: str):
+    """Fill `target` block by block; return the image's sha256 and CRC-32 as written."""
+    digest = hashlib.sha256()
+    crc = 0
+    blocks: dict[int, bytes] = {}  # the verified blocks of the chunk fetched last
+    crash_at = failpoints.payload_offset()
+    fd = os.open(target, os.O_RDWR)
+    try:
+        slot, old = SlotReader(fd), SlotReader(os.open(active, os.O_RDONLY))
+        writer = SlotWriter(fd, crash_at)
+        try:
+            for block, kind, where in sources:
+                offset = block * index.block_size
+                length = index.block_length(block)
+                if kind == HELD:
+                    content = _checked(index, block, slot.read(offset, length), "target")
+                elif kind == LOCAL:
+                    content = _checked(index, block, old.read(where, length), "active")
+                elif kind == FETCH:
+                    if block not in blocks:
+                        blocks = dict(next(chunks))
+                    content = blocks[block]
+                else:
+                    content = bytes(length)
+                digest.update(content)
+                crc = zlib.crc32(content, crc)
+                if kind != HELD:
+                    writer.write(offset, content)
+            writer.flush()
+        finally:
+            os.close(old.fd)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, index.image_size)  # a slot file: no tail of what it held
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return digest, crc
+
+
+def _checked(index: BlockIndex, block: int, content: bytes, where: str) -> bytes:
+    if block_digest(content) != index.block_hash(block):
+        raise Fallback(f"block {block} changed in the {where} slot while it was copied")
+    return content
+
+
+def _fetched_chunks(index: BlockIndex, plan, ranges: Ranges,
+                    compression: str) -> Iterator[list[tuple[int, bytes]]]:
+    """The verified blocks of each chunk to fetch, in order, read range by range."""
+    for byte_range in plan.ranges:
+        with ranges.open(byte_range.start, byte_range.end) as stream:
+            for chunk in range(byte_range.first, byte_range.last + 1):
+                start, end = index.chunk_span(chunk)
+                data = _read_exactly(stream, end - start)
+                if plan.needed[chunk]:
+                    try:
+                        yield list(verified_blocks(index, chunk, data, compression))
+                    except ArtifactError as error:
+                        raise Fallback(f"a chunk from the server is refused: {error}") from None
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        piece = stream.read(size - len(data))
+        if not piece:
+            raise Fallback(f"the server's answer ended {size - len(data)} bytes early")
+        data += piece
+    return bytes(data)
+
+
+class SlotReader:
+    """Reads of a slot through a READ_SIZE window (blocks mostly come in order)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.start = 0
+        self.window = b""
+
+    def read(self, offset: int, length: int) -> bytes:
+        if not self.start <= offset or offset + length > self.start + len(self.window):
+            self.start, self.window = offset, os.pread(self.fd, max(READ_SIZE, length), offset)
+        return self.window[offset - self.start:offset - self.start + length]
+
+
+class SlotWriter:
+    """Writes of adjacent blocks gathered into WRITE_SIZE writes."""
+
+    def __init__(self, fd: int, crash_at: int | None):
+        self.fd = fd
+        self.crash_at = crash_at
+        self.start = 0
+        self.pending = bytearray()
+
+    def write(self, offset: int, data: bytes) -> None:
+        if self.pending and (offset != self.start + len(self.pending)
+                             or len(self.pending) >= WRITE_SIZE):
+            self.flush()
+        if not self.pending:
+            self.start = offset
+        self.pending += data
+
+    def flush(self) -> None:
+        data, offset = memoryview(self.pending), self.start
+        if self.crash_at is not None and offset <= self.crash_at < offset + len(data):
+            os.pwrite(self.fd, data[:self.crash_at - offset], offset)
+            failpoints.crash(f"payload:{self.crash_at}")
+        while data:
+            written = os.pwrite(self.fd, data, offset)
+            data, offset = data[written:], offset + written
+        self.pending = bytearray()
