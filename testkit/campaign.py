@@ -41,7 +41,7 @@ from pathlib import Path
 import pexpect
 
 from qemu.console import SHELL_PROMPT
-from qemu.device import Device, make_overlay
+from qemu.device import Device, DeviceError, make_overlay
 from qemu.guest import release
 from testkit import wait_for
 from testkit.admin import ServerAdmin
@@ -71,6 +71,7 @@ CUT_MARKER = re.compile(r"tern-state: (\w+)\r?\n|tern-written: (\d+)\r?\n")
 WEIGHTS = {"write": 8, "ArtifactInstall": 3, "ArtifactCommit": 3, "ArtifactRollback": 3}
 SETTLE_TIMEOUT = 600  # from the last power-on to the server's final status
 MARKER_TIMEOUT = 600  # from the deployment (or a power-on) to the next point
+ENROL_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -448,19 +449,40 @@ class Parallel:
             return len(self.outcomes)
 
 
-def worker(name: str, shared: Parallel, args, work: Path, report) -> None:
-    """One device with its own overlay, server and ports, running runs from `shared`."""
+def enrolled(name: str, args, work: Path) -> tuple[LiveServer, Device, Campaign]:
+    """A device with its own overlay, server and ports, enrolled; closed if that fails."""
     out = args.out / name
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     live = LiveServer(work / f"{name}-server", names=("10.0.2.2",))
     live.output = out / "server.log"
+    shutil.rmtree(live.data_dir, ignore_errors=True)
     device = Device(name, make_overlay(args.images / "disk.img", work / f"{name}.qcow2"),
                     out / "console.log", ssh_key=args.images / "keys" / "ssh_ed25519")
     try:
         live.start()
         campaign = Campaign(ServerAdmin(live), device, args.images, out)
         campaign.enroll()
-        print(f"{name}: enrolled", flush=True)
+    except BaseException:
+        device.close()
+        live.stop()
+        raise
+    return live, device, campaign
+
+
+def worker(name: str, shared: Parallel, args, work: Path, report) -> None:
+    """One device running runs from `shared`. Its enrolment is tried again from scratch
+    (a new overlay and server) when a step of it times out: on a loaded host a command
+    can take longer than its deadline before the campaign has started."""
+    for attempt in range(1, ENROL_ATTEMPTS + 1):
+        try:
+            live, device, campaign = enrolled(name, args, work)
+            break
+        except (pexpect.TIMEOUT, pexpect.EOF, DeviceError) as error:
+            print(f"{name}: enrolment {attempt} failed: {type(error).__name__}", flush=True)
+            if attempt == ENROL_ATTEMPTS:
+                raise
+    print(f"{name}: enrolled", flush=True)
+    try:
         while (run := shared.next_run()) is not None:
             outcome = campaign.run(run)
             number = shared.done(outcome)
