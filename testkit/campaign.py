@@ -471,14 +471,15 @@ def enrolled(name: str, args, work: Path) -> tuple[LiveServer, Device, Campaign]
 
 def worker(name: str, shared: Parallel, args, work: Path, report) -> None:
     """One device running runs from `shared`. Its enrolment is tried again from scratch
-    (a new overlay and server) when a step of it times out: on a loaded host a command
-    can take longer than its deadline before the campaign has started."""
+    (a new overlay and server) when a step of it times out: on a loaded host a command,
+    or the daemon's first start, can take longer than its deadline."""
     for attempt in range(1, ENROL_ATTEMPTS + 1):
         try:
             live, device, campaign = enrolled(name, args, work)
             break
-        except (pexpect.TIMEOUT, pexpect.EOF, DeviceError) as error:
-            print(f"{name}: enrolment {attempt} failed: {type(error).__name__}", flush=True)
+        except (pexpect.TIMEOUT, pexpect.EOF, DeviceError, AssertionError) as error:
+            print(f"{name}: enrolment {attempt} failed: {type(error).__name__}: {error}",
+                  flush=True)
             if attempt == ENROL_ATTEMPTS:
                 raise
     print(f"{name}: enrolled", flush=True)
