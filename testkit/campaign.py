@@ -72,6 +72,7 @@ WEIGHTS = {"write": 8, "ArtifactInstall": 3, "ArtifactCommit": 3, "ArtifactRollb
 SETTLE_TIMEOUT = 600  # from the last power-on to the server's final status
 MARKER_TIMEOUT = 600  # from the deployment (or a power-on) to the next point
 ENROL_ATTEMPTS = 3
+BOOT_TIMEOUT = 300  # power-on to the shell: minutes under nice on a loaded host
 
 
 @dataclass(frozen=True)
@@ -457,7 +458,8 @@ def enrolled(name: str, args, work: Path) -> tuple[LiveServer, Device, Campaign]
     live.output = out / "server.log"
     shutil.rmtree(live.data_dir, ignore_errors=True)
     device = Device(name, make_overlay(args.images / "disk.img", work / f"{name}.qcow2"),
-                    out / "console.log", ssh_key=args.images / "keys" / "ssh_ed25519")
+                    out / "console.log", ssh_key=args.images / "keys" / "ssh_ed25519",
+                    boot_timeout=BOOT_TIMEOUT)
     try:
         live.start()
         campaign = Campaign(ServerAdmin(live), device, args.images, out)
