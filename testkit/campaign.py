@@ -72,7 +72,7 @@ WEIGHTS = {"write": 8, "ArtifactInstall": 3, "ArtifactCommit": 3, "ArtifactRollb
 SETTLE_TIMEOUT = 600  # from the last power-on to the server's final status
 MARKER_TIMEOUT = 600  # from the deployment (or a power-on) to the next point
 ENROL_ATTEMPTS = 3
-BOOT_TIMEOUT = 300  # power-on to the shell: minutes under nice on a loaded host
+BOOT_TIMEOUT = 300  # power-on to the shell, server start: minutes under nice, loaded
 
 
 @dataclass(frozen=True)
@@ -461,7 +461,7 @@ def enrolled(name: str, args, work: Path) -> tuple[LiveServer, Device, Campaign]
                     out / "console.log", ssh_key=args.images / "keys" / "ssh_ed25519",
                     boot_timeout=BOOT_TIMEOUT)
     try:
-        live.start()
+        live.start(timeout=BOOT_TIMEOUT)
         campaign = Campaign(ServerAdmin(live), device, args.images, out)
         campaign.enroll()
     except BaseException:
@@ -479,7 +479,8 @@ def worker(name: str, shared: Parallel, args, work: Path, report) -> None:
         try:
             live, device, campaign = enrolled(name, args, work)
             break
-        except (pexpect.TIMEOUT, pexpect.EOF, DeviceError, AssertionError) as error:
+        except (pexpect.TIMEOUT, pexpect.EOF, DeviceError, AssertionError,
+                RuntimeError) as error:
             print(f"{name}: enrolment {attempt} failed: {type(error).__name__}: {error}",
                   flush=True)
             if attempt == ENROL_ATTEMPTS:
