@@ -79,10 +79,11 @@ bench: deps venv image
 fleet-power-cuts: venv
 	$(PY) -m bench.fleet --devices 300 --power-cut-rate 0.2 --poll-interval 5 --seed 1
 
-## campaign: power cuts during OTA updates (make campaign N=200: about a minute a cut); RELIABILITY.md
+## campaign: power cuts during OTA updates on PARALLEL devices at once (make campaign N=200
+## PARALLEL=2: about a minute a cut on each device); RELIABILITY.md
 .PHONY: campaign
 campaign: deps venv image
-	$(PY) -m testkit.campaign --cuts $(or $(N),200)
+	$(PY) -m testkit.campaign --cuts $(or $(N),200) --parallel $(or $(PARALLEL),2)
 
 ## replay: every flush point of three whole updates (install, rollback, daemon) rebuilt,
 ## booted and checked (hours: one boot per distinct crash state); RELIABILITY.md

@@ -428,12 +428,11 @@ def check_state(device: Device, expect: Expectations, boot_timeout: float = 240,
 
 def settle(device: Device, config: str, timeout: float) -> dict:
     """Wait until the boot's `resume` is over and the updater idle (a daemon reports the
-    result first), following the reboots resume makes (a rollback) and the one an
-    interrupted `install --auto-reboot` left to make; the updater's last status, idle or not
+    result first), following the reboots resume makes (a rollback, or the one an
+    interrupted `install --auto-reboot` asked for); the updater's last status, idle or not
     after `timeout`."""
     deadline = time.monotonic() + timeout
     status: dict = {}
-    rebooted = False
     while True:
         if device.console.expect([UBOOT_BANNER, pexpect.TIMEOUT], time.monotonic() + 1) == 0:
             device.state = "booting"
@@ -444,13 +443,6 @@ def settle(device: Device, config: str, timeout: float) -> dict:
                 status = updater_status(device, config)
                 if status["state"] == "Idle":
                     return status
-                if status["state"] == "ArtifactReboot" and not rebooted:
-                    # Cut before the reboot `install --auto-reboot` makes: resume ran the
-                    # install again and waits for that reboot (it does not know it was
-                    # asked for); make it, as the interrupted command would have.
-                    rebooted = True
-                    device.console.sendline("reboot")
-                    continue
         except pexpect.TIMEOUT:
             continue  # a reboot began during the command
         if time.monotonic() > deadline:

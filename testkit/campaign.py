@@ -1,4 +1,4 @@
-"""Power-cut campaign: OTA deployments through a real tern-server to one emulated device,
+"""Power-cut campaign: OTA deployments through a real tern-server to emulated devices,
 with the power cut at chosen points, each followed by a check that the device converged.
 
 A point is a named updater state or a percentage of the rootfs write, as the updater
@@ -14,8 +14,15 @@ after each), wait for the server's final status, then check the device:
 - a good release cut only where the update goes on after power-on (RESUMING: the download,
   the rootfs write, the install, after the commit) ends in success (else: failed-update).
 
-The device is reused from one run to the next. `python -m testkit.campaign --cuts N` (make
-campaign) runs single-cut runs spread over the points and writes RELIABILITY.md.
+Each cut is checked against its plan: the console's last marker before the power went
+(a state, or the slot offset the rootfs write had reached) tells the window it landed in;
+a cut that landed in another window than the planned one, or a point never reached, is a
+miss, counted in the report.
+
+A device is reused from one run to the next. `python -m testkit.campaign --cuts N
+--parallel K` (make campaign) runs single-cut runs weighted toward the write windows on K
+devices at once, each with its own disk overlay, server and ports, and writes
+RELIABILITY.md.
 """
 import argparse
 import collections
@@ -26,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +41,7 @@ from pathlib import Path
 import pexpect
 
 from qemu.console import SHELL_PROMPT
-from qemu.device import Device, make_overlay
+from qemu.device import Device, DeviceError, make_overlay
 from qemu.guest import release
 from testkit import wait_for
 from testkit.admin import ServerAdmin
@@ -54,9 +62,17 @@ RESUMING = frozenset({"Sync", "Download", "write", "ArtifactInstall", "Cleanup",
                       "UpdateStatusReport"})
 FINAL = ("success", "failure")
 SLOT_PARTITION = {"A": "2", "B": "3"}
-STATE_MARKER = re.compile(r"tern-state: (\w+)\r?\n")
+# The last of these before a cut tells where it landed: a state, or the slot offset written.
+CUT_MARKER = re.compile(r"tern-state: (\w+)\r?\n|tern-written: (\d+)\r?\n")
+# Cuts are weighted toward the write windows (a cut while the device only reads proves
+# little): the slot write; the steps that write the boot environment (the trial in
+# ArtifactInstall, the commit, the rollback); every other state gets weight 1 and is cut
+# 0-0.05 s after its state store write.
+WEIGHTS = {"write": 8, "ArtifactInstall": 3, "ArtifactCommit": 3, "ArtifactRollback": 3}
 SETTLE_TIMEOUT = 600  # from the last power-on to the server's final status
 MARKER_TIMEOUT = 600  # from the deployment (or a power-on) to the next point
+ENROL_ATTEMPTS = 3
+BOOT_TIMEOUT = 300  # power-on to the shell, server start: minutes under nice, loaded
 
 
 @dataclass(frozen=True)
@@ -99,7 +115,7 @@ class Outcome:
     release: str  # the release deployed
     kind: str  # ok | brick | inconsistent | lost-data | failed-update
     deployment: str = ""
-    # where the power was cut: the point, or the last state announced after its marker
+    # where the power was cut, by the console's last marker: a state, or "write at byte N"
     cut: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)  # points the deployment never passed
     status: str = ""  # the server's final status for the device
@@ -108,6 +124,21 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     log: Path | None = None
+    device: str = ""  # which of the campaign's devices ran it
+
+    def landed(self) -> list[tuple[Point, str]]:
+        """Each cut's point beside the window it landed in ("write" or a state)."""
+        return [(point, bucket(cut)) for point, cut in zip(self.run.points, self.cut,
+                                                           strict=False)]
+
+    @property
+    def misses(self) -> int:
+        """Cuts that landed outside their planned window, and points never reached."""
+        return len(self.missed) + sum(point.bucket != where for point, where in self.landed())
+
+
+def bucket(cut: str) -> str:
+    return "write" if cut.startswith("write") else cut
 
 
 class Campaign:
@@ -157,16 +188,15 @@ class Campaign:
         deployment = self.server.cli("deployments", "create", "--name",
                                      f"cut-{self.deployments}", "--artifact-name", target,
                                      "--device", self.device_id)["id"]
-        outcome = Outcome(run, target, "ok", deployment)
+        outcome = Outcome(run, target, "ok", deployment, device=device.name)
         for number, point in enumerate(run.points):
             if not self.watch(point.pattern, deployment):  # the deployment is over
                 outcome.missed += [later.label for later in run.points[number:]]
                 break
             time.sleep(point.delay)
-            announced = STATE_MARKER.findall(device.power_cut())
+            outcome.cut.append(where_cut(device.power_cut(), point))
             device.transition("uboot")  # as a power-on, less the 2 s autoboot delay
             device.console.sendline("boot")
-            outcome.cut.append(announced[-1] if announced else point.label)
         self.watch(None, deployment, SETTLE_TIMEOUT)
         outcome.status = self.status(deployment)
         self.check(outcome, previous, before_run)
@@ -244,7 +274,7 @@ class Campaign:
                             f"device runs {outcome.running}")
         if problems:
             outcome.kind = "inconsistent"
-        buckets = {"write" if cut.startswith("write") else cut for cut in outcome.cut}
+        buckets = {bucket(cut) for cut in outcome.cut}
         if outcome.release in GOOD and buckets <= RESUMING and outcome.status != "success":
             outcome.kind = outcome.kind if problems else "failed-update"
             problems.append(f"a good update cut at {', '.join(outcome.cut)} ended in "
@@ -260,7 +290,7 @@ class Campaign:
     def save_log(self, start: int, number: int, outcome: Outcome) -> Path:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(p.label for p in outcome.run.points))
-        path = self.log_dir / f"{number:03d}-{outcome.release}-{name}.log"
+        path = self.log_dir / f"{self.device.name}-{number:03d}-{outcome.release}-{name}.log"
         with open(self.device.log_path, "rb") as log:
             log.seek(start)
             path.write_bytes(log.read())
@@ -269,21 +299,43 @@ class Campaign:
 
 # -- plans ---------------------------------------------------------------------------------
 
-def single_cuts(count: int, rng: random.Random) -> list[Run]:
-    """`count` one-cut runs, round robin over the states and a random point of the write.
+def where_cut(unread: str, point: Point) -> str:
+    """Where the power went, by the last marker the console printed after `point`'s own
+    (`unread`): a state, or "write at byte N" (the slot offset the write had reached);
+    without one, `point` itself (for the write, the offset printed with its marker)."""
+    markers = CUT_MARKER.findall(unread)
+    if not markers:
+        return point.label
+    state, written = markers[-1]
+    return state or f"write at byte {written}"
+
+
+def weighted_cuts(count: int, rng: random.Random) -> list[Run]:
+    """`count` one-cut runs in a seeded random order, shared among the states and the
+    write in proportion to `WEIGHTS` (largest remainders; from 13 runs on, each at least
+    once): the write at a random 10 % step plus 0-1 s, a state 0-0.05 s after its marker.
 
     Cuts on the rollback states go with a failing release (broken and unhealthy in turn);
     the others with the good release the device is not running."""
     buckets = [*STATES, "write"]
+    weights = [WEIGHTS.get(name, 1) for name in buckets]
+    each = 1 if count >= len(buckets) else 0
+    shares = [(count - each * len(buckets)) * weight / sum(weights) for weight in weights]
+    counts = [each + int(share) for share in shares]
+    by_remainder = sorted(range(len(buckets)),
+                          key=lambda i: (int(shares[i]) - shares[i], rng.random()))
+    for index in by_remainder[:count - sum(counts)]:
+        counts[index] += 1
     runs = []
-    for number in range(count):
-        bucket = buckets[number % len(buckets)]
-        if bucket == "write":
-            runs.append(Run("", [Point(write=rng.randrange(10, 100, 10),
-                                       delay=rng.uniform(0, 2))]))
-        else:
-            # several states last well under 0.1 s: a longer delay cuts the next one
-            runs.append(aimed_at(bucket, rng.uniform(0, 0.05), len(runs)))
+    for name, number in zip(buckets, counts, strict=True):
+        for _ in range(number):
+            if name == "write":
+                runs.append(Run("", [Point(write=rng.randrange(10, 100, 10),
+                                           delay=rng.uniform(0, 1))]))
+            else:
+                # several states last well under 0.1 s: a longer delay cuts the next one
+                runs.append(aimed_at(name, rng.uniform(0, 0.05), len(runs)))
+    rng.shuffle(runs)
     return runs
 
 
@@ -294,35 +346,45 @@ def aimed_at(state: str, delay: float = 0.0, number: int = 0) -> Run:
     return Run(release, [Point(state=state, delay=delay)])
 
 
-def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: float,
-                       planned: int | None = None) -> str:
-    outcomes = campaign.outcomes
+def reliability_report(outcomes: list[Outcome], commit: str, seed: int, seconds: float,
+                       planned: int | None = None, parallel: int = 1) -> str:
     planned = planned or len(outcomes)
     kinds = collections.Counter(o.kind for o in outcomes)
     statuses = collections.Counter(o.status for o in outcomes)
-    buckets = collections.Counter(point for o in outcomes for point in
-                                  [("write" if c.startswith("write") else c) for c in o.cut])
+    aimed = collections.Counter(p.bucket for o in outcomes for p in o.run.points)
+    landed = collections.Counter(bucket(cut) for o in outcomes for cut in o.cut)
+    reached = sum(len(o.cut) for o in outcomes)
     missed = sum(len(o.missed) for o in outcomes)
-    # A run's cuts follow its points in order (the first point missed ends the run's cuts).
-    drifted = sum(cut != point.label for o in outcomes
-                  for point, cut in zip(o.run.points, o.cut, strict=False))
+    elsewhere = sum(o.misses for o in outcomes) - missed
+    offsets = [int(cut.rsplit(" ", 1)[1]) for o in outcomes for cut in o.cut
+               if cut.startswith("write at byte ")]
+    devices = "one emulated device" if parallel == 1 else f"{parallel} emulated devices at once"
     lines = [
         "# Reliability: power cuts during over-the-air updates", "",
-        f"`make campaign N={planned}` on {datetime.date.today()}, commit `{commit}`, "
-        f"seed {seed}: {len(outcomes)} of {planned} runs done in {seconds / 60:.0f} min.", "",
-        "One emulated device (QEMU TCG, real U-Boot, A/B slots) runs `tern-updater daemon` "
-        "against `tern-server` (HTTPS, SQLite). Each run deploys a release and kills QEMU "
-        "when the updater announces the chosen point on the console (a state, or a 10 % "
-        "step of the rootfs write) plus a random delay (0–0.05 s; 0–2 s for the write), powers "
-        "it on, waits for the server's final status and checks the device (`testkit/campaign.py`). "
-        "A cut counts under the last state the updater announced before the power went: "
-        "with the delay, it may land a state or more after the marker it waited for. "
-        "Rollback states are cut with release-broken (never boots) and release-unhealthy "
-        "(fails its health check) in turn, the others with release-1 / release-2 in turn.",
-        "",
-        f"- runs (one cut each): {len(outcomes)}; cuts made: {sum(buckets.values())}; "
-        f"points never reached: {missed}; cuts that landed past the point they waited for: "
-        f"{drifted}",
+        f"`make campaign N={planned} PARALLEL={parallel}` on {datetime.date.today()}, commit "
+        f"`{commit}`, seed {seed}: {len(outcomes)} of {planned} runs done in "
+        f"{seconds / 60:.0f} min on {devices}.", "",
+        f"{devices.capitalize()} (QEMU TCG, real U-Boot, A/B slots; each its own disk overlay, "
+        "server and ports) run `tern-updater daemon` against `tern-server` (HTTPS, SQLite). "
+        "Each run deploys a release and kills QEMU when the updater announces the chosen "
+        "point on the console (a state, or a 10 % step of the rootfs write) plus a random "
+        "delay (0–0.05 s; 0–1 s for the write), powers it on, waits for the server's final "
+        "status and checks the device (`testkit/campaign.py`). The points are weighted "
+        "toward the write windows (a cut while the device only reads proves little): the "
+        "slot write 8, the steps that write the boot environment (ArtifactInstall, "
+        "ArtifactCommit, ArtifactRollback) 3 each, every other state (cut just after its "
+        "state store write) 1. Rollback states are cut with release-broken (never boots) "
+        "and release-unhealthy (fails its health check) in turn, the others with "
+        "release-1 / release-2 in turn.", "",
+        "Each cut is checked against its plan: the last marker the device printed before "
+        "the power went (a state, or the slot offset the write had reached, after each "
+        "1 MiB write) tells the window it landed in.", "",
+        f"- runs (one cut each): {len(outcomes)}; cuts made: {reached}; **misses**: "
+        f"{missed + elsewhere} ({missed} points never reached, {elsewhere} cuts that landed "
+        "in another window than planned)",
+        f"- cuts in the slot write: {landed['write']}"
+        + (f", at slot offsets {min(offsets) / 2**20:.0f}–{max(offsets) / 2**20:.0f} MiB"
+           if offsets else ""),
         f"- **bricks** (no shell): {kinds['brick']}",
         f"- **inconsistent reports** (status, inventory or boot environment against the "
         f"running release): {kinds['inconsistent']}",
@@ -331,12 +393,13 @@ def reliability_report(campaign: Campaign, commit: str, seed: int, seconds: floa
         f"download, the write, the install, after the commit): {kinds['failed-update']}",
         f"- ok: {kinds['ok']}; final statuses: "
         + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())), "",
-        "| cut at | cuts | ok | success | failure |", "|---|---:|---:|---:|---:|",
+        "| window | planned | cuts landed | ok | success | failure |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for bucket in [*STATES, "write"]:
-        these = [o for o in outcomes if any(
-            ("write" if c.startswith("write") else c) == bucket for c in o.cut)]
-        lines.append(f"| {bucket} | {len(these)} | {sum(o.kind == 'ok' for o in these)} | "
+    for name in [*STATES, "write"]:
+        these = [o for o in outcomes if any(bucket(c) == name for c in o.cut)]
+        lines.append(f"| {name} | {aimed[name]} | {landed[name]} | "
+                     f"{sum(o.kind == 'ok' for o in these)} | "
                      f"{sum(o.status == 'success' for o in these)} | "
                      f"{sum(o.status == 'failure' for o in these)} |")
     failures = [o for o in outcomes if o.kind != "ok"]
@@ -359,9 +422,97 @@ def keeping_other_sections(report: str, previous: str) -> str:
     return report
 
 
+class Parallel:
+    """The runs of one plan shared among devices: each worker takes the next run, until
+    the plan is done, the time is up or a device bricked."""
+
+    def __init__(self, runs: list[Run], stop_at: float):
+        self.runs = collections.deque(runs)
+        self.stop_at = stop_at
+        self.outcomes: list[Outcome] = []
+        self.stopped = ""
+        self.lock = threading.Lock()
+
+    def next_run(self) -> Run | None:
+        with self.lock:
+            if self.stopped or not self.runs:
+                return None
+            if time.monotonic() > self.stop_at:
+                self.stopped = "time is up"
+                return None
+            return self.runs.popleft()
+
+    def done(self, outcome: Outcome) -> int:
+        with self.lock:
+            self.outcomes.append(outcome)
+            if outcome.kind == "brick":
+                self.stopped = f"{outcome.device} bricked"
+            return len(self.outcomes)
+
+
+def enrolled(name: str, args, work: Path) -> tuple[LiveServer, Device, Campaign]:
+    """A device with its own overlay, server and ports, enrolled; closed if that fails."""
+    out = args.out / name
+    out.mkdir(parents=True, exist_ok=True)
+    live = LiveServer(work / f"{name}-server", names=("10.0.2.2",))
+    live.output = out / "server.log"
+    shutil.rmtree(live.data_dir, ignore_errors=True)
+    device = Device(name, make_overlay(args.images / "disk.img", work / f"{name}.qcow2"),
+                    out / "console.log", ssh_key=args.images / "keys" / "ssh_ed25519",
+                    boot_timeout=BOOT_TIMEOUT)
+    try:
+        live.start(timeout=BOOT_TIMEOUT)
+        campaign = Campaign(ServerAdmin(live), device, args.images, out)
+        campaign.enroll()
+    except BaseException:
+        device.close()
+        live.stop()
+        raise
+    return live, device, campaign
+
+
+def worker(name: str, shared: Parallel, args, work: Path, report) -> None:
+    """One device running runs from `shared`. Its enrolment is tried again from scratch
+    (a new overlay and server) when a step of it times out: on a loaded host a command,
+    or the daemon's first start, can take longer than its deadline."""
+    for attempt in range(1, ENROL_ATTEMPTS + 1):
+        try:
+            live, device, campaign = enrolled(name, args, work)
+            break
+        except (pexpect.TIMEOUT, pexpect.EOF, DeviceError, AssertionError,
+                RuntimeError) as error:
+            print(f"{name}: enrolment {attempt} failed: {type(error).__name__}: {error}",
+                  flush=True)
+            if attempt == ENROL_ATTEMPTS:
+                raise
+    print(f"{name}: enrolled", flush=True)
+    try:
+        while (run := shared.next_run()) is not None:
+            outcome = campaign.run(run)
+            number = shared.done(outcome)
+            print(f"[{number}/{args.cuts}] {name} {outcome.release:17} aimed at "
+                  f"{run.points[0].label:28} cut at {', '.join(outcome.cut) or '-':28} "
+                  f"-> {outcome.status:8} {outcome.kind:12} slot {outcome.slot} "
+                  f"{outcome.running} {outcome.seconds:4.0f} s "
+                  f"{'; '.join(outcome.problems + [f'missed {m}' for m in outcome.missed])}",
+                  flush=True)
+            report()
+    except Exception as error:  # a device the campaign cannot drive: the others go on
+        print(f"{name}: stopped: {type(error).__name__}: {error}", flush=True)
+        raise
+    finally:
+        device.close()
+        live.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testkit.campaign", description=__doc__)
     parser.add_argument("--cuts", type=int, default=200)
+    parser.add_argument("--parallel", type=int, default=2,
+                        help="devices at once, each with its own overlay, server and ports")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="start no run after this many minutes (the report says how "
+                             "many of the cuts were done)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--images", type=Path, default=Path("build/images"))
     parser.add_argument("--out", type=Path, default=Path("build/campaign"))
@@ -369,46 +520,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = args.report.read_text() if args.report.exists() else ""
     seed = args.seed if args.seed is not None else time.time_ns() % 1_000_000
-    rng = random.Random(seed)
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     work = Path(tempfile.mkdtemp(prefix="tern-campaign-"))
-    live = device = None
     started = time.monotonic()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
+    stop_at = started + args.minutes * 60 if args.minutes is not None else float("inf")
+    shared = Parallel(weighted_cuts(args.cuts, random.Random(seed)), stop_at)
+
+    def report() -> None:  # after each run: a partial one counts
+        with shared.lock:
+            text = reliability_report(list(shared.outcomes), commit, seed,
+                                      time.monotonic() - started, args.cuts, args.parallel)
+            args.report.write_text(keeping_other_sections(text, previous))
+
+    print(f"seed {seed}; {args.cuts} cuts on {args.parallel} devices", flush=True)
+    threads = [threading.Thread(target=worker, args=(f"device-{number}", shared, args, work,
+                                                     report), name=f"device-{number}")
+               for number in range(1, args.parallel + 1)]
     try:
-        live = LiveServer(work / "server", names=("10.0.2.2",))
-        live.output = args.out / "server.log"
-        live.start()
-        device = Device("campaign", make_overlay(args.images / "disk.img", work / "dev.qcow2"),
-                        args.out / "console.log", ssh_key=args.images / "keys" / "ssh_ed25519")
-        campaign = Campaign(ServerAdmin(live), device, args.images, args.out)
-        campaign.enroll()
-        print(f"seed {seed}; device enrolled; {args.cuts} cuts", flush=True)
-        for number, run in enumerate(single_cuts(args.cuts, rng), 1):
-            outcome = campaign.run(run)
-            print(f"[{number}/{args.cuts}] {outcome.release:17} aimed at "
-                  f"{run.points[0].label:28} cut at {', '.join(outcome.cut) or '-':28} "
-                  f"-> {outcome.status:8} {outcome.kind:12} slot {outcome.slot} "
-                  f"{outcome.running} {outcome.seconds:4.0f} s "
-                  f"{'; '.join(outcome.problems + [f'missed {m}' for m in outcome.missed])}",
-                  flush=True)
-            report = reliability_report(  # after each run: a partial one counts
-                campaign, commit, seed, time.monotonic() - started, args.cuts)
-            args.report.write_text(keeping_other_sections(report, previous))
-            if outcome.kind == "brick":
-                print("bricked: the campaign stops here", flush=True)
-                break
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     finally:
-        if device:
-            device.close()
-        if live:
-            live.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"wrote {args.report}", flush=True)
-    bad = [o for o in campaign.outcomes if o.kind != "ok"]
-    return 1 if bad else 0
+    if shared.stopped:
+        print(f"stopped: {shared.stopped}", flush=True)
+    report()
+    print(f"wrote {args.report}: {len(shared.outcomes)} of {args.cuts} runs", flush=True)
+    bad = [o for o in shared.outcomes if o.kind != "ok"]
+    unfinished = len(shared.outcomes) < args.cuts and shared.stopped != "time is up"
+    return 1 if bad or unfinished else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ def enroll(admin: ServerAdmin, device, port: int, settings: dict | None = None,
     `timeout` for each wait: under emulation on a loaded host, the daemon's first start
     (Python, the device key, TLS) can take minutes."""
     device.transition("shell")
+    # The boot's resume first: a daemon's start beside it on the one slow vCPU can delay
+    # it past the watchdog's timeout, and the board resets in the middle of the enrolment.
+    wait_for(lambda: device.run("grep -q 'no update in progress' /data/tern/updater.log",
+                                timeout=60)[1] == 0,
+             timeout=timeout, interval=2, what="the boot's resume")
     running = release(device)
     configure_daemon(device, f"https://10.0.2.2:{port}", admin.live.certificate.read_bytes())
     if settings:

@@ -1,5 +1,6 @@
 """Progress lines for power-cut tests, on the console: `tern-state: <State>` once a state is
-stored and its step starts, `tern-write: <n>%` every 10 % of a rootfs write.
+stored and its step starts, `tern-write: <n>%` every 10 % of a rootfs write, and
+`tern-written: <bytes>` after each of its writes (where in the slot a cut landed).
 
 Only when `console_markers` names a file (the test image's `/dev/console`); quiet otherwise.
 A test harness reading the serial console cuts the power at the moment it sees one.
@@ -27,7 +28,8 @@ def state(name: str) -> None:
 
 
 class WriteProgress:
-    """Announces each 10 % step of `total` bytes once, as the write passes it."""
+    """Announces each 10 % step of `total` bytes once, as the write passes it, and the
+    slot offset written up to after each write."""
 
     def __init__(self, total: int):
         self.total = total
@@ -40,3 +42,4 @@ class WriteProgress:
         if percent > self.announced:
             self.announced = percent
             announce(f"tern-write: {percent}%")
+        announce(f"tern-written: {written}")

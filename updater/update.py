@@ -59,6 +59,9 @@ class Update:
     started: float = field(default_factory=time.time)
     paused: bool = False  # stopped before a state: waits for a command or the daemon
     progress: Progress | None = None  # a rootfs download's, while it runs
+    # Reboot into the new slot without waiting (`install --auto-reboot`, every deployment):
+    # stored, so that a `resume` after a cut in the install makes the reboot itself.
+    auto_reboot: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -66,7 +69,8 @@ class Update:
     @classmethod
     def from_json(cls, document: dict) -> "Update":
         """Also reads the update of a format 1 store: the same names, without those it
-        had not set (boot_id, deployment_id, paused)."""
+        had not set (boot_id, deployment_id, paused); and a store written before
+        `auto_reboot` was recorded (False: the config's setting decides)."""
         unknown = set(document) - {item.name for item in fields(cls)}
         if unknown:
             raise ValueError(f"unknown update fields: {', '.join(sorted(unknown))}")

@@ -195,6 +195,6 @@ class Daemon:
             if self.standalone.store.load().state is not S.IDLE:
                 raise Busy("a standalone update is in progress; the deployment waits")
             update = Update(artifact["source"]["uri"], artifact_name=artifact["artifact_name"],
-                            deployment_id=deployment["id"])
+                            deployment_id=deployment["id"], auto_reboot=True)
             self.steps.log(update, f"deployment {deployment['id']}: {update.artifact_name}")
             self.standalone.machine.run(S.SYNC, update)

@@ -75,7 +75,7 @@ class Standalone:
         if stored.state is not S.IDLE:
             return Outcome(FAILED, f"an update is in progress (state {stored.state}); "
                                    "commit, roll back or resume it first")
-        update = Update(location)
+        update = Update(location, auto_reboot=self.config.auto_reboot)
         state = self.machine.run(S.DOWNLOAD, update, stop_before=frozenset({S.ARTIFACT_COMMIT}))
         return self._outcome(state, update)
 

@@ -295,7 +295,7 @@ class Steps:
 
     def artifact_reboot(self, update: Update) -> Event:
         update.boot_id = self.boot_id()
-        if not self.config.auto_reboot:
+        if not (update.auto_reboot or self.config.auto_reboot):
             self.log(update, "waiting for a reboot into the new artifact")
             return E.WAIT
         return self._reboot(update)

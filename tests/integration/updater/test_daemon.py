@@ -33,6 +33,7 @@ def test_deployment_through_reboot_to_success(server, daemons, make_artifact, tm
 
     assert daemon.process.wait(60) == -9, daemon.log.read_text()  # "rebooted"
     assert device.stored()["state"] == "ArtifactReboot"
+    assert device.stored()["update"].auto_reboot  # a resume after a cut reboots too
     assert server.device_status(deployment, device_id) == "rebooting"
     assert device.power_on() == "b"
     assert device.run("resume") == 0  # at boot: health checks, commit; the report waits

@@ -10,7 +10,10 @@ def test_install_announces_states_and_write_progress(device, make_artifact, tmp_
     assert device.run("install", str(make_artifact({"rootfs.ext4": payload}))) == 0
     assert device.power_on() == "b"
     assert device.run("resume") == 0
-    assert console.read_text().splitlines() == [
+    lines = console.read_text().splitlines()
+    offsets = [int(line.split()[1]) for line in lines if line.startswith("tern-written: ")]
+    assert offsets == [*range(1 << 20, len(payload), 1 << 20), len(payload)]  # each write
+    assert [line for line in lines if not line.startswith("tern-written: ")] == [
         "tern-state: Download", *(f"tern-write: {percent}%" for percent in range(10, 101, 10)),
         "tern-state: ArtifactInstall", "tern-state: ArtifactReboot",
         "tern-state: ArtifactVerifyReboot", "tern-state: ArtifactCommit",
@@ -24,4 +27,7 @@ def test_write_progress_announces_each_tenth_once(tmp_path, monkeypatch):
     for written in range(0, 1001, 7):
         progress.update(written)
     progress.update(1000)
-    assert console.read_text().splitlines() == [f"tern-write: {p}%" for p in range(10, 101, 10)]
+    lines = console.read_text().splitlines()
+    assert [line for line in lines if line.startswith("tern-write: ")] == \
+        [f"tern-write: {p}%" for p in range(10, 101, 10)]
+    assert lines[-1] == "tern-written: 1000"

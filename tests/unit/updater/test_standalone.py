@@ -447,6 +447,34 @@ def test_auto_reboot_and_the_rollback_reboot_run_the_reboot_command(device, make
     assert device.last_result()["status"] == "failure"
 
 
+def test_a_cut_in_the_install_of_install_auto_reboot_reboots_at_resume(device, make_artifact):
+    """The power goes in ArtifactInstall of `install --auto-reboot` (the slot is written):
+    the boot's `resume`, whose config does not say auto_reboot, runs the install again and
+    makes the reboot the command would have made, instead of leaving the trial pending."""
+    reboots = device.root / "reboots"
+    device.settings["reboot_command"] = f"echo reboot >> {reboots}; kill -9 $PPID"
+    artifact = make_artifact(name="release-2")
+    assert device.run("install", "--auto-reboot", str(artifact),
+                      failpoints="before:ArtifactInstall") == 99
+    assert device.stored()["state"] == "ArtifactInstall"
+    assert device.power_on() == "a"
+    assert device.run("resume") == -9  # the install again, then the reboot
+    assert reboots.read_text().split() == ["reboot"]
+    assert device.stored()["state"] == "ArtifactReboot"
+    assert device.power_on() == "b"
+    assert device.run("resume") == 0
+    assert device.env()["upgrade_available"] == "0"
+    assert device.provides()["artifact_name"] == "release-2"
+
+    # Without --auto-reboot, resume still waits for the user's reboot.
+    assert device.run("install", str(make_artifact(name="release-3")),
+                      failpoints="before:ArtifactInstall") == 99
+    assert device.power_on() == "b"
+    assert device.run("resume") == 0
+    assert device.stored()["state"] == "ArtifactReboot"
+    assert reboots.read_text().split() == ["reboot"]
+
+
 def test_one_updater_at_a_time(device, make_artifact, capfd):
     device.config.data.mkdir(parents=True, exist_ok=True)
     with open(device.config.data / "lock", "w") as lock:

@@ -99,3 +99,22 @@ def test_a_format_1_store_resumes_after_the_reboot_and_is_saved_as_format_2(devi
     assert document["update"]["status"] == "success" and document["update"]["paused"]
     assert device.provides()["artifact_name"] == "release-2"
     assert device.env()["upgrade_available"] == "0"
+
+
+def test_auto_reboot_is_stored_and_a_store_without_it_still_loads(tmp_path):
+    """`install --auto-reboot` is recorded with the update, so that the `resume` after a
+    cut makes the reboot; a format 2 store written before it was recorded loads as False."""
+    store = StateStore(tmp_path / "state.json")
+    (tmp_path / "old.json").write_text(FORMAT_1)
+    old = StateStore(tmp_path / "old.json").load().update
+    assert old.auto_reboot is False
+    old.auto_reboot = True
+    store.save(State.ARTIFACT_INSTALL, old, 4)
+    assert json.loads((tmp_path / "state.json").read_text())["update"]["auto_reboot"] is True
+    stored = store.load()
+    assert (stored.state, stored.update) == (State.ARTIFACT_INSTALL, old)
+
+    document = json.loads((tmp_path / "state.json").read_text())
+    del document["update"]["auto_reboot"]  # as the updater before this field wrote it
+    (tmp_path / "state.json").write_text(json.dumps(document))
+    assert store.load().update.auto_reboot is False
