@@ -10,13 +10,14 @@ from .config import Config
 
 
 class ArtifactSource:
-    """`verify`: as requests' (a CA file for a server with its own certificate); `session`:
-    a requests session to download through (the fleet simulator shares one per thread)."""
+    """`verify`: True (the system's CAs) or a CA file (a server with its own certificate);
+    `connections`: what opens the URLs (`updater.http.Connections` by default; the fleet
+    simulator's share a pool per thread)."""
 
-    def __init__(self, config: Config, verify: bool | str = True, session=None):
+    def __init__(self, config: Config, verify: bool | str = True, connections=None):
         self.config = config
         self.verify = verify
-        self.session = session
+        self.connections = connections
 
     @contextlib.contextmanager
     def open(self, location: str, log: Callable[[str], None] = lambda message: None,
@@ -29,14 +30,14 @@ class ArtifactSource:
                 file.seek(start)
                 yield LocalFile(file, end)
             return
-        from .download import ResumableDownload  # only here: requests takes a while to import
+        from .download import ResumableDownload  # only here: http.client is not needed before
 
         with ResumableDownload(location, verify=self.verify,
                                retries=self.config.download_retries,
                                timeout=self.config.download_timeout,
                                deadline=self.config.download_deadline,
                                max_backoff=self.config.retry_interval,
-                               log=log, check=check, session=self.session, start=start,
+                               log=log, check=check, connections=self.connections, start=start,
                                end=end, etag=etag) as download:
             yield download
 
