@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 from cryptography.hazmat.primitives import serialization
 
 from updater.agent.daemon import Daemon, DaemonSteps
@@ -26,6 +27,7 @@ from updater.bootloader import make_bootloader
 from updater.bootloader.boot import power_on
 from updater.client import Client, Unauthorized
 from updater.config import Config
+from updater.http import Answer
 from updater.identity import device_key
 from updater.install import INSTALLERS, InstallContext, RootfsInstaller
 from updater.install.slots import inactive_slot, running_slot
@@ -74,6 +76,44 @@ class WorkerSessions(threading.local):
 
     def get(self, url: str, **kwargs) -> requests.Response:
         return self.session.get(url, **kwargs)
+
+
+class SessionTransport:
+    """The updater's HTTP seam (`updater.http.Connections`' request and open) on the
+    worker's pooled sessions: the device API calls and the downloads of a simulated fleet
+    reuse its kept-alive connections. Errors are OSErrors, as the standard library's."""
+
+    def __init__(self, sessions: WorkerSessions, verify: bool | str):
+        self.sessions, self.verify = sessions, verify
+
+    def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
+                timeout: float) -> Answer:
+        response = self.sessions.request(method, url, data=body, headers=headers,
+                                         timeout=timeout, verify=self.verify)
+        return Answer(response.status_code, response.reason, response.headers,
+                      response.content)
+
+    def open(self, url: str, headers: dict[str, str], timeout: tuple[float, float]):
+        response = self.sessions.get(url, headers=headers, stream=True, timeout=timeout,
+                                     verify=self.verify)
+        response.raw.decode_content = False
+        return SessionStream(response)
+
+
+class SessionStream:
+    def __init__(self, response: requests.Response):
+        self.response = response
+        self.status, self.reason = response.status_code, response.reason
+        self.headers = response.headers
+
+    def read(self, size: int | None = None) -> bytes:
+        try:
+            return self.response.raw.read(size)
+        except urllib3.exceptions.HTTPError as error:  # a broken connection's, not OSError
+            raise OSError(f"{type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        self.response.close()
 
 
 @dataclass
@@ -317,7 +357,7 @@ class FleetDaemonSteps(SimulatedSteps, DaemonSteps):
     def __init__(self, device: FleetDevice, client: Client):
         super().__init__(device, device.config, make_bootloader(device.config), client, True,
                          source=ArtifactSource(device.config, client.verify,
-                                               session=device.sessions))
+                                               client.transport))
 
     def sync(self, update: Update) -> Event:
         event = super().sync(update)
@@ -343,9 +383,10 @@ class FleetClient(Client):
     """The device API client on the worker's session; tells the fleet about admission."""
 
     def __init__(self, device: FleetDevice):
+        verify = device.settings.server_certificate or True
         super().__init__(device.settings.server_url, device_key(device.config.data),
-                         device.identity, device.settings.server_certificate)
-        self.session = device.sessions
+                         device.identity, device.settings.server_certificate,
+                         SessionTransport(device.sessions, verify))
         self.record = device.record
 
     def authenticate(self) -> None:

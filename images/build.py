@@ -27,7 +27,7 @@ DOWNLOADS = ROOT / "build" / "cache"
 
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
 PACKAGES = ["busybox-static", "python3-minimal", "libpython3.11-stdlib", "libubootenv-tool",
-            "python3-cryptography", "python3-requests", "dropbear-bin"]
+            "python3-cryptography", "dropbear-bin"]
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "ext4"]
 # QEMU's i6300esb (qemu/launch.py); the initramfs loads it last, with its timeout.
 WATCHDOG_MODULE = "i6300esb"

@@ -7,7 +7,6 @@ import contextlib
 import json
 import subprocess
 import sys
-import warnings
 
 from . import __version__
 from . import config as config_module
@@ -55,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
                                help="an artifact: its name, once its signature is verified")
     commands.add_parser("show-provides", parents=[common], help="the device's provides")
     args = parser.parse_args(argv)
-    skip_chardet()
     if args.log:
         try:
             log_to(args.log)
@@ -74,17 +72,6 @@ def main(argv: list[str] | None = None) -> int:
             standalone_command(config, "resume", args)
         return daemon(config)
     return standalone_command(config, args.command, args)
-
-
-def skip_chardet() -> None:
-    """requests imports chardet if it is installed (Debian's python3-requests depends on
-    it), only to guess the encoding of a body that names none; charset_normalizer, which
-    requests then uses, does the same. On the emulated device chardet's language models
-    took longer to import than the rest of the daemon (bench.ota, BENCHMARKS.md). Debian's
-    requests 2.28 then warns that its charset_normalizer 3.0 is newer than it knows; the
-    agent never guesses an encoding, so that warning is left out of its log."""
-    sys.modules.setdefault("chardet", None)  # None: `import chardet` raises ImportError
-    warnings.filterwarnings("ignore", message=r"urllib3 \(.*\) or chardet \(None\)")
 
 
 def standalone_command(config: Config, command: str, args: argparse.Namespace) -> int:
@@ -106,7 +93,7 @@ def standalone_command(config: Config, command: str, args: argparse.Namespace) -
 
 
 def daemon(config: Config) -> int:
-    from .agent.daemon import Daemon  # only here: it imports requests
+    from .agent.daemon import Daemon  # only here: it imports http.client and cryptography
 
     try:
         Daemon(config).run()

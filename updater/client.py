@@ -1,15 +1,20 @@
 """The Mender device API, as Debian's mender-client 3.4 speaks it, for the daemon.
 
-Every call raises `requests.RequestException` on network errors, `Unauthorized` when the
-server does not (yet) accept the device, `Aborted` on 409 and `ServerError` on any other
-unexpected answer; the daemon decides what to retry.
+Every call raises `Unreachable` when no answer came (connection, TLS, timeout),
+`Unauthorized` when the server does not (yet) accept the device, `Aborted` on 409 and
+`ServerError` on any other unexpected answer (all are `ServerError`s); the daemon decides
+what to retry. The calls go through `updater.http` (the standard library), or whatever
+`transport` with its `request` the caller gives (the fleet simulator: pooled sessions).
 """
 import base64
+import http.client
 import json
 
-import requests
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives._serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from .http import Answer, Connections
 
 DEVICES = "/api/devices"
 AUTH = f"{DEVICES}/v1/authentication/auth_requests"
@@ -33,6 +38,10 @@ class ServerError(Exception):
             self.status not in (401, 408, 429)
 
 
+class Unreachable(ServerError):
+    """No answer: the connection failed, timed out or broke (it may work again later)."""
+
+
 class Unauthorized(ServerError):
     """The server has not accepted the device (pending, rejected) or the token expired."""
 
@@ -52,68 +61,74 @@ def sign(key, body: bytes) -> str:
 
 class Client:
     def __init__(self, server_url: str, key, identity: dict[str, str],
-                 certificate: str = ""):
+                 certificate: str = "", transport=None):
         self.url = server_url.rstrip("/")
         self.key = key
         self.identity = identity
-        self.session = requests.Session()
-        # Given with each request: a session's `verify` loses to REQUESTS_CA_BUNDLE.
-        self.verify = certificate or True
+        self.verify = certificate or True  # the server's CA file, or the system's CAs
+        self.transport = transport or Connections(self.verify)
         self.token: str | None = None
 
     def authenticate(self) -> None:
-        pubkey = self.key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        # The encodings come from `_serialization` (which ed25519 and rsa import anyway),
+        # not the serialization package, which the idle daemon does not otherwise need
+        # and which would stay resident (identity.device_key).
+        pubkey = self.key.public_key().public_bytes(Encoding.PEM,
+                                                    PublicFormat.SubjectPublicKeyInfo)
         body = json.dumps({"id_data": json.dumps(self.identity, separators=(",", ":")),
                            "tenant_token": "", "pubkey": pubkey.decode()}).encode()
         headers = {"Content-Type": "application/json", "X-MEN-Signature": sign(self.key, body)}
-        response = self.session.post(self.url + AUTH, data=body, headers=headers,
-                                     timeout=TIMEOUT, verify=self.verify)
-        self._check(response, 200)
-        self.token = response.text.strip()
+        response = self._send("POST", AUTH, body, headers)
+        self._check("POST", AUTH, response, 200)
+        self.token = response.body.decode().strip()
 
     def send_inventory(self, attributes: dict[str, str]) -> None:
         document = [{"name": name, "value": value} for name, value in attributes.items()]
-        self._check(self._call("PUT", INVENTORY, document), 200)
+        self._check("PUT", INVENTORY, self._call("PUT", INVENTORY, document), 200)
 
     def next_deployment(self, provides: dict[str, str]) -> dict | None:
         """The deployment for this device, or None (204)."""
         response = self._call("POST", NEXT, {"device_provides": provides,
                                              "update_control_map": False})
-        self._check(response, 200, 204)
-        return response.json() if response.status_code == 200 else None
+        self._check("POST", NEXT, response, 200, 204)
+        return json.loads(response.body) if response.status == 200 else None
 
     def report_status(self, deployment_id: str, status: str) -> None:
-        response = self._call("PUT", f"{DEPLOYMENT}/{deployment_id}/status", {"status": status})
-        self._check(response, 204)
+        path = f"{DEPLOYMENT}/{deployment_id}/status"
+        self._check("PUT", path, self._call("PUT", path, {"status": status}), 204)
 
     def upload_log(self, deployment_id: str, messages: list[dict]) -> None:
         """`messages`: Mender's {timestamp, level, message}, as the updater logs them."""
-        response = self._call("PUT", f"{DEPLOYMENT}/{deployment_id}/log",
-                              {"messages": messages})
-        self._check(response, 204)
+        path = f"{DEPLOYMENT}/{deployment_id}/log"
+        self._check("PUT", path, self._call("PUT", path, {"messages": messages}), 204)
 
-    def _call(self, method: str, path: str, document) -> requests.Response:
+    def _call(self, method: str, path: str, document) -> Answer:
         """An authenticated call; authenticates first, and once more if the token expired."""
+        body = json.dumps(document).encode()
         for attempt in range(2):
             if self.token is None:
                 self.authenticate()
-            response = self.session.request(
-                method, self.url + path, json=document, timeout=TIMEOUT, verify=self.verify,
-                headers={"Authorization": f"Bearer {self.token}"})
-            if response.status_code != 401 or attempt:
+            response = self._send(method, path, body, {
+                "Content-Type": "application/json", "Authorization": f"Bearer {self.token}"})
+            if response.status != 401 or attempt:
                 return response
             self.token = None
         return response
 
-    def _check(self, response: requests.Response, *expected: int) -> None:
-        if response.status_code in expected:
+    def _send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+        try:
+            return self.transport.request(method, self.url + path, body, headers, TIMEOUT)
+        except (OSError, http.client.HTTPException) as error:
+            raise Unreachable(f"{method} {self.url}{path}: {error}") from error
+
+    def _check(self, method: str, path: str, response: Answer, *expected: int) -> None:
+        if response.status in expected:
             return
-        message = f"{response.request.method} {response.url}: {response.status_code} " \
-                  f"{response.text[:200]}"
-        if response.status_code == 401:
+        text = response.body[:200].decode(errors="replace")
+        message = f"{method} {self.url}{path}: {response.status} {text}"
+        if response.status == 401:
             self.token = None
             raise Unauthorized(message, 401)
-        if response.status_code == 409:
+        if response.status == 409:
             raise Aborted(message, 409)
-        raise ServerError(message, response.status_code)
+        raise ServerError(message, response.status)

@@ -11,17 +11,18 @@ It may also start at a byte (`start`) and stop before one (`end`): after a power
 updater reads the artifact's head again, then goes on from where the slot's write got to,
 with the ETag it first saw in `If-Range` so that a changed artifact is refused.
 """
+import http.client
 import re
 import time
 import urllib.parse
 
-import requests
-import urllib3
+from .http import Connections, HttpError, Stream
 
 CONNECT_TIMEOUT = 30.0
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-# What a broken, reset or stalled connection raises, from requests, urllib3 or the socket.
-BROKEN = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+# What a broken, reset or stalled connection raises: the socket's, ssl's and http's errors
+# (a requests session given as `connections` raises its own, which are OSErrors too).
+BROKEN = (OSError, http.client.HTTPException)
 
 
 class DownloadError(Exception):
@@ -33,15 +34,15 @@ class ResumableDownload:
     def __init__(self, url: str, *, verify=True, retries: int = 10, timeout: float = 60.0,
                  deadline: float = 14400.0, max_backoff: float = 30.0,
                  log=lambda message: None, check=lambda: None,
-                 session: requests.Session | None = None, start: int = 0,
+                 connections: Connections | None = None, start: int = 0,
                  end: int | None = None, etag: str | None = None):
         """`log(message)` hears every reconnection; `check()` runs before each connection
         and each read, and whatever it raises ends the download (the daemon's abort check,
-        which throttles itself). A given `session` (its kept-alive connections) stays open.
+        which throttles itself). `connections`: what opens the URL (by default the standard
+        library's, `updater.http`; the fleet simulator's go through its pooled sessions).
         `start`, `end`: the bytes [start, end) only; `etag`: the artifact's, as an earlier
         download saw it (a different artifact under the URL is refused)."""
         self.url = url
-        self.verify = verify
         self.retries = retries
         self.timeout = timeout
         self.deadline_seconds = deadline
@@ -49,27 +50,22 @@ class ResumableDownload:
         self.max_backoff = max_backoff
         self.log = log
         self.check = check
-        self.own_session = session is None
-        self.session = session or requests.Session()
+        self.connections = connections or Connections(verify)
         self.offset = start
         self.end = end
         self.size: int | None = None  # the artifact's, from the first answer
         self.etag = etag
-        self.response: requests.Response | None = None
+        self.response: Stream | None = None
         self.resumed = 0  # answers to Range requests
         self.failures = 0  # in a row, without new data
-        try:
-            self._open_with_retries()
-        except BaseException:
-            self._close_session()
-            raise
+        self._open_with_retries()
 
     def read(self, size: int = -1) -> bytes:
         while True:
             self._check_deadline()
             self.check()
             try:
-                data = self.response.raw.read(size if size >= 0 else None)
+                data = self.response.read(size if size >= 0 else None)
             except BROKEN as error:
                 reason = f"{type(error).__name__}: {error}"
             else:
@@ -85,11 +81,6 @@ class ResumableDownload:
     def close(self) -> None:
         if self.response is not None:
             self.response.close()
-        self._close_session()
-
-    def _close_session(self) -> None:
-        if self.own_session:
-            self.session.close()
 
     def __enter__(self) -> "ResumableDownload":
         return self
@@ -121,36 +112,34 @@ class ResumableDownload:
             if self.etag:
                 headers["If-Range"] = self.etag  # changed since: 200, refused below
         remaining = self.deadline - time.monotonic()
-        response = self.session.get(
-            self.url, headers=headers, stream=True, verify=self.verify,
-            timeout=(min(CONNECT_TIMEOUT, remaining), min(self.timeout, remaining)))
-        if response.status_code >= 500:
+        response = self.connections.open(
+            self.url, headers, (min(CONNECT_TIMEOUT, remaining), min(self.timeout, remaining)))
+        if response.status >= 500:
             response.close()
-            raise requests.HTTPError(f"{response.status_code} {response.reason}")
+            raise HttpError(f"{response.status} {response.reason}")
         if ranged:
             self._check_partial(response)
             self.resumed += 1
             if self.offset:
                 self.log(f"download: resumed at byte {self.offset} of {self.size}")
         else:
-            if response.status_code != 200:
+            if response.status != 200:
                 response.close()
-                raise DownloadError(f"GET {_redacted(self.url)}: {response.status_code} "
+                raise DownloadError(f"GET {_redacted(self.url)}: {response.status} "
                                     f"{response.reason}")
             self.size = _int_or_none(response.headers.get("Content-Length"))
             self.etag = response.headers.get("ETag")
-        response.raw.decode_content = False
         self.response = response
 
-    def _check_partial(self, response: requests.Response) -> None:
+    def _check_partial(self, response: Stream) -> None:
         """A resumed answer must be 206 with the range asked for; anything else would
         splice the wrong bytes into the stream."""
-        if response.status_code != 206:
+        if response.status != 206:
             response.close()
-            changed = " (the artifact changed)" if response.status_code == 200 and self.etag \
+            changed = " (the artifact changed)" if response.status == 200 and self.etag \
                 else ""
             raise DownloadError(f"cannot resume at byte {self.offset}: the server answered "
-                                f"{response.status_code} {response.reason} to a Range "
+                                f"{response.status} {response.reason} to a Range "
                                 f"request{changed}")
         match = CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
         if not match or int(match[1]) != self.offset or \

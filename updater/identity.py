@@ -1,10 +1,10 @@
 """Who the device is to the server: its key, its identity and its inventory."""
+import base64
 import os
 import platform
 import subprocess
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import __version__
@@ -13,19 +13,32 @@ from .config import Config
 
 ETHERNET = "1"  # ARPHRD_ETHER in /sys/class/net/*/type
 CLIENT_VERSION = f"tern-updater {__version__}"  # the package's version on a device
+# An Ed25519 private key in PKCS #8 is this DER prefix and the 32-byte seed (RFC 8410 §7).
+ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")
+PEM_ARMOUR = ("-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----")
 
 
 def device_key(data_dir: Path):
-    """The device's key, made on first start (Ed25519: instant even on an emulated CPU)."""
+    """The device's key, made on first start (Ed25519: instant even on an emulated CPU).
+    Its own Ed25519 key is read without cryptography's serialization package, which would
+    stay resident in the daemon for nothing but this (2.5 MiB on the device,
+    BENCHMARKS.md); any other key a device maker puts there is read by it."""
     path = data_dir / "device-key.pem"
     if not path.exists():
-        key = ed25519.Ed25519PrivateKey.generate()
+        seed = os.urandom(32)
+        body = base64.encodebytes(ED25519_PKCS8 + seed).decode()
         data_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, key.private_bytes(serialization.Encoding.PEM,
-                                                 serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
+        write_atomically(path, f"{PEM_ARMOUR[0]}\n{body}{PEM_ARMOUR[1]}\n".encode())
         os.chmod(path, 0o600)
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    pem = path.read_bytes()
+    text = pem.decode("ascii", errors="replace").strip()
+    if text.startswith(PEM_ARMOUR[0]) and text.endswith(PEM_ARMOUR[1]):
+        der = base64.b64decode("".join(text[len(PEM_ARMOUR[0]):-len(PEM_ARMOUR[1])].split()))
+        if len(der) == 48 and der.startswith(ED25519_PKCS8):
+            return ed25519.Ed25519PrivateKey.from_private_bytes(der[16:])
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(pem, password=None)
 
 
 def identity(config: Config, net: Path = Path("/sys/class/net")) -> dict[str, str]:

@@ -10,36 +10,37 @@ from .config import Config
 
 
 class ArtifactSource:
-    """`verify`: as requests' (a CA file for a server with its own certificate); `session`:
-    a requests session to download through (the fleet simulator shares one per thread)."""
+    """`verify`: True (the system's CAs) or a CA file (a server with its own certificate);
+    `connections`: what opens the URLs (`updater.http.Connections` by default; the fleet
+    simulator's share a pool per thread)."""
 
-    def __init__(self, config: Config, verify: bool | str = True, session=None):
+    def __init__(self, config: Config, verify: bool | str = True, connections=None):
         self.config = config
         self.verify = verify
-        self.session = session
+        self.connections = connections
 
     @contextlib.contextmanager
     def open(self, location: str, log: Callable[[str], None] = lambda message: None,
              check: Callable[[], None] = lambda: None, start: int = 0,
              end: int | None = None, etag: str | None = None,
-             session=None) -> Iterator[BinaryIO]:
+             connections=None) -> Iterator[BinaryIO]:
         """The bytes [start, end) of the artifact (`end` None: to its end); `etag`: as an
-        earlier download saw it (`size` and `etag` of the stream tell them); `session`: to
-        download through instead of this source's."""
+        earlier download saw it (`size` and `etag` of the stream tell them); `connections`:
+        to download through instead of this source's."""
         if urllib.parse.urlsplit(location).scheme not in ("http", "https"):
             with open(location, "rb") as file:
                 file.seek(start)
                 yield LocalFile(file, end)
             return
-        from .download import ResumableDownload  # only here: requests takes a while to import
+        from .download import ResumableDownload  # only here: http.client is not needed before
 
         with ResumableDownload(location, verify=self.verify,
                                retries=self.config.download_retries,
                                timeout=self.config.download_timeout,
                                deadline=self.config.download_deadline,
                                max_backoff=self.config.retry_interval,
-                               log=log, check=check, session=session or self.session,
-                               start=start,
+                               log=log, check=check,
+                               connections=connections or self.connections, start=start,
                                end=end, etag=etag) as download:
             yield download
 
@@ -61,7 +62,7 @@ class LocalFile:
 class RangeFetcher:
     """An artifact fetched in pieces (the adaptive install): first its head, the first
     `HEAD_PROBE` bytes, whose answer gives the artifact's size and ETag; then any ranges,
-    refused if the artifact changed since (If-Range), over one kept-alive connection.
+    refused if the artifact changed since (If-Range), with one TLS context for them all.
     `fetched` counts the bytes asked for."""
 
     HEAD_PROBE = 64 << 10  # the head of an artifact with a block index is a few KiB
@@ -75,23 +76,23 @@ class RangeFetcher:
         self.size = 0
         self.etag: str | None = None
         self.fetched = 0
-        self.session = None
+        self.connections = None
 
     @contextlib.contextmanager
     def head(self) -> Iterator[BinaryIO]:
         if urllib.parse.urlsplit(self.location).scheme in ("http", "https") and \
-                self.source.session is None:
-            import requests  # only here, as in ArtifactSource.open
+                self.source.connections is None:
+            from .http import Connections  # only here, as in ArtifactSource.open
 
-            self.session = requests.Session()
+            self.connections = Connections(self.source.verify)
         try:
             with self._open(0, self.HEAD_PROBE) as stream:
                 self.size, self.etag = stream.size, stream.etag
                 self.fetched += min(self.HEAD_PROBE, stream.size)
                 yield stream
         finally:
-            if self.session is not None:
-                self.session.close()
+            if self.connections is not None:
+                self.connections.close()
 
     def open(self, start: int, end: int):
         self.fetched += end - start
@@ -105,4 +106,4 @@ class RangeFetcher:
                 self.log(message)
 
         return self.source.open(self.location, log=log, check=self.check, start=start,
-                                end=end, etag=etag, session=self.session)
+                                end=end, etag=etag, connections=self.connections)

@@ -11,8 +11,6 @@ import random
 import sys
 import time
 
-import requests
-
 from .. import identity
 from ..bootloader import Bootloader, make_bootloader
 from ..client import Aborted, Client, ServerError
@@ -29,7 +27,6 @@ from .steps import Reboot, Steps
 S, E = State, Event
 # What the server hears as the machine enters these states (Sync says "downloading").
 STATUS = {S.ARTIFACT_INSTALL: "installing", S.ARTIFACT_REBOOT: "rebooting"}
-NETWORK_ERRORS = (requests.RequestException, ServerError)
 
 
 def jitter(seconds: float) -> float:
@@ -98,7 +95,7 @@ class DaemonSteps(Steps):
         """The aborted deployments among those sent; errors are only printed."""
         try:
             return self.queue.flush(self.client)
-        except NETWORK_ERRORS as error:
+        except ServerError as error:  # unreachable too
             if not self.quiet:
                 print(f"tern-updater: statuses queued, not sent yet: {error}",
                       file=sys.stderr, flush=True)
@@ -156,7 +153,7 @@ class Daemon:
                 self.inventory_due = 0.0  # the server sees the new artifact at once
                 return 0.0
             return jitter(self.config.poll_interval)
-        except (*NETWORK_ERRORS, Busy) as error:
+        except (ServerError, Busy) as error:
             self.failures += 1
             delay = jitter(min(self.config.retry_interval, 2 ** self.failures))
             if not self.steps.quiet:

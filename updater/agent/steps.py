@@ -157,7 +157,7 @@ class Steps:
         """Stream the artifact: check signature and compatibility, write the payload. After
         power loss, go on from the recorded progress if the installer can."""
         if update.progress is not None and update.kind is not None:
-            from ..download import DownloadError  # only here: requests takes a while to import
+            from ..download import DownloadError  # only here: http.client is not needed before
 
             try:
                 self._download(update, resume=True)

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 DEB_DIR = ROOT / "build" / "deb"
 TEST_ROOT = DEB_DIR / "bookworm-apt-root.tar"
-DEPENDS = ["python3", "python3-cryptography", "python3-requests", "libubootenv-tool"]
+DEPENDS = ["python3", "python3-cryptography", "libubootenv-tool"]
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import requests
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -60,8 +61,8 @@ class FleetDevice:
         deployment = wait_for(lambda: self.client.next_deployment(self.provides), timeout=120,
                               what="a deployment")
         time.sleep(delay)
-        with self.client.session.get(deployment["artifact"]["source"]["uri"], stream=True,
-                                     verify=self.client.verify, timeout=60) as response:
+        with requests.get(deployment["artifact"]["source"]["uri"], stream=True,
+                          verify=self.client.verify, timeout=60) as response:
             response.raise_for_status()
             self.downloaded = sum(len(chunk) for chunk in response.iter_content(1 << 16))
         deployment_id = deployment["id"]

@@ -40,6 +40,25 @@ def test_device_key_is_made_once_and_private(tmp_path):
     assert again.private_bytes_raw() == key.private_bytes_raw()
 
 
+def test_device_keys_of_cryptography_and_of_the_agent_read_each_other(tmp_path):
+    """The agent reads its Ed25519 key without cryptography's serialization package; what
+    it writes and reads is the PKCS #8 PEM cryptography writes and reads, and any other
+    key (RSA) still loads."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    path = tmp_path / "device-key.pem"
+    made = identity.device_key(tmp_path)
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert loaded.private_bytes_raw() == made.private_bytes_raw()
+    for key in (ed25519.Ed25519PrivateKey.generate(), rsa.generate_private_key(65537, 2048)):
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+        read = identity.device_key(tmp_path)
+        assert read.public_key() == key.public_key()
+
+
 def test_inventory_names_the_agent_version():
     """The package's version (debian/rules writes it into updater/__init__.py): the server
     sees which agent a device runs, e.g. after an OTA that updated the agent itself."""

@@ -1,12 +1,15 @@
-"""What the agent imports to start: each module is seconds under emulation (bench.ota).
-The boot-time resume needs neither the artifact reader nor cryptography nor requests; the
-daemon needs requests and cryptography to poll, but not the artifact reader (until a
-deployment) nor chardet (requests' optional encoding guesser)."""
+"""What the agent imports to start: each module is seconds under emulation and stays
+resident (bench.ota, bench.agent). The boot-time resume needs neither the artifact reader
+nor cryptography nor HTTP; the idle daemon speaks HTTPS through the standard library
+(`updater.http`) and signs with cryptography, but imports neither requests (nor what it
+pulls in) nor the artifact reader (until a deployment); the download needs no requests
+either."""
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
+REQUESTS = {"requests", "urllib3", "idna", "chardet", "charset_normalizer", "certifi"}
 
 
 def modules_after(code: str, tmp_path: Path) -> set[str]:
@@ -25,21 +28,24 @@ def modules_after(code: str, tmp_path: Path) -> set[str]:
 def test_the_boot_time_resume_imports_no_artifact_reader_crypto_or_http(tmp_path):
     modules = modules_after("from updater import cli", tmp_path)
     assert "updater" in modules
-    assert not modules & {"artifact", "cryptography", "requests", "urllib3", "ssl"}
+    assert not modules & {"artifact", "cryptography", "http", "ssl", *REQUESTS}
 
 
-def test_the_daemon_imports_requests_without_chardet_nor_the_artifact_reader(tmp_path):
-    modules = modules_after("from updater import cli\ncli.skip_chardet()\n"
-                            "from updater.agent.daemon import Daemon", tmp_path)
-    assert {"requests", "cryptography"} <= modules
-    assert not modules & {"artifact", "chardet"}
+def test_the_idle_daemon_imports_neither_requests_nor_the_artifact_reader(tmp_path):
+    modules = modules_after("from updater import cli\nfrom updater.agent.daemon import Daemon",
+                            tmp_path)
+    assert {"http", "ssl", "cryptography"} <= modules
+    assert not modules & {"artifact", *REQUESTS}
 
 
-def test_debian_requests_warning_about_its_charset_normalizer_stays_out_of_the_log():
-    warning = ("urllib3 (1.26.12) or chardet (None)/charset_normalizer (3.0.1) doesn't match a "
-               "supported version!")  # Debian's requests 2.28.1 once chardet is kept out
-    script = ("from updater import cli\ncli.skip_chardet()\nimport warnings\n"
-              f"warnings.warn({warning!r})")
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                            text=True)
-    assert result.returncode == 0 and result.stderr == ""
+def test_the_daemon_reads_its_key_without_cryptographys_serialization(tmp_path):
+    code = ("from updater.agent.daemon import Daemon\nfrom updater import identity\n"
+            f"identity.device_key(__import__('pathlib').Path({str(tmp_path / 'data')!r}))\n"
+            "assert 'cryptography.hazmat.primitives.serialization' not in sys.modules")
+    assert "cryptography" in modules_after(code, tmp_path)
+
+
+def test_the_download_imports_no_requests(tmp_path):
+    modules = modules_after("from updater.download import ResumableDownload", tmp_path)
+    assert "http" in modules
+    assert not modules & REQUESTS
