@@ -15,7 +15,7 @@ DEBIAN_PACKAGES := python3 python3-venv python3-pip git make time \
 	debhelper dh-python lintian systemd udev \
 	chromium chromium-driver
 
-.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench deb deb-next image qemu-shell clean
+.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench deb deb-next image image-systemd qemu-shell clean
 
 ## deps: install the Debian packages (idempotent: apt runs only when one is missing)
 deps:
@@ -125,6 +125,11 @@ build/deb-next/built: $(DEB_SOURCES)
 ## agent comes from the package that `make deb` builds
 image: deps venv deb deb-next
 	$(PY) images/build.py
+
+## image-systemd: the systemd flavour of the device image in build/images-systemd (cached
+## like `image`): systemd as PID 1, the agent run by its units
+image-systemd: deps venv deb deb-next
+	$(PY) images/build.py --flavour systemd
 
 ## qemu-shell: boot a disposable device from the image, its console here (Ctrl-] quits)
 qemu-shell: image

@@ -7,7 +7,12 @@ mounts). The agent comes from its own package, build/deb/tern-updater_*_all.deb
 (`make deb`), unpacked the same way. Outputs land in build/images/; they are rebuilt
 only when the key over their inputs (these files, the package versions, the agent
 package's contents) changes.
+
+Two flavours (`--flavour`): busybox (the default, build/images: busybox init and rcS,
+the fast device for fleets and most tests) and systemd (build/images-systemd: Debian's
+systemd as PID 1, the agent run by its own units).
 """
+import argparse
 import hashlib
 import io
 import json
@@ -19,11 +24,13 @@ import sys
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "images"
-OUT = ROOT / "build" / "images"
+OUT = ROOT / "build" / "images"  # the busybox flavour's, and the footprint benchmark's disk
 DOWNLOADS = ROOT / "build" / "cache"
 
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
@@ -71,6 +78,40 @@ RELEASES = {
 FAKE_TIME = "1700000000"  # fixed timestamps inside the filesystems
 
 
+@dataclass(frozen=True)
+class Flavour:
+    """What differs between the images: the packages, the files laid over them (in order),
+    the releases built, and a last step on the assembled tree."""
+
+    name: str
+    out: Path
+    packages: list[str]
+    overlays: list[Path]
+    releases: dict[str, str]
+    finish: Callable[[Path], None] = lambda tree: None
+    about: str = ""
+
+
+# systemd as PID 1: Debian's systemd, its /sbin/init (systemd-sysv) and udev (device units,
+# so the fstab's /data mount and the network find their devices).
+SYSTEMD_PACKAGES = ["systemd", "systemd-sysv", "udev"]
+# Units enabled on the systemd image (as `systemctl enable` would; no maintainer script runs).
+SYSTEMD_UNITS = ["tern-updater-resume.service", "tern-updater.service",
+                 "systemd-networkd.service", "dropbear.service", "tern-console.service",
+                 "tern-slot.service"]
+# Masked: agetty is not in the image (tern-console.service is the console); the rest has
+# nothing to do on this device and costs seconds of each boot under emulation.
+SYSTEMD_MASKED = ["serial-getty@ttyAMA0.service", "getty@tty1.service",
+                  "systemd-firstboot.service", "systemd-binfmt.service",
+                  "proc-sys-fs-binfmt_misc.automount", "sys-kernel-debug.mount",
+                  "sys-kernel-tracing.mount", "sys-kernel-config.mount",
+                  "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
+                  "systemd-pcrphase-sysinit.service", "systemd-pcrphase.service",
+                  "systemd-repart.service", "systemd-update-utmp.service",
+                  "systemd-machine-id-commit.service", "systemd-journald-audit.socket",
+                  "systemd-initctl.socket"]
+
+
 def run(*cmd, **kwargs):
     return subprocess.run([str(c) for c in cmd], check=True, **kwargs)
 
@@ -87,9 +128,9 @@ def source_files(*dirs: Path) -> list[Path]:
                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
 
 
-def fetch_debian() -> Path:
+def fetch_debian(packages: list[str]) -> Path:
     """Unpack the arm64 packages and the kernel once per package list (build/cache)."""
-    key = digest(json.dumps([SUITE, MIRROR, PACKAGES, ROOTFS_MODULES]).encode())
+    key = digest(json.dumps([SUITE, MIRROR, packages, ROOTFS_MODULES]).encode())
     tree = DOWNLOADS / f"debian-{key}"
     if (tree / "versions.txt").exists():
         return tree
@@ -104,7 +145,7 @@ def fetch_debian() -> Path:
             '| sed -n "s/.*Depends: \\(linux-image-6.*\\)/\\1/p"); '
             'mkdir "$1"/kernel-deb && cd "$1"/kernel-deb && apt-get download -q "$kernel"')
     run("mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", "--mode=root",
-        "--format=directory", f"--include={','.join(PACKAGES)}", f"--extract-hook={hook}",
+        "--format=directory", f"--include={','.join(packages)}", f"--extract-hook={hook}",
         SUITE, tmp / "root", MIRROR)
     root = tmp / "root"
     kernel_deb = next((root / "kernel-deb").glob("*.deb"))
@@ -185,10 +226,13 @@ def package_contents(deb: Path) -> list[bytes]:
                 for member in archive]
 
 
-def input_key(debian: Path, agent: Path, next_agent: Path) -> str:
-    files = source_files(HERE)
-    return digest((debian / "versions.txt").read_bytes(), *package_contents(agent),
-                  *package_contents(next_agent),
+def input_key(flavour: Flavour, debian: Path, agent: Path, next_agent: Path) -> str:
+    """Over images/ without the other flavours' overlays: a change to one flavour's files
+    leaves the other's image alone."""
+    others = {d for f in FLAVOURS.values() for d in f.overlays} - set(flavour.overlays)
+    files = [f for f in source_files(HERE) if not any(d in f.parents for d in others)]
+    return digest(flavour.name.encode(), (debian / "versions.txt").read_bytes(),
+                  *package_contents(agent), *package_contents(next_agent),
                   *(str(f.relative_to(ROOT)).encode() + f.read_bytes() for f in files))
 
 
@@ -216,8 +260,8 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int],
-                    keys: Path) -> None:
+def assemble_rootfs(flavour: Flavour, debian: Path, agent: Path, tree: Path,
+                    env_offsets: list[int], keys: Path) -> None:
     run("cp", "-a", debian, tree)
     for junk in ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
                  "usr/share/lintian", "var/cache/apt", "var/lib/apt", "versions.txt",
@@ -237,7 +281,8 @@ def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int
     # are the target's), so the image's own files below (its updater.toml, rcS) win
     # over the package's defaults, and the byte-compiling of its postinst is done here.
     run("dpkg-deb", "-x", agent, tree)
-    shutil.copytree(HERE / "rootfs", tree, dirs_exist_ok=True, symlinks=True)
+    for overlay in flavour.overlays:
+        shutil.copytree(overlay, tree, dirs_exist_ok=True, symlinks=True)
     (tree / "etc/shadow").chmod(0o600)
     for d in ["proc", "sys", "run", "tmp", "data", "root/.ssh", "etc/dropbear"]:
         (tree / d).mkdir(parents=True, exist_ok=True)
@@ -247,6 +292,7 @@ def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int
     write(tree / "root/.ssh/authorized_keys", (keys / "ssh_ed25519.pub").read_text(), 0o600)
     write(tree / "etc/tern/artifact.pub", (keys / "artifact.pub").read_text())
     compile_python(tree, tree / "usr/lib/python3.11", tree / AGENT_DIR)
+    flavour.finish(tree)
     release = next((tree / "lib/modules").iterdir()).name
     run("depmod", "-b", tree, release)
     make_initramfs(tree, release)
@@ -256,6 +302,25 @@ def compile_python(tree: Path, *directories: Path) -> None:
     """Debian compiles .pyc in postinst; precompile here (same CPython 3.11 on both sides)."""
     run(sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
         "-s", tree, "-p", "/", *directories, capture_output=True)
+
+
+def finish_systemd(tree: Path) -> None:
+    """systemd as PID 1, set up on the host as Debian's maintainer scripts would: the
+    system users (systemd-sysusers --root), a machine id, the units enabled and masked
+    (systemctl --root). Busybox's init files go."""
+    for path in ["etc/inittab", "etc/init.d/rcS", "etc/init.d/rcK"]:
+        (tree / path).unlink()
+    run("systemd-sysusers", f"--root={tree}", capture_output=True)
+    # As after a package upgrade's `systemd-update-done`: no ConditionNeedsUpdate= unit
+    # (ldconfig, hwdb, sysusers again) runs at boot (the releases' times are all equal).
+    for updated in ["etc/.updated", "var/.updated"]:
+        write(tree / updated, "")
+    # Fixed, so a first boot never runs systemd-firstboot or writes /etc; every release
+    # of the emulated device has the same (a real device makes its own at first boot).
+    write(tree / "etc/machine-id", uuid.uuid5(uuid.NAMESPACE_URL, "tern:systemd").hex + "\n")
+    run("systemctl", f"--root={tree}", "--quiet", "enable", *SYSTEMD_UNITS)
+    run("systemctl", f"--root={tree}", "--quiet", "mask", *SYSTEMD_MASKED)
+    run("systemctl", f"--root={tree}", "--quiet", "set-default", "multi-user.target")
 
 
 def make_initramfs(tree: Path, release: str) -> None:
@@ -283,7 +348,7 @@ def make_initramfs(tree: Path, release: str) -> None:
         (tree / "boot/initrd.img").write_bytes(gz)
 
 
-def make_release(base: Path, work: Path, name: str, next_agent: Path) -> Path:
+def make_release(out: Path, base: Path, work: Path, name: str, next_agent: Path) -> Path:
     tree = work / name
     run("cp", "-al", base, tree)
     if name == "release-next-agent":
@@ -300,7 +365,7 @@ def make_release(base: Path, work: Path, name: str, next_agent: Path) -> Path:
               "while :; do sleep 3600; done\n", 0o755)
     for path in [tree, *tree.rglob("*")]:  # the same inode times on every build
         os.utime(path, (int(FAKE_TIME), int(FAKE_TIME)), follow_symlinks=False)
-    image = OUT / f"{name}.ext4"
+    image = out / f"{name}.ext4"
     image.unlink(missing_ok=True)
     fs_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tern:{name}"))
     run("mkfs.ext4", "-q", "-F", "-L", "rootfs", "-U", fs_uuid, "-E", f"hash_seed={fs_uuid}",
@@ -365,8 +430,8 @@ def add_boot_script(image: Path, work: Path, env_blocks: list[int]) -> None:
         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
 
 
-def make_disk(parts: dict[str, Path]) -> Path:
-    disk = OUT / "disk.img"
+def make_disk(out: Path, parts: dict[str, Path]) -> Path:
+    disk = out / "disk.img"
     disk.unlink(missing_ok=True)
     name, start, size, _ = PARTITIONS[-1]
     with open(disk, "wb") as f:
@@ -390,18 +455,18 @@ def make_data_partition(work: Path) -> Path:
     return image
 
 
-def make_artifacts(keys: Path) -> list[str]:
+def make_artifacts(out_dir: Path, releases: dict[str, str], keys: Path) -> list[str]:
     """Signed Mender artifacts of the releases, written by our own tern-artifact."""
     tool = shutil.which("tern-artifact", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if not tool:
         print("images: no artifacts (tern-artifact is not installed)", file=sys.stderr)
         return []
     made = []
-    for name in RELEASES:
-        out = OUT / f"{name}.mender"
+    for name in releases:
+        out = out_dir / f"{name}.mender"
         result = subprocess.run(
             [tool, "write", "rootfs-image",
-             "-f", OUT / f"{name}.ext4", "-n", name, "-t", DEVICE_TYPE,
+             "-f", out_dir / f"{name}.ext4", "-n", name, "-t", DEVICE_TYPE,
              "-k", keys / "artifact.key", "-o", out], capture_output=True, text=True)
         if result.returncode != 0 or not out.exists():
             print(f"images: no artifacts (tern-artifact write failed: "
@@ -411,50 +476,64 @@ def make_artifacts(keys: Path) -> list[str]:
     return made
 
 
-def build() -> Path:
-    OUT.mkdir(parents=True, exist_ok=True)
-    debian = fetch_debian()
+FLAVOURS = {
+    "busybox": Flavour("busybox", OUT, PACKAGES, [HERE / "rootfs"],
+                       RELEASES, about="busybox init: rcS starts the agent"),
+    "systemd": Flavour("systemd", ROOT / "build" / "images-systemd", PACKAGES + SYSTEMD_PACKAGES,
+                       [HERE / "rootfs", HERE / "rootfs-systemd"],
+                       {name: about for name, about in RELEASES.items()
+                        if name not in ("release-hang", "release-next-agent")},
+                       finish=finish_systemd,
+                       about="systemd as PID 1: the agent's units run it"),
+}
+
+
+def build(flavour: Flavour = FLAVOURS["busybox"]) -> Path:
+    out = flavour.out
+    out.mkdir(parents=True, exist_ok=True)
+    debian = fetch_debian(flavour.packages)
     agent = agent_package()
     next_agent = next_agent_package()
-    key = input_key(debian, agent, next_agent)
-    stamp = OUT / "layout.json"
+    key = input_key(flavour, debian, agent, next_agent)
+    stamp = out / "layout.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
-        print(f"images: up to date ({OUT})")
-        return OUT
+        print(f"images: up to date ({out})")
+        return out
     stamp.unlink(missing_ok=True)
-    make_keys(OUT / "keys")
-    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+    make_keys(out / "keys")
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
         work = Path(tmp)
         boot, env_in_partition = make_boot_partition(work)
         env_offsets = [PARTITIONS[0][1] * SECTOR + offset for offset in env_in_partition]
         add_boot_script(boot, work, [offset // SECTOR for offset in env_offsets])
-        assemble_rootfs(debian, agent, work / "base", env_offsets, OUT / "keys")
-        releases = {name: make_release(work / "base", work, name, next_agent)
-                    for name in RELEASES}
+        assemble_rootfs(flavour, debian, agent, work / "base", env_offsets, out / "keys")
+        releases = {name: make_release(out, work / "base", work, name, next_agent)
+                    for name in flavour.releases}
         factory = releases["release-1"]
-        disk = make_disk({"boot": boot, "rootA": factory, "rootB": factory,
-                          "data": make_data_partition(work)})
-    artifacts = make_artifacts(OUT / "keys")
+        disk = make_disk(out, {"boot": boot, "rootA": factory, "rootB": factory,
+                               "data": make_data_partition(work)})
+    artifacts = make_artifacts(out, flavour.releases, out / "keys")
     layout = {
         "key": key,
+        "flavour": flavour.name,
+        "about": flavour.about,
         "disk": disk.name,
         "device_type": DEVICE_TYPE,
         "partitions": {name: {"number": i + 1, "offset": start * SECTOR, "size": size}
                        for i, (name, start, size, _) in enumerate(PARTITIONS)},
         "env": {"offsets": env_offsets, "size": ENV_SIZE, "initial": INITIAL_ENV},
         "watchdog": {"module": WATCHDOG_MODULE, "timeout": WATCHDOG_TIMEOUT},
-        "agent_versions": {"release-next-agent": package_version(next_agent),
-                           **{name: package_version(agent) for name in RELEASES
-                              if name != "release-next-agent"}},
+        "agent_versions": {name: package_version(next_agent if name == "release-next-agent"
+                                                 else agent) for name in flavour.releases},
         "releases": {name: {"rootfs": f"{name}.ext4", "about": about,
                             "artifact": f"{name}.mender" if f"{name}.mender" in artifacts else None}
-                     for name, about in RELEASES.items()},
+                     for name, about in flavour.releases.items()},
         "keys": {"artifact": "keys/artifact.key", "artifact_public": "keys/artifact.pub",
                  "ssh": "keys/ssh_ed25519"},
     }
     stamp.write_text(json.dumps(layout, indent=2) + "\n")
     print(f"images: built {disk}")
-    return OUT
+    return out
 
 
 MENDER_CLIENT = "mender-client"  # Debian's 3.4 (Go), the footprint benchmark's peer
@@ -467,7 +546,7 @@ def fetch_mender_client() -> tuple[Path, list[str]]:
     tree = DOWNLOADS / f"mender-{key}"
     if (tree / "debs.txt").exists():
         return tree, (tree / "debs.txt").read_text().split()
-    base = set((fetch_debian() / "versions.txt").read_text().split())
+    base = set((fetch_debian(PACKAGES) / "versions.txt").read_text().split())
     tmp = Path(tempfile.mkdtemp(dir=DOWNLOADS))
     hook = 'mkdir "$1"/../debs && cp "$1"/var/cache/apt/archives/*.deb "$1"/../debs/'
     run("mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", "--mode=root",
@@ -496,7 +575,13 @@ def build_mender_disk() -> Path:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--mender-client"]:
+    parser = argparse.ArgumentParser(description="Build the emulated device's images.")
+    parser.add_argument("--flavour", choices=FLAVOURS, default="busybox",
+                        help="busybox (build/images) or systemd (build/images-systemd)")
+    parser.add_argument("--mender-client", action="store_true",
+                        help="only build/images/mender-client.ext4 (bench/agent.py)")
+    arguments = parser.parse_args()
+    if arguments.mender_client:
         print(f"images: {build_mender_disk()}")
     else:
-        build()
+        build(FLAVOURS[arguments.flavour])
