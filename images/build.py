@@ -99,9 +99,11 @@ SYSTEMD_PACKAGES = ["systemd", "systemd-sysv", "udev"]
 SYSTEMD_UNITS = ["tern-updater-resume.service", "tern-updater.service",
                  "systemd-networkd.service", "dropbear.service", "tern-console.service",
                  "tern-slot.service"]
-# Masked: agetty is not in the image (tern-console.service is the console); the rest has
+# Masked: agetty is not in the image (tern-console.service is the console): a getty would
+# fail and start again for ever (Restart=always, RestartSec=0), getty-static.service's five
+# on tty2-6 included, hundreds of jobs a minute on the one emulated CPU. The rest has
 # nothing to do on this device and costs seconds of each boot under emulation.
-SYSTEMD_MASKED = ["serial-getty@ttyAMA0.service", "getty@tty1.service",
+SYSTEMD_MASKED = ["serial-getty@ttyAMA0.service", "getty@tty1.service", "getty-static.service",
                   "systemd-firstboot.service", "systemd-binfmt.service",
                   "proc-sys-fs-binfmt_misc.automount", "sys-kernel-debug.mount",
                   "sys-kernel-tracing.mount", "sys-kernel-config.mount",
