@@ -37,13 +37,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-test: deps venv image
+test: deps venv image image-systemd
 	$(PY) -m pytest --durations=40 tests/unit tests/integration
 
 test-unit: venv
 	$(PY) -m pytest tests/unit
 
-test-integration: deps venv image
+test-integration: deps venv image image-systemd
 	$(PY) -m pytest tests/integration
 
 lint: deps venv

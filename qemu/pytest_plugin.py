@@ -58,18 +58,18 @@ def systemd_image(pytestconfig) -> BaseImage:
 
 
 @pytest.fixture
-def make_device(base_image, tmp_path, request):
+def make_device(tmp_path, request):
     """make_device(name, extra_disks=(), disk=None, image=None, boot_timeout=90) -> a
     powered-off Device.
 
-    By default each device gets its own qcow2 overlay on `image` (the base image); all are
-    powered off at teardown.
+    By default each device gets its own qcow2 overlay on `image` (the base image, built
+    only when a test asks for it); all are powered off at teardown.
     """
     devices = []
 
     def make(name: str = "dut", extra_disks=(), disk: Path | None = None,
              image: BaseImage | None = None, boot_timeout: float = 90) -> Device:
-        image = image or base_image
+        image = image or request.getfixturevalue("base_image")
         disk = disk or make_overlay(image.disk, tmp_path / f"{name}.qcow2")
         device = Device(name, disk, tmp_path / f"{name}-console.log", extra_disks=extra_disks,
                         ssh_key=image.ssh_key, boot_timeout=boot_timeout)
