@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := python3 python3-venv python3-pip git make time \
 	debhelper dh-python lintian systemd udev \
 	chromium chromium-driver
 
-.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench deb deb-next image delta-images qemu-shell clean
+.PHONY: deps venv test test-unit test-integration lint demo demo-artifact bench deb deb-next image image-systemd delta-images qemu-shell clean
 
 ## deps: install the Debian packages (idempotent: apt runs only when one is missing)
 deps:
@@ -38,13 +38,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-test: deps venv image
+test: deps venv image image-systemd
 	$(PY) -m pytest --durations=40 tests/unit tests/integration
 
 test-unit: venv
 	$(PY) -m pytest tests/unit
 
-test-integration: deps venv image
+test-integration: deps venv image image-systemd
 	$(PY) -m pytest tests/integration
 
 lint: deps venv
@@ -132,6 +132,11 @@ image: deps venv deb deb-next
 ## configuration file changed), as block-indexed artifacts (images/build.py --delta); `bench.delta`
 delta-images: image
 	$(PY) images/build.py --delta
+
+## image-systemd: the systemd flavour of the device image in build/images-systemd (cached
+## like `image`): systemd as PID 1, the agent run by its units
+image-systemd: deps venv deb deb-next
+	$(PY) images/build.py --flavour systemd
 
 ## qemu-shell: boot a disposable device from the image, its console here (Ctrl-] quits)
 qemu-shell: image

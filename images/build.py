@@ -7,7 +7,12 @@ mounts). The agent comes from its own package, build/deb/tern-updater_*_all.deb
 (`make deb`), unpacked the same way. Outputs land in build/images/; they are rebuilt
 only when the key over their inputs (these files, the package versions, the agent
 package's contents) changes.
+
+Two flavours (`--flavour`): busybox (the default, build/images: busybox init and rcS,
+the fast device for fleets and most tests) and systemd (build/images-systemd: Debian's
+systemd as PID 1, the agent run by its own units).
 """
+import argparse
 import hashlib
 import io
 import json
@@ -18,11 +23,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "images"
-OUT = ROOT / "build" / "images"
+OUT = ROOT / "build" / "images"  # the busybox flavour's, and the footprint benchmark's disk
 DOWNLOADS = ROOT / "build" / "cache"
 
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
@@ -84,6 +92,42 @@ ROOTFS_UUID = "7e4e0000-0000-4000-8000-0000000000f5"
 BLOCK_SIZE = 4096
 
 
+@dataclass(frozen=True)
+class Flavour:
+    """What differs between the images: the packages, the files laid over them (in order),
+    the releases built, and a last step on the assembled tree."""
+
+    name: str
+    out: Path
+    packages: list[str]
+    overlays: list[Path]
+    releases: dict[str, str]
+    finish: Callable[[Path], None] = lambda tree: None
+    about: str = ""
+
+
+# systemd as PID 1: Debian's systemd, its /sbin/init (systemd-sysv) and udev (device units,
+# so the fstab's /data mount and the network find their devices).
+SYSTEMD_PACKAGES = ["systemd", "systemd-sysv", "udev"]
+# Units enabled on the systemd image (as `systemctl enable` would; no maintainer script runs).
+SYSTEMD_UNITS = ["tern-updater-resume.service", "tern-updater.service",
+                 "systemd-networkd.service", "dropbear.service", "tern-console.service",
+                 "tern-slot.service"]
+# Masked: agetty is not in the image (tern-console.service is the console): a getty would
+# fail and start again for ever (Restart=always, RestartSec=0), getty-static.service's five
+# on tty2-6 included, hundreds of jobs a minute on the one emulated CPU. The rest has
+# nothing to do on this device and costs seconds of each boot under emulation.
+SYSTEMD_MASKED = ["serial-getty@ttyAMA0.service", "getty@tty1.service", "getty-static.service",
+                  "systemd-firstboot.service", "systemd-binfmt.service",
+                  "proc-sys-fs-binfmt_misc.automount", "sys-kernel-debug.mount",
+                  "sys-kernel-tracing.mount", "sys-kernel-config.mount",
+                  "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
+                  "systemd-pcrphase-sysinit.service", "systemd-pcrphase.service",
+                  "systemd-repart.service", "systemd-update-utmp.service",
+                  "systemd-machine-id-commit.service", "systemd-journald-audit.socket",
+                  "systemd-initctl.socket"]
+
+
 def run(*cmd, **kwargs):
     return subprocess.run([str(c) for c in cmd], check=True, **kwargs)
 
@@ -100,9 +144,9 @@ def source_files(*dirs: Path) -> list[Path]:
                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
 
 
-def fetch_debian() -> Path:
+def fetch_debian(packages: list[str]) -> Path:
     """Unpack the arm64 packages and the kernel once per package list (build/cache)."""
-    key = digest(json.dumps([SUITE, MIRROR, PACKAGES, ROOTFS_MODULES]).encode())
+    key = digest(json.dumps([SUITE, MIRROR, packages, ROOTFS_MODULES]).encode())
     tree = DOWNLOADS / f"debian-{key}"
     if (tree / "versions.txt").exists():
         return tree
@@ -117,7 +161,7 @@ def fetch_debian() -> Path:
             '| sed -n "s/.*Depends: \\(linux-image-6.*\\)/\\1/p"); '
             'mkdir "$1"/kernel-deb && cd "$1"/kernel-deb && apt-get download -q "$kernel"')
     run("mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", "--mode=root",
-        "--format=directory", f"--include={','.join(PACKAGES)}", f"--extract-hook={hook}",
+        "--format=directory", f"--include={','.join(packages)}", f"--extract-hook={hook}",
         SUITE, tmp / "root", MIRROR)
     root = tmp / "root"
     kernel_deb = next((root / "kernel-deb").glob("*.deb"))
@@ -238,10 +282,13 @@ def package_contents(deb: Path) -> list[bytes]:
                 for member in archive]
 
 
-def input_key(debian: Path, agent: Path, next_agent: Path) -> str:
-    files = source_files(HERE)
-    return digest((debian / "versions.txt").read_bytes(), *package_contents(agent),
-                  *package_contents(next_agent),
+def input_key(flavour: Flavour, debian: Path, agent: Path, next_agent: Path) -> str:
+    """Over images/ without the other flavours' overlays: a change to one flavour's files
+    leaves the other's image alone."""
+    others = {d for f in FLAVOURS.values() for d in f.overlays} - set(flavour.overlays)
+    files = [f for f in source_files(HERE) if not any(d in f.parents for d in others)]
+    return digest(flavour.name.encode(), (debian / "versions.txt").read_bytes(),
+                  *package_contents(agent), *package_contents(next_agent),
                   *(str(f.relative_to(ROOT)).encode() + f.read_bytes() for f in files))
 
 
@@ -269,8 +316,8 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int],
-                    keys: Path) -> None:
+def assemble_rootfs(flavour: Flavour, debian: Path, agent: Path, tree: Path,
+                    env_offsets: list[int], keys: Path) -> None:
     run("cp", "-a", debian, tree)
     remove_junk(tree)
     # Busybox applets: the list comes from the host's busybox-static of the same version.
@@ -284,7 +331,8 @@ def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int
     # are the target's), so the image's own files below (its updater.toml, rcS) win
     # over the package's defaults, and the byte-compiling of its postinst is done here.
     run("dpkg-deb", "-x", agent, tree)
-    shutil.copytree(HERE / "rootfs", tree, dirs_exist_ok=True, symlinks=True)
+    for overlay in flavour.overlays:
+        shutil.copytree(overlay, tree, dirs_exist_ok=True, symlinks=True)
     (tree / "etc/shadow").chmod(0o600)
     for d in ["proc", "sys", "run", "tmp", "data", "root/.ssh", "etc/dropbear"]:
         (tree / d).mkdir(parents=True, exist_ok=True)
@@ -294,6 +342,7 @@ def assemble_rootfs(debian: Path, agent: Path, tree: Path, env_offsets: list[int
     write(tree / "root/.ssh/authorized_keys", (keys / "ssh_ed25519.pub").read_text(), 0o600)
     write(tree / "etc/tern/artifact.pub", (keys / "artifact.pub").read_text())
     compile_python(tree, tree / "usr/lib/python3.11", tree / AGENT_DIR)
+    flavour.finish(tree)
     release = next((tree / "lib/modules").iterdir()).name
     run("depmod", "-b", tree, release)
     make_initramfs(tree, release)
@@ -314,6 +363,25 @@ def compile_python(tree: Path, *directories: Path) -> None:
     """Debian compiles .pyc in postinst; precompile here (same CPython 3.11 on both sides)."""
     run(sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
         "-s", tree, "-p", "/", *directories, capture_output=True)
+
+
+def finish_systemd(tree: Path) -> None:
+    """systemd as PID 1, set up on the host as Debian's maintainer scripts would: the
+    system users (systemd-sysusers --root), a machine id, the units enabled and masked
+    (systemctl --root). Busybox's init files go."""
+    for path in ["etc/inittab", "etc/init.d/rcS", "etc/init.d/rcK"]:
+        (tree / path).unlink()
+    run("systemd-sysusers", f"--root={tree}", capture_output=True)
+    # As after a package upgrade's `systemd-update-done`: no ConditionNeedsUpdate= unit
+    # (ldconfig, hwdb, sysusers again) runs at boot (the releases' times are all equal).
+    for updated in ["etc/.updated", "var/.updated"]:
+        write(tree / updated, "")
+    # Fixed, so a first boot never runs systemd-firstboot or writes /etc; every release
+    # of the emulated device has the same (a real device makes its own at first boot).
+    write(tree / "etc/machine-id", uuid.uuid5(uuid.NAMESPACE_URL, "tern:systemd").hex + "\n")
+    run("systemctl", f"--root={tree}", "--quiet", "enable", *SYSTEMD_UNITS)
+    run("systemctl", f"--root={tree}", "--quiet", "mask", *SYSTEMD_MASKED)
+    run("systemctl", f"--root={tree}", "--quiet", "set-default", "multi-user.target")
 
 
 def make_initramfs(tree: Path, release: str) -> None:
@@ -343,8 +411,8 @@ def make_initramfs(tree: Path, release: str) -> None:
         (tree / "boot/initrd.img").write_bytes(gz)
 
 
-def make_release(base: Path, work: Path, name: str, next_agent: Path | None = None,
-                 out: Path = OUT, package_update: Path | None = None) -> Path:
+def make_release(out: Path, base: Path, work: Path, name: str,
+                 next_agent: Path | None = None, package_update: Path | None = None) -> Path:
     tree = work / name
     run("cp", "-al", base, tree)
     if name == "release-next-agent":
@@ -458,8 +526,8 @@ def add_boot_script(image: Path, work: Path, env_blocks: list[int]) -> None:
     run("mcopy", "-m", "-i", image, work / "boot.scr", "::/", env=env)
 
 
-def make_disk(parts: dict[str, Path]) -> Path:
-    disk = OUT / "disk.img"
+def make_disk(out: Path, parts: dict[str, Path]) -> Path:
+    disk = out / "disk.img"
     disk.unlink(missing_ok=True)
     name, start, size, _ = PARTITIONS[-1]
     with open(disk, "wb") as f:
@@ -484,18 +552,19 @@ def make_data_partition(work: Path) -> Path:
     return image
 
 
-def make_artifacts(keys: Path, names=RELEASES, block_index: bool = False) -> list[str]:
+def make_artifacts(out_dir: Path, releases: dict[str, str], keys: Path,
+                   block_index: bool = False) -> list[str]:
     """Signed Mender artifacts of the releases, written by our own tern-artifact."""
     tool = shutil.which("tern-artifact", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if not tool:
         print("images: no artifacts (tern-artifact is not installed)", file=sys.stderr)
         return []
     made = []
-    for name in names:
-        out = OUT / f"{name}.mender"
+    for name in releases:
+        out = out_dir / f"{name}.mender"
         result = subprocess.run(
             [tool, "write", "rootfs-image",
-             "-f", OUT / f"{name}.ext4", "-n", name, "-t", DEVICE_TYPE,
+             "-f", out_dir / f"{name}.ext4", "-n", name, "-t", DEVICE_TYPE,
              "-k", keys / "artifact.key", "-o", out, *(["--block-index"] if block_index else [])],
             capture_output=True, text=True)
         if result.returncode != 0 or not out.exists():
@@ -506,50 +575,64 @@ def make_artifacts(keys: Path, names=RELEASES, block_index: bool = False) -> lis
     return made
 
 
-def build() -> Path:
-    OUT.mkdir(parents=True, exist_ok=True)
-    debian = fetch_debian()
+FLAVOURS = {
+    "busybox": Flavour("busybox", OUT, PACKAGES, [HERE / "rootfs"],
+                       RELEASES, about="busybox init: rcS starts the agent"),
+    "systemd": Flavour("systemd", ROOT / "build" / "images-systemd", PACKAGES + SYSTEMD_PACKAGES,
+                       [HERE / "rootfs", HERE / "rootfs-systemd"],
+                       {name: about for name, about in RELEASES.items()
+                        if name not in ("release-hang", "release-next-agent")},
+                       finish=finish_systemd,
+                       about="systemd as PID 1: the agent's units run it"),
+}
+
+
+def build(flavour: Flavour = FLAVOURS["busybox"]) -> Path:
+    out = flavour.out
+    out.mkdir(parents=True, exist_ok=True)
+    debian = fetch_debian(flavour.packages)
     agent = agent_package()
     next_agent = next_agent_package()
-    key = input_key(debian, agent, next_agent)
-    stamp = OUT / "layout.json"
+    key = input_key(flavour, debian, agent, next_agent)
+    stamp = out / "layout.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
-        print(f"images: up to date ({OUT})")
-        return OUT
+        print(f"images: up to date ({out})")
+        return out
     stamp.unlink(missing_ok=True)
-    make_keys(OUT / "keys")
-    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+    make_keys(out / "keys")
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
         work = Path(tmp)
         boot, env_in_partition = make_boot_partition(work)
         env_offsets = [PARTITIONS[0][1] * SECTOR + offset for offset in env_in_partition]
         add_boot_script(boot, work, [offset // SECTOR for offset in env_offsets])
-        assemble_rootfs(debian, agent, work / "base", env_offsets, OUT / "keys")
-        releases = {name: make_release(work / "base", work, name, next_agent)
-                    for name in RELEASES}
+        assemble_rootfs(flavour, debian, agent, work / "base", env_offsets, out / "keys")
+        releases = {name: make_release(out, work / "base", work, name, next_agent)
+                    for name in flavour.releases}
         factory = releases["release-1"]
-        disk = make_disk({"boot": boot, "rootA": factory, "rootB": factory,
-                          "data": make_data_partition(work)})
-    artifacts = make_artifacts(OUT / "keys")
+        disk = make_disk(out, {"boot": boot, "rootA": factory, "rootB": factory,
+                               "data": make_data_partition(work)})
+    artifacts = make_artifacts(out, flavour.releases, out / "keys")
     layout = {
         "key": key,
+        "flavour": flavour.name,
+        "about": flavour.about,
         "disk": disk.name,
         "device_type": DEVICE_TYPE,
         "partitions": {name: {"number": i + 1, "offset": start * SECTOR, "size": size}
                        for i, (name, start, size, _) in enumerate(PARTITIONS)},
         "env": {"offsets": env_offsets, "size": ENV_SIZE, "initial": INITIAL_ENV},
         "watchdog": {"module": WATCHDOG_MODULE, "timeout": WATCHDOG_TIMEOUT},
-        "agent_versions": {"release-next-agent": package_version(next_agent),
-                           **{name: package_version(agent) for name in RELEASES
-                              if name != "release-next-agent"}},
+        "agent_versions": {name: package_version(next_agent if name == "release-next-agent"
+                                                 else agent) for name in flavour.releases},
         "releases": {name: {"rootfs": f"{name}.ext4", "about": about,
                             "artifact": f"{name}.mender" if f"{name}.mender" in artifacts else None}
-                     for name, about in RELEASES.items()},
+                     for name, about in flavour.releases.items()},
         "keys": {"artifact": "keys/artifact.key", "artifact_public": "keys/artifact.pub",
                  "ssh": "keys/ssh_ed25519"},
     }
     stamp.write_text(json.dumps(layout, indent=2) + "\n")
     print(f"images: built {disk}")
-    return OUT
+    return out
 
 
 def build_delta() -> Path:
@@ -558,7 +641,7 @@ def build_delta() -> Path:
     from the same inputs on the way, and must come out byte for byte as `make image` made it."""
     build()
     layout = json.loads((OUT / "layout.json").read_text())
-    debian, agent = fetch_debian(), agent_package()
+    debian, agent = fetch_debian(PACKAGES), agent_package()
     update = fetch_package_update(debian)
     key = digest(layout["key"].encode(), *package_contents(update))
     stamp = OUT / "delta.json"
@@ -568,14 +651,15 @@ def build_delta() -> Path:
     stamp.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         work = Path(tmp)
-        assemble_rootfs(debian, agent, work / "base", layout["env"]["offsets"], OUT / "keys")
-        again = make_release(work / "base", work, "release-1", out=work)
+        assemble_rootfs(FLAVOURS["busybox"], debian, agent, work / "base",
+                        layout["env"]["offsets"], OUT / "keys")
+        again = make_release(work, work / "base", work, "release-1")
         if file_digest(again) != file_digest(OUT / "release-1.ext4"):
             sys.exit("images: release-1 built again differs from build/images/release-1.ext4: "
                      "the image build is not deterministic")
         for name in DELTA_RELEASES:
-            make_release(work / "base", work, name, package_update=update)
-    artifacts = make_artifacts(OUT / "keys", DELTA_RELEASES, block_index=True)
+            make_release(OUT, work / "base", work, name, package_update=update)
+    artifacts = make_artifacts(OUT, DELTA_RELEASES, OUT / "keys", block_index=True)
     if len(artifacts) != len(DELTA_RELEASES):
         sys.exit("images: the delta pairs need their block-indexed artifacts")
     old = next(line for line in (debian / "versions.txt").read_text().split()
@@ -605,7 +689,7 @@ def fetch_mender_client() -> tuple[Path, list[str]]:
     tree = DOWNLOADS / f"mender-{key}"
     if (tree / "debs.txt").exists():
         return tree, (tree / "debs.txt").read_text().split()
-    base = set((fetch_debian() / "versions.txt").read_text().split())
+    base = set((fetch_debian(PACKAGES) / "versions.txt").read_text().split())
     tmp = Path(tempfile.mkdtemp(dir=DOWNLOADS))
     hook = 'mkdir "$1"/../debs && cp "$1"/var/cache/apt/archives/*.deb "$1"/../debs/'
     run("mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", "--mode=root",
@@ -634,9 +718,17 @@ def build_mender_disk() -> Path:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--mender-client"]:
+    parser = argparse.ArgumentParser(description="Build the emulated device's images.")
+    parser.add_argument("--flavour", choices=FLAVOURS, default="busybox",
+                        help="busybox (build/images) or systemd (build/images-systemd)")
+    parser.add_argument("--mender-client", action="store_true",
+                        help="only build/images/mender-client.ext4 (bench/agent.py)")
+    parser.add_argument("--delta", action="store_true",
+                        help="release-1's delta pairs beside build/images (bench/delta.py)")
+    arguments = parser.parse_args()
+    if arguments.mender_client:
         print(f"images: {build_mender_disk()}")
-    elif sys.argv[1:] == ["--delta"]:
+    elif arguments.delta:
         build_delta()
     else:
-        build()
+        build(FLAVOURS[arguments.flavour])

@@ -58,8 +58,9 @@ def put_file(device, path: str, data: bytes) -> None:
 def configure_daemon(device, server_url: str, certificate: bytes, poll_interval: float = 2,
                      retry_interval: float = 2) -> None:
     """Point the device's updater daemon at a server: /data/tern/updater.toml (the image's
-    defaults plus the server) and the server's CA certificate. rcS starts the daemon at
-    the next boot; `start_daemon` starts it now."""
+    defaults plus the server) and the server's CA certificate. rcS (or, on the systemd
+    image, tern-updater.service) starts the daemon at the next boot; `start_daemon` starts
+    it now."""
     put_file(device, "/data/tern/server.crt", certificate)
     settings = (f'server_url = "{server_url}"\n'
                 'server_certificate = "/data/tern/server.crt"\n'
@@ -71,5 +72,9 @@ def configure_daemon(device, server_url: str, certificate: bytes, poll_interval:
 
 
 def start_daemon(device) -> None:
-    device.run_check("tern-updater --config /data/tern/updater.toml "
-                     "--log /data/tern/updater.log daemon >/dev/null 2>&1 </dev/null &")
+    """On the systemd image its unit (which returns once the daemon says READY=1), on the
+    busybox image in the background."""
+    device.run_check("if [ -d /run/systemd/system ]; then systemctl start tern-updater.service; "
+                     "else tern-updater --config /data/tern/updater.toml "
+                     "--log /data/tern/updater.log daemon >/dev/null 2>&1 </dev/null & fi",
+                     timeout=600)

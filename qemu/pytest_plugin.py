@@ -1,4 +1,5 @@
-"""Pytest fixtures for emulated devices: base_image, make_device, device, shell, uboot.
+"""Pytest fixtures for emulated devices: base_image, systemd_image, make_device, device,
+shell, uboot.
 
 Load it with `pytest_plugins = ["qemu.pytest_plugin"]`. When a test fails, the
 full console log of each of its devices is attached to the report.
@@ -18,7 +19,8 @@ CONSOLE_LOGS = pytest.StashKey[list]()
 
 @dataclass(frozen=True)
 class BaseImage:
-    """build/images: the disk, the release rootfs images and their layout.json."""
+    """build/images (or build/images-systemd): the disk, the release rootfs images and
+    their layout.json."""
 
     directory: Path
 
@@ -46,19 +48,31 @@ def base_image(pytestconfig) -> BaseImage:
     return BaseImage(root / "build" / "images")
 
 
-@pytest.fixture
-def make_device(base_image, tmp_path, request):
-    """make_device(name, extra_disks=(), disk=None) -> a powered-off Device.
+@pytest.fixture(scope="session")
+def systemd_image(pytestconfig) -> BaseImage:
+    """The systemd flavour of the image (images/build.py --flavour systemd)."""
+    root = pytestconfig.rootpath
+    subprocess.run([sys.executable, str(root / "images" / "build.py"), "--flavour", "systemd"],
+                   check=True)
+    return BaseImage(root / "build" / "images-systemd")
 
-    By default each device gets its own qcow2 overlay on the base image; all are
-    powered off at teardown.
+
+@pytest.fixture
+def make_device(tmp_path, request):
+    """make_device(name, extra_disks=(), disk=None, image=None, boot_timeout=90) -> a
+    powered-off Device.
+
+    By default each device gets its own qcow2 overlay on `image` (the base image, built
+    only when a test asks for it); all are powered off at teardown.
     """
     devices = []
 
-    def make(name: str = "dut", extra_disks=(), disk: Path | None = None) -> Device:
-        disk = disk or make_overlay(base_image.disk, tmp_path / f"{name}.qcow2")
+    def make(name: str = "dut", extra_disks=(), disk: Path | None = None,
+             image: BaseImage | None = None, boot_timeout: float = 90) -> Device:
+        image = image or request.getfixturevalue("base_image")
+        disk = disk or make_overlay(image.disk, tmp_path / f"{name}.qcow2")
         device = Device(name, disk, tmp_path / f"{name}-console.log", extra_disks=extra_disks,
-                        ssh_key=base_image.ssh_key)
+                        ssh_key=image.ssh_key, boot_timeout=boot_timeout)
         request.node.stash.setdefault(CONSOLE_LOGS, []).append(device.log_path)
         devices.append(device)
         return device

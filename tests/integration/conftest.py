@@ -14,6 +14,7 @@ from qemu.pytest_plugin import (  # noqa: F401
     make_device,
     pytest_runtest_makereport,
     shell,
+    systemd_image,
     uboot,
 )
 

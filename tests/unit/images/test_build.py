@@ -65,8 +65,8 @@ def test_two_releases_that_differ_by_a_configuration_file_share_all_but_a_few_bl
     (/etc/tern-release, /etc/mender/artifact_info) and /etc/profile, they differ only in
     the metadata of those files (one filesystem UUID for every release: the checksums)."""
     base = make_tree(tmp_path / "base", NAMES)
-    before = build.make_release(base, tmp_path, "release-1", out=tmp_path)
-    after = build.make_release(base, tmp_path, "release-1-config", out=tmp_path)
+    before = build.make_release(tmp_path, base, tmp_path, "release-1")
+    after = build.make_release(tmp_path, base, tmp_path, "release-1-config")
     assert (tmp_path / "release-1-config/etc/profile").read_text().endswith("TZ=UTC0\n")
     old = set(blocks(before))
     new = [block for block in blocks(after) if block not in old]  # what a delta must send

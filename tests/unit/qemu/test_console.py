@@ -56,3 +56,20 @@ def test_drain_returns_what_no_expect_matched_yet(console):
     console.expect("one\r\n", time.monotonic() + 5)
     unread = console.drain()
     assert unread.startswith("two\r\nthree\r\n") and "one" not in unread
+
+
+def test_an_unread_console_never_blocks_the_board(tmp_path):
+    """QEMU's serial port stops the guest's CPU while the line is full: 1 MiB of output
+    (far more than a socket holds) must go through while the test reads nothing, and the
+    test finds all of it afterwards."""
+    board, harness = socket.socketpair()
+    console = Console(harness, None)
+    output = b"x" * (1 << 20) + b"\r\ndevice-A# "
+    board.settimeout(10)
+    board.sendall(output)  # socket.timeout here: the board would have stopped
+    console.expect("device-A# ", time.monotonic() + 10)
+    assert console.pexpect.before == "x" * (1 << 20) + "\r\n"
+    console.sendline("echo typed")
+    assert board.recv(100) == b"echo typed\n"
+    board.close()
+    console.close()

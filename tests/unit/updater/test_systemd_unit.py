@@ -24,6 +24,9 @@ def test_the_daemon_unit_runs_the_console_script_with_its_state_on_data():
     assert "network-online.target" in unit["Unit"]["After"].split()
     assert "network-online.target" in unit["Unit"]["Wants"].split()
     assert unit["Service"]["Restart"] == "on-failure"
+    # sd_notify: READY=1, then WATCHDOG=1 from the loop (updater/notify.py)
+    assert unit["Service"]["Type"] == "notify"
+    assert unit["Service"]["WatchdogSec"] == "10min"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
     parser = argparse.ArgumentParser()
@@ -47,3 +50,4 @@ def test_the_resume_unit_runs_once_per_boot_with_the_conffile_after_data_is_moun
     daemon.optionxform = str
     daemon.read(ROOT / "updater/systemd/tern-updater.service")
     assert "tern-updater-resume.service" in daemon["Unit"]["After"].split()
+    assert "tern-updater.service" in unit["Unit"]["Before"].split()
