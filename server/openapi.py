@@ -154,7 +154,7 @@ SCHEMAS = {
             "deployment.created", "deployment.phase_started", "deployment.paused",
             "deployment.resumed", "deployment.finished", "deployment.aborted",
             "deployment.device_added", "deployment.device_status",
-            "deployment.device_finished", "device.accepted"]},
+            "deployment.device_finished", "device.accepted", "device.decommissioned"]},
         "data": OBJECT}},
     "Webhook": {"type": "object", "properties": {
         "id": STRING, "url": STRING, "types": {"type": "array", "nullable": True,

@@ -693,12 +693,14 @@ def _open(deployment_id: str) -> Deployment:
 
 
 def abort(deployment_id: str) -> Deployment:
-    """Finish the devices that have not; a deployment open to joiners is closed to them
-    (aborting is how one ends, even when every device it reached has finished)."""
+    """Finish the devices that have not, each with its event; a deployment open to joiners
+    is closed to them (aborting is how one ends, even when every device it reached has
+    finished)."""
     deployment = _open(deployment_id)
     for device_deployment in deployment.devices:
         if device_deployment.finished_at is None:
             _finish(device_deployment, Status.ABORTED)
+            _device_finished_event(device_deployment)
     transition(deployment, Transition.ABORTED, "aborted by an operator")
     db.session.commit()
     return deployment
@@ -767,6 +769,16 @@ def release(deployment_id: str) -> Deployment:
                f"phase {waiting.number + 1} released by an operator", phase=waiting)
     db.session.commit()
     return deployment
+
+
+def end_for_decommissioned(device_id: str) -> None:
+    """A device decommissioned: each deployment it has not finished ends for it, with its
+    event (and the deployment's, if it was the last device)."""
+    unfinished = db.session.query(DeviceDeployment).filter(
+        DeviceDeployment.device_id == device_id, DeviceDeployment.finished_at.is_(None))
+    for device_deployment in unfinished.order_by(DeviceDeployment.created_at):
+        _finish(device_deployment, Status.DECOMMISSIONED)
+        _finished_event(device_deployment)
 
 
 def device_log(deployment_id: str, device_id: str) -> list[dict]:

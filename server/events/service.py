@@ -39,6 +39,7 @@ DEPLOYMENT_DEVICE_ADDED = "deployment.device_added"  # a device joined its dynam
 DEPLOYMENT_DEVICE_STATUS = "deployment.device_status"  # progress: downloading, installing...
 DEPLOYMENT_DEVICE_FINISHED = "deployment.device_finished"
 DEVICE_ACCEPTED = "device.accepted"
+DEVICE_DECOMMISSIONED = "device.decommissioned"
 
 
 def publish(type: str, data: dict) -> None:
