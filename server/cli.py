@@ -140,7 +140,9 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
     port_claim = _claim_port(bind)
-    config = {"EVENT_STREAMS": max(1, threads // 2), **_data_dir_config(obj["data_dir"]),
+    # A stream's thread mostly sleeps (the table read once a second): all threads but one
+    # may hold streams, the one left (and the front) answers the devices meanwhile.
+    config = {"EVENT_STREAMS": max(1, threads - 1), **_data_dir_config(obj["data_dir"]),
               "REQUEST_LOG": request_log, "DATABASE_POOL_SIZE": threads}
     _upgrade_privately(obj["data_dir"], config["DATABASE_URL"])
     if not cert:

@@ -324,7 +324,7 @@ PATHS = {
                 _query("types")])},
     f"{MANAGEMENT}/events/stream": {"get": _operation(
         "Server-sent events: each event as `id`, `event` (its type) and `data` (the Event as "
-        "JSON), a heartbeat comment every 15 s; resumes after the Last-Event-ID header (or "
+        "JSON), a heartbeat comment every 5 s; resumes after the Last-Event-ID header (or "
         "`after`), else from now. Ends after the server's stream lifetime (the client "
         "reconnects); 503 when the process has its maximum of streams open", USER_AUTH,
         {"200": {"description": "the stream", "content": {"text/event-stream": {
