@@ -70,6 +70,7 @@ bench: deps venv image
 	$(PY) -m bench.resume
 	$(PY) -m bench.boot
 	$(PY) -m bench.fleet
+	$(PY) -m bench.scale_out
 	$(PY) -m bench.ota
 	$(PY) -m bench.agent
 
@@ -78,6 +79,12 @@ bench: deps venv image
 .PHONY: fleet-power-cuts
 fleet-power-cuts: venv
 	$(PY) -m bench.fleet --devices 300 --power-cut-rate 0.2 --poll-interval 5 --seed 1
+
+## scale-out: a phased deployment to 10,000 simulated devices through nginx in front of two
+## instances on one PostgreSQL and S3 (moto), one instance SIGKILLed midway (BENCHMARKS.md)
+.PHONY: scale-out
+scale-out: venv
+	$(PY) -m bench.scale_out --devices 10000 --seed 1
 
 ## campaign: power cuts during OTA updates on PARALLEL devices at once (make campaign N=200
 ## PARALLEL=2: about a minute a cut on each device); RELIABILITY.md

@@ -36,6 +36,7 @@ from fleet.simulator import TRIAL_BOOT_CUTS
 from testkit.admin import ServerAdmin
 from testkit.live_server import LiveServer
 from testkit.postgres import PostgresServer
+from testkit.scale_out import process_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,26 +56,9 @@ class ProcessTreeSampler(threading.Thread):
         self.peak_rss = 0
         self.stopped = threading.Event()
 
-    def tree(self) -> list[int]:
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-        pids, queue = [], [self.root_pid]
-        while queue:
-            pid = queue.pop()
-            pids.append(pid)
-            queue.extend(children.get(pid, []))
-        return pids
-
     def sample(self) -> None:
         rss = 0
-        for pid in self.tree():
+        for pid in process_tree(self.root_pid):
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])

@@ -11,8 +11,12 @@ answers wrk, which rotates through the tokens of `--sample` devices picked at ra
 the fleet (a Lua table of a million JWTs would measure wrk, not the server). Rows, in one
 run, same certificate, same worker count: nginx answering 204; the same stack's
 hello-world (`GET /api/health`, no database); Mender's `GET .../deployments/next` (v1,
-what mender-client polls with, nothing to deploy: 204) and the v2 POST. Goals (issue 7):
->= 1,000 polls/s, p99 < 100 ms, >= 0.5x hello-world.
+what mender-client polls with, nothing to deploy: 204) and the v2 POST. Then (issue 18 §6)
+a phased deployment to a dynamic group of `--phased` of the devices (a region in their
+inventory) is added, open to joiners and paused by its canary's failure threshold, and the
+v1 poll is measured again: as the same sample (some of them in the deployment), and as
+devices of the deployment only (each poll finds it open, and paused: 204). Goals (issue 7,
+18): >= 1,000 polls/s, p99 < 100 ms.
 """
 import argparse
 import io
@@ -65,16 +69,18 @@ def _copy(cursor, table: str, columns: str, rows) -> None:
 
 
 def seed(postgres: PostgresServer, database: str, count: int, secret: str, sample: int,
-         tokens_file: Path) -> float:
+         tokens_file: Path, phased: int = 0) -> tuple[float, list[str], Path]:
     """`count` accepted devices with inventory, tokens and a finished deployment; JWTs of
-    `sample` of them into `tokens_file`. Returns the seconds it took."""
+    `sample` of them into `tokens_file`, and of those among the first `phased` devices into
+    a file beside. Returns the seconds it took, the first `phased` devices' ids and that
+    file."""
     started = time.monotonic()
     now = datetime.now(UTC)
     expires = now + timedelta(days=7)
     stamp, expiry = now.isoformat(), expires.isoformat()
     deployment_id = str(uuid.uuid4())
     picked = set(random.sample(range(count), min(sample, count)))
-    tokens = []
+    tokens, phased_tokens, phased_ids = [], [], []
     with psycopg.connect(host=str(postgres.directory), port=postgres.port, user="postgres",
                          dbname=database, autocommit=True) as connection:
         cursor = connection.cursor()
@@ -105,16 +111,78 @@ def seed(postgres: PostgresServer, database: str, count: int, secret: str, sampl
                   "id, deployment_id, device_id, status, created_at, finished_at",
                   ((str(uuid.uuid4()), deployment_id, d, "success", stamp, stamp) for d in ids))
             for i, d, t in zip(batch, ids, token_ids, strict=True):
+                if i < phased:
+                    phased_ids.append(d)
                 if i in picked:
                     tokens.append(jwt.encode(
                         {"iss": "tern", "jti": t, "sub": d, "kind": "device",
                          "iat": int(now.timestamp()), "exp": int(expires.timestamp())},
                         secret, algorithm="HS256"))
+                    if i < phased:
+                        phased_tokens.append(tokens[-1])
             print(f"  seeded {batch.stop:,} devices", file=sys.stderr, flush=True)
         cursor.execute("ANALYZE")
     random.shuffle(tokens)
     tokens_file.write_text("\n".join(tokens) + "\n")
-    return time.monotonic() - started
+    phased_file = tokens_file.with_name("phased-tokens.txt")
+    phased_file.write_text("\n".join(phased_tokens) + "\n")
+    return time.monotonic() - started, phased_ids, phased_file
+
+
+REGION = "phased-region"
+
+
+def seed_phased_deployment(postgres: PostgresServer, database: str,
+                           device_ids: list[str]) -> tuple[float, str]:
+    """A dynamic group (region = REGION in the inventory of `device_ids`, indexed as
+    `inventory.service` keeps it) and a deployment to it, open to joiners, of three phases
+    (1 %, 9 %, the rest, each after the one before succeeded), paused by its first phase's
+    failure threshold: every device pending in its phase. Returns the seconds it took and
+    the pause's reason."""
+    started = time.monotonic()
+    stamp = datetime.now(UTC).isoformat()
+    group_filter = json.dumps([{"attribute": "region", "type": "$eq", "value": REGION}])
+    deployment_id = str(uuid.uuid4())
+    total = len(device_ids)
+    sizes = [max(1, total // 100), max(1, total * 9 // 100)]
+    sizes.append(total - sum(sizes))
+    reason = "phase 1: 2 of 2 finished devices failed, more than the 1 allowed"
+    with psycopg.connect(host=str(postgres.directory), port=postgres.port, user="postgres",
+                         dbname=database, autocommit=True) as connection:
+        cursor = connection.cursor()
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("INSERT INTO dynamic_groups (name, filter, created_at) "
+                       "VALUES ('phased', %s, %s)", (group_filter, stamp))
+        cursor.execute(
+            "INSERT INTO deployments (id, name, artifact_name, force, created_at, retries, "
+            "paused_at, pause_reason, dynamic_group, target_filter, open_to_joiners) VALUES "
+            "(%s, 'phased', 'release-2', false, %s, 0, %s, %s, 'phased', %s, true)",
+            (deployment_id, stamp, stamp, reason, group_filter))
+        for number, size in enumerate(sizes):
+            cursor.execute(
+                "INSERT INTO deployment_phases (deployment_id, number, size, after_success, "
+                "on_release, max_failures, started_at, successes, failures) VALUES "
+                "(%s, %s, %s, %s, false, 1, %s, 0, %s)",
+                (deployment_id, number, size, 100 if number else None,
+                 stamp if number == 0 else None, 2 if number == 0 else 0))
+        for start in range(0, total, COPY_BATCH):
+            batch = device_ids[start:start + COPY_BATCH]
+            _copy(cursor, "inventory", "device_id, name, value, updated_at",
+                  ((d, "region", f'"{REGION}"', stamp) for d in batch))
+            _copy(cursor, "inventory_values", "device_id, name, value, number",
+                  ((d, "region", REGION, None) for d in batch))
+            _copy(cursor, "device_deployments",
+                  "id, deployment_id, device_id, status, created_at, phase, attempts",
+                  ((str(uuid.uuid4()), deployment_id, d, "pending", stamp,
+                    str(0 if start + i < sizes[0] else 1 if start + i < sizes[0] + sizes[1]
+                        else 2), "0")
+                   for i, d in enumerate(batch)))
+        # the canary's two failures that paused it
+        cursor.execute("UPDATE device_deployments SET status = 'failure', finished_at = %s, "
+                       "attempts = 1 WHERE deployment_id = %s AND device_id = ANY(%s)",
+                       (stamp, deployment_id, device_ids[:2]))
+        cursor.execute("ANALYZE")
+    return time.monotonic() - started, reason
 
 
 def explain(postgres: PostgresServer, database: str, tokens_file: Path) -> str:
@@ -148,6 +216,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn and nginx workers")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--request-log", choices=["json", "off"], default="json")
+    parser.add_argument("--phased", type=int, default=100_000,
+                        help="devices of the paused phased deployment measured after the "
+                             "plain rows (0: none)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
@@ -170,7 +241,8 @@ def main() -> None:
                                 request_log=args.request_log)
             server.start(timeout=120)
             tokens_file = Path(work) / "tokens.txt"
-            seconds = seed(postgres, "polls", args.devices, secret, args.sample, tokens_file)
+            seconds, phased_ids, phased_tokens = seed(postgres, "polls", args.devices, secret,
+                                                      args.sample, tokens_file, args.phased)
             print(f"seeded {args.devices:,} devices in {seconds:.0f} s", file=sys.stderr)
             plans = explain(postgres, "polls", tokens_file)
             nginx, nginx_url = start_nginx_204(work, server.certificate, args.workers)
@@ -181,6 +253,18 @@ def main() -> None:
                 for name, (path, tokens, method, body) in TERN_ROWS.items():
                     rows.setdefault(name, []).append(run_as_devices(
                         server.url, path, tokens_file if tokens else None, args, method, body))
+            if phased_ids:
+                seconds, reason = seed_phased_deployment(postgres, "polls", phased_ids)
+                print(f"a paused phased deployment to {len(phased_ids):,} devices in "
+                      f"{seconds:.0f} s ({reason})", file=sys.stderr)
+                share = len(phased_ids) / args.devices
+                for _ in range(args.rounds):
+                    rows.setdefault(f"tern: GET v1 next, {share:.0%} of the devices in a "
+                                    "paused phased deployment (204)", []).append(
+                        run_as_devices(server.url, NEXT_V1, tokens_file, args))
+                    rows.setdefault("tern: GET v1 next, each device in the paused phased "
+                                    "deployment (204)", []).append(
+                        run_as_devices(server.url, NEXT_V1, phased_tokens, args))
         finally:
             stop_nginx(nginx)
             if server is not None:

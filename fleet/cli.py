@@ -56,6 +56,9 @@ def main() -> None:
 @click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True,
               help="update: attempts a device may make after a failed one (the new "
                    "deployment's).")
+@click.option("--phases", "phases_json", metavar="JSON",
+              help="update: the new deployment's phases, as the management API takes them, "
+                   "e.g. '[{\"size\": \"5%\"}, {\"after_success\": \"50%\"}]'.")
 @click.option("--until-paused", is_flag=True,
               help="update: end once the deployment is paused (a phase's failure threshold) "
                    "and no device is in the middle of an update; the others wait.")
@@ -81,7 +84,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
 def run(server_url, ca_cert, token, count, scenario, admission, polls, artifact,
         artifact_name, deployment_id, deploy_to, fail_rate, transient_fail_rate, retries,
-        until_paused, power_cut_rate, payload,
+        phases_json, until_paused, power_cut_rate, payload,
         verify_keys, device_type, poll_interval, retry_interval, threads, seed, fleet_id,
         workdir, timeout, as_json) -> None:
     """Run N simulated devices through a scenario; exit 1 if any device went wrong."""
@@ -93,12 +96,16 @@ def run(server_url, ca_cert, token, count, scenario, admission, polls, artifact,
             artifact_name = artifact_name_of(artifact)
         if not (artifact_name or deployment_id):
             raise click.UsageError("update: give --artifact, --artifact-name or --deployment")
+    try:
+        phases = json.loads(phases_json) if phases_json else None
+    except ValueError as error:
+        raise click.UsageError(f"--phases: {error}") from None
     settings = Settings(server_url, ca_cert, tuple(verify_keys), device_type, payload,
                         poll_interval, retry_interval, fleet_id=fleet_id)
     management = Management(server_url, token, ca_cert) if token else None
     options = Options(count, scenario, admission, threads, polls, artifact, artifact_name,
                       deployment_id, deploy_to, fail_rate, transient_fail_rate,
-                      power_cut_rate, retries, until_paused, seed, workdir, timeout,
+                      power_cut_rate, retries, phases, until_paused, seed, workdir, timeout,
                       progress=sys.stderr.isatty())
     try:
         report = asyncio.run(Fleet(settings, management, options).run())

@@ -59,11 +59,13 @@ class Management:
         return response.json()
 
     def create_deployment(self, name: str, artifact_name: str,
-                          devices: list[str] | None = None, retries: int = 0) -> str:
+                          devices: list[str] | None = None, retries: int = 0,
+                          phases: list[dict] | None = None) -> str:
         """To `devices`, or to every accepted device; a failed device may retry `retries`
-        times."""
+        times; `phases`: the API's phase objects."""
         target = {"devices": devices} if devices is not None else {"all_devices": True}
-        body = {"name": name, "artifact_name": artifact_name, "retries": retries, **target}
+        body = {"name": name, "artifact_name": artifact_name, "retries": retries, **target,
+                **({"phases": phases} if phases else {})}
         return self.call("POST", "/deployments", 201, json=body)["id"]
 
     def deployment(self, deployment_id: str) -> dict:

@@ -55,6 +55,7 @@ class Options:
     transient_fail_rate: float = 0.0  # devices whose first trial fails, not a retry
     power_cut_rate: float = 0.0
     retries: int = 0  # update: of the new deployment (a given one says its own)
+    phases: list[dict] | None = None  # update: of the new deployment, as the API takes them
     until_paused: bool = False  # update: end once the deployment paused and settled
     seed: int | None = None
     workdir: Path | None = None
@@ -218,7 +219,7 @@ class Fleet:
         self.deployment_id = await self.work(self.management.create_deployment,
                                              f"tern-fleet {time.strftime('%H:%M:%S')}",
                                              self.options.artifact_name, devices,
-                                             self.options.retries)
+                                             self.options.retries, self.options.phases)
         self.deployed_at = time.monotonic()
 
     async def _stop_when_paused(self, tasks: list[asyncio.Task]) -> None:

@@ -140,7 +140,9 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
     port_claim = _claim_port(bind)
-    config = {"EVENT_STREAMS": max(1, threads // 2), **_data_dir_config(obj["data_dir"]),
+    # A stream's thread mostly sleeps (the table read once a second): all threads but one
+    # may hold streams, the one left (and the front) answers the devices meanwhile.
+    config = {"EVENT_STREAMS": max(1, threads - 1), **_data_dir_config(obj["data_dir"]),
               "REQUEST_LOG": request_log, "DATABASE_POOL_SIZE": threads}
     _upgrade_privately(obj["data_dir"], config["DATABASE_URL"])
     if not cert:
@@ -638,27 +640,41 @@ def _deployment_lines(deployments):
             for phase in d["phases"]:
                 started = f"started {phase['started_at'][:16]}" if phase["started_at"] \
                     else "waiting"
-                yield (f"  phase {phase['number']}: {phase['size']} devices, {started}, "
-                       f"{phase['successes']} succeeded, {phase['failures']} failed")
+                chosen = f" ({_conditions(phase['filter'])})" if phase.get("filter") else ""
+                yield (f"  phase {phase['number']}: {phase['size']} devices{chosen}, "
+                       f"{started}, {phase['successes']} succeeded, "
+                       f"{phase['failures']} failed")
 
 
-def _phase(spec: str) -> dict:
-    """`--phase SIZE[,START][,max-failures=N|N%]` as the API's phase object. SIZE: a count,
-    N% or rest (the last phase); START: release, after=N% (of the phase before succeeded)
-    or at=TIME (ISO 8601)."""
-    size, *options = spec.split(",")
-    phase = {} if size == "rest" else {"size": int(size) if size.isdigit() else size}
+def _phase(spec: str, api: Api) -> dict:
+    """`--phase SIZE|where=CONDITION|dynamic-group=NAME[,START][,max-failures=N|N%]` as the
+    API's phase object. SIZE: a count, N% or rest (the last phase); where=: the devices
+    matching the condition (as groups create --where; repeatable, all must hold);
+    dynamic-group=: those matching the group's filter now; START: release, after=N% (of
+    the phase before succeeded) or at=TIME (ISO 8601)."""
+    first, *options = spec.split(",")
+    phase = {}
+    if "=" in first:
+        options.insert(0, first)
+    elif first != "rest":
+        phase["size"] = int(first) if first.isdigit() else first
     for option in options:
         key, has_value, value = option.partition("=")
         if option == "release":
             phase["release"] = True
+        elif has_value and key == "where":
+            phase.setdefault("filter", []).append(parse_condition(value))
+        elif has_value and key == "dynamic-group":
+            group = api.call("GET", f"/dynamic-groups/{quote(value, safe='')}")
+            phase.setdefault("filter", []).extend(group["filter"])
         elif has_value and key in ("after", "at", "max-failures"):
             name = {"after": "after_success", "at": "start_at"}.get(key, "max_failures")
             phase[name] = int(value) if key == "max-failures" and value.isdigit() else value
         else:
             raise click.ClickException(
-                f"--phase {spec}: expected SIZE[,release|after=N%|at=TIME][,max-failures=N], "
-                "e.g. 10% or rest,after=90%")
+                f"--phase {spec}: expected SIZE|where=CONDITION|dynamic-group=NAME"
+                "[,release|after=N%|at=TIME][,max-failures=N], e.g. 10% or rest,after=90% "
+                "or where=device_type=rpi4")
     return phase
 
 
@@ -688,10 +704,12 @@ def deployments_list(obj, as_json):
 @click.option("--force", is_flag=True,
               help="Send the artifact even to devices that have it or seem incompatible.")
 @click.option("--phase", "phases", multiple=True, metavar="SPEC",
-              help="A phase, in order; repeatable: SIZE (N, N% or rest) then how it starts "
-                   "(release, after=N% of the phase before succeeded, at=TIME; the first "
-                   "starts with the deployment), e.g. --phase 5 --phase 50%,after=90% "
-                   "--phase rest,release. Also max-failures=N|N% of its own.")
+              help="A phase, in order; repeatable: SIZE (N, N% or rest), or its devices by "
+                   "inventory (where=CONDITION as groups create --where, or "
+                   "dynamic-group=NAME), then how it starts (release, after=N% of the "
+                   "phase before succeeded, at=TIME; the first starts with the deployment), "
+                   "e.g. --phase 5 --phase 50%,after=90% --phase rest,release, or --phase "
+                   "where=site=lab --phase rest,after=100%. Also max-failures=N|N%.")
 @click.option("--max-failures", metavar="N|N%",
               help="Pause when more of a phase's finished devices failed (every phase).")
 @click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True,
@@ -713,15 +731,16 @@ def deployments_create(obj, name, artifact_name, device_ids, group, dynamic_grou
         body["group"] = group
     if dynamic_group:
         body["dynamic_group"], body["fixed"] = dynamic_group, fixed
+    api = Api(obj)
     if phases:
-        body["phases"] = [_phase(spec) for spec in phases]
+        body["phases"] = [_phase(spec, api) for spec in phases]
     if max_failures is not None:
         body["max_failures"] = int(max_failures) if max_failures.isdigit() else max_failures
     if start_at:
         body["start_at"] = start_at
     if window:
         body["window"] = window
-    _output(Api(obj).call("POST", "/deployments", body=body), as_json, _deployment_lines)
+    _output(api.call("POST", "/deployments", body=body), as_json, _deployment_lines)
 
 
 @deployments.command("show")
@@ -818,12 +837,15 @@ def parse_condition(expression: str) -> dict:
     return {"attribute": match["attribute"], "type": kind, "value": value}
 
 
+def _conditions(document: list[dict]) -> str:
+    return " and ".join(f"{c['attribute']} {c['type']} {json.dumps(c.get('value'))}"
+                        for c in document)
+
+
 def _group_lines(groups):
     for g in groups if isinstance(groups, list) else [groups]:
         if "filter" in g:
-            conditions = " and ".join(
-                f"{c['attribute']} {c['type']} {json.dumps(c.get('value'))}" for c in g["filter"])
-            yield f"{g['name']}  dynamic  {g['devices']} devices  ({conditions})"
+            yield f"{g['name']}  dynamic  {g['devices']} devices  ({_conditions(g['filter'])})"
         else:
             yield f"{g['name']}  static  {g['devices']} devices"
 

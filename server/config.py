@@ -57,7 +57,7 @@ class Config:
     # Events (server/README.md, "Events"): kept this long, then deleted.
     EVENT_RETENTION_DAYS = 7
     # Server-sent event streams open at once per process: each holds a worker thread, so
-    # `serve` keeps it to half its --threads (at least 1) unless config.json sets it.
+    # `serve` keeps it to its --threads but one (at least 1) unless config.json sets it.
     EVENT_STREAMS = 2
     EVENT_STREAM_SECONDS = 300  # then the client reconnects (EventSource does on its own)
     EVENT_POLL_SECONDS = 1.0  # how often a stream looks for new events

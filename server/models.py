@@ -198,6 +198,9 @@ class DeploymentPhase(Base):
     size: Mapped[int]
     start_at: Mapped[datetime | None]
     after_success: Mapped[int | None]  # percent of the phase before that succeeded
+    # Its devices are those of the deployment matching this inventory filter (a canary the
+    # operator chose, "the lab devices first"), not a share in hash order.
+    target_filter: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
     on_release: Mapped[bool] = mapped_column(default=False)  # an operator releases it
     # Failure threshold over the phase's finished devices: a count or a percentage.
     max_failures: Mapped[int | None]

@@ -108,7 +108,9 @@ SCHEMAS = {
         "filter": {"type": "array", "nullable": True, "items": _ref("Condition")},
         "open_to_joiners": {"type": "boolean"}}},
     "Phase": {"type": "object", "properties": {
-        "number": INTEGER, "size": INTEGER, "start_at": NULLABLE_STRING,
+        "number": INTEGER, "size": INTEGER,
+        "filter": {"type": "array", "nullable": True, "items": _ref("Condition")},
+        "start_at": NULLABLE_STRING,
         "after_success": NULLABLE_STRING, "release": {"type": "boolean"},
         "max_failures": {"oneOf": [INTEGER, STRING], "nullable": True},
         "started_at": NULLABLE_STRING, "successes": INTEGER, "failures": INTEGER}},
@@ -116,6 +118,13 @@ SCHEMAS = {
         "size": {**COUNT_OR_PERCENT, "description": "devices (a count, or 'N%' of the "
                  "deployment's, rounded so that the phases add up exactly); the last phase "
                  "may leave it out to take the rest"},
+        "filter": {"type": "array", "minItems": 1, "maxItems": 20,
+                   "items": _ref("Condition"), "description":
+                   "instead of a size: the phase's devices are the deployment's that match "
+                   "this inventory filter (a canary chosen by the operator; a device matching "
+                   "several phases' filters is in the first). The phases without a filter "
+                   "share the rest in hash order, their sizes and percentages counted over "
+                   "the rest"},
         "start_at": {"type": "string", "format": "date-time",
                      "description": "starts at this time"},
         "after_success": {"type": "string", "pattern": "^[0-9]{1,3}%$",
@@ -145,7 +154,7 @@ SCHEMAS = {
             "deployment.created", "deployment.phase_started", "deployment.paused",
             "deployment.resumed", "deployment.finished", "deployment.aborted",
             "deployment.device_added", "deployment.device_status",
-            "deployment.device_finished", "device.accepted"]},
+            "deployment.device_finished", "device.accepted", "device.decommissioned"]},
         "data": OBJECT}},
     "Webhook": {"type": "object", "properties": {
         "id": STRING, "url": STRING, "types": {"type": "array", "nullable": True,
@@ -315,7 +324,7 @@ PATHS = {
                 _query("types")])},
     f"{MANAGEMENT}/events/stream": {"get": _operation(
         "Server-sent events: each event as `id`, `event` (its type) and `data` (the Event as "
-        "JSON), a heartbeat comment every 15 s; resumes after the Last-Event-ID header (or "
+        "JSON), a heartbeat comment every 5 s; resumes after the Last-Event-ID header (or "
         "`after`), else from now. Ends after the server's stream lifetime (the client "
         "reconnects); 503 when the process has its maximum of streams open", USER_AUTH,
         {"200": {"description": "the stream", "content": {"text/event-stream": {

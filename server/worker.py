@@ -13,7 +13,7 @@ same minimum-rate rule, so a stalled upload frees its thread within seconds.
 
 A server-sent events stream (`/events/stream`, a deployment page) holds its thread for its
 whole life: `server.events.service` bounds how many a process serves at once (EVENT_STREAMS,
-half the threads by default) and for how long (EVENT_STREAM_SECONDS), so streams never take
+all threads but one by default) and for how long (EVENT_STREAM_SECONDS), so streams never take
 every thread from the devices' requests.
 """
 import errno

@@ -230,10 +230,11 @@ def report_status(device_id: str, deployment_id: str, status: str,
             events.publish(events.DEPLOYMENT_DEVICE_STATUS, {
                 "deployment_id": deployment_id, "device_id": device_id, "status": status,
                 "attempt": device_deployment.attempts, "retrying": True})
-        else:
+        else:  # the device's event first, then what its outcome made happen
             device_deployment.finished_at = utcnow()
+            _device_finished_event(device_deployment)
             _count_outcome(deployment, device_deployment.phase, status)
-            _finished_event(device_deployment)
+            _deployment_finished_event_if_last(deployment_id)
     elif status in FINAL:
         device_deployment.finished_at = utcnow()
         _finished_event(device_deployment)
@@ -372,13 +373,20 @@ def transition(deployment: Deployment, what: Transition, why: str, *,
 
 
 def _finished_event(device_deployment: DeviceDeployment) -> None:
-    """Publish that the device finished, and that the deployment did if it was the last.
-    Checked after `publish` took the events' lock: a device finishing at the same moment in
-    another transaction has committed by then, so exactly one of them sees none left."""
-    deployment_id = device_deployment.deployment_id
+    """Publish that the device finished, and that the deployment did if it was the last."""
+    _device_finished_event(device_deployment)
+    _deployment_finished_event_if_last(device_deployment.deployment_id)
+
+
+def _device_finished_event(device_deployment: DeviceDeployment) -> None:
     events.publish(events.DEPLOYMENT_DEVICE_FINISHED, {
-        "deployment_id": deployment_id, "device_id": device_deployment.device_id,
-        "status": device_deployment.status})
+        "deployment_id": device_deployment.deployment_id,
+        "device_id": device_deployment.device_id, "status": device_deployment.status})
+
+
+def _deployment_finished_event_if_last(deployment_id: str) -> None:
+    """Checked after `publish` took the events' lock: a device finishing at the same moment
+    in another transaction has committed by then, so exactly one of them sees none left."""
     left = db.session.query(exists().where(DeviceDeployment.deployment_id == deployment_id,
                                            DeviceDeployment.finished_at.is_(None))).scalar()
     if not left:
@@ -391,7 +399,8 @@ def _finished_event(device_deployment: DeviceDeployment) -> None:
 @dataclass(frozen=True)
 class PhasePlan:
     """A phase as asked for: its size (a count, a percentage of the deployment's devices,
-    or None: the rest, for the last), how it starts, its failure threshold."""
+    or None: the rest, for the last) or an inventory filter choosing its devices, how it
+    starts, its failure threshold."""
 
     size: int | None = None
     percent: int | None = None
@@ -400,11 +409,12 @@ class PhasePlan:
     on_release: bool = False
     max_failures: int | None = None
     max_failure_percent: int | None = None
+    target_filter: list | None = None  # its devices: the deployment's that match
 
 
 PERCENT = re.compile(r"(\d{1,3})%")
 WINDOW = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)")
-PHASE_KEYS = ("size", "start_at", "after_success", "release", "max_failures")
+PHASE_KEYS = ("size", "filter", "start_at", "after_success", "release", "max_failures")
 
 
 def parse_time(value, what: str) -> datetime:
@@ -455,9 +465,15 @@ def plan_phases(phases: list | None, max_failures=None) -> list[PhasePlan]:
         if not isinstance(spec, dict) or set(spec) - set(PHASE_KEYS):
             raise ApiError(400, f"{where} must be an object with {', '.join(PHASE_KEYS)}")
         last = index == len(phases) - 1
-        size = spec.get("size")
-        count, percent = (None, None) if size is None and last else \
-            _count_or_percent(size, f"{where}.size", 1)
+        size, target_filter = spec.get("size"), spec.get("filter")
+        if target_filter is not None:
+            if size is not None:
+                raise ApiError(400, f"{where}: a phase has a size or a filter, not both")
+            dynamic_groups.check_filter(target_filter, f"{where}.filter")
+            count, percent = None, None
+        else:
+            count, percent = (None, None) if size is None and last else \
+                _count_or_percent(size, f"{where}.size", 1)
         start_at = parse_time(spec["start_at"], f"{where}.start_at") \
             if spec.get("start_at") is not None else None
         after_success = spec.get("after_success")
@@ -478,7 +494,8 @@ def plan_phases(phases: list | None, max_failures=None) -> list[PhasePlan]:
             raise ApiError(400, "phases[0] starts at start_at or on release, not both")
         threshold = default if spec.get("max_failures") is None else \
             _count_or_percent(spec["max_failures"], f"{where}.max_failures", 0)
-        plans.append(PhasePlan(count, percent, start_at, after_success, release, *threshold))
+        plans.append(PhasePlan(count, percent, start_at, after_success, release, *threshold,
+                               target_filter))
     return plans
 
 
@@ -505,6 +522,36 @@ def phase_sizes(plans: list[PhasePlan], total: int) -> list[int]:
             raise ApiError(400, f"phase {number + 1} would have no devices "
                                 f"(of {total} in all)")
     return sizes
+
+
+def split_into_phases(deployment_id: str, plans: list[PhasePlan],
+                      targets: list[str]) -> list[list[str]]:
+    """Each phase's devices. A phase with a filter has the targets that match it (in SQL;
+    a device matching several such phases is in the first); the others share the rest in
+    hash order (`phase_order`), their sizes and percentages counted over the rest and
+    adding up to it exactly."""
+    rest = targets
+    chosen: dict[int, list[str]] = {}
+    for number, plan in enumerate(plans):
+        if plan.target_filter is not None:
+            matching = {device for (device,) in dynamic_groups.members(plan.target_filter)} \
+                & set(rest)
+            if not matching:
+                raise ApiError(400, f"phase {number + 1}: no device of the deployment "
+                                    "matches its filter")
+            chosen[number] = sorted(matching)
+            rest = [device for device in rest if device not in matching]
+    shared = [plan for plan in plans if plan.target_filter is None]
+    if not shared:
+        if rest:
+            raise ApiError(400, f"{len(rest)} device(s) match no phase's filter: add a "
+                                "last phase without a filter for the rest")
+        return [chosen[number] for number in range(len(plans))]
+    sizes = iter(phase_sizes(shared, len(rest)))
+    ordered = iter(sorted(rest, key=lambda device: phase_order(deployment_id, device)))
+    return [chosen[number] if number in chosen
+            else [next(ordered) for _ in range(next(sizes))]
+            for number in range(len(plans))]
 
 
 def phase_order(deployment_id: str, device_id: str) -> str:
@@ -554,11 +601,7 @@ def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
     if not targets and not open_to_joiners:
         raise ApiError(400, "the deployment would have no devices")
     plans = phases or plan_phases(None)
-    if targets:
-        sizes = phase_sizes(plans, len(targets))
-    elif len(plans) == 1:
-        sizes = [0]  # a dynamic group's, waiting for its first member
-    else:
+    if not targets and len(plans) > 1:
         raise ApiError(400, "the dynamic group has no devices yet: phases need devices to "
                             "split (deploy without phases, or when it has members)")
     deployment = Deployment(name=name, artifact_name=artifact_name, force=force,
@@ -569,17 +612,20 @@ def create(name: str, artifact_name: str, *, devices: list[str] | None = None,
                             open_to_joiners=open_to_joiners)
     db.session.add(deployment)
     db.session.flush()  # its id orders the devices
+    # A dynamic group's deployment may wait for its first member: one empty phase.
+    split = split_into_phases(deployment.id, plans, targets) if targets else [[]]
+    sizes = [len(devices_of_phase) for devices_of_phase in split]
     deployment.phases = [
         DeploymentPhase(number=number, size=size,
                         start_at=plan.start_at or (start_at if number == 0 else None),
                         after_success=plan.after_success, on_release=plan.on_release,
                         max_failures=plan.max_failures,
-                        max_failure_percent=plan.max_failure_percent, successes=0, failures=0)
+                        max_failure_percent=plan.max_failure_percent,
+                        target_filter=plan.target_filter, successes=0, failures=0)
         for number, (plan, size) in enumerate(zip(plans, sizes, strict=True))]
-    ordered = iter(sorted(targets, key=lambda device: phase_order(deployment.id, device)))
-    deployment.devices = [DeviceDeployment(device_id=next(ordered), status=PENDING,
-                                           phase=number)
-                          for number, size in enumerate(sizes) for _ in range(size)]
+    deployment.devices = [DeviceDeployment(device_id=device_id, status=PENDING, phase=number)
+                          for number, devices_of_phase in enumerate(split)
+                          for device_id in devices_of_phase]
     db.session.flush()
     transition(deployment, Transition.CREATED, "created", name=name,
                artifact_name=artifact_name, devices=len(targets), group=group,
@@ -648,12 +694,14 @@ def _open(deployment_id: str) -> Deployment:
 
 
 def abort(deployment_id: str) -> Deployment:
-    """Finish the devices that have not; a deployment open to joiners is closed to them
-    (aborting is how one ends, even when every device it reached has finished)."""
+    """Finish the devices that have not, each with its event; a deployment open to joiners
+    is closed to them (aborting is how one ends, even when every device it reached has
+    finished)."""
     deployment = _open(deployment_id)
     for device_deployment in deployment.devices:
         if device_deployment.finished_at is None:
             _finish(device_deployment, Status.ABORTED)
+            _device_finished_event(device_deployment)
     transition(deployment, Transition.ABORTED, "aborted by an operator")
     db.session.commit()
     return deployment
@@ -724,6 +772,16 @@ def release(deployment_id: str) -> Deployment:
     return deployment
 
 
+def end_for_decommissioned(device_id: str) -> None:
+    """A device decommissioned: each deployment it has not finished ends for it, with its
+    event (and the deployment's, if it was the last device)."""
+    unfinished = db.session.query(DeviceDeployment).filter(
+        DeviceDeployment.device_id == device_id, DeviceDeployment.finished_at.is_(None))
+    for device_deployment in unfinished.order_by(DeviceDeployment.created_at):
+        _finish(device_deployment, Status.DECOMMISSIONED)
+        _finished_event(device_deployment)
+
+
 def device_log(deployment_id: str, device_id: str) -> list[dict]:
     device_deployment = db.session.query(DeviceDeployment).filter_by(
         deployment_id=get(deployment_id).id, device_id=device_id).one_or_none()
@@ -772,6 +830,7 @@ def phase_view(phase: DeploymentPhase) -> dict:
     return {
         "number": phase.number + 1,
         "size": phase.size,
+        "filter": phase.target_filter,
         "start_at": _iso(phase.start_at),
         "after_success": None if phase.after_success is None else f"{phase.after_success}%",
         "release": phase.on_release,

@@ -22,7 +22,7 @@ from ..auth import DEVICE, issue_token, revoke_tokens
 from ..database import db
 from ..errors import ApiError
 from ..events import service as events
-from ..models import AuthSet, Device, DeviceDeployment, utcnow
+from ..models import AuthSet, Device, utcnow
 from ..validation import parse_json
 
 PENDING, ACCEPTED, REJECTED, PREAUTHORIZED = "pending", "accepted", "rejected", "preauthorized"
@@ -298,15 +298,17 @@ def revoke_device_tokens(device_id: str) -> int:
 
 
 def decommission(device_id: str) -> None:
-    """Forget the device: tokens revoked, inventory and auth sets deleted, deployments closed."""
+    """Forget the device: tokens revoked, inventory and auth sets deleted, its open
+    deployments ended for it (each with its event), and its own event."""
+    # imported here: deployments import this module (for ACCEPTED)
+    from ..deployments.service import end_for_decommissioned
+
     device = get_device(device_id)
     revoke_tokens(device.id)
-    unfinished = db.session.query(DeviceDeployment).filter(
-        DeviceDeployment.device_id == device.id, DeviceDeployment.finished_at.is_(None))
-    unfinished.update({DeviceDeployment.status: "decommissioned",
-                       DeviceDeployment.finished_at: utcnow()}, synchronize_session=False)
+    end_for_decommissioned(device.id)
     db.session.delete(device)
     audit.record("device.decommission", device_id)
+    events.publish(events.DEVICE_DECOMMISSIONED, {"device_id": device_id})
     db.session.commit()
 
 

@@ -1,4 +1,6 @@
 """Events: the list, the server-sent events stream, and the webhooks (admins only)."""
+import select
+
 from flask import Blueprint, Response, request, session, stream_with_context
 
 from ..auth import ADMIN, API, LOCAL, USER, authenticate_token, user_required
@@ -53,9 +55,26 @@ def event_stream(wanted, kinds=(USER, API, LOCAL)) -> Response:
         except ApiError:
             return False
 
-    body = service.open_stream(after, wanted, still_allowed)
+    body = service.open_stream(after, wanted, still_allowed, _client_gone())
     return Response(stream_with_context(body), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _client_gone():
+    """Whether the client of this stream has closed its connection: an EventSource sends
+    nothing after its request, so a socket that becomes readable has its end of stream (or
+    bytes no stream client sends: the stream ends too). Under gunicorn only (its socket in
+    the environ); elsewhere the heartbeat's write finds it."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):  # closed under us
+            return True
+    return gone
 
 
 def _token() -> str:

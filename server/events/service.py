@@ -25,7 +25,7 @@ from ..models import Event, utcnow
 # pg_advisory_xact_lock key ("evnt"): one event-publishing transaction commits at a time.
 EVENTS_LOCK = 0x65766E74
 READ_BATCH = 500
-HEARTBEAT_SECONDS = 15.0
+HEARTBEAT_SECONDS = 5.0  # a write: also finds a client gone whose closing was not seen
 RECONNECT_MILLISECONDS = 2000
 
 # What the server publishes.
@@ -39,6 +39,7 @@ DEPLOYMENT_DEVICE_ADDED = "deployment.device_added"  # a device joined its dynam
 DEPLOYMENT_DEVICE_STATUS = "deployment.device_status"  # progress: downloading, installing...
 DEPLOYMENT_DEVICE_FINISHED = "deployment.device_finished"
 DEVICE_ACCEPTED = "device.accepted"
+DEVICE_DECOMMISSIONED = "device.decommissioned"
 
 
 def publish(type: str, data: dict) -> None:
@@ -85,29 +86,32 @@ def init_app(app: Flask) -> None:
 
 
 def open_stream(after: int, wanted: Callable[[dict], bool],
-                still_allowed: Callable[[], bool]) -> Iterator[str]:
+                still_allowed: Callable[[], bool],
+                client_gone: Callable[[], bool] = lambda: False) -> Iterator[str]:
     """A `text/event-stream` body: events after `after` that are `wanted`, as they are
     committed, and a heartbeat (re-checking `still_allowed`: a revoked token ends its stream)
     every HEARTBEAT_SECONDS. A stream holds one of the worker's threads: at most
     EVENT_STREAMS per process are open at once (503 beyond), each for at most
     EVENT_STREAM_SECONDS, after which the browser's EventSource reconnects on its own,
-    resuming from its Last-Event-ID."""
+    resuming from its Last-Event-ID. `client_gone` is asked at each read of the table (every
+    EVENT_POLL_SECONDS): a page the browser left frees its slot within that, not at the
+    next heartbeat's failed write."""
     slots = current_app.extensions["tern.event_streams"]
     if not slots.acquire(blocking=False):
         raise ApiError(503, "too many event streams are open; retry later", retry_after=5)
     db.session.close()  # nothing of the request's own transaction stays open
     config = current_app.config
-    return _stream(after, wanted, still_allowed, slots, config["EVENT_STREAM_SECONDS"],
-                   config["EVENT_POLL_SECONDS"])
+    return _stream(after, wanted, still_allowed, client_gone, slots,
+                   config["EVENT_STREAM_SECONDS"], config["EVENT_POLL_SECONDS"])
 
 
-def _stream(after: int, wanted, still_allowed, slots, lifetime: float,
+def _stream(after: int, wanted, still_allowed, client_gone, slots, lifetime: float,
             poll: float) -> Iterator[str]:
     try:
         started = time.monotonic()
         heartbeat = started + HEARTBEAT_SECONDS
         yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
-        while time.monotonic() - started < lifetime:
+        while time.monotonic() - started < lifetime and not client_gone():
             events = read_after(after)
             for event in events:
                 after = event["id"]

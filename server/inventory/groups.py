@@ -15,7 +15,7 @@ GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")  # static and dynamic groups al
 def create(name: str, document) -> DynamicGroup:
     if not GROUP_NAME.fullmatch(name):
         raise ApiError(400, "group names are 1 to 100 letters, digits, '_' or '-'")
-    filters.parse_filter(document)
+    check_filter(document)
     if find(name) is not None:
         raise ApiError(409, f"dynamic group {name} exists")
     group = DynamicGroup(name=name, filter=document)
@@ -45,6 +45,16 @@ def delete(name: str) -> None:
     db.session.delete(get(name))
     audit.record("group.delete", name)
     db.session.commit()
+
+
+def check_filter(document, where: str = "filter") -> None:
+    """A 400 unless `document` is a filter (the error says `where` it is)."""
+    try:
+        filters.parse_filter(document)
+    except ApiError as error:
+        if where == "filter":
+            raise
+        raise ApiError(400, where + error.message.removeprefix("filter")) from None
 
 
 def members(document: list):

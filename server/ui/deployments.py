@@ -62,14 +62,20 @@ def _count_or_percent(value: str):
 
 
 def _rollout(form) -> dict:
-    """The form's rollout fields as `deployments.create` options: a canary, then the rest
-    after a success threshold or on release; a failure threshold; retries; a window."""
+    """The form's rollout fields as `deployments.create` options: a canary (a count, a
+    share, or the devices matching a dynamic group's filter), then the rest after a success
+    threshold or on release; a failure threshold; retries; a window."""
     canary, max_failures = form.get("canary", "").strip(), form.get("max_failures", "").strip()
+    canary_group = form.get("canary_group", "").strip()
+    if canary and canary_group:
+        raise ApiError(400, "the canary is a number of devices or a dynamic group's, not both")
     phases = None
-    if canary:
+    if canary or canary_group:
         rest = {"release": True} if form.get("then") == "release" else \
             {"after_success": form.get("after_success", "").strip()}
-        phases = [{"size": _count_or_percent(canary)}, rest]
+        first = {"filter": dynamic_groups.get(canary_group).filter} if canary_group \
+            else {"size": _count_or_percent(canary)}
+        phases = [first, rest]
     retries = form.get("retries", "").strip() or "0"
     if not retries.isdigit():
         raise ApiError(400, "retries must be from 0 to 100")

@@ -168,3 +168,39 @@ def test_two_instances_deliver_each_event_once(postgres, tmp_path):
                  what="the webhook deliveries")
         time.sleep(3)
         assert receiver.events(SECRET) == events
+
+
+def test_a_left_stream_frees_its_slot_at_once_and_a_full_process_says_so(tmp_path):
+    """One worker of 4 threads: 3 streams (all threads but one). A fourth is a 503 with the
+    JSON error and Retry-After, while the thread left still answers; a client that goes
+    away frees its slot within a second or two, long before the heartbeat's write (5 s,
+    and a write to a closed connection fails only at the second) would find it."""
+    with LiveServer(tmp_path / "data", workers=1, threads=4) as live:
+        admin = ServerAdmin(live)
+        url = f"{live.url}/api/management/v1/events/stream"
+        headers = {"Authorization": f"Bearer {admin.token}"}
+
+        def open_stream() -> requests.Response:
+            return requests.get(url, headers=headers, verify=live.certificate, stream=True,
+                                timeout=10)
+
+        streams = [open_stream() for _ in range(3)]
+        try:
+            for stream in streams:
+                assert stream.status_code == 200
+                assert next(stream.iter_lines()) == b"retry: 2000"
+            full = open_stream()
+            assert full.status_code == 503 and full.headers["Retry-After"] == "5"
+            assert "too many event streams" in full.json()["error"]
+            assert requests.get(f"{live.url}/api/health", verify=live.certificate,
+                                timeout=5).status_code == 204
+            streams.pop(0).close()  # the page left: its connection closed
+            left = time.monotonic()
+            replacement = wait_for(lambda: (r := open_stream()).status_code == 200 and r,
+                                   timeout=3, interval=0.2, what="a slot to free")
+            print(f"a slot was free again {time.monotonic() - left:.1f} s after its "
+                  "client left")
+            streams.append(replacement)
+        finally:
+            for stream in streams:
+                stream.close()

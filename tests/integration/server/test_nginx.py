@@ -3,9 +3,9 @@ addresses and paths are replaced, so the documentation and this test cannot drif
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -13,40 +13,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from testkit import free_port, wait_for
+from testkit import wait_for
 from testkit.admin import ServerAdmin
 from testkit.artifacts import build_artifact
 from testkit.live_server import LiveServer
+from testkit.nginx import README, Nginx, documented_block
 from testkit.trickle import Trickler
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[3] / "server" / "README.md"
 HOLD = "POST /api/devices/v1/authentication/auth_requests HTTP/1.1\r\nHost: ota.example.com" \
        "\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-
-
-def documented_block() -> str:
-    [block] = [b for b in re.findall(r"```nginx\n(.*?)```", README.read_text(), re.S)
-               if "upstream tern" in b]
-    return block
-
-
-def nginx_config(work: Path, tern: LiveServer, port: int) -> str:
-    block, key = documented_block(), tern.certificate.with_name("server.key")
-    for documented, here in [
-            ("    server 10.0.0.11:8443;\n    server 10.0.0.12:8443;\n",
-             f"    server 127.0.0.1:{tern.port};\n"),
-            ("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
-            ("/etc/ssl/ota.example.com.crt", str(tern.certificate)),
-            ("/etc/ssl/ota.example.com.key", str(key)),
-            ("/etc/ssl/tern-instances.crt", str(tern.certificate))]:
-        assert documented in block, f"the README's nginx block no longer has {documented!r}"
-        block = block.replace(documented, here)
-    temp = " ".join(f"{kind}_temp_path {work}/{kind};"
-                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return (f"pid {work}/nginx.pid;\nerror_log {work}/error.log;\nevents {{}}\n"
-            f"http {{\naccess_log {work}/access.log;\n{temp}\n{block}}}\n")
 
 
 def hold(port: int) -> ssl.SSLSocket:
@@ -77,16 +54,11 @@ def closed_after(sock: ssl.SSLSocket, opened: float) -> float:
 
 def test_the_documented_nginx_config(tmp_path, large_artifact):
     tern = LiveServer(tmp_path / "data", workers=2, names=("ota.example.com",)).start()
-    work = Path(tempfile.mkdtemp(prefix="tern-nginx-"))
-    work.chmod(0o755)  # nginx's workers run as nobody
-    port = free_port()
-    (work / "nginx.conf").write_text(nginx_config(work, tern, port))
-    nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
-                             stderr=subprocess.PIPE)
-    url, verify = f"https://127.0.0.1:{port}", tern.certificate
+    nginx = Nginx([tern.port], tern.certificate)
+    work, port, url, verify = nginx.work, nginx.port, nginx.url, tern.certificate
     try:
+        nginx.start()
         admin = ServerAdmin(tern)
-        wait_for(lambda: _answers(url, verify), timeout=10, interval=0.2, what="nginx")
         # the upstream's certificate is checked: /api/health passed through
         assert requests.get(f"{url}/api/health", verify=verify, timeout=10).status_code == 204
 
@@ -127,17 +99,8 @@ def test_the_documented_nginx_config(tmp_path, large_artifact):
                                   verify=verify, timeout=60)
         assert downloaded.content == large_artifact.read_bytes()
     finally:
-        nginx.terminate()
-        nginx.wait()
+        nginx.stop()
         tern.stop()
-
-
-def _answers(url: str, verify) -> bool:
-    try:
-        requests.get(f"{url}/api/health", verify=verify, timeout=2)
-        return True
-    except requests.ConnectionError:
-        return False
 
 
 def accel_location(artifacts_dir: Path) -> str:
@@ -152,30 +115,24 @@ def test_ranges_through_nginx_x_accel_redirect(tmp_path):
     """With `accel_redirect_prefix`, nginx sends the stored artifact for a device's signed
     link and answers its Range requests: one range (206 with Content-Range, what an adaptive
     install asks), several (nginx's multipart/byteranges), one past the end (416)."""
-    work = Path(tempfile.mkdtemp(prefix="tern-nginx-"))
-    work.chmod(0o755)  # nginx's workers run as nobody
-    artifacts_dir = work / "artifacts"
+    artifacts_dir = Path(tempfile.mkdtemp(prefix="tern-accel-"))
+    artifacts_dir.chmod(0o755)  # nginx's workers run as nobody
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "config.json").write_text(json.dumps(
         {"accel_redirect_prefix": "/_artifacts/", "artifacts_dir": str(artifacts_dir)}))
     tern = LiveServer(data_dir, names=("ota.example.com",)).start()
-    port = free_port()
-    config = nginx_config(work, tern, port).replace(
-        "    location / {\n", f"    {accel_location(artifacts_dir)}    location / {{\n", 1)
-    (work / "nginx.conf").write_text(config)
-    nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
-                             stderr=subprocess.PIPE)
-    verify = tern.certificate
+    nginx = Nginx([tern.port], tern.certificate, lambda config: config.replace(
+        "    location / {\n", f"    {accel_location(artifacts_dir)}    location / {{\n", 1))
+    verify, url = tern.certificate, nginx.url
     try:
+        nginx.start()
         admin = ServerAdmin(tern)
         payload = os.urandom(300_000)
         data = build_artifact({"rootfs.ext4": payload}, name="rootfs-1.0",
                               device_types=["qemux86-64"], compression="none")
         admin.api("POST", "/artifacts", data=data)
         link = admin.download_link("rootfs-1.0")
-        url = f"https://127.0.0.1:{port}"
-        wait_for(lambda: _answers(url, verify), timeout=10, interval=0.2, what="nginx")
         through_nginx = link.replace(tern.url, url)
         assert through_nginx != link
 
@@ -194,9 +151,9 @@ def test_ranges_through_nginx_x_accel_redirect(tmp_path):
         assert several.headers["Content-Type"].startswith("multipart/byteranges")
         assert data[0:10] in several.content and data[100:110] in several.content
         assert get(f"bytes={len(data)}-").status_code == 416
-        access_log = (work / "access.log").read_text()
+        access_log = (nginx.work / "access.log").read_text()
         assert access_log.count(" 206 ") >= 3  # nginx counted the bytes it sent
     finally:
-        nginx.terminate()
-        nginx.wait()
+        nginx.stop()
         tern.stop()
+        shutil.rmtree(artifacts_dir, ignore_errors=True)

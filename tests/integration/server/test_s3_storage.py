@@ -4,19 +4,17 @@ deleting the artifact deletes the object."""
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from testkit import free_port, wait_for
 from testkit.admin import ServerAdmin
 from testkit.artifacts import build_artifact
 from testkit.devices import AUTH_PATH, SimulatedDevice
 from testkit.live_server import LiveServer
+from testkit.s3 import CREDENTIALS, S3Server
 
 from .conftest import NEXT, PROVIDES
 
@@ -38,27 +36,10 @@ def large_artifact(tmp_path):
 def s3_server(monkeypatch):
     """moto's S3 server on a loopback port; boto3 in tern-server finds the credentials in the
     environment it inherits."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "tern", "AWS_SECRET_ACCESS_KEY": "tern-secret",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                "-p", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers():
-        try:
-            return requests.get(url, timeout=1).ok
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(answers, timeout=30, interval=0.2, what="moto_server")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+    with S3Server() as server:
+        yield server.url
 
 
 def test_s3_storage_presigned_download_and_delete(s3_server, tmp_path):

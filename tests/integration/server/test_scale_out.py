@@ -1,8 +1,8 @@
 """Two `tern-server serve` instances (gunicorn, HTTPS) sharing one PostgreSQL and one artifact
-directory, as behind a load balancer: whatever one instance does, the other sees."""
+directory, as behind a load balancer: whatever one instance does, the other sees; and with S3
+storage behind nginx, one of them killed in the middle of a phased rollout."""
+import argparse
 import hashlib
-import json
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
@@ -11,11 +11,11 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from server.config import new_secret
-from server.tls import ensure_self_signed
+from bench import scale_out
 from testkit.admin import ServerAdmin
 from testkit.devices import AUTH_PATH, SimulatedDevice
 from testkit.live_server import LiveServer
+from testkit.scale_out import shared_instances, start_together
 
 from .conftest import NEXT, PROVIDES, make_artifact
 
@@ -27,21 +27,10 @@ def instances(postgres, tmp_path):
     """Two data directories as on two hosts: the same config.json, secret.key and certificate;
     started together, so both migrate the empty database at once."""
     database_url = postgres.create_database("tern_scale_out")
-    shared_artifacts = tmp_path / "shared-artifacts"
-    settings = {"database_url": database_url, "artifacts_dir": str(shared_artifacts)}
-    secret = new_secret()
-    ensure_self_signed(tmp_path / "tls", ["localhost", "127.0.0.1"])
-    servers = []
-    for name in ("host1", "host2"):
-        data_dir = tmp_path / name
-        data_dir.mkdir()
-        (data_dir / "config.json").write_text(json.dumps(settings))
-        (data_dir / "secret.key").write_text(secret)
-        shutil.copytree(tmp_path / "tls", data_dir / "tls")
-        servers.append(LiveServer(data_dir, workers=2))
+    servers = shared_instances(tmp_path, {"database_url": database_url,
+                                          "artifacts_dir": str(tmp_path / "shared-artifacts")})
     try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(LiveServer.start, servers))
+        start_together(servers)
         yield servers
     finally:
         for server in servers:
@@ -126,3 +115,20 @@ def test_a_busy_worker_keeps_its_database_connections(postgres, tmp_path):
             assert sessions() - before <= 8
     finally:
         server.stop()
+
+
+def test_a_phased_rollout_through_nginx_survives_an_instance_killed_midway():
+    """`bench/scale_out.py` on a small seeded sample: two instances on PostgreSQL and S3
+    behind nginx, a phased deployment to 200 simulated devices (2 of them failing), instance
+    1 SIGKILLed once 40 % of them finished and started again; nothing lost, no device
+    counted twice (the checks are the benchmark's: `problems`)."""
+    arguments = argparse.Namespace(
+        devices=200, poll_interval=3.0, retry_interval=1.0, fleet_threads=32, kill_at=0.4,
+        down=3.0, fail_rate=0.01, seed=1, timeout=600.0)
+    results, problems = scale_out.run(arguments)
+    print(results)
+    assert problems == [], results
+    assert results["devices_results"] == {"success": 198, "failure": 2}
+    assert results["server_statistics"] == results["devices_results"]
+    assert results["phases"] == [10, 60, 130]
+    assert results["killed_after_finished"] >= 80

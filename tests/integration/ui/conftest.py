@@ -14,12 +14,7 @@ ARTIFACTS = Path(__file__).resolve().parents[3] / "build" / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    # 8 threads: 4 event streams per worker (half the threads). A page the browser left
-    # keeps its stream's slot until the server's next heartbeat (15 s) finds it gone, and
-    # these tests open deployment pages one after another; with serve's default 4 threads
-    # a new page could be refused (503) for those seconds and miss a live change.
-    with LiveServer(tmp_path_factory.mktemp("dashboard") / "data", workers=2,
-                    threads=8) as server:
+    with LiveServer(tmp_path_factory.mktemp("dashboard") / "data", workers=2) as server:
         yield server
 
 

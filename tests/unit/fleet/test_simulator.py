@@ -81,7 +81,7 @@ class FakeManagement:
     def upload(self, artifact) -> None:
         pass
 
-    def create_deployment(self, name, artifact_name, devices, retries=0):
+    def create_deployment(self, name, artifact_name, devices, retries=0, phases=None):
         assert all(d.record.admission == "accepted" for d in self.devices)
         self.deployments.append((artifact_name, devices))
         return "d1"

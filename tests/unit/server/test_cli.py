@@ -257,8 +257,43 @@ def test_phased_deployment_pause_resume_release_phase(run, tmp_path):
                        "deployment.phase_start", "deployment.create"]
 
 
+def test_a_phase_of_the_devices_matching_a_condition_or_a_dynamic_group(run, tmp_path):
+    from server import create_app
+    from server.config import data_dir_config
+    from server.database import db
+    from server.inventory import service as inventory
+
+    ids = []
+    for index in range(4):
+        device = SimulatedDevice({"mac": f"cli-{index}"}, "ed25519")
+        pubkey = tmp_path / f"device-{index}.pub"
+        pubkey.write_text(device.pubkey)
+        created = json.loads(run("devices", "preauthorize", "--identity", f"mac=cli-{index}",
+                                 "--pubkey", str(pubkey), "--json"))
+        ids.append(run("devices", "accept", created["id"], "--json") and created["id"])
+    with create_app(data_dir_config(tmp_path / "data")).app_context():
+        for device_id, site in zip(ids, ("lab", "lab", "field", "field"), strict=True):
+            inventory.update(device_id, {"site": (site, None)}, replace=False)
+        db.session.commit()
+    run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-1.0")))
+    run("groups", "create", "lab", "--where", "site=lab")
+    for first in ("where=site=lab", "dynamic-group=lab"):
+        deployment = json.loads(run(
+            "deployments", "create", "--name", "lab first", "--artifact-name", "app-1.0",
+            "--all-devices", "--phase", first, "--phase", "rest,after=100%", "--json"))
+        site_lab = [{"attribute": "site", "type": "$eq", "value": "lab"}]
+        assert [(p["size"], p["filter"]) for p in deployment["phases"]] == [
+            (2, site_lab), (2, None)]
+        assert 'phase 1: 2 devices (site $eq "lab"), started' in run(
+            "deployments", "show", deployment["id"])
+        run("deployments", "abort", deployment["id"])
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--phase", "10%,soon"], "--phase 10%,soon: expected SIZE[,release|after=N%|at=TIME]"),
+    (["--phase", "10%,soon"], "--phase 10%,soon: expected SIZE|where=CONDITION|"
+                              "dynamic-group=NAME[,release|after=N%|at=TIME]"),
+    (["--phase", "where=site", "--phase", "rest,release"], "--where 'site': expected"),
+    (["--phase", "dynamic-group=nowhere"], "404: no dynamic group nowhere"),
     (["--phase", "ten"], "400: phases[0].size must be an integer of at least 1"),
     (["--window", "9-5"], "400: window must be HH:MM-HH:MM"),
     (["--max-failures", "-1"], "400: max_failures must be an integer of at least 0"),

@@ -61,8 +61,29 @@ def test_noartifact_and_abort_are_events(client, admin, fleet, upload):
     assert fleet.next(device).status_code == 204
     client.put(f"{DEPLOYMENTS}/{deployment['id']}/status", json={"status": "aborted"},
                headers=admin)
-    assert [(e["type"], e["data"].get("status")) for e in listed(client, admin, after)] == [
-        ("deployment.device_finished", "noartifact"), ("deployment.aborted", None)]
+    # the device the abort ended has its event, as one that ended on its own
+    assert [(e["type"], e["data"].get("device_id"), e["data"].get("status"))
+            for e in listed(client, admin, after)] == [
+        ("deployment.device_finished", device.id, "noartifact"),
+        ("deployment.device_finished", other.id, "aborted"), ("deployment.aborted", None, None)]
+
+
+def test_a_decommissioned_device_ends_its_deployments_with_their_events(client, admin, fleet,
+                                                                       upload):
+    device, other = fleet.accepted("52:54:00:00:00:01"), fleet.accepted("52:54:00:00:00:02")
+    upload("app-1.0")
+    alone, shared = (client.post(DEPLOYMENTS, json={
+        "name": name, "artifact_name": "app-1.0", "devices": targets}, headers=admin).json["id"]
+        for name, targets in (("alone", [device.id]), ("shared", [device.id, other.id])))
+    after = listed(client, admin)[-1]["id"]
+    assert client.delete(f"/api/management/v1/devices/{device.id}",
+                         headers=admin).status_code == 204
+    assert [(e["type"], e["data"].get("deployment_id"), e["data"].get("device_id"),
+             e["data"].get("status")) for e in listed(client, admin, after)] == [
+        ("deployment.device_finished", alone, device.id, "decommissioned"),
+        ("deployment.finished", alone, None, None),  # it was its last device
+        ("deployment.device_finished", shared, device.id, "decommissioned"),
+        ("device.decommissioned", None, device.id, None)]
 
 
 def read_stream(client, headers, **query) -> list[dict]:

@@ -102,6 +102,89 @@ def test_devices_are_split_once_in_hash_order(client, admin, upload, devices, de
     assert started == [True, False, False]
 
 
+def lab_and_field_devices(fleet, labs: int, others: int) -> tuple[list, list]:
+    """Accepted devices, the first `labs` of them reporting site=lab in their inventory."""
+    lab = [fleet.accepted(f"52:54:00:00:02:{index:02x}", "ed25519") for index in range(labs)]
+    field = [fleet.accepted(f"52:54:00:00:03:{index:02x}", "ed25519")
+             for index in range(others)]
+    for device in lab:
+        response = fleet.client.patch("/api/devices/v1/inventory/device/attributes",
+                                      json=[{"name": "site", "value": "lab"}],
+                                      headers=device.headers)
+        assert response.status_code == 200
+    return lab, field
+
+
+def test_a_phase_chosen_by_an_inventory_filter_is_the_canary(client, admin, fleet, upload,
+                                                             deploy):
+    upload("app-1.0")
+    lab, field = lab_and_field_devices(fleet, 3, 9)
+    site_lab = [{"attribute": "site", "type": "$eq", "value": "lab"}]
+    deployment = deploy(lab + field, phases=[
+        {"filter": site_lab}, {"size": "34%", "after_success": "100%"}, {"release": True}])
+    # The filter's phase has exactly the lab devices; the others split the 9 field devices
+    # in hash order, the percentage counted over those 9 (34% of 9 = 3, the rest 6).
+    assert [(p["size"], p["filter"]) for p in deployment["phases"]] == [
+        (3, site_lab), (3, None), (6, None)]
+    phases = phases_of(client, admin, deployment)
+    assert {d.id for d in by_phase(lab + field, phases, 1)} == {d.id for d in lab}
+    order = sorted(field, key=lambda d: hashlib.sha256(
+        f"{deployment['id']}/{d.id}".encode()).hexdigest())
+    assert [phases[d.id] for d in order] == [2] * 3 + [3] * 6
+    # Phase 2 waits for the lab: a field device gets nothing until every lab device succeeded.
+    for device in lab[:-1]:
+        run_to(fleet, device, deployment, "success")
+    assert all(fleet.next(device).status_code == 204 for device in field)
+    run_to(fleet, lab[-1], deployment, "success")
+    # The device's event comes before the phase start its success made.
+    last_two = client.get("/api/management/v1/events", headers=admin,
+                          query_string={"limit": 1000}).json[-2:]
+    assert [(e["type"], e["data"].get("device_id"), e["data"].get("phase"))
+            for e in last_two] == [("deployment.device_finished", lab[-1].id, None),
+                                   ("deployment.phase_started", None, 2)]
+    second = by_phase(field, phases, 2)
+    assert all(fleet.next(device).json["id"] == deployment["id"] for device in second)
+    assert all(fleet.next(device).status_code == 204 for device in by_phase(field, phases, 3))
+    started = [entry["detail"]["why"] for entry in audit(client, admin, deployment)
+               if entry["action"] == "deployment.phase_start"]
+    assert started == ["phase 1 starts with the deployment",
+                       "phase 1 reached 100% success (3 of 3 devices)"]
+
+
+def test_a_device_matching_two_phases_filters_is_in_the_first(client, admin, fleet, upload,
+                                                              deploy):
+    upload("app-1.0")
+    lab, field = lab_and_field_devices(fleet, 2, 2)
+    deployment = deploy(lab + field, phases=[
+        {"filter": [{"attribute": "site", "type": "$exists", "value": True}]},
+        {"filter": [{"attribute": "artifact_name", "type": "$in",
+                     "value": ["release-0", "release-1"]}], "release": True}])
+    assert [p["size"] for p in deployment["phases"]] == [2, 2]
+    phases = phases_of(client, admin, deployment)
+    assert {d.id for d in by_phase(lab + field, phases, 1)} == {d.id for d in lab}
+
+
+@pytest.mark.parametrize("phases, message", [
+    ([{"size": 1, "filter": [{"attribute": "site", "type": "$eq", "value": "lab"}]}, {}],
+     "phases[0]: a phase has a size or a filter, not both"),
+    ([{"filter": [{"attribute": "site", "type": "$near", "value": "lab"}]}, {"release": True}],
+     "phases[0].filter[0]: type must be one of"),
+    ([{"filter": "site=lab"}, {"release": True}], "phases[0].filter must be a list of 1 to"),
+    ([{"filter": [{"attribute": "site", "type": "$eq", "value": "moon"}]}, {"release": True}],
+     "phase 1: no device of the deployment matches its filter"),
+    ([{"filter": [{"attribute": "site", "type": "$eq", "value": "lab"}]}],
+     "2 device(s) match no phase's filter: add a last phase without a filter"),
+])
+def test_bad_filter_phases_are_400(client, admin, fleet, upload, phases, message):
+    upload("app-1.0")
+    lab, field = lab_and_field_devices(fleet, 1, 2)
+    response = client.post(DEPLOYMENTS, json={
+        "name": "d", "artifact_name": "app-1.0", "devices": [d.id for d in lab + field],
+        "phases": phases}, headers=admin)
+    assert response.status_code == 400, response.json
+    assert message in response.json["error"]
+
+
 def test_failure_threshold_pauses_waiting_devices_get_nothing_the_middle_finishes(
         client, admin, fleet, upload, devices, deploy):
     upload("app-1.0")

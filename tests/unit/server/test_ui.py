@@ -408,6 +408,31 @@ def test_the_new_deployment_form_makes_a_canary_first_rollout(browser, client, a
     assert refused.status_code == 400 and "phases[0].size must be" in page_text(refused)
 
 
+def test_the_canary_may_be_the_devices_of_a_dynamic_group(browser, client, admin, fleet,
+                                                          upload):
+    devices = [fleet.accepted(mac=f"52:54:00:00:05:0{index}", key_kind="ed25519")
+               for index in range(4)]
+    for device in devices[:1]:
+        fleet.client.patch("/api/devices/v1/inventory/device/attributes",
+                           json=[{"name": "site", "value": "lab"}], headers=device.headers)
+    site_lab = [{"attribute": "site", "type": "$eq", "value": "lab"}]
+    assert client.post("/api/management/v1/dynamic-groups", headers=admin, json={
+        "name": "lab", "filter": site_lab}).status_code == 201
+    upload("app-1.0")
+    assert 'name="canary_group"' in page(browser.get("/deployments/new"))
+    response = post(browser, "/deployments", {
+        "name": "lab first", "artifact_name": "app-1.0", "target": "all",
+        "canary_group": "lab", "then": "after", "after_success": "100%"})
+    assert response.status_code == 303
+    shown = client.get(f"/api/management/v1{response.headers['Location']}", headers=admin).json
+    assert [(p["size"], p["filter"]) for p in shown["phases"]] == [(1, site_lab), (3, None)]
+    assert 'matching site $eq "lab"' in page(browser.get(response.headers["Location"]))
+    refused = post(browser, "/deployments", {"name": "x", "artifact_name": "app-1.0",
+                                             "target": "all", "canary": "1",
+                                             "canary_group": "lab"})
+    assert refused.status_code == 400 and "not both" in page_text(refused)
+
+
 def test_a_deployment_page_streams_its_own_events_only(browser, client, admin, fleet, upload):
     one, two = fleet.accepted("52:54:00:00:00:01"), fleet.accepted("52:54:00:00:00:02")
     upload("app-1.0")
