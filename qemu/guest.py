@@ -71,6 +71,16 @@ def configure_daemon(device, server_url: str, certificate: bytes, poll_interval:
                      "> /data/tern/updater.toml && rm /data/tern/server.toml && sync")
 
 
+def boot_resume_finished(device) -> bool:
+    """Whether the boot's `tern-updater resume` has run: on the busybox image its line in the
+    log rcS gives it, on the systemd image its oneshot unit's exit (a failed resume exits
+    too, and the daemon reports it)."""
+    return device.run("if [ -d /run/systemd/system ]; then [ \"$(systemctl show "
+                      "-p ExecMainExitTimestampMonotonic --value tern-updater-resume.service)\" "
+                      "!= 0 ]; else grep -q 'no update in progress' /data/tern/updater.log; fi",
+                      timeout=60)[1] == 0
+
+
 def start_daemon(device) -> None:
     """On the systemd image its unit (which returns once the daemon says READY=1), on the
     busybox image in the background."""

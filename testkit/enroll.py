@@ -1,6 +1,6 @@
 """Enrol an emulated device with a live server: its daemon pointed at the server, the device
 accepted by the server's admin."""
-from qemu.guest import QEMU_MAC, configure_daemon, release, start_daemon
+from qemu.guest import QEMU_MAC, boot_resume_finished, configure_daemon, release, start_daemon
 from testkit import wait_for
 from testkit.admin import ServerAdmin
 
@@ -17,9 +17,8 @@ def enroll(admin: ServerAdmin, device, port: int, settings: dict | None = None,
     device.transition("shell")
     # The boot's resume first: a daemon's start beside it on the one slow vCPU can delay
     # it past the watchdog's timeout, and the board resets in the middle of the enrolment.
-    wait_for(lambda: device.run("grep -q 'no update in progress' /data/tern/updater.log",
-                                timeout=60)[1] == 0,
-             timeout=timeout, interval=2, what="the boot's resume")
+    wait_for(lambda: boot_resume_finished(device), timeout=timeout, interval=2,
+             what="the boot's resume")
     running = release(device)
     configure_daemon(device, f"https://10.0.2.2:{port}", admin.live.certificate.read_bytes())
     if settings:

@@ -34,9 +34,12 @@ def test_updater_runtime_is_on_the_device(shell):
     # The agent comes from its package: in its private directory, not in site-packages.
     output = shell.run_check(
         "python3 -c 'import sys; sys.path.insert(0, \"/usr/lib/tern-updater\"); "
-        "import artifact, updater, cryptography, requests, ssl; print(updater.__file__)'",
+        "import artifact, updater, cryptography, ssl; print(updater.__file__)'",
         timeout=60)
     assert output.strip() == "/usr/lib/tern-updater/updater/__init__.py"
+    # The device speaks HTTP with the standard library: requests is not even installed.
+    output, code = shell.run("python3 -c 'import requests'", timeout=60)
+    assert code == 1 and "ModuleNotFoundError" in output
     output, code = shell.run("python3 -c 'import updater'", timeout=60)
     assert code == 1 and "ModuleNotFoundError" in output
     assert "usage:" in shell.run_check("tern-updater --help", timeout=60)
