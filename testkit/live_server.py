@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from testkit import free_port
+from testkit import free_port, terminate
 
 DOWNLOADS = "/api/devices/v1/deployments/download/"
 
@@ -91,10 +91,4 @@ class LiveServer:
         raise RuntimeError(f"tern-server did not answer in {timeout}s: {self.output.read_text()}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)

@@ -6,7 +6,7 @@ import sys
 import boto3
 import requests
 
-from testkit import free_port, wait_for
+from testkit import free_port, terminate, wait_for
 
 # What boto3 (in the test, and in tern-server, which inherits the environment) signs with.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "tern", "AWS_SECRET_ACCESS_KEY": "tern-secret",
@@ -46,13 +46,7 @@ class S3Server:
             "region_name": CREDENTIALS["AWS_DEFAULT_REGION"]}).create_bucket(Bucket=name)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
     def __enter__(self) -> "S3Server":
         return self.start()
