@@ -212,16 +212,23 @@ def test_init_failures_are_one_line(tmp_path, data_dir, options, message):
     assert result.output.count("\n") == 1 and result.output.startswith(message)
 
 
-def test_phased_deployment_pause_resume_release_phase(run, tmp_path):
-    run("user", "create", "admin@example.com")
+def accepted_devices(run, tmp_path, count: int) -> list[str]:
+    """`count` devices preauthorized and accepted through the CLI; their ids."""
     ids = []
-    for index in range(4):
+    for index in range(count):
         device = SimulatedDevice({"mac": f"cli-{index}"}, "ed25519")
         pubkey = tmp_path / f"device-{index}.pub"
         pubkey.write_text(device.pubkey)
         created = json.loads(run("devices", "preauthorize", "--identity", f"mac=cli-{index}",
                                  "--pubkey", str(pubkey), "--json"))
-        ids.append(run("devices", "accept", created["id"], "--json") and created["id"])
+        run("devices", "accept", created["id"], "--json")
+        ids.append(created["id"])
+    return ids
+
+
+def test_phased_deployment_pause_resume_release_phase(run, tmp_path):
+    run("user", "create", "admin@example.com")
+    accepted_devices(run, tmp_path, 4)
     run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-1.0")))
     run("artifacts", "upload", str(single_file_artifact(tmp_path, "app-1.1")))
     deployment = json.loads(run(
@@ -263,14 +270,7 @@ def test_a_phase_of_the_devices_matching_a_condition_or_a_dynamic_group(run, tmp
     from server.database import db
     from server.inventory import service as inventory
 
-    ids = []
-    for index in range(4):
-        device = SimulatedDevice({"mac": f"cli-{index}"}, "ed25519")
-        pubkey = tmp_path / f"device-{index}.pub"
-        pubkey.write_text(device.pubkey)
-        created = json.loads(run("devices", "preauthorize", "--identity", f"mac=cli-{index}",
-                                 "--pubkey", str(pubkey), "--json"))
-        ids.append(run("devices", "accept", created["id"], "--json") and created["id"])
+    ids = accepted_devices(run, tmp_path, 4)
     with create_app(data_dir_config(tmp_path / "data")).app_context():
         for device_id, site in zip(ids, ("lab", "lab", "field", "field"), strict=True):
             inventory.update(device_id, {"site": (site, None)}, replace=False)
