@@ -101,6 +101,18 @@ def cut_results(report: dict) -> dict[str, dict[str, int]]:
     return counts
 
 
+def signed_release(work: Path, size: int) -> tuple[Path, Path]:
+    """release-2 for the simulated devices in `work`, signed with a new Ed25519 key: the
+    artifact and the public key file the fleet verifies it with."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    public = work / "artifact.pub"
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    artifact = write_rootfs_artifact(work / "release-2.mender", "release-2", "tern-simulated",
+                                     key, size=size)
+    return artifact, public
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
@@ -116,12 +128,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tern-bench-fleet-", dir="/dev/shm"))
-    key = ed25519.Ed25519PrivateKey.generate()
-    public = work / "artifact.pub"
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    artifact = write_rootfs_artifact(work / "release-2.mender", "release-2", "tern-simulated",
-                                     key, size=args.payload_kib << 10)
+    artifact, public = signed_release(work, args.payload_kib << 10)
     postgres = PostgresServer().start() if args.database == "postgresql" else None
     live = LiveServer(Path(tempfile.mkdtemp(prefix="tern-bench-server-")) / "data",
                       workers=args.workers,

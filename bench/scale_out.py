@@ -26,10 +26,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from fleet.artifacts import write_rootfs_artifact
+from bench.fleet import signed_release
 from testkit.admin import ServerAdmin
 from testkit.scale_out import ScaleOut
 
@@ -171,12 +168,7 @@ def main() -> int:
 
 def run(args) -> tuple[dict, list[str]]:
     work = Path(tempfile.mkdtemp(prefix="tern-bench-scale-out-", dir="/dev/shm"))
-    key = ed25519.Ed25519PrivateKey.generate()
-    public = work / "artifact.pub"
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    artifact = write_rootfs_artifact(work / "release-2.mender", "release-2", "tern-simulated",
-                                     key, size=64 << 10)
+    artifact, public = signed_release(work, 64 << 10)
     try:
         with ScaleOut() as cluster:
             admin = ServerAdmin(cluster.front)
