@@ -39,7 +39,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 test: deps venv image image-systemd
-	$(PY) -m pytest --durations=40 tests/unit tests/integration
+	$(PY) -m pytest -n 2 --durations=40 tests/unit tests/integration
 
 test-unit: venv
 	$(PY) -m pytest tests/unit

@@ -3,6 +3,11 @@ a throwaway PostgreSQL cluster (one per run).
 
 In CI (CI=true) a skipped test fails the run: everything a test needs is
 installed and started by .ci/run, so a skip there means something is missing.
+
+`make test` runs two pytest-xdist workers (`-n 2`): the emulated-device tests (marked `qemu`)
+in order on one, everything else in order on the other. Each QEMU device
+keeps one core busy; running two devices at once would slow both past their boot deadlines,
+while the host-side tests mostly wait on servers and fit beside one device.
 """
 import os
 from dataclasses import dataclass
@@ -26,6 +31,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(f"CI: {len(skipped)} test(s) skipped; a skip counts as a failure here",
                             red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# The emulated-device tests (marked qemu), run in order on one of `make test`'s two
+# pytest-xdist workers; DeviceTestsInOrder knows them by their directory.
+DEVICE_TEST_DIRS = ("tests/integration/qemu/", "tests/integration/e2e/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if bool(item.get_closest_marker("qemu")) != item.nodeid.startswith(DEVICE_TEST_DIRS):
+            raise pytest.UsageError(f"{item.nodeid}: the tests marked qemu, and only they, "
+                                    f"live in {' and '.join(DEVICE_TEST_DIRS)}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class DeviceTestsInOrder(LoadScopeScheduling):
+        """Two units of work, one per worker: the emulated-device tests, and the rest."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "qemu" if nodeid.startswith(DEVICE_TEST_DIRS) else "host"
+
+    return DeviceTestsInOrder(config, log)
 
 
 @dataclass
