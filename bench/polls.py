@@ -186,15 +186,15 @@ def seed_phased_deployment(postgres: PostgresServer, database: str,
 
 
 def explain(postgres: PostgresServer, database: str, tokens_file: Path) -> str:
-    """The plan of a poll's one query (the token, its device and whether anything is open
-    for it: server.auth with deployments.service.HAS_OPEN_DEPLOYMENT) for one sampled
+    """The plan of a poll's one query (the token, its device and whether a poll can have
+    anything for it: server.auth with deployments.service.ANYTHING_TO_DO) for one sampled
     device, as PostgreSQL runs it."""
     from sqlalchemy.dialects.postgresql import psycopg as dialect
 
     from server.auth import device_token_query
-    from server.deployments.service import HAS_OPEN_DEPLOYMENT
+    from server.deployments.service import ANYTHING_TO_DO
 
-    query = device_token_query(HAS_OPEN_DEPLOYMENT)
+    query = device_token_query(ANYTHING_TO_DO)
     sql = str(query.compile(dialect=dialect.dialect()))
     jti = jwt.decode(tokens_file.read_text().split("\n", 1)[0],
                      options={"verify_signature": False})["jti"]

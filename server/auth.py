@@ -81,10 +81,10 @@ def _token_query(subject, *columns):
             .where(Token.id == bindparam("jti")))
 
 
-def device_token_query(has_open_deployment: ColumnElement) -> Select:
-    """A device token's lookup that also answers whether the device has an open deployment
-    (`has_open_deployment`, a boolean column correlated to the device)."""
-    return _token_query(Device, Device.status, has_open_deployment.label("has_open_deployment"))
+def device_token_query(anything_to_do: ColumnElement) -> Select:
+    """A device token's lookup that also answers whether a poll can have anything for the
+    device (`anything_to_do`, a boolean column correlated to the device)."""
+    return _token_query(Device, Device.status, anything_to_do.label("anything_to_do"))
 
 
 # Built once: these run on every request, a device's poll included.
@@ -142,7 +142,7 @@ def authenticate_token(token: str, kinds: tuple[str, ...],
         role = found.role if found.scope is None or within(found.role, found.scope) \
             else found.scope
     if device:
-        g.has_open_deployment = getattr(found, "has_open_deployment", None)
+        g.anything_to_do = getattr(found, "anything_to_do", None)
     return Principal(found.kind, found.subject, claims["jti"], name, role)
 
 
@@ -176,14 +176,14 @@ def _requires(kinds: tuple[str, ...], device_query=_DEVICE_TOKEN,
 
 
 def device_required(view: Callable | None = None, *,
-                    has_open_deployment: ColumnElement | None = None):
+                    anything_to_do: ColumnElement | None = None):
     """Require a device token: `@device_required`, or
-    `@device_required(has_open_deployment=column)` to learn in the token's own lookup
-    whether the device has an open deployment, into `g.has_open_deployment`. A poll asks
-    "anything to do?" that way: one round trip with its token check."""
+    `@device_required(anything_to_do=column)` to learn in the token's own lookup whether a
+    poll can have anything for the device, into `g.anything_to_do`. A poll asks "anything
+    to do?" that way: one round trip with its token check."""
     if view is not None:
         return _requires((DEVICE,))(view)
-    return _requires((DEVICE,), device_token_query(has_open_deployment))
+    return _requires((DEVICE,), device_token_query(anything_to_do))
 
 
 def user_required(view: Callable | None = None, *, minimum: str | None = None):

@@ -23,24 +23,24 @@ def _provides(document) -> dict[str, str]:
 def _next(provides: dict[str, str]):
     POLLS.inc()
     answer = service.next_for_device(current_principal().subject, provides,
-                                     g.has_open_deployment)
+                                     g.anything_to_do)
     return (answer, 200) if answer else ("", 204)
 
 
 @device_api.post("/v2/deployments/device/deployments/next")
-@device_required(has_open_deployment=service.HAS_OPEN_DEPLOYMENT)
+@device_required(anything_to_do=service.ANYTHING_TO_DO)
 def next_v2():
     return _next(_provides(field(json_body(), "device_provides", dict)))
 
 
 @device_api.post(f"{DEVICE_DEPLOYMENTS}/next")
-@device_required(has_open_deployment=service.HAS_OPEN_DEPLOYMENT)
+@device_required(anything_to_do=service.ANYTHING_TO_DO)
 def next_v1():
     return _next(_provides(json_body()))
 
 
 @device_api.get(f"{DEVICE_DEPLOYMENTS}/next")
-@device_required(has_open_deployment=service.HAS_OPEN_DEPLOYMENT)
+@device_required(anything_to_do=service.ANYTHING_TO_DO)
 def next_v1_get():
     return _next(_provides(request.args.to_dict()))
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from flask import current_app
-from sqlalchemy import and_, exists, text, update
+from sqlalchemy import and_, exists, literal_column, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from artifact import CompatibilityError
@@ -84,12 +84,27 @@ JOINING_LOCK = 0x6A6F696E
 # -- device side ------------------------------------------------------------------------------
 
 
-# Correlated to the device of a poll's token lookup
-# (`device_required(has_open_deployment=...)`): whether anything is open for it comes with
-# the token check, in the same round trip. An aborted deployment has nothing open (`abort`
-# finishes its devices in the same commit).
-HAS_OPEN_DEPLOYMENT = exists().where(
-    DeviceDeployment.device_id == Device.id, DeviceDeployment.finished_at.is_(None))
+# Correlated to the device of a poll's token lookup (`device_required(anything_to_do=...)`):
+# whether `next_for_device` can have anything for the device comes with the token check, in
+# the same round trip. False when nothing is open for it (an aborted deployment has nothing
+# open: `abort` finishes its devices in the same commit), and also when every open one waits
+# for something no poll can bring: pending in a paused deployment, or in a phase that starts
+# only after the one before succeeded or when an operator releases it (those start on a
+# report or a release). So the devices of a large phased deployment that waits, paused or
+# behind its canary, poll at the cost of any other device, as `next_for_device` would answer
+# them 204 anyway (their oldest open deployment cannot start).
+ANYTHING_TO_DO = (
+    select(DeviceDeployment.id)
+    .join(Deployment, Deployment.id == DeviceDeployment.deployment_id)
+    .join(DeploymentPhase, and_(DeploymentPhase.deployment_id == Deployment.id,
+                                DeploymentPhase.number == DeviceDeployment.phase))
+    .where(DeviceDeployment.device_id == Device.id, DeviceDeployment.finished_at.is_(None),
+           # inline, not bound: db.read_one passes the jti alone
+           or_(DeviceDeployment.status != literal_column(f"'{PENDING}'"),
+               and_(Deployment.paused_at.is_(None),
+                    or_(DeploymentPhase.started_at.is_not(None),
+                        DeploymentPhase.start_at.is_not(None)))))
+    .exists())
 
 
 def now() -> datetime:
@@ -98,15 +113,15 @@ def now() -> datetime:
 
 
 def next_for_device(device_id: str, provides: dict[str, str],
-                    anything_open: bool = True) -> dict | None:
+                    anything_to_do: bool = True) -> dict | None:
     """The deployment the device should run now, as Mender's `next` answer, or None (204).
-    `anything_open` False (from the token's lookup): nothing to look for, no query at all.
+    `anything_to_do` False (ANYTHING_TO_DO, from the token's lookup): no query at all.
     Otherwise one query (the device's open deployments, with their phases), however large
     the fleet: whether a phase may start is in the rows it reads."""
     device_type = provides.get("device_type")
     if not isinstance(device_type, str) or not device_type:
         raise ApiError(400, "device_type is required")
-    if not anything_open:  # almost every poll: no ORM session, no writes, no commit
+    if not anything_to_do:  # almost every poll: no ORM session, no writes, no commit
         return None
     open_deployments = (
         db.session.query(DeviceDeployment, Deployment, DeploymentPhase)

@@ -205,6 +205,7 @@ def test_failure_threshold_pauses_waiting_devices_get_nothing_the_middle_finishe
                                       "the 0 allowed")
     assert paused["phases"][0]["failures"] == 1
     assert fleet.next(late).status_code == 204  # not started: nothing while paused
+    assert fleet.next(middle).status_code == 200  # in the middle: still its deployment
     assert fleet.status(middle, deployment["id"], "success").status_code == 204  # finishes
     assert all(fleet.next(d).status_code == 204 for d in behind)
     entry = audit(client, admin, deployment)[-1]
@@ -446,10 +447,42 @@ def test_a_poll_and_a_report_cost_the_same_statements_whatever_the_deployment_si
         app, client, admin, fleet, upload, devices, deploy):
     """Phases and thresholds add no query that grows with the fleet: a waiting device's
     poll, a canary's poll and its final report run as many statements in a deployment of
-    2 devices as in one of 10; an idle device's poll runs none beyond the token lookup."""
+    2 devices as in one of 10; the poll of an idle device or of one whose phase waits for
+    the canary runs none beyond the token lookup."""
     upload("app-1.0")
     targets = devices(13)
     idle = targets[12]
+    statements, cost = statement_counter(app)
+    costs = []
+    for group in (targets[:2], targets[2:12]):
+        deployment = deploy(group, phases=[{"size": 1, "max_failures": 0},
+                                           {"after_success": "100%"}])
+        phases = phases_of(client, admin, deployment)
+        canary, waiting = by_phase(group, phases, 1)[0], by_phase(group, phases, 2)[0]
+        costs.append((
+            cost(lambda: fleet.next(waiting)),  # noqa: B023 (called at once)
+            cost(lambda: fleet.next(canary)),  # noqa: B023
+            cost(lambda: fleet.status(canary, deployment["id"], "success")),  # noqa: B023
+        ))
+        assert fleet.next(waiting).status_code == 200  # the report started phase 2
+    assert costs[0] == costs[1], costs
+    assert costs[0][0] == 0, costs
+    assert cost(lambda: fleet.next(idle)) == 0
+    cost(lambda: fleet.status(waiting, deployment["id"], "failure"))  # noqa: B023
+    # ... and none of them reads a deployment's devices (a fleet's worth of rows).
+    # (Whether the deployment has devices left, asked as a device finishes for its event, is
+    # one probe of the partial index of open rows, ix_device_deployments_open_by_deployment.)
+    def reads_many(sql: str) -> bool:
+        where = sql.partition("FROM device_deployments")[2].partition("WHERE")[2]
+        probe = sql.lstrip().startswith("SELECT EXISTS") and "finished_at IS NULL" in where
+        return bool(where) and "device_deployments.device_id" not in where and not probe
+
+    assert statements and not any(reads_many(sql) for sql in statements), statements
+
+
+def statement_counter(app):
+    """(the statements run, cost(action) -> how many `action` ran), beyond db.read_one's
+    token lookup, which goes to the driver directly."""
     statements: list[str] = []
     engine = service.db.engine(app)
 
@@ -465,30 +498,28 @@ def test_a_poll_and_a_report_cost_the_same_statements_whatever_the_deployment_si
             event.remove(engine, "before_cursor_execute", count)
         return len(statements)
 
-    costs = []
-    for group in (targets[:2], targets[2:12]):
-        deployment = deploy(group, phases=[{"size": 1, "max_failures": 0},
-                                           {"after_success": "100%"}])
-        phases = phases_of(client, admin, deployment)
-        canary, waiting = by_phase(group, phases, 1)[0], by_phase(group, phases, 2)[0]
-        costs.append((
-            cost(lambda: fleet.next(waiting)),  # noqa: B023 (called at once)
-            cost(lambda: fleet.next(canary)),  # noqa: B023
-            cost(lambda: fleet.status(canary, deployment["id"], "success")),  # noqa: B023
-        ))
-        assert fleet.next(waiting).status_code == 200  # the report started phase 2
-    assert costs[0] == costs[1], costs
-    assert cost(lambda: fleet.next(idle)) == 0
-    cost(lambda: fleet.status(waiting, deployment["id"], "failure"))  # noqa: B023
-    # ... and none of them reads a deployment's devices (a fleet's worth of rows).
-    # (Whether the deployment has devices left, asked as a device finishes for its event, is
-    # one probe of the partial index of open rows, ix_device_deployments_open_by_deployment.)
-    def reads_many(sql: str) -> bool:
-        where = sql.partition("FROM device_deployments")[2].partition("WHERE")[2]
-        probe = sql.lstrip().startswith("SELECT EXISTS") and "finished_at IS NULL" in where
-        return bool(where) and "device_deployments.device_id" not in where and not probe
+    return statements, cost
 
-    assert statements and not any(reads_many(sql) for sql in statements), statements
+
+def test_a_device_pending_in_a_paused_deployment_polls_with_the_token_lookup_alone(
+        app, client, admin, fleet, upload, devices, deploy):
+    """The devices of a large paused deployment poll at the cost of idle ones (issue 18 §6:
+    `bench/polls.py`'s paused row); once resumed, the same poll finds the deployment."""
+    upload("app-1.0")
+    targets = devices(2)
+    deployment = deploy(targets, max_failures=0)
+    _, cost = statement_counter(app)
+    failing, pending = targets
+    assert fleet.next(pending).status_code == 200  # started: reads its deployment
+    run_to(fleet, failing, deployment, "failure")
+    assert shown(client, admin, deployment)["status"] == "paused"
+    answers = []
+    assert cost(lambda: answers.append(fleet.next(pending).status_code)) == 0
+    assert answers == [204]
+    assert client.post(f"{DEPLOYMENTS}/{deployment['id']}/resume",
+                       headers=admin).status_code == 200
+    assert cost(lambda: answers.append(fleet.next(pending).status_code)) > 0
+    assert answers == [204, 200]
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
