@@ -1,4 +1,7 @@
 """The daemon's device identity and key."""
+import base64
+import os
+
 import pytest
 
 import updater
@@ -65,3 +68,25 @@ def test_inventory_names_the_agent_version():
     found = identity.inventory("qemu-arm64", {"artifact_name": "release-1"})
     assert found["client_version"] == f"tern-updater {updater.__version__}"
     assert found["artifact_name"] == "release-1" and found["device_type"] == "qemu-arm64"
+
+
+def test_the_forked_signer_signs_with_the_device_key(tmp_path):
+    """The daemon's signer: the same key, the same signature as in the process."""
+    signer = identity.ForkedSigner(tmp_path / "data")
+    body, signature = signer.signed(lambda pem: f"key={pem}".encode())
+    key = identity.device_key(tmp_path / "data")
+    key.public_key().verify(base64.b64decode(signature), body)
+    assert body.startswith(b"key=-----BEGIN PUBLIC KEY-----")
+    assert (body, signature) == identity.KeySigner(key).signed(lambda pem: f"key={pem}".encode())
+
+
+def test_a_key_the_child_cannot_read_is_one_error_in_the_daemon(tmp_path):
+    signer = identity.ForkedSigner(tmp_path)
+    (tmp_path / "device-key.pem").write_text("not a key\n")
+    with pytest.raises(ValueError, match="ValueError: .*"):
+        signer.signed(lambda pem: pem.encode())
+
+
+def test_a_child_that_dies_without_an_answer_is_an_oserror():
+    with pytest.raises(OSError, match="without an answer .exit status 3"):
+        identity.in_child(lambda: os._exit(3))

@@ -1,12 +1,15 @@
 """What the agent imports to start: each module is seconds under emulation and stays
 resident (bench.ota, bench.agent). The boot-time resume needs neither the artifact reader
 nor cryptography nor HTTP; the idle daemon speaks HTTPS through the standard library
-(`updater.http`) and signs with cryptography, but imports neither requests (nor what it
-pulls in) nor the artifact reader (until a deployment); the download needs no requests
-either."""
+(`updater.http`) and signs in a forked child, so it holds neither cryptography nor
+requests (nor what it pulls in) nor the artifact reader (until a deployment); the
+download needs no requests either."""
+import base64
 import subprocess
 import sys
 from pathlib import Path
+
+from updater import identity
 
 ROOT = Path(__file__).resolve().parents[3]
 REQUESTS = {"requests", "urllib3", "idna", "chardet", "charset_normalizer", "certifi"}
@@ -31,15 +34,30 @@ def test_the_boot_time_resume_imports_no_artifact_reader_crypto_or_http(tmp_path
     assert not modules & {"artifact", "cryptography", "http", "ssl", *REQUESTS}
 
 
-def test_the_idle_daemon_imports_neither_requests_nor_the_artifact_reader(tmp_path):
+def test_the_idle_daemon_imports_neither_cryptography_nor_requests_nor_the_reader(tmp_path):
     modules = modules_after("from updater import cli\nfrom updater.agent.daemon import Daemon",
                             tmp_path)
-    assert {"http", "ssl", "cryptography"} <= modules
-    assert not modules & {"artifact", *REQUESTS}
+    assert {"http", "ssl"} <= modules
+    assert not modules & {"artifact", "cryptography", *REQUESTS}
 
 
-def test_the_daemon_reads_its_key_without_cryptographys_serialization(tmp_path):
+def test_the_daemon_signs_its_auth_request_without_holding_cryptography(tmp_path):
+    """The signature is made in a forked child (identity.ForkedSigner): cryptography is
+    imported there, never in the daemon, which stays without it after authenticating."""
+    data = tmp_path / "data"
     code = ("from updater.agent.daemon import Daemon\nfrom updater import identity\n"
+            f"signer = identity.ForkedSigner(__import__('pathlib').Path({str(data)!r}))\n"
+            "body, signature = signer.signed(lambda pem: pem.encode())\n"
+            f"open({str(tmp_path / 'signed')!r}, 'w').write(signature + '\\n' + body.decode())")
+    assert not modules_after(code, tmp_path) & {"cryptography", "artifact"}
+    signature, body = (tmp_path / "signed").read_text().split("\n", 1)
+    key = identity.device_key(data)
+    key.public_key().verify(base64.b64decode(signature), body.encode())
+    assert "BEGIN PUBLIC KEY" in body
+
+
+def test_the_device_key_is_read_without_cryptographys_serialization(tmp_path):
+    code = ("from updater import identity\n"
             f"identity.device_key(__import__('pathlib').Path({str(tmp_path / 'data')!r}))\n"
             "assert 'cryptography.hazmat.primitives.serialization' not in sys.modules")
     assert "cryptography" in modules_after(code, tmp_path)
