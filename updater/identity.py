@@ -1,11 +1,10 @@
 """Who the device is to the server: its key, its identity and its inventory.
 
 cryptography is imported only where a key is used: the daemon signs in a forked child
-(`ForkedSigner`), so that cryptography and its OpenSSL bindings never stay resident in
-it between polls (BENCHMARKS.md).
+(`ForkedSigner`, updater/forked.py), so that cryptography and its OpenSSL bindings never
+stay resident in it between polls (BENCHMARKS.md).
 """
 import base64
-import marshal
 import os
 import platform
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .atomic import write_atomically
 from .config import Config
+from .forked import in_child
 
 ETHERNET = "1"  # ARPHRD_ETHER in /sys/class/net/*/type
 CLIENT_VERSION = f"tern-updater {__version__}"  # the package's version on a device
@@ -94,45 +94,15 @@ class ForkedSigner:
     child, so that cryptography with its OpenSSL bindings (3 to 4 MiB) never stays
     resident in the daemon between polls. Each authentication (at start, then when the
     token expires, a week by default) costs a fork and cryptography's import in the
-    child. Only in a process without threads (fork copies the calling thread alone)."""
+    child."""
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
         device_key_file(data_dir)  # made now, as the in-process key is: at start
 
     def signed(self, build: AuthBody) -> tuple[bytes, str]:
-        return in_child(lambda: KeySigner(device_key(self.data_dir)).signed(build))
-
-
-def in_child(function: Callable[[], tuple]):
-    """`function()` run in a forked child, its result (what `marshal` carries: bytes,
-    str, tuples...) sent back through a pipe: what it imports and allocates ends with
-    the child. Its exception comes back as a ValueError with the same message."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into the caller
-        code = 1
-        try:
-            os.close(read_end)
-            try:
-                answer = (True, function())
-            except Exception as error:  # noqa: BLE001 - any failure goes back as a message
-                answer = (False, f"{type(error).__name__}: {error}")
-            with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(marshal.dumps(answer))
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if not data:
-        raise OSError(f"the forked child ended without an answer (exit status {status})")
-    ok, result = marshal.loads(data)
-    if not ok:
-        raise ValueError(result)
-    return result
+        return in_child(lambda: KeySigner(device_key(self.data_dir)).signed(build),
+                        (ValueError, OSError))
 
 
 def identity(config: Config, net: Path = Path("/sys/class/net")) -> dict[str, str]:

@@ -5,7 +5,7 @@ import os
 import pytest
 
 import updater
-from updater import identity
+from updater import forked, identity
 from updater.config import Config
 
 
@@ -80,13 +80,25 @@ def test_the_forked_signer_signs_with_the_device_key(tmp_path):
     assert (body, signature) == identity.KeySigner(key).signed(lambda pem: f"key={pem}".encode())
 
 
-def test_a_key_the_child_cannot_read_is_one_error_in_the_daemon(tmp_path):
+def test_a_key_the_child_cannot_read_is_the_same_error_in_the_daemon(tmp_path):
+    """What fails in the child is raised in the daemon as the ValueError or OSError it
+    was there (one line from the daemon's command), not a crash of the child."""
     signer = identity.ForkedSigner(tmp_path)
     (tmp_path / "device-key.pem").write_text("not a key\n")
-    with pytest.raises(ValueError, match="ValueError: .*"):
+    with pytest.raises(ValueError, match="Unable to load PEM"):
+        signer.signed(lambda pem: pem.encode())
+    (tmp_path / "device-key.pem").unlink()
+    (tmp_path / "device-key.pem").mkdir()
+    with pytest.raises(OSError, match="Is a directory"):
         signer.signed(lambda pem: pem.encode())
 
 
 def test_a_child_that_dies_without_an_answer_is_an_oserror():
     with pytest.raises(OSError, match="without an answer .exit status 3"):
-        identity.in_child(lambda: os._exit(3))
+        forked.in_child(lambda: os._exit(3))
+
+
+def test_an_unexpected_error_in_the_child_comes_back_as_the_first_kind_named():
+    with pytest.raises(KeyError, match="ZeroDivisionError: integer division"):
+        forked.in_child(lambda: 1 // 0, (KeyError, OSError))
+    assert forked.in_child(lambda: (b"a", "b", 3)) == (b"a", "b", 3)

@@ -67,3 +67,31 @@ def test_the_download_imports_no_requests(tmp_path):
     modules = modules_after("from updater.download import ResumableDownload", tmp_path)
     assert "http" in modules
     assert not modules & REQUESTS
+
+
+def test_an_install_verifies_the_signature_in_a_forked_child(tmp_path, keys, make_artifact):
+    """The install's process checks the manifest's signature in a forked child
+    (updater.forked.verifier): the keys are loaded there, so cryptography's OpenSSL
+    backend (Debian's cryptography 38: a few MiB of the install's peak) never loads in
+    it; a wrong key is refused all the same."""
+    artifact = make_artifact(key=keys["rsa"])
+    for key, expected in (("rsa", "verified by"), ("other-rsa", "SignatureError")):
+        code = ("import os, sys\nfrom artifact import ArtifactReader, SignatureError, signing\n"
+                "from updater import forked\n"
+                "parent, load = os.getpid(), signing.load_key_file\n"
+                "def spy(path):\n"
+                "    print('loaded in', 'the parent' if os.getpid() == parent else 'a child')\n"
+                "    return load(path)\n"
+                "signing.load_key_file = spy\n"
+                f"verifier = forked.verifier([{str(keys[key].public_path)!r}])\n"
+                "try:\n"
+                f"    with open({str(artifact)!r}, 'rb') as stream, "
+                "ArtifactReader(stream, verifier=verifier) as reader:\n"
+                "        print('verified by', reader.verified_by)\n"
+                "except SignatureError as error:\n"
+                "    print('SignatureError', error)\n")
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                                text=True, env={"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0] == "loaded in a child", result.stdout
+        assert result.stdout.splitlines()[1].startswith(expected), result.stdout
