@@ -1,6 +1,6 @@
 """Where the idle daemon's resident memory goes, on the host, run as the device runs it.
 
-    .venv/bin/python -m bench.agent_memory [--polls 30] [--python /usr/bin/python3]
+    .venv/bin/python -m bench.agent_memory [--polls 30] [--python /usr/bin/python3] [--install]
 
 The agent laid out as its Debian package lays it out (updater and artifact in a private
 directory, the package's /usr/bin/tern-updater launcher pointing there), started by
@@ -10,7 +10,9 @@ python3-cryptography 38, for amd64) with the environment of a service, against a
 polls: VmRSS, VmHWM and the anonymous/file split (/proc/PID/status), PSS
 (smaps_rollup), the RSS of each mapped file and of the anonymous memory (/proc/PID/smaps),
 and the modules the daemon holds (from `tern-updater`'s own sys.modules, printed at exit
-by a `sitecustomize` on the benchmark's path only). bench.agent measures the same daemon
+by a `sitecustomize` on the benchmark's path only). `--install`: then the peak RSS
+(VmHWM, sampled every 0.1 s) of `tern-updater install` of the signed release-2 artifact
+(`make image`) from its file into the device's slot file. bench.agent measures the same
 on the emulated device beside mender-client; this one says what each MiB is.
 """
 import argparse
@@ -29,6 +31,7 @@ from testkit.host_device import new_device
 from testkit.live_server import LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT / "build" / "images"
 LAUNCHER = ROOT / "debian" / "bin" / "tern-updater"
 PRIVATE = "/usr/lib/tern-updater"  # where the launcher looks, rewritten to the copy
 # Printed at exit (SIGTERM ends the daemon through KeyboardInterrupt-free SystemExit):
@@ -77,6 +80,24 @@ def by_mapping(pid: int) -> dict[str, int]:
     return totals
 
 
+def install_peak(command: list[str], env: dict, artifact: Path) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB) of `command install artifact`."""
+    started = time.monotonic()
+    process = subprocess.Popen([*command, "install", str(artifact)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak = 0
+    while process.poll() is None:
+        try:
+            peak = kib(Path(f"/proc/{process.pid}/status").read_text(), "VmHWM") or peak
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    output = process.communicate()[0].decode(errors="replace")
+    if process.wait() != 0 or "installed into slot b" not in output:
+        raise RuntimeError(f"the install failed: {output}")
+    return time.monotonic() - started, peak / 1024
+
+
 def polls(log: Path) -> int:
     return log.read_text(errors="replace").count("/deployments/next")
 
@@ -89,6 +110,8 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="more environment for the daemon (e.g. MALLOC_ARENA_MAX=1)")
     parser.add_argument("--top", type=int, default=25, help="mappings to list")
+    parser.add_argument("--install", action="store_true",
+                        help="then the peak RSS of an install of build/images/release-2.mender")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tern-agent-memory-"))
     live = daemon = None
@@ -100,11 +123,13 @@ def main() -> None:
         device = new_device(work / "device", server_url=live.url,
                             server_certificate=str(live.certificate),
                             identity_script=f"echo mac={mac}", poll_interval=0.2,
-                            inventory_interval=86400.0, retry_interval=1.0)
+                            inventory_interval=86400.0, retry_interval=1.0,
+                            verify_keys=[str(IMAGES / "keys" / "artifact.pub")])
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
                "PYTHONPATH": str(work / "package" / "site"),
                **dict(item.split("=", 1) for item in args.env)}
-        command = [args.python, str(launcher), "--config", str(device.toml), "daemon"]
+        tern = [args.python, str(launcher), "--config", str(device.toml)]
+        command = [*tern, "daemon"]
         log = (work / "daemon.log").open("wb")
 
         def start() -> subprocess.Popen:
@@ -146,6 +171,11 @@ def main() -> None:
         for line in output.splitlines():
             if line.startswith(("MODULES", "SUBMODULES")):
                 print(line)
+        if args.install:
+            artifact = IMAGES / "release-2.mender"
+            seconds, peak = install_peak(tern, env, artifact)
+            print(f"install of {artifact.name} ({artifact.stat().st_size >> 20} MiB, "
+                  f"signature checked): peak RSS {peak:.1f} MiB, {seconds:.1f} s")
     finally:
         if daemon and daemon.poll() is None:
             daemon.kill()
