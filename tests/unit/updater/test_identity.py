@@ -1,6 +1,7 @@
 """The daemon's device identity and key."""
 import base64
 import os
+import threading
 
 import pytest
 
@@ -102,3 +103,17 @@ def test_an_unexpected_error_in_the_child_comes_back_as_the_first_kind_named():
     with pytest.raises(KeyError, match="ZeroDivisionError: integer division"):
         forked.in_child(lambda: 1 // 0, (KeyError, OSError))
     assert forked.in_child(lambda: (b"a", "b", 3)) == (b"a", "b", 3)
+
+
+def test_in_child_forks_only_a_process_with_one_thread():
+    """fork copies the calling thread alone: with another thread (the fleet simulator's
+    pools), the function runs in the process."""
+    assert forked.in_child(os.getpid) != os.getpid()
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
+    try:
+        assert forked.in_child(os.getpid) == os.getpid()
+    finally:
+        done.set()
+        other.join()
