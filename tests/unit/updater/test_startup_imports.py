@@ -41,6 +41,30 @@ def test_the_idle_daemon_imports_neither_cryptography_nor_requests_nor_the_reade
     assert not modules & {"artifact", "cryptography", *REQUESTS}
 
 
+def test_the_daemon_holds_neither_argparse_nor_tomllib(tmp_path):
+    """The command line and the settings file are read in a forked child: the daemon
+    starts with the settings, without the modules that read them."""
+    config = tmp_path / "tern.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\npoll_interval = 7.5\n')
+    code = ("from updater import cli\n"
+            "cli.daemon = lambda config: print(config.poll_interval, config.data_dir)\n"
+            f"cli.main(['--config', {str(config)!r}, '--retry-interval', '3', 'daemon'])\n")
+    modules = modules_after(code, tmp_path)
+    assert {"updater", "7.5", str(tmp_path / "data")} <= modules  # the settings came through
+    assert not modules & {"argparse", "tomllib", "gettext"}
+
+
+def test_the_command_line_read_in_a_child_still_prints_and_exits_as_argparse(capfd):
+    from updater import __version__, cli
+
+    assert cli.main(["--version"]) == 0
+    assert capfd.readouterr().out == f"tern-updater {__version__}\n"
+    assert cli.main(["no-such-command"]) == 2
+    assert "usage: tern-updater" in capfd.readouterr().err
+    assert cli.main(["--config", "/nonexistent/tern.toml", "status"]) == 1
+    assert capfd.readouterr().err == "tern-updater: /nonexistent/tern.toml: no such file\n"
+
+
 def test_the_daemon_signs_its_auth_request_without_holding_cryptography(tmp_path):
     """The signature is made in a forked child (identity.ForkedSigner): cryptography is
     imported there, never in the daemon, which stays without it after authenticating."""
