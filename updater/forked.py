@@ -2,7 +2,8 @@
 and never stays in the agent's process. The agent uses keys only to sign its auth request
 (identity.ForkedSigner) and to check an artifact's signature (`verifier`); with Debian's
 cryptography 38 the first key used loads its OpenSSL backend: MiB that the daemon would
-hold between polls and an install at its peak (BENCHMARKS.md).
+hold between polls and an install at its peak (BENCHMARKS.md). `cli.main` reads the
+command line and the settings file in one too (argparse and tomllib serve at start only).
 
 Only in a process with one thread, as the device's agent is (fork copies the calling
 thread alone, and a lock another thread held stays locked in the child): with more
