@@ -61,6 +61,7 @@ class Agent:
         self.name, self.device, self.admin, self.identity = name, device, admin, identity
         self.daemon_command, self.install_command = daemon, install
         self.rollback_command = rollback
+        self.process_name = daemon.split(" --")[0].rsplit("/", 1)[-1]  # its /proc Name
         self.pid = 0
 
     def start(self) -> None:
@@ -80,10 +81,17 @@ class Agent:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def memory(self) -> dict[str, float]:
-        """RSS and PSS (smaps_rollup), peak RSS (VmHWM) in MiB."""
-        rollup = self.proc("smaps_rollup") + self.proc("status")
+        """RSS and PSS (smaps_rollup), peak RSS (VmHWM) in MiB, of the agent's process (its
+        name checked: the pid is the daemon's, not a shell's or a child's)."""
+        status = self.proc("status")
+        name = re.search(r"^Name:\s+(\S+)", status, re.M).group(1)
+        if name != self.process_name:
+            raise RuntimeError(f"pid {self.pid} is {name}, not {self.process_name}")
+        rollup = self.proc("smaps_rollup") + status
         found = {key: int(re.search(rf"^{key}:\s+(\d+) kB", rollup, re.M).group(1)) / 1024
                  for key in ("Rss", "Pss", "VmHWM")}
+        print(f"{self.name}: pid {self.pid} ({name}): Rss {found['Rss'] * 1024:.0f} kB, "
+              f"Pss {found['Pss'] * 1024:.0f} kB", flush=True)
         return found
 
     def install_peak(self, url: str) -> tuple[float, float, str]:

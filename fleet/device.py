@@ -28,7 +28,7 @@ from updater.bootloader.boot import power_on
 from updater.client import Client, Unauthorized
 from updater.config import Config
 from updater.http import Answer
-from updater.identity import device_key
+from updater.identity import KeySigner, device_key
 from updater.install import INSTALLERS, InstallContext, RootfsInstaller
 from updater.install.slots import inactive_slot, running_slot
 from updater.source import ArtifactSource
@@ -384,7 +384,7 @@ class FleetClient(Client):
 
     def __init__(self, device: FleetDevice):
         verify = device.settings.server_certificate or True
-        super().__init__(device.settings.server_url, device_key(device.config.data),
+        super().__init__(device.settings.server_url, KeySigner(device_key(device.config.data)),
                          device.identity, device.settings.server_certificate,
                          SessionTransport(device.sessions, verify))
         self.record = device.record

@@ -2,13 +2,14 @@
 
 Exit codes as Mender's: 0 success, 1 failure, 2 nothing to commit or roll back.
 """
-import argparse
 import contextlib
+import dataclasses
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
-from . import __version__
+from . import __version__, forked
 from . import config as config_module
 from .agent.standalone import FAILED, OK, Busy, Standalone
 from .agent.statestore import StateStore
@@ -19,7 +20,9 @@ from .install.slots import SlotError, running_slot
 from .synclog import log_to
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser():
+    import argparse
+
     parser = argparse.ArgumentParser(prog="tern-updater",
                                      description="Install Mender artifacts into the inactive "
                                                  "A/B slot; commit after a healthy trial boot.")
@@ -53,18 +56,44 @@ def main(argv: list[str] | None = None) -> int:
     show_artifact.add_argument("file", metavar="FILE", nargs="?",
                                help="an artifact: its name, once its signature is verified")
     commands.add_parser("show-provides", parents=[common], help="the device's provides")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def read_command_line(argv: list[str] | None) -> tuple:
+    """("exit", code) after --help, --version or a usage error (printed), or ("run", the
+    arguments, the settings or None, the settings' error or None): plain values, which
+    cross from the forked child `main` reads them in."""
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exit:
+        return "exit", exit.code if isinstance(exit.code, int) else FAILED
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    try:
+        return "run", vars(args), dataclasses.asdict(config_module.load(args)), None
+    except (OSError, ValueError) as error:
+        return "run", vars(args), None, str(error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Read in a forked child: argparse and tomllib (0.8 MiB) serve at start only, and the
+    # daemon would hold them between polls (BENCHMARKS.md).
+    read = forked.in_child(lambda: read_command_line(argv))
+    if read[0] == "exit":
+        return read[1]
+    _, arguments, settings, invalid = read
+    args = SimpleNamespace(**arguments)
     if args.log:
         try:
             log_to(args.log)
         except OSError as error:
             print(f"tern-updater: {args.log}: {error.strerror}", file=sys.stderr)
             return FAILED
-    try:
-        config = config_module.load(args)
-    except (OSError, ValueError) as error:
-        print(f"tern-updater: {error}", file=sys.stderr)
+    if invalid:
+        print(f"tern-updater: {invalid}", file=sys.stderr)
         return FAILED
+    config = Config(**settings)
     if args.command in ("show-artifact", "show-provides", "status"):
         return show(config, args)
     if args.command == "daemon":
@@ -74,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     return standalone_command(config, args.command, args)
 
 
-def standalone_command(config: Config, command: str, args: argparse.Namespace) -> int:
+def standalone_command(config: Config, command: str, args: SimpleNamespace) -> int:
     try:
         standalone = Standalone(config)
         if command == "resume":  # it takes the lock itself, feeding the watchdog
@@ -104,7 +133,7 @@ def daemon(config: Config) -> int:
         return OK
 
 
-def show(config: Config, args: argparse.Namespace) -> int:
+def show(config: Config, args: SimpleNamespace) -> int:
     if args.command == "show-artifact" and args.file:
         return show_artifact_file(config, args.file)
     steps = Steps(config, bootloader=None, source=None)

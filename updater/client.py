@@ -6,13 +6,8 @@ Every call raises `Unreachable` when no answer came (connection, TLS, timeout),
 what to retry. The calls go through `updater.http` (the standard library), or whatever
 `transport` with its `request` the caller gives (the fleet simulator: pooled sessions).
 """
-import base64
 import http.client
 import json
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives._serialization import Encoding, PublicFormat
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from .http import Answer, Connections
 
@@ -50,37 +45,28 @@ class Aborted(ServerError):
     """409: the deployment was aborted (or is already finished)."""
 
 
-def sign(key, body: bytes) -> str:
-    """X-MEN-Signature: base64 of the signature over the raw body."""
-    if isinstance(key, rsa.RSAPrivateKey):
-        return base64.b64encode(key.sign(body, padding.PKCS1v15(), hashes.SHA256())).decode()
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return base64.b64encode(key.sign(body)).decode()
-    raise ValueError(f"unsupported device key type {type(key).__name__}")
-
-
 class Client:
-    def __init__(self, server_url: str, key, identity: dict[str, str],
+    def __init__(self, server_url: str, signer, identity: dict[str, str],
                  certificate: str = "", transport=None):
+        """`signer`: signs the auth request with the device's key (`identity.KeySigner`,
+        or the daemon's `identity.ForkedSigner`)."""
         self.url = server_url.rstrip("/")
-        self.key = key
+        self.signer = signer
         self.identity = identity
         self.verify = certificate or True  # the server's CA file, or the system's CAs
         self.transport = transport or Connections(self.verify)
         self.token: str | None = None
 
     def authenticate(self) -> None:
-        # The encodings come from `_serialization` (which ed25519 and rsa import anyway),
-        # not the serialization package, which the idle daemon does not otherwise need
-        # and which would stay resident (identity.device_key).
-        pubkey = self.key.public_key().public_bytes(Encoding.PEM,
-                                                    PublicFormat.SubjectPublicKeyInfo)
-        body = json.dumps({"id_data": json.dumps(self.identity, separators=(",", ":")),
-                           "tenant_token": "", "pubkey": pubkey.decode()}).encode()
-        headers = {"Content-Type": "application/json", "X-MEN-Signature": sign(self.key, body)}
+        body, signature = self.signer.signed(self._auth_body)
+        headers = {"Content-Type": "application/json", "X-MEN-Signature": signature}
         response = self._send("POST", AUTH, body, headers)
         self._check("POST", AUTH, response, 200)
         self.token = response.body.decode().strip()
+
+    def _auth_body(self, pubkey: str) -> bytes:
+        return json.dumps({"id_data": json.dumps(self.identity, separators=(",", ":")),
+                           "tenant_token": "", "pubkey": pubkey}).encode()
 
     def send_inventory(self, attributes: dict[str, str]) -> None:
         document = [{"name": name, "value": value} for name, value in attributes.items()]

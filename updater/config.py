@@ -3,8 +3,6 @@
 Every setting has a flag of the same name (`data_dir` -> `--data-dir`); list settings
 take their flag once per value (`--verify-key A --verify-key B`).
 """
-import argparse
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -94,8 +92,15 @@ class Config:
         return Path(self.data_dir)
 
 
-def add_arguments(parser: argparse.ArgumentParser, default=None) -> None:
-    """`default=argparse.SUPPRESS` lets a subcommand's flags add to the main parser's."""
+# argparse and tomllib are imported where they are used: the command line and the file are
+# read at start only, in a forked child (cli.read_command_line).
+
+
+def add_arguments(parser, default=None) -> None:
+    """`parser`: an argparse.ArgumentParser; `default=argparse.SUPPRESS` lets a
+    subcommand's flags add to the main parser's."""
+    import argparse
+
     parser.add_argument("--config", metavar="FILE", default=default,
                         help="TOML file with the settings below")
     for item in fields(Config):
@@ -122,6 +127,8 @@ TOML_TYPES = {str: "a string", bool: "true or false", int: "an integer", float: 
 
 def read_file(path: str) -> dict:
     """The settings of a TOML file, each checked against Config's names and types."""
+    import tomllib
+
     try:
         with open(path, "rb") as file:
             values = tomllib.load(file)
@@ -153,7 +160,8 @@ def fits(value, kind) -> bool:
     return isinstance(value, kind)
 
 
-def load(args: argparse.Namespace) -> Config:
+def load(args) -> Config:
+    """The settings: defaults, the file of `args.config`, the flags (an argparse.Namespace)."""
     values = read_file(args.config) if getattr(args, "config", None) else {}
     for item in fields(Config):
         flag_value = getattr(args, item.name, None)

@@ -117,7 +117,7 @@ class Daemon:
         if not config.server_url:
             raise ValueError("the daemon needs server_url")
         self.config = dataclasses.replace(config, auto_reboot=True)
-        self.client = client or Client(config.server_url, identity.device_key(config.data),
+        self.client = client or Client(config.server_url, identity.ForkedSigner(config.data),
                                        identity.identity(config), config.server_certificate)
         self.steps = steps or DaemonSteps(self.config, make_bootloader(self.config),
                                           self.client)

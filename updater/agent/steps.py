@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import forked
 from ..atomic import write_atomically, write_files_durably
 from ..bootloader.base import Bootloader
 from ..config import Config
@@ -171,17 +172,18 @@ class Steps:
 
     def _download(self, update: Update, resume: bool) -> None:
         # Only here: the artifact reader pulls in cryptography, which the boot-time
-        # resume (and the daemon between deployments) never needs.
+        # resume (and the daemon between deployments) never needs. The signature is
+        # checked in a forked child: cryptography's OpenSSL backend never loads here.
         from artifact import ArtifactReader
-        from artifact.signing import load_key_file
 
-        keys = [load_key_file(path) for path in self.config.verify_keys]
+        verifier = forked.verifier(list(self.config.verify_keys)) \
+            if self.config.verify_keys else None
         current = self.provides()
         log = lambda message: self.log(update, message)  # noqa: E731
         check = lambda: self.download_check(update)  # noqa: E731
         probed = 0
         if not resume and self.adaptive():
-            signature, probed = self._download_adaptive(update, keys, current)
+            signature, probed = self._download_adaptive(update, verifier, current)
             if signature is not None:
                 self._downloaded(update, signature)
                 return
@@ -190,7 +192,7 @@ class Steps:
         opened = self.source.open(update.source, log=log, check=check,
                                   end=progress.head_size if resume else None,
                                   etag=progress.etag if resume else None)
-        with opened as stream, ArtifactReader(stream, keys) as reader:
+        with opened as stream, ArtifactReader(stream, verifier=verifier) as reader:
             self._accept_head(update, reader, current)
             if resume:
                 if (stream.size, stream.etag) != (progress.artifact_size, progress.etag):
@@ -236,7 +238,7 @@ class Steps:
         update.payload_type = header.payloads[0].type
         self._store_artifact_scripts(header.scripts)
 
-    def _download_adaptive(self, update: Update, keys, current) -> tuple[str | None, int]:
+    def _download_adaptive(self, update: Update, verifier, current) -> tuple[str | None, int]:
         """Install from the artifact's block index, if it has one and the installer of its
         payload can (`write_adaptive`); (the signature's status if done, bytes fetched).
         Anything that stops it but an abort is logged and leaves the full download to the
@@ -257,7 +259,7 @@ class Steps:
         fetch = RangeFetcher(self.source, update.source,
                              lambda message: self.log(update, message), check)
         try:
-            with fetch.head() as stream, ArtifactReader(stream, keys) as reader:
+            with fetch.head() as stream, ArtifactReader(stream, verifier=verifier) as reader:
                 payload_type = reader.header.payloads[0].type if reader.header.payloads \
                     else None
                 installer = choose(self.installers, payload_type)(self.install_context)

@@ -19,6 +19,7 @@ from testkit.artifacts import build_artifact
 from testkit.devices import SimulatedDevice
 from updater.agent.steps import timestamp
 from updater.client import Aborted, Client, Unauthorized
+from updater.identity import KeySigner
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ class FleetDevice:
 
     def __init__(self, live, mac: str):
         self.simulated = SimulatedDevice({"mac": mac}, "ed25519")
-        self.client = Client(live.url, self.simulated.key, self.simulated.identity,
+        self.client = Client(live.url, KeySigner(self.simulated.key), self.simulated.identity,
                              str(live.certificate))
         self.provides = {"device_type": DEVICE_TYPE, "artifact_name": "release-0"}
         self.thread: threading.Thread | None = None

@@ -1,8 +1,12 @@
 """The daemon's device identity and key."""
+import base64
+import os
+import threading
+
 import pytest
 
 import updater
-from updater import identity
+from updater import forked, identity
 from updater.config import Config
 
 
@@ -65,3 +69,51 @@ def test_inventory_names_the_agent_version():
     found = identity.inventory("qemu-arm64", {"artifact_name": "release-1"})
     assert found["client_version"] == f"tern-updater {updater.__version__}"
     assert found["artifact_name"] == "release-1" and found["device_type"] == "qemu-arm64"
+
+
+def test_the_forked_signer_signs_with_the_device_key(tmp_path):
+    """The daemon's signer: the same key, the same signature as in the process."""
+    signer = identity.ForkedSigner(tmp_path / "data")
+    body, signature = signer.signed(lambda pem: f"key={pem}".encode())
+    key = identity.device_key(tmp_path / "data")
+    key.public_key().verify(base64.b64decode(signature), body)
+    assert body.startswith(b"key=-----BEGIN PUBLIC KEY-----")
+    assert (body, signature) == identity.KeySigner(key).signed(lambda pem: f"key={pem}".encode())
+
+
+def test_a_key_the_child_cannot_read_is_the_same_error_in_the_daemon(tmp_path):
+    """What fails in the child is raised in the daemon as the ValueError or OSError it
+    was there (one line from the daemon's command), not a crash of the child."""
+    signer = identity.ForkedSigner(tmp_path)
+    (tmp_path / "device-key.pem").write_text("not a key\n")
+    with pytest.raises(ValueError, match="Unable to load PEM"):
+        signer.signed(lambda pem: pem.encode())
+    (tmp_path / "device-key.pem").unlink()
+    (tmp_path / "device-key.pem").mkdir()
+    with pytest.raises(OSError, match="Is a directory"):
+        signer.signed(lambda pem: pem.encode())
+
+
+def test_a_child_that_dies_without_an_answer_is_an_oserror():
+    with pytest.raises(OSError, match="without an answer .exit status 3"):
+        forked.in_child(lambda: os._exit(3))
+
+
+def test_an_unexpected_error_in_the_child_comes_back_as_the_first_kind_named():
+    with pytest.raises(KeyError, match="ZeroDivisionError: integer division"):
+        forked.in_child(lambda: 1 // 0, (KeyError, OSError))
+    assert forked.in_child(lambda: (b"a", "b", 3)) == (b"a", "b", 3)
+
+
+def test_in_child_forks_only_a_process_with_one_thread():
+    """fork copies the calling thread alone: with another thread (the fleet simulator's
+    pools), the function runs in the process."""
+    assert forked.in_child(os.getpid) != os.getpid()
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
+    try:
+        assert forked.in_child(os.getpid) == os.getpid()
+    finally:
+        done.set()
+        other.join()
