@@ -10,15 +10,22 @@ compressed full artifact, for
   known base, the whole image as their window;
 - the full artifact: what a full install downloads, and the same image without an index.
 
-Bytes only: no device, no network. The device's wall time and peak RSS for a full, a delta
-and a resumed install need the agent's adaptive install (issue 19 §1), which this benchmark
-does not have yet; BENCHMARKS.md keeps their columns empty until then.
+The bytes need no device and no network. `--device` measures the device's columns instead: on one
+emulated device (`make image`'s disk, booted once), per pair, `tern-updater install URL` of
+the pair's artifact from a plain HTTP server on the host with single ranges
+(testkit.range_files), into slot B holding release-1: the full install
+(`delta_max_share = 0`), the delta, and the delta with the first half of the new image
+already in the target slot (a resumed install). Wall time from the console's command to
+its end, peak RSS (VmHWM, sampled every 0.5 s), and the bytes the server sent; each
+install is rolled back and slot B copied back from slot A before the next.
 
     make delta-images && .venv/bin/python -m bench.delta
+    make delta-images && .venv/bin/python -m bench.delta --device
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,6 +37,10 @@ from artifact import ArtifactReader
 from artifact.block_index import index_anchor, read_index
 from artifact.block_plan import FetchPlan, SlotHashes, plan_fetch
 from bench.block_index import write
+from qemu.device import Device, make_overlay
+from qemu.guest import boot_resume_finished
+from testkit import wait_for
+from testkit.range_files import RangeFileServer
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "build" / "images"
@@ -125,15 +136,96 @@ def measure(name: str, pair: dict, base: Path, work: Path) -> list[Row]:
     return rows
 
 
+TERN = "tern-updater --config"
+FULL_CONFIG, DELTA_CONFIG = "/tmp/full.toml", "/etc/tern/updater.toml"
+INSTALLS = ("full", "delta", "delta, resumed")
+
+
+@dataclass
+class DeviceRow:
+    pair: str
+    install: str
+    seconds: float
+    peak_mib: float
+    sent: int  # bytes the host's server sent
+    mode: str  # the install's download stats: adaptive or full
+
+    def line(self) -> str:
+        return (f"| {self.pair} | {self.install} | {self.seconds:.0f} s | "
+                f"{self.peak_mib:.1f} MiB | {self.sent:,} ({self.mode}) |")
+
+
+def device_url(server: RangeFileServer) -> str:
+    return server.url.replace("127.0.0.1", "10.0.2.2")  # QEMU's user network: the host
+
+
+def device_install(device: Device, config: str, url: str) -> tuple[float, float, str]:
+    """Seconds, peak RSS (MiB) and the download stats' mode of `tern-updater install`."""
+    script = (f"{TERN} {config} install {url} >/tmp/install.log 2>&1 & pid=$!; peak=0; "
+              "while [ -e /proc/$pid ]; do "
+              "h=$(sed -n 's/^VmHWM:[^0-9]*\\([0-9]*\\).*/\\1/p' /proc/$pid/status); "
+              "[ -n \"$h\" ] && peak=$h; sleep 0.5; done; wait $pid; "
+              "echo \"exit=$? peak=$peak\"; grep -o 'download stats[^}]*' "
+              "/data/tern/state.json | tail -n 1")  # the update's log, before the rollback
+    started = time.monotonic()
+    output = device.run_check(script, timeout=3600)
+    seconds = time.monotonic() - started
+    found = re.search(r"exit=(\d+) peak=(\d+)", output)
+    if found[1] != "0":
+        raise RuntimeError(f"install failed: {output}\n"
+                           f"{device.run('tail -n 20 /tmp/install.log')[0]}")
+    mode = re.search(r'mode\\*": \\*"(\w+)', output)  # JSON in JSON: quotes escaped
+    device.run_check(f"{TERN} {config} rollback >/dev/null 2>&1", timeout=600)
+    return seconds, int(found[2]) / 1024, mode[1] if mode else "?"
+
+
+def measure_device(pairs: dict, images: Path, work: Path) -> list[DeviceRow]:
+    device = Device("bench-delta", make_overlay(images / "disk.img", work / "delta.qcow2"),
+                    work / "console.log", boot_timeout=300)  # under nice, loaded
+    rows = []
+    try:
+        device.transition("shell")
+        wait_for(lambda: boot_resume_finished(device), timeout=600, interval=2,
+                 what="the boot's resume")
+        device.run_check(f"cp {DELTA_CONFIG} {FULL_CONFIG} && "
+                         f"echo 'delta_max_share = 0.0' >> {FULL_CONFIG}")
+        for name, pair in pairs.items():
+            new = images / pair["rootfs"]
+            with RangeFileServer(images / pair["artifact"]) as artifact, \
+                    RangeFileServer(new) as image:
+                for install in INSTALLS:
+                    device.run_check("dd if=/dev/vda2 of=/dev/vda3 bs=1M 2>/dev/null && sync",
+                                     timeout=1200)  # slot B: release-1 again
+                    if install == "delta, resumed":
+                        half = new.stat().st_size // 2
+                        device.run_check(f"wget -q -O - {device_url(image)} | head -c {half} "
+                                         "| dd of=/dev/vda3 bs=1M 2>/dev/null && sync",
+                                         timeout=1200)
+                    before = artifact.sent
+                    config = FULL_CONFIG if install == "full" else DELTA_CONFIG
+                    seconds, peak, mode = device_install(device, config, device_url(artifact))
+                    rows.append(DeviceRow(name, install, seconds, peak,
+                                          artifact.sent - before, mode))
+                    print(rows[-1].line(), flush=True)
+    finally:
+        device.close()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=IMAGES)
+    parser.add_argument("--device", action="store_true",
+                        help="the device's columns instead of the bytes (one emulated "
+                             "device, minutes)")
     args = parser.parse_args()
     stamp = args.images / "delta.json"
     if not stamp.exists():
         print(f"bench.delta: no {stamp}: run `make delta-images` first", file=sys.stderr)
         return 1
     pairs = json.loads(stamp.read_text())["pairs"]
+    if args.device:
+        return device_table(pairs, args.images)
     print("| pair | method | bytes | share of the compressed full artifact | seconds (host) "
           "| note |")
     print("|---|---|---:|---:|---:|---|")
@@ -144,6 +236,21 @@ def main() -> int:
     print(f"\nGoals: release-1-package <= {GOALS['release-1-package']:.0%} (stretch 5 %), "
           f"release-1-config <= {GOALS['release-1-config']:.0%}, index <= {INDEX_GOAL:.1%}. "
           f"Loaded host: {os.getloadavg()[0]:.1f}.")
+    return 0
+
+
+def device_table(pairs: dict, images: Path) -> int:
+    load = os.getloadavg()[0]
+    print("| pair | install | wall time (device) | peak RSS (device) | bytes sent (mode) |")
+    print("|---|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory(prefix="bench-delta-device-") as tmp:
+        rows = measure_device(pairs, images, Path(tmp))
+    for name in pairs:
+        full, delta = (next(r for r in rows if (r.pair, r.install) == (name, install))
+                       for install in ("full", "delta"))
+        print(f"\n{name}: delta / full wall time {delta.seconds / full.seconds:.2f}x "
+              "(goal <= 1.0x)")
+    print(f"Load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
     return 0
 
 

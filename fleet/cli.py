@@ -64,6 +64,13 @@ def main() -> None:
                    "and no device is in the middle of an update; the others wait.")
 @click.option("--power-cut-rate", type=click.FloatRange(0, 1), default=0.0,
               show_default=True, help="Share of devices that lose power at a random state.")
+@click.option("--delta-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of devices that install an artifact with a block index "
+                   "adaptively (they announce delta_update and write their slot files); "
+                   "the others take the full payload.")
+@click.option("--factory-image", type=click.Path(exists=True, dir_okay=False),
+              help="What slot A holds from the factory (an adaptive install takes the "
+                   "blocks it has); default: a line with the release's name.")
 @click.option("--payload", type=click.Choice(("discard", "write")), default="discard",
               show_default=True, help="Write the payload into the slot file, or verify "
                                       "(checksum, signature) and discard it.")
@@ -84,7 +91,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
 def run(server_url, ca_cert, token, count, scenario, admission, polls, artifact,
         artifact_name, deployment_id, deploy_to, fail_rate, transient_fail_rate, retries,
-        phases_json, until_paused, power_cut_rate, payload,
+        phases_json, until_paused, power_cut_rate, delta_rate, factory_image, payload,
         verify_keys, device_type, poll_interval, retry_interval, threads, seed, fleet_id,
         workdir, timeout, as_json) -> None:
     """Run N simulated devices through a scenario; exit 1 if any device went wrong."""
@@ -101,12 +108,12 @@ def run(server_url, ca_cert, token, count, scenario, admission, polls, artifact,
     except ValueError as error:
         raise click.UsageError(f"--phases: {error}") from None
     settings = Settings(server_url, ca_cert, tuple(verify_keys), device_type, payload,
-                        poll_interval, retry_interval, fleet_id=fleet_id)
+                        factory_image or "", poll_interval, retry_interval, fleet_id=fleet_id)
     management = Management(server_url, token, ca_cert) if token else None
     options = Options(count, scenario, admission, threads, polls, artifact, artifact_name,
                       deployment_id, deploy_to, fail_rate, transient_fail_rate,
-                      power_cut_rate, retries, phases, until_paused, seed, workdir, timeout,
-                      progress=sys.stderr.isatty())
+                      power_cut_rate, delta_rate, retries, phases, until_paused, seed,
+                      workdir, timeout, progress=sys.stderr.isatty())
     try:
         report = asyncio.run(Fleet(settings, management, options).run())
     except (ValueError, ManagementError, FleetError) as error:

@@ -8,6 +8,7 @@ script on the bootloader file (boot count, fallback), then what the image's rcS 
 """
 import contextlib
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -135,6 +136,7 @@ class Settings:
     verify_keys: tuple[str, ...] = ()
     device_type: str = "tern-simulated"
     payload: str = "discard"  # or "write": into the slot file
+    factory_image: str = ""  # a file slot A holds from the factory (default: a name line)
     poll_interval: float = 5.0
     retry_interval: float = 5.0
     inventory_interval: float = 3600.0
@@ -164,14 +166,19 @@ def mac_address(fleet_id: int, index: int) -> str:
 
 
 class FleetDevice:
+    """`delta`: the device installs an artifact with a block index adaptively (it announces
+    `delta_update`, reads its slot files and writes slot b's); else it takes the full
+    payload (`delta_max_share` 0), as a device whose agent has no adaptive install."""
+
     def __init__(self, root: Path, index: int, settings: Settings, sessions: WorkerSessions,
-                 faults: Faults | None = None):
+                 faults: Faults | None = None, delta: bool = False):
         self.root = root
         self.name = f"sim-{index:05d}"
         self.identity = {"mac": mac_address(settings.fleet_id, index)}
         self.settings = settings
         self.sessions = sessions
         self.faults = faults or Faults()
+        self.delta = delta
         self.record = Record()
         self.daemon: FleetDaemon | None = None
         self.config = Config(
@@ -186,7 +193,8 @@ class FleetDevice:
             watchdog_device="", server_url=settings.server_url,
             server_certificate=settings.server_certificate,
             poll_interval=settings.poll_interval, retry_interval=settings.retry_interval,
-            inventory_interval=settings.inventory_interval)
+            inventory_interval=settings.inventory_interval,
+            **({} if delta else {"delta_max_share": 0.0}))
 
     # -- the hardware ------------------------------------------------------------------------
 
@@ -196,7 +204,10 @@ class FleetDevice:
         if (self.config.data / "device-key.pem").exists():
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "slot2.img").write_bytes(f"{FACTORY_ARTIFACT}\n".encode())
+        if self.settings.factory_image:
+            shutil.copyfile(self.settings.factory_image, self.root / "slot2.img")
+        else:
+            (self.root / "slot2.img").write_bytes(f"{FACTORY_ARTIFACT}\n".encode())
         (self.root / "slot3.img").write_bytes(b"")
         (self.root / "artifact_info").write_text(f"artifact_name={FACTORY_ARTIFACT}\n")
         if self.faults.trial in ("health", TRANSIENT_FAULT):
@@ -287,6 +298,9 @@ class CuttingSource:
         with self.source.open(location, **options) as stream:
             yield CuttingStream(stream, self.cut)
 
+    def __getattr__(self, name: str):  # verify, connections: what a RangeFetcher asks
+        return getattr(self.source, name)
+
 
 class CuttingStream:
     def __init__(self, stream, cut: Callable[[], None]):
@@ -306,12 +320,12 @@ class CuttingStream:
 
 class SimulatedSteps:
     """What makes the real steps a simulation: reboots end the process, power cuts are
-    injected before or after a state, and the payload may be hashed and discarded (the
-    seams `reboot` and `installers` of the steps)."""
+    injected before or after a state, and the payload may be hashed and discarded, but on
+    a delta device (the seams `reboot` and `installers` of the steps)."""
 
     def __init__(self, device: FleetDevice, *args, **seams):
         self.device = device
-        installers = INSTALLERS if device.settings.payload == "write" else \
+        installers = INSTALLERS if device.settings.payload == "write" or device.delta else \
             {**INSTALLERS, "rootfs-image": lambda context: DiscardedRootfs(context, device.root)}
         super().__init__(*args, installers=installers, reboot=self.simulated_reboot, **seams)
 

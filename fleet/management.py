@@ -73,5 +73,9 @@ class Management:
 
     def deployment_statuses(self, deployment_id: str) -> dict[str, str]:
         """device id -> its status in the deployment."""
-        devices = self.call("GET", f"/deployments/{deployment_id}/devices")
-        return {device["device_id"]: device["status"] for device in devices}
+        return {device["device_id"]: device["status"]
+                for device in self.deployment_devices(deployment_id)}
+
+    def deployment_devices(self, deployment_id: str) -> list[dict]:
+        """The deployment's device rows: status, the download's stats, ..."""
+        return self.call("GET", f"/deployments/{deployment_id}/devices")

@@ -54,6 +54,7 @@ class Options:
     fail_rate: float = 0.0
     transient_fail_rate: float = 0.0  # devices whose first trial fails, not a retry
     power_cut_rate: float = 0.0
+    delta_rate: float = 0.0  # devices that install an artifact's block index adaptively
     retries: int = 0  # update: of the new deployment (a given one says its own)
     phases: list[dict] | None = None  # update: of the new deployment, as the API takes them
     until_paused: bool = False  # update: end once the deployment paused and settled
@@ -84,8 +85,10 @@ class Fleet:
         self.workdir = options.workdir or Path(tempfile.mkdtemp(prefix="tern-fleet-"))
         faults = choose_faults(options.devices, options.fail_rate, options.power_cut_rate,
                                self.rng, options.transient_fail_rate)
+        delta = set(self.rng.sample(range(options.devices),
+                                    round(options.devices * options.delta_rate)))
         self.devices = [FleetDevice(self.workdir / f"sim-{index:05d}", index, settings,
-                                    self.sessions, faults[index])
+                                    self.sessions, faults[index], index in delta)
                         for index in range(options.devices)]
         self.device_ids: dict[str, str] = {}  # device name -> server id
         self.deployment_id = options.deployment_id
@@ -127,12 +130,12 @@ class Fleet:
             if self.failure:
                 raise FleetError(self.failure)
             finished = time.monotonic()
-            statuses = await self.work(self._server_statuses)
+            rows = await self.work(self._server_rows)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
         if self.options.progress:
             print(file=sys.stderr)
-        return self.report(started, finished, cpu, statuses)
+        return self.report(started, finished, cpu, rows)
 
     # -- one device ---------------------------------------------------------------------------
 
@@ -243,11 +246,13 @@ class Fleet:
         return statuses <= SETTLED and all(device.stored_state() == "Idle"
                                            for device in self.devices)
 
-    def _server_statuses(self) -> dict[str, str]:
+    def _server_rows(self) -> dict[str, dict]:
+        """device id -> its row in the deployment (status, download stats)."""
         if self.options.scenario != "update" or not self.deployment_id:
             return {}
         self.deployment = self.management.deployment(self.deployment_id)
-        return self.management.deployment_statuses(self.deployment_id)
+        return {row["device_id"]: row
+                for row in self.management.deployment_devices(self.deployment_id)}
 
     async def _show_progress(self, started: float) -> None:
         while True:
@@ -263,20 +268,22 @@ class Fleet:
 
     # -- the report -----------------------------------------------------------------------------
 
-    def report(self, started: float, finished: float, cpu_before, statuses: dict) -> dict:
+    def report(self, started: float, finished: float, cpu_before, rows: dict) -> dict:
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         artifact_name = self.options.artifact_name
         devices = []
         for device in self.devices:
             record = device.record
             server_id = self.device_ids.get(device.name)
+            row = rows.get(server_id, {})
             entry = {
                 "name": device.name, "mac": device.identity["mac"], "id": server_id,
                 "phase": record.phase, "admission": record.admission, "polls": record.polls,
                 "fault": device_fault(device), "power_cuts": record.power_cuts,
                 "attempts": record.attempts,
                 "reboots": record.reboots, "result": record.result,
-                "server_status": statuses.get(server_id),
+                "server_status": row.get("status"), "delta": device.delta,
+                "download": row.get("download"),  # the server's: mode, fetched, full
                 "update_seconds": round(record.update_finished - record.update_started, 3)
                 if record.update_finished and record.update_started else None,
             }
@@ -302,11 +309,23 @@ class Fleet:
             "results": dict(Counter(d["result"] for d in devices if d["result"])),
             "server_statuses": dict(Counter(d["server_status"] for d in devices
                                             if d["server_status"])),
+            "downloads": downloads(devices),
             "deployment": None if self.deployment is None else {
                 key: self.deployment[key] for key in ("status", "pause_reason", "attempts")},
             "problems": problems(self.options.scenario, devices, self.retries),
             "device": devices,
         }
+
+
+def downloads(devices: list[dict]) -> dict[str, dict[str, int]]:
+    """Per download mode the server saw (adaptive, full): devices and bytes fetched."""
+    modes: dict[str, dict[str, int]] = {}
+    for device in devices:
+        if device["download"]:
+            mode = modes.setdefault(device["download"]["mode"], {"devices": 0, "bytes": 0})
+            mode["devices"] += 1
+            mode["bytes"] += device["download"]["fetched"]
+    return modes
 
 
 def device_fault(device: FleetDevice) -> str | None:
@@ -380,6 +399,10 @@ def summary_table(report: dict) -> str:
                        ("server statuses", "server_statuses"), ("problems", "problems")):
         if report[key]:
             rows.append((title, ", ".join(f"{k} {v}" for k, v in sorted(report[key].items()))))
+    if report["downloads"]:
+        rows.append(("downloads", ", ".join(
+            f"{mode} {counts['devices']} devices {counts['bytes'] / (1 << 20):.1f} MiB"
+            for mode, counts in sorted(report["downloads"].items()))))
     width = max(len(title) for title, _ in rows)
     return "\n".join(f"{title:<{width}}  {value}" for title, value in rows)
 

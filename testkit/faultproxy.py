@@ -6,7 +6,8 @@ reset, new ones refused); `reset_after(n)` and `stall_after(n)` let `n` bytes of
 connection's answer through, then reset the connection or stop forwarding while keeping
 it open, for the next `times` connections that get that far. Answers shorter than `n`
 (API calls) pass, so a fault lands in the one long answer, the download. `answer_bytes`
-counts what the server's answers passed in all.
+counts what the server's answers passed in all. `forward_to(port)` sends the connections
+opened from then on to another server (e.g. one behind a proxy that ignores Range).
 """
 import contextlib
 import socket
@@ -49,6 +50,10 @@ class FaultProxy:
 
     def stall_after(self, count: int, times: int = 1) -> None:
         self._arm("stall", count, times)
+
+    def forward_to(self, port: int, host: str = "127.0.0.1") -> None:
+        """New connections go to host:port from now on; open ones stay where they are."""
+        self.target = (host, port)
 
     def refuse(self) -> None:
         """As a stopped server: the port refuses connections, open ones are reset."""

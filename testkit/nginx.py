@@ -40,6 +40,19 @@ def nginx_config(work: Path, ports: list[int], certificate: Path, port: int) -> 
             f"http {{\naccess_log {work}/access.log;\n{temp}\n{block}}}\n")
 
 
+def ignoring_range(config: str) -> str:
+    """`Nginx`'s config made a proxy that ignores Range, as some caches and middleboxes do:
+    the instances never see Range (nor If-Range) and nginx cuts no range itself, so a
+    Range request gets 200 and the whole body. And the client's Host with its port: the
+    instances name it in signed download links (the documented `$host` has no port)."""
+    documented = "    proxy_set_header Host $host;"
+    assert documented in config, f"the README's nginx block no longer has {documented!r}"
+    return config.replace(documented, '    proxy_set_header Range "";\n'
+                                      '    proxy_set_header If-Range "";\n'
+                                      '    max_ranges 0;\n'
+                                      '    proxy_set_header Host $http_host;')
+
+
 def answers(url: str, verify) -> bool:
     try:
         requests.get(f"{url}/api/health", verify=verify, timeout=2)

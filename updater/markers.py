@@ -1,6 +1,7 @@
 """Progress lines for power-cut tests, on the console: `tern-state: <State>` once a state is
 stored and its step starts, `tern-write: <n>%` every 10 % of a rootfs write, and
-`tern-written: <bytes>` after each of its writes (where in the slot a cut landed).
+`tern-written: <bytes>` after each of its writes (where in the slot a cut landed); an
+adaptive install's writes skip what the slot holds, its offsets go up by jumps.
 
 Only when `console_markers` names a file (the test image's `/dev/console`); quiet otherwise.
 A test harness reading the serial console cuts the power at the moment it sees one.

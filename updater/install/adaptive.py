@@ -7,7 +7,9 @@ where it was), the active slot at any place, a block of zeros, and only then the
 chunk area, fetched by HTTP Range in the planner's coalesced ranges. Every block is checked
 against its hash before it is written, the whole image's sha256 against the signed manifest
 (and the installer reads the slot back, past the page cache): exactly what a full install
-proves before the slot may boot.
+proves before the slot may boot. The target is synced every `sync_every` bytes written, so
+that a power cut costs at most that much of the work done (what the page cache held is
+lost; what reached the medium is in place at the next try).
 
 Whatever stops it — no index, an index that does not verify, a transfer above
 `delta_max_share` of the full download, a server that ignores Range, a block that does not
@@ -45,7 +47,7 @@ from artifact.block_plan import (
 from artifact.compression import compression_of
 from artifact.errors import ArtifactError, ChecksumError
 
-from .. import failpoints
+from .. import failpoints, markers
 from .installer import Fallback, stats_line
 
 READ_SIZE = 1 << 20
@@ -62,7 +64,7 @@ class Ranges(Protocol):
 
 
 def install(reader, ranges: Ranges, *, target: str, active: str, max_share: float,
-            log: Callable[[str], None]) -> tuple[int, int]:
+            sync_every: int, log: Callable[[str], None]) -> tuple[int, int]:
     """Write the payload's image to `target` from the cheapest sources, fsynced; return its
     size and the CRC-32 of its bytes as verified (for the caller's read-back)."""
     [payload] = reader.header.payloads
@@ -104,7 +106,7 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
                        f"delta_max_share ({max_share:.0%})")
     chunks = _fetched_chunks(index, plan, ranges, compression)
     digest, crc = _write(index, block_sources(index, local.find, in_place), chunks,
-                         target, active)
+                         target, active, sync_every)
     if digest.hexdigest() != expected:
         raise Fallback(str(ChecksumError(f"data/0000/{name}", expected,
                                          digest.hexdigest())))
@@ -112,7 +114,7 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
     return index.image_size, crc
 
 
-def _write(index: BlockIndex, sources, chunks, target: str, active: str):
+def _write(index: BlockIndex, sources, chunks, target: str, active: str, sync_every: int):
     """Fill `target` block by block; return the image's sha256 and CRC-32 as written."""
     digest = hashlib.sha256()
     crc = 0
@@ -121,7 +123,7 @@ def _write(index: BlockIndex, sources, chunks, target: str, active: str):
     fd = os.open(target, os.O_RDWR)
     try:
         slot, old = SlotReader(fd), SlotReader(os.open(active, os.O_RDONLY))
-        writer = SlotWriter(fd, crash_at)
+        writer = SlotWriter(fd, crash_at, sync_every, markers.WriteProgress(index.image_size))
         try:
             for block, kind, where in sources:
                 offset = block * index.block_size
@@ -197,11 +199,16 @@ class SlotReader:
 
 
 class SlotWriter:
-    """Writes of adjacent blocks gathered into WRITE_SIZE writes."""
+    """Writes of adjacent blocks gathered into WRITE_SIZE writes; an fdatasync once
+    `sync_every` bytes were written since the last; the console's write markers."""
 
-    def __init__(self, fd: int, crash_at: int | None):
+    def __init__(self, fd: int, crash_at: int | None, sync_every: int,
+                 progress: markers.WriteProgress):
         self.fd = fd
         self.crash_at = crash_at
+        self.sync_every = sync_every
+        self.progress = progress
+        self.unsynced = 0
         self.start = 0
         self.pending = bytearray()
 
@@ -214,6 +221,8 @@ class SlotWriter:
         self.pending += data
 
     def flush(self) -> None:
+        if not self.pending:
+            return
         data, offset = memoryview(self.pending), self.start
         if self.crash_at is not None and offset <= self.crash_at < offset + len(data):
             os.pwrite(self.fd, data[:self.crash_at - offset], offset)
@@ -221,4 +230,9 @@ class SlotWriter:
         while data:
             written = os.pwrite(self.fd, data, offset)
             data, offset = data[written:], offset + written
+        self.unsynced += len(self.pending)
+        if self.unsynced >= self.sync_every:
+            os.fdatasync(self.fd)
+            self.unsynced = 0
         self.pending = bytearray()
+        self.progress.update(offset)

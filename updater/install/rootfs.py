@@ -229,6 +229,7 @@ class RootfsInstaller(Installer):
         size, crc = adaptive.install(reader, ranges, target=devices[target],
                                      active=devices[running],
                                      max_share=self.config.delta_max_share,
+                                     sync_every=self.config.download_progress_interval,
                                      log=lambda message: self.log(update, message))
         if self.config.verify_readback:
             actual = _crc_from_device(devices[target], 0, size)

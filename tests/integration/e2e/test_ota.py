@@ -1,9 +1,6 @@
 """Over the air, end to end: `tern-server` on the host (HTTPS, SQLite), one emulated device
 running `tern-updater daemon`, reaching the server at 10.0.2.2 (QEMU's user network)."""
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,51 +21,6 @@ def enrolled(server, make_device):
     device_id = enroll(server, device, server.live.port)
     put_data_marker(device)
     return device, device_id
-
-
-def indexed_artifact(base_image, name: str, out: Path) -> Path:
-    """The release's artifact as images/build.py writes it, with a block index."""
-    subprocess.run([sys.executable, "-m", "artifact.cli", "write", "rootfs-image",
-                    "-f", base_image.release(name), "-n", name, "-t", "qemu-arm64",
-                    "-k", base_image.directory / "keys" / "artifact.key", "-o", out,
-                    "--block-index"], check=True)
-    return out
-
-
-def test_deployment_of_release_2_with_a_block_index_fetches_a_delta(server, enrolled,
-                                                                    base_image, tmp_path):
-    """release-1 -> release-2 with a block index: the device takes the blocks its slots
-    hold and fetches the rest by Range; the bytes the server sent, from its request log,
-    are a fraction of the artifact. (The other deployments here stream full artifacts.)"""
-    device, device_id = enrolled
-    artifact = indexed_artifact(base_image, "release-2", tmp_path / "release-2.mender")
-    assert server.attributes(device_id)["delta_update"] == "block-index-1"
-    started = time.monotonic()
-    server.cli("artifacts", "upload", str(artifact))
-    deployment = server.cli("deployments", "create", "--name", "release-2", "--artifact-name",
-                            "release-2", "--device", device_id)["id"]
-
-    assert device.expect_reboot(timeout=600) == "B"
-    rebooted = time.monotonic()
-    wait_for(lambda: server.device_status(deployment, device_id) == "success", timeout=180,
-             what="success on the server")
-    sent = server.live.sent_bytes()
-    print(f"release-2 (delta): {rebooted - started:.0f} s to the reboot, "
-          f"{time.monotonic() - started:.0f} s to success, {sent} of "
-          f"{artifact.stat().st_size} bytes sent")
-    wait_for(lambda: server.attributes(device_id).get("artifact_name") == "release-2",
-             timeout=60, what="the inventory after the commit")
-    log = server.device_log(deployment, device_id)
-    assert "release-2: committed" in log
-    assert not [m for m in log if "downloading the full artifact" in m]
-    assert sent < 0.2 * artifact.stat().st_size  # 8.5 % by the planner (BENCHMARKS.md)
-    [row] = [r for r in server.get(f"/deployments/{deployment}/devices")
-             if r["device_id"] == device_id]
-    assert row["download"]["mode"] == "adaptive" and row["download"]["fetched"] == sent
-    assert device.slot == "B"  # the prompt was device-B#
-    assert release(device) == "release-2"
-    assert data_marker(device) == "survives"
-    assert "upgrade_available=0" in device.run_check("fw_printenv upgrade_available")
 
 
 def test_failed_updates_roll_back_and_report_failure(server, enrolled, base_image):

@@ -1,6 +1,7 @@
 """tern-fleet against a live tern-server (gunicorn, HTTPS): simulated devices, each running
 the real updater, register and update; injected failures and power cuts end as the server
 says, and every device ends consistent with it."""
+import random
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from fleet.device import Settings
 from fleet.management import Management
 from fleet.simulator import TRIAL_BOOT_CUTS, Fleet, Options, failed
 from testkit.admin import ServerAdmin
+from testkit.artifacts import write_indexed_artifact_file
 from testkit.live_server import LiveServer
 
 from .conftest import server_statuses, tern_fleet
@@ -119,3 +121,42 @@ def test_register_poll_and_a_given_deployment(server, keys, release_2, tmp_path)
     assert [d["id"] for d in updated["device"]] == [d["id"] for d in polled["device"]]
     assert updated["server_statuses"] == {"success": 5}
     assert all(d["inconsistency"] is None for d in updated["device"])
+
+
+def test_delta_and_full_devices_share_one_deployment(server, keys, tmp_path):
+    """Half the fleet installs adaptively (from slot files that hold the factory image), the
+    other half takes the full payload: all succeed, and the server's per-device download
+    stats say who fetched what."""
+    rng = random.Random(19)
+    factory = rng.randbytes(2 << 20)  # incompressible: the full download is 2 MiB
+    new = bytearray(factory)
+    for start in (100_000, 1_500_000):
+        new[start:start + 10_000] = rng.randbytes(10_000)
+    (tmp_path / "factory.img").write_bytes(factory)
+    artifact = write_indexed_artifact_file(
+        tmp_path / "release-delta.mender", bytes(new), name="release-delta",
+        device_types=("tern-simulated",), signing_key=keys["ed25519"].private_key)
+    workdir = tmp_path / "fleet"
+    report = tern_fleet(server, keys, "--devices", "24", "--delta-rate", "0.5",
+                        "--factory-image", str(tmp_path / "factory.img"),
+                        "--artifact", str(artifact), "--fleet-id", "6", "--seed", "6",
+                        "--workdir", str(workdir))
+    assert not any(report["problems"].values()), report["problems"]
+    assert report["server_statuses"] == {"success": 24}
+    delta = [d for d in report["device"] if d["delta"]]
+    full = [d for d in report["device"] if not d["delta"]]
+    assert len(delta) == len(full) == 12
+    size = artifact.stat().st_size
+    for device in delta:
+        assert server.attributes(device["id"])["delta_update"] == "block-index-1"
+        log = server.get(f"/deployments/{report['deployment_id']}/devices/{device['id']}/log")
+        assert device["download"]["mode"] == "adaptive", [m["message"] for m in log["messages"]]
+        # the head probe, the index and two 64 KiB chunks
+        assert device["download"]["fetched"] < 0.15 * size
+        assert (workdir / device["name"] / "slot3.img").read_bytes() == new
+    for device in full:
+        assert "delta_update" not in server.attributes(device["id"])
+        assert device["download"] == {"mode": "full", "fetched": size, "full": size}
+    assert report["downloads"]["full"] == {"devices": 12, "bytes": 12 * size}
+    assert report["downloads"]["adaptive"]["bytes"] < 12 * 0.15 * size
+    print("delta and full devices:", report["downloads"], f"{report['wall_seconds']} s")

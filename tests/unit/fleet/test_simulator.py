@@ -9,6 +9,7 @@ from fleet.simulator import (
     Fleet,
     FleetError,
     Options,
+    downloads,
     expected_results,
     failed,
     percentile,
@@ -23,6 +24,7 @@ class FakeDevice:
         self.name = f"sim-{index:05d}"
         self.identity = {"mac": f"02:00:00:00:00:{index:02x}"}
         self.faults = Faults(trial=fault)
+        self.delta = False
         self.record = Record()
         self.script = list(script)
         self.boots = 0
@@ -89,8 +91,9 @@ class FakeManagement:
     def deployment(self, deployment_id: str) -> dict:
         return {"status": "inprogress", "pause_reason": None, "attempts": 0, "retries": 0}
 
-    def deployment_statuses(self, deployment_id: str) -> dict[str, str]:
-        return {"id-" + d.identity["mac"]: d.record.result for d in self.devices}
+    def deployment_devices(self, deployment_id: str) -> list[dict]:
+        return [{"device_id": "id-" + d.identity["mac"], "status": d.record.result,
+                 "download": None} for d in self.devices]
 
 
 def make_fleet(scripts, faults=None, **options) -> tuple[Fleet, FakeManagement]:
@@ -186,3 +189,11 @@ def test_a_good_update_cut_outside_its_trial_boot_must_succeed():
         assert expected_results(f"power-cut-{cut}") == {"success"}, cut
     assert expected_results("power-cut-before-ArtifactVerifyReboot") == {"success", "failure"}
     assert expected_results("trial-health,power-cut-during-Download") == {"failure"}
+
+
+def test_downloads_add_up_what_the_server_saw_per_mode():
+    full = {"mode": "full", "fetched": 1000, "full": 1000}
+    devices = [{"download": {"mode": "adaptive", "fetched": 120, "full": 1000}},
+               {"download": full}, {"download": None}, {"download": full}]
+    assert downloads(devices) == {"adaptive": {"devices": 1, "bytes": 120},
+                                  "full": {"devices": 2, "bytes": 2000}}
