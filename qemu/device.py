@@ -127,6 +127,13 @@ class Device:
         self.qmp.execute("device_add", driver="usb-storage", id=name, drive=f"{name}-disk",
                          bus="usb.0", removable=True)
 
+    def unplug_usb_stick(self, name: str = "stick") -> None:
+        """Pull the stick `name` out: device_del, and once QEMU says it is gone
+        (DEVICE_DELETED), its disk."""
+        self.qmp.execute("device_del", id=name)
+        self.qmp.wait_event("DEVICE_DELETED", device=name)
+        self.qmp.execute("blockdev-del", **{"node-name": f"{name}-disk"})
+
     def _cleanup(self) -> None:
         for closable in (self.console, self.qmp):
             if closable:

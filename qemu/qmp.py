@@ -34,6 +34,19 @@ class QMP:
             raise QMPError(f"{command}: {reply['error']}")
         return reply.get("return", {})
 
+    def wait_event(self, name: str, **data) -> dict:
+        """The first event `name` whose data has `data`, read already or waited for (up to
+        the socket's timeout)."""
+        while True:
+            for event in self.events:
+                if event["event"] == name and data.items() <= event.get("data", {}).items():
+                    self.events.remove(event)
+                    return event
+            line = self._reader.readline()
+            if not line:
+                raise QMPError("QMP connection closed")
+            self.events.append(json.loads(line))
+
     def close(self) -> None:
         self._reader.close()
         self._sock.close()

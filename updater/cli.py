@@ -1,6 +1,7 @@
 """tern-updater: the device updater's command line (standalone mode).
 
-Exit codes as Mender's: 0 success, 1 failure, 2 nothing to commit or roll back.
+Exit codes as Mender's: 0 success, 1 failure, 2 nothing to commit or roll back; `resume`
+also 3: the update it took up failed and is over (the previous artifact runs).
 """
 import contextlib
 import dataclasses

@@ -2,7 +2,7 @@
 
 Each command loads the state store and runs the machine from where the command (or a
 recovery after power loss) says; results are exit codes as Mender's: 0 done, 1 failed,
-2 nothing to do.
+2 nothing to do; and `resume`'s own 3 (UPDATE_FAILED).
 """
 import contextlib
 import fcntl
@@ -22,6 +22,11 @@ from .steps import Steps
 
 S = State
 OK, FAILED, NOTHING_TO_DO = 0, 1, 2
+# resume only: the update it took up is over and failed; the device runs its previous
+# artifact (rolled back, or never left it) and the failure is recorded (last-result.json;
+# a deployment's goes to the server). A normal outcome, not an error of the command: the
+# boot's tern-updater-resume.service counts it as a success (SuccessExitStatus).
+UPDATE_FAILED = 3
 # Stored states from which a user's commit or rollback applies.
 PENDING = {S.ARTIFACT_REBOOT, S.ARTIFACT_VERIFY_REBOOT, S.ARTIFACT_COMMIT}
 WAITING_FOR_ROLLBACK_REBOOT = {S.ARTIFACT_ROLLBACK_REBOOT, S.ARTIFACT_VERIFY_ROLLBACK_REBOOT}
@@ -149,7 +154,10 @@ class Standalone:
         stop_before = frozenset({S.UPDATE_STATUS_REPORT}) if update.deployment_id is not None \
             else frozenset()
         end = self.machine.resume(state, update, stored.store_count, stop_before)
-        return self._outcome(end, update)
+        outcome = self._outcome(end, update)
+        if outcome.code == FAILED and end in (S.IDLE, S.UPDATE_STATUS_REPORT):
+            outcome.code = UPDATE_FAILED
+        return outcome
 
     def _outcome(self, state: State, update: Update) -> Outcome:
         name = update.artifact_name or update.source

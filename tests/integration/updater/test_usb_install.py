@@ -138,7 +138,8 @@ def test_the_usb_install_unit_passes_systemd_analyze_verify(tmp_path):
 
 def udev_properties(partition: str, *extra_rules: str) -> dict[str, str]:
     """`udevadm test` of an add event with the rule (and `extra_rules` first) in
-    /run/udev/rules.d, in a mount namespace of its own: the host's rules stay as they are."""
+    /run/udev/rules.d, in a mount namespace of its own: the host's rules stay as they are.
+    The properties, and RUN: the builtins and programs the event would run, one a line."""
     rules = ROOT / "updater/usb/99-tern-usb.rules"
     script = ("set -e; mkdir -p /run/udev; mount -t tmpfs tmpfs /run/udev; "
               "mkdir /run/udev/rules.d; cp \"$1\" /run/udev/rules.d/; shift; "
@@ -148,7 +149,9 @@ def udev_properties(partition: str, *extra_rules: str) -> dict[str, str]:
                              *extra_rules], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "99-tern-usb.rules" in result.stderr + result.stdout  # read, without an error
-    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    lines = result.stdout.splitlines()
+    runs = [line.removeprefix("run: ") for line in lines if line.startswith("run: ")]
+    return dict(line.split("=", 1) for line in lines if "=" in line) | {"RUN": "\n".join(runs)}
 
 
 def test_the_udev_rule_starts_the_unit_for_a_usb_partition_with_a_file_system(tmp_path,
@@ -160,4 +163,7 @@ def test_the_udev_rule_starts_the_unit_for_a_usb_partition_with_a_file_system(tm
     on_usb = udev_properties(loop, 'SUBSYSTEM=="block", ENV{ID_BUS}="usb"')
     assert on_usb["ID_FS_USAGE"] == "filesystem"
     assert on_usb["SYSTEMD_WANTS"] == f"tern-usb-install@{loop}.service"
-    assert "SYSTEMD_WANTS" not in udev_properties(loop)  # not on USB: left alone
+    # FAT's driver, before the unit runs (mount, in a busybox sh, tries only loaded ones)
+    assert "'kmod load fs-vfat'" in on_usb["RUN"].splitlines()
+    elsewhere = udev_properties(loop)
+    assert "SYSTEMD_WANTS" not in elsewhere and "fs-vfat" not in elsewhere["RUN"]  # not USB

@@ -93,7 +93,7 @@ def test_trial_boot_that_never_reaches_the_updater_rolls_back(device, make_artif
     assert device.run("install", str(make_artifact())) == 0
     assert device.power_on() == "b"  # hangs before the updater runs: the watchdog resets
     assert device.power_on() == "a"  # bootcount 2 > bootlimit 1: the boot script falls back
-    assert device.run("resume") == 1
+    assert device.run("resume") == 3  # the update failed and is over: a normal outcome
     result = device.last_result()
     assert result["status"] == "failure" and "fell back to slot a" in result["error"]
 
@@ -197,7 +197,7 @@ def test_failing_health_check_rolls_back_with_its_output(device, make_artifact):
     assert device.env()["mender_boot_part"] == "2"
     assert device.stored()["state"] == "ArtifactRollbackReboot"  # waiting for the reboot
     assert device.power_on() == "a"
-    assert device.run("resume") == 1
+    assert device.run("resume") == 3
     result = device.last_result()
     assert result["status"] == "failure"
     assert result["health"] == ["10-ok: pass: fine", "20-app: FAIL: exit 3: app not answering"]
@@ -405,7 +405,7 @@ def test_a_watchdog_reset_is_named_in_the_reason_of_the_failed_trial_boot(
     assert device.power_on() == "b"  # hangs: the watchdog resets the board
     assert device.power_on() == "a"  # bootcount 2 > bootlimit 1: the boot script falls back
     monkeypatch.setattr(health.fcntl, "ioctl", boot_status)
-    assert device.run("resume") == 1
+    assert device.run("resume") == 3
     error = device.last_result()["error"]
     assert "the trial boot of slot b failed" in error
     assert "after the watchdog reset the board" in error
@@ -442,7 +442,7 @@ def test_auto_reboot_and_the_rollback_reboot_run_the_reboot_command(device, make
     assert device.run("resume") == -9  # unhealthy: rolled back, rebooting
     assert device.stored()["state"] == "ArtifactRollbackReboot"
     assert device.power_on() == "a"
-    assert device.run("resume") == 1
+    assert device.run("resume") == 3
     assert reboots.read_text().split() == ["reboot", "reboot"]
     assert device.last_result()["status"] == "failure"
 
