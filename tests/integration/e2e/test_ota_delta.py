@@ -21,7 +21,6 @@ from qemu.guest import data_marker, put_data_marker, release
 from testkit import wait_for
 from testkit.admin import ServerAdmin
 from testkit.enroll import enroll
-from testkit.faultproxy import FaultProxy
 from testkit.live_server import LiveServer
 from testkit.nginx import Nginx, ignoring_range
 
@@ -43,13 +42,6 @@ def server(tmp_path):
     with LiveServer(tmp_path / "server", workers=2,
                     names=("10.0.2.2", "ota.example.com")) as live:
         yield ServerAdmin(live)
-
-
-@pytest.fixture
-def proxy(server):
-    proxy = FaultProxy(server.live.port).start()
-    yield proxy
-    proxy.stop()
 
 
 @pytest.fixture

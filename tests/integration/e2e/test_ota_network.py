@@ -9,20 +9,12 @@ import pytest
 from qemu.guest import data_marker, put_data_marker, release
 from testkit import wait_for
 from testkit.enroll import enroll
-from testkit.faultproxy import FaultProxy
 
 from .conftest import deploy
 
 pytestmark = pytest.mark.qemu
 # Short enough for a test, long enough for an emulated device's TLS handshakes.
 DEVICE_SETTINGS = {"download_timeout": 10.0, "abort_check_interval": 2.0}
-
-
-@pytest.fixture
-def proxy(server):
-    proxy = FaultProxy(server.live.port).start()
-    yield proxy
-    proxy.stop()
 
 
 @pytest.fixture
