@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,10 @@ SCRIPT = ROOT / "updater/usb/tern-usb-install"
 def stick(tmp_path, loop_devices):
     """stick(*artifacts) -> the loop device of a FAT stick holding them."""
     def make(*artifacts: Path) -> str:
-        content = tmp_path / "stick-content"
-        content.mkdir()
+        content = Path(tempfile.mkdtemp(prefix="stick-content-", dir=tmp_path))
         for artifact in artifacts:
             shutil.copy(artifact, content / artifact.name)
-        image = tmp_path / "stick.img"
+        image = content.with_suffix(".img")
         subprocess.run(["mkfs.ext4", "-q", "-d", str(content), str(image), "16M"], check=True,
                        capture_output=True)
         return loop_devices(image)
@@ -97,6 +97,10 @@ def test_stick_without_exactly_one_artifact(tmp_path, stick, make_artifact):
     loop = stick(make_artifact(name="a"), make_artifact(name="b"))
     code, console = run_script(tmp_path, device, loop)
     assert code == 1 and "expected exactly one *.mender file" in console
+    assert "found 2 (" in console
+    code, console = run_script(tmp_path, device, stick())
+    assert code == 1 and "expected exactly one *.mender file at the top of the stick, " \
+        "found 0 ()" in console
 
 
 def test_stick_with_a_module_artifact_commits_without_a_reboot(tmp_path, stick):
