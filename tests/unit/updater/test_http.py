@@ -18,9 +18,11 @@ class Server(http.server.ThreadingHTTPServer):
     path, Range and client port, and answers a redirect to `redirect_to` if set."""
     daemon_threads = True
 
-    def __init__(self, tls_files: tuple[str, str] | None = None, redirect_to: str = ""):
+    def __init__(self, tls_files: tuple[str, str] | None = None, redirect_to: str = "",
+                 drop_a_second_request: bool = False):
         self.seen: list[tuple[str, str | None, int]] = []
         self.redirect_to = redirect_to
+        self.drop_a_second_request = drop_a_second_request
         super().__init__(("127.0.0.1", 0), Handler)
         if tls_files:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -36,6 +38,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def answer(self):
         self.server.seen.append((self.path, self.headers.get("Range"), self.client_address[1]))
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.answered = getattr(self, "answered", 0) + 1
+        if self.answered == 2 and self.server.drop_a_second_request:
+            # an idle timeout that fires as the request arrives: TCP FIN, no TLS close_notify
+            self.server.drop_a_second_request = False
+            self.request.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
         if self.server.redirect_to:
             self.send_response(302)
             self.send_header("Location", self.server.redirect_to)
@@ -103,6 +112,21 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(servers):
     kept.sock.shutdown(socket.SHUT_RDWR)  # as an idle timeout on the server's side
     assert connections.request("GET", f"http://127.0.0.1:{server.port}/b").status == 200
     assert [path for path, _, _ in server.seen] == ["/a", "/b"]
+
+
+def test_a_kept_alive_tls_connection_closed_as_a_request_arrives_is_replaced(servers,
+                                                                           tls_files):
+    """The race an idle timeout leaves open past the check for a closed connection: the
+    request goes out, the server closes without TLS's close_notify, the client reads "EOF
+    occurred in violation of protocol" and sends it again on a new connection."""
+    server = servers(tls_files, drop_a_second_request=True)
+    connections = Connections(verify=tls_files[0])
+    url = f"https://localhost:{server.port}"
+    assert connections.request("POST", f"{url}/a", b"1").status == 200
+    assert connections.request("POST", f"{url}/b", b"2").body == b"hello POST 2"
+    assert [path for path, _, _ in server.seen] == ["/a", "/b", "/b"]
+    ports = [port for _, _, port in server.seen]
+    assert ports[0] == ports[1] != ports[2]
 
 
 def test_a_download_follows_redirects_with_its_range_an_api_call_does_not(servers):
