@@ -18,7 +18,7 @@ from testkit import wait_for
 from testkit.artifacts import build_artifact
 from testkit.devices import SimulatedDevice
 from updater.agent.steps import timestamp
-from updater.client import Aborted, Client, Unauthorized
+from updater.client import Aborted, Client, Unauthorized, Unreachable
 from updater.identity import KeySigner
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,9 @@ class FleetDevice:
         self.thread.start()
 
     def _update(self, outcome, delay, step, log) -> None:
-        self.client.send_inventory(self.provides)
+        # Tried again as the daemon does: once, on the loaded CI host beside a QEMU device,
+        # the server dropped a device's TLS handshake and the test waited for it in vain.
+        wait_for(self._inventory_sent, timeout=60, interval=1, what="the inventory sent")
         deployment = wait_for(lambda: self.client.next_deployment(self.provides), timeout=120,
                               what="a deployment")
         time.sleep(delay)
@@ -82,6 +84,13 @@ class FleetDevice:
             self.client.upload_log(deployment_id, [
                 {"timestamp": timestamp(), "level": "error", "message": line} for line in log])
         self.client.report_status(deployment_id, outcome)
+
+    def _inventory_sent(self) -> bool:
+        try:
+            self.client.send_inventory(self.provides)
+            return True
+        except Unreachable:
+            return False
 
     def finish(self, timeout: float = 60) -> None:
         self.thread.join(timeout)
