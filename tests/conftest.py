@@ -5,9 +5,9 @@ In CI (CI=true) a skipped test fails the run: everything a test needs is
 installed and started by .ci/run, so a skip there means something is missing.
 
 `make test` runs two pytest-xdist workers (`-n 2`): the emulated-device tests (marked `qemu`)
-in order on one, everything else in order on the other. Each QEMU device
-keeps one core busy; running two devices at once would slow both past their boot deadlines,
-while the host-side tests mostly wait on servers and fit beside one device.
+in order on one, everything else in order on the other. Each QEMU device keeps one core
+busy, and the host-side tests mostly wait on servers and fit beside it; two devices at once
+on 2 cores might push their boots past the 60 s watchdog (not tried in CI yet).
 """
 import os
 from dataclasses import dataclass
