@@ -8,8 +8,15 @@ for the installer that writes the slot. Zero blocks (most of a fresh filesystem'
 are never fetched. With `held`, a block the target slot already holds at its own place (an
 interrupted install, or an unchanged block of the release the slot held before) is kept.
 
-`SlotHashes` is one such `find`: the hash of every block of a slot, sorted, searched with
-bisect (20 bytes per block; RAUC's takes 36, a dict would take about five times that).
+`SlotHashes` is one such `find`: the hash of every non-zero block of a slot, sorted, found
+through the bucket of its first two bytes (20 bytes per block and 256 KiB of buckets; RAUC's
+takes 36, a dict would take about five times that).
+
+`survey_slots` reads the two slots of a device once each, side by side, for the adaptive
+install: which blocks the target slot already holds in place, which ones the active slot
+holds at the same place, and the active slot's `SlotHashes`. A block is hashed there only
+when nothing cheaper proves it: a zero block is compared with zeros, and a target block
+equal byte for byte to the active slot's block at the same place has that block's hash.
 """
 import bisect
 import os
@@ -21,6 +28,8 @@ from .block_index import HASH_SIZE, BlockIndex, block_digest, data_content_offse
 
 Find = Callable[[bytes], object | None]  # where a local slot holds a block with this sha256
 Held = Callable[[int, bytes], bool]  # does the target slot hold this block's hash in place
+
+READ_SIZE = 1 << 20
 
 HELD = "held"
 ZERO = "zero"
@@ -84,10 +93,11 @@ def zero_hash(length: int) -> bytes:
     return block_digest(bytes(length))
 
 
-def block_sources(index: BlockIndex, find: Find,
-                  held: Held | None = None) -> Iterator[tuple[int, str, object]]:
+def block_sources(index: BlockIndex, find: Find, held: Held | None = None,
+                  same: bytes | bytearray | None = None) -> Iterator[tuple[int, str, object]]:
     """(block, HELD | ZERO | LOCAL | FETCH, the location `find` gave or the chunk) for each
-    block."""
+    block. `same`, when given, has a 1 for each block the active slot holds (its hash
+    checked) at the block's own offset: that offset is taken without a search."""
     zero = zero_hash(index.block_size)
     for block in range(index.block_count):
         digest = index.block_hash(block)
@@ -97,6 +107,9 @@ def block_sources(index: BlockIndex, find: Find,
         if index.block_length(block) == index.block_size and digest == zero:
             yield block, ZERO, None
             continue
+        if same is not None and same[block]:
+            yield block, LOCAL, block * index.block_size
+            continue
         where = find(digest)
         if where is not None:
             yield block, LOCAL, where
@@ -105,14 +118,15 @@ def block_sources(index: BlockIndex, find: Find,
 
 
 def plan_fetch(index: BlockIndex, payload_offset: int, find: Find, *, artifact_size: int,
-               index_size: int, max_gap: int = 0, held: Held | None = None) -> FetchPlan:
+               index_size: int, max_gap: int = 0, held: Held | None = None,
+               same: bytes | bytearray | None = None) -> FetchPlan:
     """The chunks to fetch, as ranges of the artifact file, adjacent ones (or ones at most
     `max_gap` bytes apart) coalesced. `payload_offset` is `ArtifactReader.payload_offset`;
     `artifact_size` the whole file's (a Range answer's Content-Range gives it), `index_size`
     the anchor's: a full install downloads the file but the index."""
     needed = bytearray(index.chunk_count)
     counts = {HELD: 0, ZERO: 0, LOCAL: 0, FETCH: 0}
-    for _, kind, where in block_sources(index, find, held):
+    for _, kind, where in block_sources(index, find, held, same):
         counts[kind] += 1
         if kind == FETCH:
             needed[where] = 1
@@ -132,77 +146,73 @@ def plan_fetch(index: BlockIndex, payload_offset: int, find: Find, *, artifact_s
                      head_bytes=base + index_size, full_bytes=full, needed=needed)
 
 
-def slot_digests(path: str | os.PathLike, block_size: int, size: int,
-                 whole_blocks: bool = False) -> bytes:
-    """The hash of each block of the first `size` bytes of `path` (fewer if it is shorter), in
-    order (HASH_SIZE bytes each); a last partial block is hashed over its bytes, as the index
-    does, unless `whole_blocks`."""
-    digests = bytearray()
-    with open(path, "rb", buffering=0) as slot:
-        size = min(size, os.lseek(slot.fileno(), 0, os.SEEK_END))
-        if whole_blocks:
-            size -= size % block_size
-        position = 0
-        while position < size:
-            data = os.pread(slot.fileno(), min(1 << 20, size - position), position)
-            if not data:
-                break
-            view = memoryview(data)
-            for offset in range(0, len(data), block_size):
-                digests += block_digest(view[offset:offset + block_size])
-            position += len(data)
-    return bytes(digests)
-
-
 class SlotHashes:
-    """The blocks of a slot (a file or block device) by sha256: `find(hash)` gives the byte
-    offset of a block with that hash, or None."""
+    """The non-zero blocks of a slot (a file or block device) by sha256: `find(hash)` gives the
+    byte offset of a block with that hash, or None."""
 
     RECORD = HASH_SIZE + 4
 
-    def __init__(self, records: bytes | bytearray, block_size: int):
+    def __init__(self, records: bytes | bytearray, starts: array, block_size: int):
         self._records = records
+        self._starts = starts  # where each bucket (a hash's first two bytes) starts
         self.block_size = block_size
         self._count = len(records) // self.RECORD
 
     @classmethod
     def of_file(cls, path: str | os.PathLike, block_size: int,
                 size: int | None = None) -> "SlotHashes":
-        """Hash the whole blocks of the first `size` bytes (default: all) of `path`."""
-        return cls.of_digests(slot_digests(path, block_size, size or 1 << 62, True), block_size)
+        """Hash the whole non-zero blocks of the first `size` bytes (default: all) of `path`."""
+        digests, blocks = bytearray(), array("I")
+        zero = bytes(block_size)
+        with open(path, "rb", buffering=0) as slot:
+            size = min(size or 1 << 62, os.lseek(slot.fileno(), 0, os.SEEK_END))
+            size -= size % block_size
+            for position in range(0, size, READ_SIZE):
+                data = os.pread(slot.fileno(), min(READ_SIZE, size - position), position)
+                for offset in range(0, len(data) - len(data) % block_size, block_size):
+                    content = data[offset:offset + block_size]
+                    if content != zero:
+                        digests += block_digest(content)
+                        blocks.append((position + offset) // block_size)
+        return cls.of_digests(digests, block_size, blocks)
 
     @classmethod
-    def of_digests(cls, digests: bytes, block_size: int) -> "SlotHashes":
-        """From a slot's block hashes in order. The records (hash, block) are sorted without a
-        Python object per block: placed by their hash's first two bytes (a counting sort),
-        then each bucket, a handful of records, is sorted on its own."""
+    def of_digests(cls, digests: bytes | bytearray, block_size: int,
+                   blocks: array | None = None) -> "SlotHashes":
+        """From blocks' hashes (HASH_SIZE bytes each), of the blocks numbered `blocks` (default:
+        0, 1, 2...). The records (hash, block) are sorted without a Python object per block:
+        placed by their hash's first two bytes (a counting sort), then each bucket, a handful
+        of records, is sorted on its own."""
         count = len(digests) // HASH_SIZE
-        starts = array("L", bytes(array("L").itemsize * 65537))
-        for block in range(count):
-            starts[int.from_bytes(digests[block * HASH_SIZE:block * HASH_SIZE + 2], "big")
-                   + 1] += 1
+        starts = array("I", bytes(4 * 65537))
+        for at in range(0, count * HASH_SIZE, HASH_SIZE):
+            starts[(digests[at] << 8 | digests[at + 1]) + 1] += 1
         for bucket in range(65536):
             starts[bucket + 1] += starts[bucket]
-        free = array("L", starts)
+        free = array("I", starts)
         records = bytearray(count * cls.RECORD)
-        for block in range(count):
-            digest = digests[block * HASH_SIZE:(block + 1) * HASH_SIZE]
-            bucket = int.from_bytes(digest[:2], "big")
-            at = free[bucket] * cls.RECORD
+        for position in range(count):
+            at = position * HASH_SIZE
+            bucket = digests[at] << 8 | digests[at + 1]
+            place = free[bucket] * cls.RECORD
             free[bucket] += 1
-            records[at:at + cls.RECORD] = digest + block.to_bytes(4, "big")
+            block = position if blocks is None else blocks[position]
+            records[place:place + cls.RECORD] = digests[at:at + HASH_SIZE] + \
+                block.to_bytes(4, "big")
         for bucket in range(65536):
             first, end = starts[bucket], starts[bucket + 1]
             if end - first > 1:
                 chunk = records[first * cls.RECORD:end * cls.RECORD]
                 ordered = sorted(chunk[i:i + cls.RECORD] for i in range(0, len(chunk), cls.RECORD))
                 records[first * cls.RECORD:end * cls.RECORD] = b"".join(ordered)
-        return cls(records, block_size)
+        return cls(records, starts, block_size)
 
     def find(self, digest: bytes) -> int | None:
         """The byte offset of a block whose sha256 is `digest` (the lowest one), or None."""
-        position = bisect.bisect_left(self, digest)
-        if position < self._count and self[position] == digest:
+        bucket = digest[0] << 8 | digest[1]
+        end = self._starts[bucket + 1]
+        position = bisect.bisect_left(self, digest, self._starts[bucket], end)
+        if position < end and self[position] == digest:
             start = position * self.RECORD + HASH_SIZE
             return int.from_bytes(self._records[start:start + 4], "big") * self.block_size
         return None
@@ -213,3 +223,54 @@ class SlotHashes:
     def __getitem__(self, position: int) -> bytes:
         start = position * self.RECORD
         return bytes(self._records[start:start + HASH_SIZE])
+
+
+@dataclass
+class SlotSurvey:
+    """What the two slots hold of the new image, from `survey_slots`."""
+
+    held: bytearray  # 1 per block the target slot holds in place (proven)
+    same: bytearray  # 1 per block the active slot holds at its own place (hash checked)
+    active: SlotHashes
+
+    def in_place(self, block: int, digest: bytes) -> bool:
+        return bool(self.held[block])
+
+
+def survey_slots(index: BlockIndex, target: str | os.PathLike,
+                 active: str | os.PathLike) -> SlotSurvey:
+    """Read the target and the active slot once, side by side, over the new image's extent.
+    A target block is held when its bytes are proven to have the index's hash: zeros where
+    the index says zeros, the same bytes as the active slot's block at that place when that
+    block has the hash, or else its own hash. The active slot's non-zero whole blocks are
+    hashed once, into the table for the blocks that moved."""
+    size, block_size = index.image_size, index.block_size
+    zero, zero_digest = bytes(block_size), zero_hash(block_size)
+    held, same = bytearray(index.block_count), bytearray(index.block_count)
+    digests, blocks = bytearray(), array("I")
+    with open(target, "rb", buffering=0) as target_file, \
+            open(active, "rb", buffering=0) as active_file:
+        for position in range(0, size, READ_SIZE):
+            length = min(READ_SIZE, size - position)
+            ours = os.pread(target_file.fileno(), length, position)
+            theirs = os.pread(active_file.fileno(), length, position)
+            for offset in range(0, length, block_size):
+                block = (position + offset) // block_size
+                want = index.block_hash(block)
+                mine = ours[offset:offset + block_size]
+                other = theirs[offset:offset + block_size]
+                found = None
+                if len(other) == block_size and other != zero:
+                    found = block_digest(other)
+                    digests += found
+                    blocks.append(block)
+                    same[block] = found == want
+                if len(mine) != index.block_length(block):
+                    continue  # the target slot ends before the image
+                if want == zero_digest:
+                    held[block] = mine == zero
+                elif found is not None and mine == other:
+                    held[block] = found == want
+                elif len(mine) < block_size or mine != zero:  # zeros lack a non-zero's hash
+                    held[block] = block_digest(mine) == want
+    return SlotSurvey(held, same, SlotHashes.of_digests(digests, block_size, blocks))

@@ -10,7 +10,14 @@ compressed full artifact, for
   known base, the whole image as their window;
 - the full artifact: what a full install downloads, and the same image without an index.
 
-The bytes need no device and no network. `--device` measures the device's columns instead: on one
+The bytes need no device and no network. `--host-install` times the installs on the host
+instead: per pair, `tern-updater install URL` (a fresh process, as on the device) of the pair's
+artifact from a plain HTTP server on loopback with single ranges (testkit.range_files), into
+slot files on a simulated device (testkit.host_device) whose slots A and B both hold
+release-1: the full install (`delta_max_share = 0`), the delta, and the delta with the first
+half of the new image already in slot B; wall time, peak RSS (the child's ru_maxrss) and the
+bytes the server sent, all in one run, so the ratio delta / full is the figure to read.
+`--device` measures the device's columns instead: on one
 emulated device (`make image`'s disk, booted once), per pair, `tern-updater install URL` of
 the pair's artifact from a plain HTTP server on the host with single ranges
 (testkit.range_files), into slot B holding release-1: the full install
@@ -20,12 +27,15 @@ its end, peak RSS (VmHWM, sampled every 0.5 s), and the bytes the server sent; e
 install is rolled back and slot B copied back from slot A before the next.
 
     make delta-images && .venv/bin/python -m bench.delta
+    make delta-images && .venv/bin/python -m bench.delta --host-install
     make delta-images && .venv/bin/python -m bench.delta --device
 """
 import argparse
 import json
 import os
 import re
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +50,7 @@ from bench.block_index import write
 from qemu.device import Device, make_overlay
 from qemu.guest import boot_resume_finished
 from testkit import wait_for
+from testkit.host_device import new_device
 from testkit.range_files import RangeFileServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,12 +223,101 @@ def measure_device(pairs: dict, images: Path, work: Path) -> list[DeviceRow]:
     return rows
 
 
+@dataclass
+class HostRow:
+    pair: str
+    install: str
+    seconds: list[float]  # wall time of each repetition
+    cpu: list[float]  # the process's user + system time of each repetition
+    peak_mib: float  # the highest VmHWM of the repetitions
+    sent: int  # bytes the server sent, last repetition
+    mode: str
+
+    def line(self) -> str:
+        return (f"| {self.pair} | {self.install} | {statistics.median(self.seconds):.1f} s | "
+                f"{statistics.median(self.cpu):.1f} s | {self.peak_mib:.1f} MiB | "
+                f"{self.sent:,} ({self.mode}) |")
+
+
+def host_install(root: Path, base: Path, new: Path, url: str,
+                 install: str) -> tuple[float, float, float, str]:
+    """Wall time, CPU time, peak RSS (MiB) and the download mode of one `tern-updater install
+    URL` on a fresh simulated device whose slots both hold release-1."""
+    device = new_device(root, delta_max_share=0.0 if install == "full" else 0.8)
+    for slot in "ab":
+        shutil.copyfile(base, device.slot(slot))
+    if install == "delta, resumed":
+        half = new.stat().st_size // 2
+        with open(new, "rb") as source, open(device.slot("b"), "r+b") as target:
+            target.write(source.read(half))
+    os.sync()
+    command = [str(Path(sys.executable).parent / "tern-updater"), "--config", str(device.toml),
+               "install", url]
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while not (waited := os.wait4(process.pid, os.WNOHANG))[0]:
+        # VmHWM, as on the device (ru_maxrss would count the parent's pages the fork saw)
+        found = re.search(r"^VmHWM:\s*(\d+)", Path(f"/proc/{process.pid}/status").read_text(),
+                          re.MULTILINE)
+        peak = int(found[1]) if found else peak
+        time.sleep(0.05)
+    seconds = time.monotonic() - started
+    _, status, usage = waited
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise RuntimeError(f"{install} install exited with {process.returncode}")
+    update = device.stored()["update"]
+    mode = next((re.search(r'"mode": "(\w+)"', line["message"])[1] for line in update.log
+                 if line["message"].startswith("download stats")), "?")
+    shutil.rmtree(root)
+    return seconds, usage.ru_utime + usage.ru_stime, peak / 1024, mode
+
+
+def host_table(pairs: dict, images: Path, repeat: int) -> int:
+    print("| pair | install | wall time (host) | CPU time (host) | peak RSS (host) "
+          "| bytes sent (mode) |")
+    print("|---|---|---:|---:|---:|---:|")
+    load = os.getloadavg()[0]
+    ratios = []
+    with tempfile.TemporaryDirectory(prefix="bench-delta-host-") as tmp:
+        for name, pair in pairs.items():
+            base, new = images / f"{pair['from']}.ext4", images / pair["rootfs"]
+            rows = {install: HostRow(name, install, [], [], 0.0, 0, "") for install in INSTALLS}
+            with RangeFileServer(images / pair["artifact"]) as artifact:
+                for _ in range(repeat):  # the installs alternate within each repetition
+                    for install, row in rows.items():
+                        before = artifact.sent
+                        seconds, cpu, peak, row.mode = host_install(
+                            Path(tmp) / "device", base, new, artifact.url, install)
+                        row.seconds.append(seconds)
+                        row.cpu.append(cpu)
+                        row.peak_mib = max(row.peak_mib, peak)
+                        row.sent = artifact.sent - before
+            for row in rows.values():
+                print(row.line(), flush=True)
+            full = rows["full"]
+            for install in INSTALLS[1:]:
+                wall = statistics.median(rows[install].seconds) / statistics.median(full.seconds)
+                cpu = statistics.median(rows[install].cpu) / statistics.median(full.cpu)
+                ratios.append(f"{name}, {install} / full: wall {wall:.2f}x, CPU {cpu:.2f}x")
+    print(f"\nMedians of {repeat} runs.")
+    print("\n".join(ratios))
+    print(f"Load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=IMAGES)
     parser.add_argument("--device", action="store_true",
                         help="the device's columns instead of the bytes (one emulated "
                              "device, minutes)")
+    parser.add_argument("--host-install", action="store_true",
+                        help="time the full and the delta install on the host, into slot "
+                             "files (minutes)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="--host-install: runs of each install (the median is shown)")
     args = parser.parse_args()
     stamp = args.images / "delta.json"
     if not stamp.exists():
@@ -226,6 +326,8 @@ def main() -> int:
     pairs = json.loads(stamp.read_text())["pairs"]
     if args.device:
         return device_table(pairs, args.images)
+    if args.host_install:
+        return host_table(pairs, args.images, args.repeat)
     print("| pair | method | bytes | share of the compressed full artifact | seconds (host) "
           "| note |")
     print("|---|---|---:|---:|---:|---|")

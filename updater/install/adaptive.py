@@ -3,20 +3,28 @@
 Each block of the new image is taken from the cheapest place that holds a block with its
 hash: the target slot itself at the block's own place (what an interrupted install already
 wrote, or an unchanged block of the release the slot held before: so a cut install resumes
-where it was), the active slot at any place, a block of zeros, and only then the artifact's
-chunk area, fetched by HTTP Range in the planner's coalesced ranges. Every block is checked
-against its hash before it is written, the whole image's sha256 against the signed manifest
-(and the installer reads the slot back, past the page cache): exactly what a full install
-proves before the slot may boot. The target is synced every `sync_every` bytes written, so
-that a power cut costs at most that much of the work done (what the page cache held is
-lost; what reached the medium is in place at the next try).
+where it was), the active slot (at the same place first, else at any place), a block of
+zeros, and only then the artifact's chunk area, fetched by HTTP Range in the planner's
+coalesced ranges. Every block is checked against its hash before it is written, and a kept
+block is proven to hold its hash (`survey_slots`: zeros compared with zeros, a block equal
+to the active slot's hashed block, or its own hash); the whole image's sha256 is checked
+against the signed manifest (and the installer reads the slot back, past the page cache):
+exactly what a full install proves before the slot may boot. The target is synced every
+`sync_every` bytes written, so that a power cut costs at most that much of the work done
+(what the page cache held is lost; what reached the medium is in place at the next try).
+
+Each slot is read once before the plan (`survey_slots`, side by side) and the target once
+more in the write pass; a non-zero block is hashed once there unless the active slot's
+block at the same place has its bytes, a copied or fetched block once more when it is
+written, and the whole image once (its sha256).
 
 Whatever stops it — no index, an index that does not verify, a transfer above
 `delta_max_share` of the full download, a server that ignores Range, a block that does not
 match — raises `Fallback` with the reason, and the agent streams the full payload instead.
 
-Memory: the index (16 bytes per block, plus 8 per chunk), the target slot's hashes in
-order (16 per block), the active slot's sorted (20 per block), one chunk and 1 MiB buffers.
+Memory: the index (16 bytes per block, plus 8 per chunk), two bytes per block (held, same
+place), the active slot's non-zero blocks sorted by hash (20 bytes each), one chunk and
+1 MiB buffers.
 """
 import hashlib
 import os
@@ -28,7 +36,6 @@ from typing import BinaryIO, Protocol
 
 from artifact.block_index import (
     CHUNK_COMPRESSIONS,
-    HASH_SIZE,
     BlockIndex,
     IndexAnchor,
     block_digest,
@@ -39,10 +46,9 @@ from artifact.block_plan import (
     FETCH,
     HELD,
     LOCAL,
-    SlotHashes,
     block_sources,
     plan_fetch,
-    slot_digests,
+    survey_slots,
 )
 from artifact.compression import compression_of
 from artifact.errors import ArtifactError, ChecksumError
@@ -87,14 +93,10 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
     except ArtifactError as error:
         raise Fallback(f"the block index does not verify: {error}") from None
     del encoded
-    held = slot_digests(target, index.block_size, index.image_size)
-    local = SlotHashes.of_file(active, index.block_size, index.image_size)
-
-    def in_place(block: int, digest: bytes) -> bool:
-        return held[block * HASH_SIZE:(block + 1) * HASH_SIZE] == digest
-
-    plan = plan_fetch(index, reader.payload_offset, local.find, artifact_size=ranges.size,
-                      index_size=anchor.size, max_gap=MAX_GAP, held=in_place)
+    survey = survey_slots(index, target, active)
+    plan = plan_fetch(index, reader.payload_offset, survey.active.find, artifact_size=ranges.size,
+                      index_size=anchor.size, max_gap=MAX_GAP, held=survey.in_place,
+                      same=survey.same)
     planned = ranges.fetched + plan.range_bytes
     share = planned / plan.full_bytes
     log(f"adaptive install: of {index.block_count} blocks, {plan.blocks_held} in place, "
@@ -105,8 +107,8 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
         raise Fallback(f"the planned transfer is {share:.1%} of the full download, above "
                        f"delta_max_share ({max_share:.0%})")
     chunks = _fetched_chunks(index, plan, ranges, compression)
-    digest, crc = _write(index, block_sources(index, local.find, in_place), chunks,
-                         target, active, sync_every)
+    sources = block_sources(index, survey.active.find, survey.in_place, survey.same)
+    digest, crc = _write(index, sources, chunks, target, active, sync_every)
     if digest.hexdigest() != expected:
         raise Fallback(str(ChecksumError(f"data/0000/{name}", expected,
                                          digest.hexdigest())))
@@ -115,33 +117,37 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
 
 
 def _write(index: BlockIndex, sources, chunks, target: str, active: str, sync_every: int):
-    """Fill `target` block by block; return the image's sha256 and CRC-32 as written."""
-    digest = hashlib.sha256()
-    crc = 0
+    """Fill `target` block by block; return the image's sha256 and CRC-32 as written. The
+    blocks kept in place were proven by `survey_slots`; here they are only read, in runs,
+    for the whole image's sha256 (which a block changed since would fail)."""
+    image = ImageDigest()
     blocks: dict[int, bytes] = {}  # the verified blocks of the chunk fetched last
+    zero = bytes(index.block_size)
     crash_at = failpoints.payload_offset()
     fd = os.open(target, os.O_RDWR)
     try:
-        slot, old = SlotReader(fd), SlotReader(os.open(active, os.O_RDONLY))
+        kept = KeptRun(fd, image)
+        old = SlotReader(os.open(active, os.O_RDONLY))
         writer = SlotWriter(fd, crash_at, sync_every, markers.WriteProgress(index.image_size))
         try:
             for block, kind, where in sources:
                 offset = block * index.block_size
                 length = index.block_length(block)
                 if kind == HELD:
-                    content = _checked(index, block, slot.read(offset, length), "target")
-                elif kind == LOCAL:
-                    content = _checked(index, block, old.read(where, length), "active")
+                    kept.add(offset, length)
+                    continue
+                kept.read()
+                if kind == LOCAL:
+                    content = _copied(index, block, old.read(where, length))
                 elif kind == FETCH:
                     if block not in blocks:
                         blocks = dict(next(chunks))
                     content = blocks[block]
                 else:
-                    content = bytes(length)
-                digest.update(content)
-                crc = zlib.crc32(content, crc)
-                if kind != HELD:
-                    writer.write(offset, content)
+                    content = zero[:length]
+                image.update(content)
+                writer.write(offset, content)
+            kept.read()
             writer.flush()
         finally:
             os.close(old.fd)
@@ -150,12 +156,50 @@ def _write(index: BlockIndex, sources, chunks, target: str, active: str, sync_ev
         os.fsync(fd)
     finally:
         os.close(fd)
-    return digest, crc
+    return image.sha256, image.crc
 
 
-def _checked(index: BlockIndex, block: int, content: bytes, where: str) -> bytes:
+class ImageDigest:
+    """The whole image's sha256 and CRC-32, in order."""
+
+    def __init__(self):
+        self.sha256 = hashlib.sha256()
+        self.crc = 0
+
+    def update(self, data) -> None:
+        self.sha256.update(data)
+        self.crc = zlib.crc32(data, self.crc)
+
+
+class KeptRun:
+    """Adjacent blocks kept in the target slot, read in one piece (up to READ_SIZE) into the
+    image's digest when the run ends."""
+
+    def __init__(self, fd: int, image: ImageDigest):
+        self.fd = fd
+        self.image = image
+        self.start = self.end = 0
+
+    def add(self, offset: int, length: int) -> None:
+        if offset != self.end or self.end - self.start >= READ_SIZE:
+            self.read()
+            self.start = offset
+        self.end = offset + length
+
+    def read(self) -> None:
+        if self.end > self.start:
+            data = os.pread(self.fd, self.end - self.start, self.start)
+            if len(data) != self.end - self.start:
+                raise Fallback(f"the target slot ends at {self.start + len(data)}, inside "
+                               "blocks it held")
+            self.image.update(data)
+        self.start = self.end
+
+
+def _copied(index: BlockIndex, block: int, content: bytes) -> bytes:
+    """A block read from the active slot, checked again: the slot may have changed since."""
     if block_digest(content) != index.block_hash(block):
-        raise Fallback(f"block {block} changed in the {where} slot while it was copied")
+        raise Fallback(f"block {block} changed in the active slot while it was copied")
     return content
 
 

@@ -32,7 +32,7 @@ from artifact.block_plan import (
     SlotHashes,
     block_sources,
     plan_fetch,
-    slot_digests,
+    survey_slots,
 )
 from artifact.block_writer import write_indexed_artifact
 from artifact.cli import cli
@@ -315,11 +315,8 @@ def test_sources_prefer_the_target_in_place_then_zero_then_the_active_slot(tmp_p
     active.write_bytes(b"c" * BLOCK + b"b" * BLOCK)
     hashes = b"".join(block_digest(b) for b in blocks)
     index = BlockIndex(BLOCK, 2, len(blocks) * BLOCK, hashes, array("Q", [0, 1, 2, 3]))
-    held = slot_digests(target, BLOCK, index.image_size)
-    local = SlotHashes.of_file(active, BLOCK)
-    sources = list(block_sources(
-        index, local.find,
-        lambda block, digest: held[block * 16:(block + 1) * 16] == digest))
+    survey = survey_slots(index, target, active)
+    sources = list(block_sources(index, survey.active.find, survey.in_place, survey.same))
     assert sources == [(0, HELD, None), (1, ZERO, None), (2, LOCAL, BLOCK),
                        (3, HELD, None), (4, FETCH, 2)]
 
@@ -335,3 +332,26 @@ def test_slot_hashes_find_the_lowest_block_of_each_hash(tmp_path):
     assert all(lookup.find(block_digest(b)) == i * BLOCK for i, b in enumerate(blocks[:300]))
     assert lookup.find(block_digest(b"partial")) is None
     assert [lookup[i] for i in range(len(lookup))] == sorted(lookup[i] for i in range(350))
+
+
+def test_the_survey_proves_each_kept_block_and_tables_the_active_slots_non_zero_blocks(
+        tmp_path):
+    a, b, c, x, y, z = (bytes([n]) * BLOCK for n in b"abcxyz")
+    tail = b"d" * 100  # the image ends inside its last block
+    new = [a, bytes(BLOCK), b, c, tail]
+    target, active = tmp_path / "target", tmp_path / "active"
+    target.write_bytes(a + bytes(BLOCK) + x + c + tail)
+    active.write_bytes(a + z + x + y)
+    index = BlockIndex(BLOCK, 2, 4 * BLOCK + len(tail),
+                       b"".join(block_digest(block) for block in new), array("Q", [0, 1, 2, 3]))
+    survey = survey_slots(index, target, active)
+    # a: the active slot's bytes, with the hash; zeros compared; x: the active slot's bytes,
+    # which lack b's hash (not hashed again); c and the tail: their own hash
+    assert list(survey.held) == [1, 1, 0, 1, 1]
+    assert list(survey.same) == [1, 0, 0, 0, 0]
+    assert [survey.active.find(block_digest(block)) for block in (a, z, x, y)] == \
+        [0, BLOCK, 2 * BLOCK, 3 * BLOCK]
+    assert survey.active.find(block_digest(bytes(BLOCK))) is None  # zeros are not tabled
+    short = tmp_path / "short"
+    short.write_bytes(a)
+    assert list(survey_slots(index, short, active).held) == [1, 0, 0, 0, 0]
