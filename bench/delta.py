@@ -15,8 +15,10 @@ instead: per pair, `tern-updater install URL` (a fresh process, as on the device
 artifact from a plain HTTP server on loopback with single ranges (testkit.range_files), into
 slot files on a simulated device (testkit.host_device) whose slots A and B both hold
 release-1: the full install (`delta_max_share = 0`), the delta, and the delta with the first
-half of the new image already in slot B; wall time, peak RSS (the child's ru_maxrss) and the
-bytes the server sent, all in one run, so the ratio delta / full is the figure to read.
+half of the new image already in slot B, alternating, `--repeat` times; median wall time and
+CPU time (user + system: on the emulated device the install is CPU-bound), peak RSS (VmHWM)
+and the bytes the server sent, so the ratio delta / full is the figure to read.
+`--python /usr/bin/python3` runs the updater on Debian's interpreter, as the device does.
 `--device` measures the device's columns instead: on one
 emulated device (`make image`'s disk, booted once), per pair, `tern-updater install URL` of
 the pair's artifact from a plain HTTP server on the host with single ranges
@@ -27,7 +29,7 @@ its end, peak RSS (VmHWM, sampled every 0.5 s), and the bytes the server sent; e
 install is rolled back and slot B copied back from slot A before the next.
 
     make delta-images && .venv/bin/python -m bench.delta
-    make delta-images && .venv/bin/python -m bench.delta --host-install
+    make delta-images && .venv/bin/python -m bench.delta --host-install [--python /usr/bin/python3]
     make delta-images && .venv/bin/python -m bench.delta --device
 """
 import argparse
@@ -239,8 +241,8 @@ class HostRow:
                 f"{self.sent:,} ({self.mode}) |")
 
 
-def host_install(root: Path, base: Path, new: Path, url: str,
-                 install: str) -> tuple[float, float, float, str]:
+def host_install(root: Path, base: Path, new: Path, url: str, install: str,
+                 python: str | None) -> tuple[float, float, float, str]:
     """Wall time, CPU time, peak RSS (MiB) and the download mode of one `tern-updater install
     URL` on a fresh simulated device whose slots both hold release-1."""
     device = new_device(root, delta_max_share=0.0 if install == "full" else 0.8)
@@ -251,10 +253,12 @@ def host_install(root: Path, base: Path, new: Path, url: str,
         with open(new, "rb") as source, open(device.slot("b"), "r+b") as target:
             target.write(source.read(half))
     os.sync()
-    command = [str(Path(sys.executable).parent / "tern-updater"), "--config", str(device.toml),
-               "install", url]
+    updater = [str(Path(sys.executable).parent / "tern-updater")] if python is None else \
+        [python, "-c", "import sys; from updater.cli import main; sys.exit(main())"]
+    command = [*updater, "--config", str(device.toml), "install", url]
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     peak = 0
     while not (waited := os.wait4(process.pid, os.WNOHANG))[0]:
         # VmHWM, as on the device (ru_maxrss would count the parent's pages the fork saw)
@@ -274,7 +278,7 @@ def host_install(root: Path, base: Path, new: Path, url: str,
     return seconds, usage.ru_utime + usage.ru_stime, peak / 1024, mode
 
 
-def host_table(pairs: dict, images: Path, repeat: int) -> int:
+def host_table(pairs: dict, images: Path, repeat: int, python: str | None) -> int:
     print("| pair | install | wall time (host) | CPU time (host) | peak RSS (host) "
           "| bytes sent (mode) |")
     print("|---|---|---:|---:|---:|---:|")
@@ -289,7 +293,7 @@ def host_table(pairs: dict, images: Path, repeat: int) -> int:
                     for install, row in rows.items():
                         before = artifact.sent
                         seconds, cpu, peak, row.mode = host_install(
-                            Path(tmp) / "device", base, new, artifact.url, install)
+                            Path(tmp) / "device", base, new, artifact.url, install, python)
                         row.seconds.append(seconds)
                         row.cpu.append(cpu)
                         row.peak_mib = max(row.peak_mib, peak)
@@ -301,7 +305,7 @@ def host_table(pairs: dict, images: Path, repeat: int) -> int:
                 wall = statistics.median(rows[install].seconds) / statistics.median(full.seconds)
                 cpu = statistics.median(rows[install].cpu) / statistics.median(full.cpu)
                 ratios.append(f"{name}, {install} / full: wall {wall:.2f}x, CPU {cpu:.2f}x")
-    print(f"\nMedians of {repeat} runs.")
+    print(f"\nMedians of {repeat} runs; the updater on {python or sys.executable}.")
     print("\n".join(ratios))
     print(f"Load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
     return 0
@@ -318,6 +322,9 @@ def main() -> int:
                              "files (minutes)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="--host-install: runs of each install (the median is shown)")
+    parser.add_argument("--python", help="--host-install: run the updater with this interpreter "
+                                         "(e.g. Debian's /usr/bin/python3, as the device: no "
+                                         "python-isal) instead of the venv's")
     args = parser.parse_args()
     stamp = args.images / "delta.json"
     if not stamp.exists():
@@ -327,7 +334,7 @@ def main() -> int:
     if args.device:
         return device_table(pairs, args.images)
     if args.host_install:
-        return host_table(pairs, args.images, args.repeat)
+        return host_table(pairs, args.images, args.repeat, args.python)
     print("| pair | method | bytes | share of the compressed full artifact | seconds (host) "
           "| note |")
     print("|---|---|---:|---:|---:|---|")
