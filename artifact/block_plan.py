@@ -242,8 +242,9 @@ def survey_slots(index: BlockIndex, target: str | os.PathLike,
     """Read the target and the active slot once, side by side, over the new image's extent.
     A target block is held when its bytes are proven to have the index's hash: zeros where
     the index says zeros, the same bytes as the active slot's block at that place when that
-    block has the hash, or else its own hash. The active slot's non-zero whole blocks are
-    hashed once, into the table for the blocks that moved."""
+    block has the hash, or else its own hash (hashed only when the active slot's block at
+    that place neither has the hash nor the same bytes). The active slot's non-zero whole
+    blocks are hashed once, into the table for the blocks that moved."""
     size, block_size = index.image_size, index.block_size
     zero, zero_digest = bytes(block_size), zero_hash(block_size)
     held, same = bytearray(index.block_count), bytearray(index.block_count)
@@ -269,8 +270,10 @@ def survey_slots(index: BlockIndex, target: str | os.PathLike,
                     continue  # the target slot ends before the image
                 if want == zero_digest:
                     held[block] = mine == zero
-                elif found is not None and mine == other:
-                    held[block] = found == want
+                elif found is not None and (found == want or mine == other):
+                    # bytes other than the active block's, which has the hash, lack it (the
+                    # active slot gives the block at this place); its bytes share its hash
+                    held[block] = found == want and mine == other
                 elif len(mine) < block_size or mine != zero:  # zeros lack a non-zero's hash
                     held[block] = block_digest(mine) == want
     return SlotSurvey(held, same, SlotHashes.of_digests(digests, block_size, blocks))

@@ -132,6 +132,20 @@ def test_a_half_written_target_hashes_only_its_blocks_the_active_slot_lacks(
     assert counted.read == {"target": 2 * len(NEW) - 2 * BLOCK, "active": len(NEW)}
 
 
+def test_a_target_holding_an_older_release_is_not_hashed_where_the_active_slot_has_the_block(
+        tmp_path, artifact):
+    rng = random.Random(8)
+    older = bytearray(OLD)
+    for block in range(0, len(OLD) // BLOCK, 3):  # a third of the blocks differ from OLD
+        older[block * BLOCK:(block + 1) * BLOCK] = rng.randbytes(BLOCK)
+    counted = counted_install(tmp_path, artifact, bytes(older), OLD)
+    # the active slot's blocks, the blocks copied from it (checked as they are copied), the
+    # five fetched chunks, the image: the target's differing blocks are not hashed in place
+    copied = sum(BLOCK for block in range(0, len(OLD) // BLOCK, 3)
+                 if OLD[block * BLOCK:(block + 1) * BLOCK] != bytes(BLOCK))
+    assert counted.hashed <= NON_ZERO + copied + 5 * 64 * KiB + len(NEW) + 64 * KiB
+
+
 def test_a_kept_block_changed_after_the_survey_fails_the_whole_image_check(
         tmp_path, artifact, monkeypatch):
     survey = adaptive.survey_slots
