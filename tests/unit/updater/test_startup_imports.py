@@ -73,6 +73,7 @@ def test_the_idle_daemon_holds_nothing_only_a_deployment_uses(tmp_path):
     idle = modules_after(code, tmp_path, top_level=False)
     assert {"updater.agent.daemon", "updater.agent.standalone", "http.client", "ssl"} <= idle
     assert not idle & DEPLOYMENT
+    assert "platform" not in idle  # the inventory reads os.uname()
     deploying = modules_after(code + "daemon.standalone.machine\n", tmp_path, top_level=False)
     assert DEPLOYMENT - {"typing"} <= deploying  # (typing comes with the file bootloader too)
 
