@@ -19,7 +19,8 @@ import requests
 import urllib3
 from cryptography.hazmat.primitives import serialization
 
-from updater.agent.daemon import Daemon, DaemonSteps
+from updater.agent.daemon import Daemon
+from updater.agent.daemonsteps import DaemonSteps
 from updater.agent.standalone import Standalone
 from updater.agent.states import Event, State
 from updater.agent.statestore import StateStore

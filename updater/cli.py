@@ -12,12 +12,11 @@ from types import SimpleNamespace
 
 from . import __version__, forked
 from . import config as config_module
+from .agent import device
 from .agent.standalone import FAILED, OK, Busy, Standalone
+from .agent.states import State
 from .agent.statestore import StateStore
-from .agent.steps import Steps
-from .bootloader import BootloaderError, make_bootloader
 from .config import Config
-from .install.slots import SlotError, running_slot
 from .synclog import log_to
 
 
@@ -99,12 +98,29 @@ def main(argv: list[str] | None = None) -> int:
         return show(config, args)
     if args.command == "daemon":
         if args.at_boot:  # its outcome is printed; the daemon runs whatever it was
-            standalone_command(config, "resume", args)
+            resume_at_boot(config, args)
         return daemon(config)
     return standalone_command(config, args.command, args)
 
 
+def resume_at_boot(config: Config, args: SimpleNamespace) -> None:
+    """`resume`, before the daemon, in its process: one interpreter start-up at boot. With
+    no update in progress (most boots) in a forked child, so that the steps it loads (the
+    installers, bootloader and health checks) never stay in the idle daemon; with one,
+    in this process, which goes on with it and needs them anyway."""
+    try:
+        idle = StateStore(config.data / "state.json").load().state is State.IDLE
+    except (OSError, ValueError):
+        idle = False  # resume says what is wrong
+    if idle:
+        forked.in_child(lambda: standalone_command(config, "resume", args))
+    else:
+        standalone_command(config, "resume", args)
+
+
 def standalone_command(config: Config, command: str, args: SimpleNamespace) -> int:
+    from .bootloader import BootloaderError  # only here: the daemon never needs it idle
+
     try:
         standalone = Standalone(config)
         if command == "resume":  # it takes the lock itself, feeding the watchdog
@@ -123,7 +139,7 @@ def standalone_command(config: Config, command: str, args: SimpleNamespace) -> i
 
 
 def daemon(config: Config) -> int:
-    from .agent.daemon import Daemon  # only here: it imports http.client and cryptography
+    from .agent.daemon import Daemon  # only here: it imports http.client and ssl
 
     try:
         Daemon(config).run()
@@ -137,8 +153,7 @@ def daemon(config: Config) -> int:
 def show(config: Config, args: SimpleNamespace) -> int:
     if args.command == "show-artifact" and args.file:
         return show_artifact_file(config, args.file)
-    steps = Steps(config, bootloader=None, source=None)
-    provides = steps.provides()
+    provides = device.provides(config)
     if args.command == "show-artifact":
         print(provides.get("artifact_name", "unknown"))
         return OK
@@ -146,7 +161,7 @@ def show(config: Config, args: SimpleNamespace) -> int:
         for key, value in sorted(provides.items()):
             print(f"{key}={value}")
         return OK
-    report = status_report(config, steps, provides)
+    report = status_report(config, provides)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -174,7 +189,10 @@ def show_artifact_file(config: Config, path: str) -> int:
     return OK
 
 
-def status_report(config: Config, steps: Steps, provides: dict) -> dict:
+def status_report(config: Config, provides: dict) -> dict:
+    from .bootloader import BootloaderError, make_bootloader  # only here: see standalone_command
+    from .install.slots import SlotError, running_slot
+
     stored = StateStore(config.data / "state.json").load()
     update = stored.update
     report = {

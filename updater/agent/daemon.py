@@ -5,6 +5,12 @@ The deployment's id rides in the stored update, so a reboot or a power cut never
 result: `tern-updater resume` at boot takes the update as far as UpdateStatusReport and
 stops there; the daemon queues the result from there. Statuses wait in the status queue
 (a file beside the state store) until the server takes them, oldest first.
+
+Between deployments the daemon holds only what a poll needs: the client, the state store,
+the status queue and the device's own facts (`device`). The machine and the deployment's
+steps (`daemonsteps`), with the installers, the bootloader and the health checks they
+import, are made when a deployment begins: the idle daemon stays resident on the device,
+and those modules are MiB it would hold between polls (BENCHMARKS.md).
 """
 import dataclasses
 import random
@@ -12,21 +18,17 @@ import sys
 import time
 
 from .. import identity
-from ..bootloader import Bootloader, make_bootloader
-from ..client import Aborted, Client, ServerError
+from ..client import Client, ServerError
 from ..config import Config
-from ..install import INSTALLERS, InstallerFactory
 from ..notify import Notifier
-from ..source import ArtifactSource
 from ..update import Update
+from . import device
 from .standalone import Busy, Standalone
-from .states import Event, State
+from .states import State
+from .statestore import StateStore
 from .statusqueue import StatusQueue
-from .steps import Reboot, Steps
 
-S, E = State, Event
-# What the server hears as the machine enters these states (Sync says "downloading").
-STATUS = {S.ARTIFACT_INSTALL: "installing", S.ARTIFACT_REBOOT: "rebooting"}
+S = State
 
 
 def jitter(seconds: float) -> float:
@@ -34,117 +36,58 @@ def jitter(seconds: float) -> float:
     return seconds * random.uniform(0.9, 1.1)
 
 
-class DaemonSteps(Steps):
-    """The standalone steps, plus Sync and the conversation with the server: every status
-    goes through the status queue, so none is lost while the server is out of reach."""
-
-    def __init__(self, config: Config, bootloader: Bootloader, client: Client, quiet: bool = False,
-                 *, source: ArtifactSource | None = None,
-                 installers: dict[str, InstallerFactory] = INSTALLERS,
-                 reboot: Reboot | None = None):
-        """`source`: by default the server's links, trusted as the client trusts the server."""
-        super().__init__(config, bootloader, source or ArtifactSource(config, client.verify),
-                         quiet, installers=installers, reboot=reboot)
-        self.client = client
-        self.queue = StatusQueue(config.data / "status-queue.json",
-                                 config.deployment_log_limit)
-        self.abort_check_due = 0.0
-        self.handlers[S.SYNC] = self.sync
-        self.notifier = Notifier()  # systemd's watchdog hears the loop's progress
-
-    def run(self, state: State, update: Update) -> Event:
-        self.notifier.alive()
-        if state in STATUS:
-            try:
-                self.report(update, STATUS[state])
-            except Aborted:
-                self.log(update, f"{state}: the deployment was aborted on the server", "error")
-                update.error = update.error or "deployment aborted on the server"
-                return E.FAILURE
-        return super().run(state, update)
-
-    def sync(self, update: Update) -> Event:
-        if update.artifact_name == self.provides().get("artifact_name"):
-            self.queue.push(update.deployment_id, "already-installed")
-            self.send_statuses()
-            return E.FAILURE  # back to Idle: nothing to do
-        try:
-            self.report(update, "downloading")
-        except Aborted:
-            return E.FAILURE  # aborted before it began: nothing to undo
-        self.abort_check_due = time.monotonic() + self.config.abort_check_interval
-        return E.SUCCESS
-
-    def download_check(self, update: Update) -> None:
-        """Every abort_check_interval of a download: "downloading" again, which the server
-        refuses (409) once the deployment is aborted; then the download stops."""
-        self.notifier.alive()  # runs before each read: the download makes progress
-        if time.monotonic() < self.abort_check_due:
-            return
-        self.abort_check_due = time.monotonic() + self.config.abort_check_interval
-        self.report(update, "downloading")
-
-    def report(self, update: Update, status: str) -> None:
-        """Queue the status and send what the queue holds; raise Aborted on a 409 for this
-        deployment. Out of reach, the statuses stay queued and the update goes on."""
-        self.queue.push(update.deployment_id, status)
-        if update.deployment_id in self.send_statuses():
-            raise Aborted("the deployment was aborted on the server")
-
-    def send_statuses(self) -> set[str]:
-        """The aborted deployments among those sent; errors are only printed."""
-        try:
-            return self.queue.flush(self.client)
-        except ServerError as error:  # unreachable too
-            if not self.quiet:
-                print(f"tern-updater: statuses queued, not sent yet: {error}",
-                      file=sys.stderr, flush=True)
-            return set()
-
-    def update_status_report(self, update: Update) -> Event:
-        """The result and the full log join the queue; the daemon sends it until the
-        server has it, across reboots."""
-        super().update_status_report(update)
-        self.queue.push(update.deployment_id, update.status, update.log)
-        self.send_statuses()
-        return E.SUCCESS
-
-
 class Daemon:
-    def __init__(self, config: Config, client: Client | None = None,
-                 steps: DaemonSteps | None = None):
-        """`client` and `steps`: the fleet simulator's own; by default the device's."""
+    def __init__(self, config: Config, client: Client | None = None, steps=None):
+        """`client` and `steps` (a `daemonsteps.DaemonSteps`): the fleet simulator's own; by
+        default the device's, whose steps are made when the first deployment begins."""
         if not config.server_url:
             raise ValueError("the daemon needs server_url")
         self.config = dataclasses.replace(config, auto_reboot=True)
         self.client = client or Client(config.server_url, identity.ForkedSigner(config.data),
                                        identity.identity(config), config.server_certificate)
-        self.steps = steps or DaemonSteps(self.config, make_bootloader(self.config),
-                                          self.client)
-        self.standalone = Standalone(self.config, steps=self.steps)
+        self.store = StateStore(self.config.data / "state.json")
+        self.queue = StatusQueue(self.config.data / "status-queue.json",
+                                 self.config.deployment_log_limit)
+        self.notifier = steps.notifier if steps else Notifier()
+        self.quiet = steps.quiet if steps else False
+        self._steps = steps
+        self._standalone: Standalone | None = None
         self.inventory_due = 0.0  # monotonic time of the next inventory
         self.failures = 0  # errors in a row, for the backoff
+
+    @property
+    def standalone(self) -> Standalone:
+        """The machine and the deployment's steps, made when a deployment begins (or one
+        stored before a reboot goes on), not before: the idle daemon never imports them."""
+        if self._standalone is None:
+            if self._steps is None:
+                from ..bootloader import make_bootloader  # only here: a deployment begins
+                from .daemonsteps import DaemonSteps
+
+                self._steps = DaemonSteps(self.config, make_bootloader(self.config),
+                                          self.client, notifier=self.notifier)
+            self._standalone = Standalone(self.config, steps=self._steps)
+        return self._standalone
 
     def run(self) -> None:
         """Forever: finish a stored deployment, send the inventory, poll, deploy. Under
         systemd (Type=notify, WatchdogSec=) it says READY=1 once, then WATCHDOG=1 from
         this loop only: at each round, state, download read and slice of the wait."""
-        notifier = self.steps.notifier
-        notifier.ready()
+        self.notifier.ready()
         while True:
-            notifier.alive()
-            notifier.sleep(self.cycle())
+            self.notifier.alive()
+            self.notifier.sleep(self.cycle())
 
     def cycle(self) -> float:
         """One round of `run`; returns the seconds to wait before the next. (The fleet
         simulator calls it from a thread pool and waits in asyncio.)"""
         try:
             self.finish_stored()
-            self.steps.queue.flush(self.client)  # before anything new is asked
+            self.queue.flush(self.client)  # before anything new is asked
             if time.monotonic() >= self.inventory_due:
                 self.client.send_inventory(identity.inventory(
-                    self.steps.device_type(), self.steps.provides(),
-                    adaptive=self.steps.adaptive()))
+                    device.device_type(self.config), device.provides(self.config),
+                    adaptive=self.adaptive()))
                 self.inventory_due = time.monotonic() + self.config.inventory_interval
             deployment = self.client.next_deployment(self.device_provides())
             self.failures = 0
@@ -156,17 +99,26 @@ class Daemon:
         except (ServerError, Busy) as error:
             self.failures += 1
             delay = jitter(min(self.config.retry_interval, 2 ** self.failures))
-            if not self.steps.quiet:
+            if not self.quiet:
                 print(f"tern-updater: {error}; again in {delay:.0f} s", file=sys.stderr,
                       flush=True)
             return delay
 
     def device_provides(self) -> dict[str, str]:
-        return {**self.steps.provides(), "device_type": self.steps.device_type()}
+        return {**device.provides(self.config), "device_type": device.device_type(self.config)}
+
+    def adaptive(self) -> bool:
+        """Does the agent install artifacts with a block index adaptively (the inventory's
+        `delta_update`)? Its steps know, once made; before, the answer for the device's own
+        installers (`install.INSTALLERS`: the rootfs one does), said here so that the idle
+        daemon does not import them to ask."""
+        if self._steps is not None:
+            return self._steps.adaptive()
+        return self.config.delta_max_share > 0
 
     def finish_stored(self) -> None:
         """An update of a deployment stored before a reboot or a crash: go on with it."""
-        stored = self.standalone.store.load()
+        stored = self.store.load()
         if stored.state is S.IDLE or stored.update.deployment_id is None:
             return
         if stored.state is S.DOWNLOAD:
@@ -182,16 +134,17 @@ class Daemon:
         if deployment and deployment["id"] == update.deployment_id:
             update.source = deployment["artifact"]["source"]["uri"]
         else:
-            self.steps.log(update, f"the server no longer offers deployment "
-                                   f"{update.deployment_id}; resuming with the stored link",
-                           "warning")
+            self.standalone.steps.log(
+                update, f"the server no longer offers deployment {update.deployment_id}; "
+                        "resuming with the stored link", "warning")
 
     def deploy(self, deployment: dict) -> None:
         artifact = deployment["artifact"]
         with self.standalone.exclusive():
-            if self.standalone.store.load().state is not S.IDLE:
+            if self.store.load().state is not S.IDLE:
                 raise Busy("a standalone update is in progress; the deployment waits")
             update = Update(artifact["source"]["uri"], artifact_name=artifact["artifact_name"],
                             deployment_id=deployment["id"], auto_reboot=True)
-            self.steps.log(update, f"deployment {deployment['id']}: {update.artifact_name}")
+            self.standalone.steps.log(update, f"deployment {deployment['id']}: "
+                                              f"{update.artifact_name}")
             self.standalone.machine.run(S.SYNC, update)

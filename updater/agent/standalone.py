@@ -11,14 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import failpoints, markers
-from ..bootloader import make_bootloader
 from ..config import Config
-from ..source import ArtifactSource
 from ..update import Update
 from .machine import Machine
 from .states import State
 from .statestore import StateStore
-from .steps import Steps
 
 S = State
 OK, FAILED, NOTHING_TO_DO = 0, 1, 2
@@ -45,13 +42,22 @@ class Busy(Exception):
 
 
 class Standalone:
-    def __init__(self, config: Config, quiet: bool = False, steps: Steps | None = None):
-        """`steps`: the daemon's, which talk to the server."""
+    def __init__(self, config: Config, quiet: bool = False, steps=None):
+        """`steps`: a `steps.Steps`, by default the standalone ones; the daemon's talk to the
+        server."""
         failpoints.arm(config.failpoints)
         markers.configure(config.console_markers)
         self.config = config
         self.store = StateStore(config.data / "state.json")
-        self.steps = steps or Steps(config, make_bootloader(config), ArtifactSource(config), quiet)
+        if steps is None:
+            # Only here: the steps bring the installers, bootloader and health checks, and
+            # the idle daemon imports this module (Busy) without needing them.
+            from ..bootloader import make_bootloader
+            from ..source import ArtifactSource
+            from .steps import Steps
+
+            steps = Steps(config, make_bootloader(config), ArtifactSource(config), quiet)
+        self.steps = steps
         self.machine = Machine(self.steps, self.store, config.max_store_count)
 
     @contextlib.contextmanager

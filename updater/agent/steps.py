@@ -32,7 +32,7 @@ from ..install.modules import MODULES_WORK_DIR
 from ..install.rootfs import InstallError
 from ..source import ArtifactSource, RangeFetcher
 from ..update import Progress, Update
-from . import health
+from . import device, health
 from .logcap import cap_log, cap_text
 from .scripts import ScriptError, StateScripts
 from .states import Event, State
@@ -402,20 +402,10 @@ class Steps:
         write_files_durably(self.artifact_scripts, scripts, mode=0o755)
 
     def device_type(self) -> str:
-        if self.config.device_type:
-            return self.config.device_type
-        device_type = read_key_value(self.config.device_type_file).get("device_type")
-        if not device_type:
-            raise StepError(f"no device type: set device_type, or device_type=NAME in "
-                            f"{self.config.device_type_file}")
-        return device_type
+        return device.device_type(self.config)
 
     def provides(self) -> dict[str, str]:
-        try:
-            return json.loads((self.config.data / "provides.json").read_text())
-        except FileNotFoundError:
-            info = read_key_value(self.config.artifact_info)
-            return {"artifact_name": info.get("artifact_name", "unknown")}
+        return device.provides(self.config)
 
     def write_provides(self, provides: dict[str, str]) -> None:
         self.config.data.mkdir(parents=True, exist_ok=True)
@@ -426,12 +416,3 @@ class Steps:
 def timestamp() -> str:
     """UTC, RFC 3339 with milliseconds: 2026-11-27T12:00:00.123Z."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def read_key_value(path: str) -> dict[str, str]:
-    try:
-        lines = open(path).read().splitlines()
-    except FileNotFoundError:
-        return {}
-    return dict(line.strip().split("=", 1) for line in lines if "=" in line)
-

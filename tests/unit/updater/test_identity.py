@@ -71,6 +71,14 @@ def test_inventory_names_the_agent_version():
     assert found["artifact_name"] == "release-1" and found["device_type"] == "qemu-arm64"
 
 
+def test_inventory_names_the_host_and_kernel_as_platform_does():
+    """Read from os.uname(): the daemon does not hold the platform module for two names."""
+    import platform
+
+    found = identity.inventory("qemu-arm64", {})
+    assert (found["hostname"], found["kernel"]) == (platform.node(), platform.release())
+
+
 def test_the_forked_signer_signs_with_the_device_key(tmp_path):
     """The daemon's signer: the same key, the same signature as in the process."""
     signer = identity.ForkedSigner(tmp_path / "data")

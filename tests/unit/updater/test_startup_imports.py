@@ -2,25 +2,50 @@
 resident (bench.ota, bench.agent). The boot-time resume needs neither the artifact reader
 nor cryptography nor HTTP; the idle daemon speaks HTTPS through the standard library
 (`updater.http`) and signs in a forked child, so it holds neither cryptography nor
-requests (nor what it pulls in) nor the artifact reader (until a deployment); the
-download needs no requests either."""
+requests (nor what it pulls in) nor the artifact reader; nor, until a deployment begins,
+the machine's steps, installers, bootloader and health checks (nor hashlib, shutil with
+bz2 and lzma, zlib and typing, which only they import); the download needs no requests
+either."""
 import base64
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from updater import identity
+from updater.agent.daemon import Daemon
+from updater.config import Config
 
 ROOT = Path(__file__).resolve().parents[3]
 REQUESTS = {"requests", "urllib3", "idna", "chardet", "charset_normalizer", "certifi"}
 
 
-def modules_after(code: str, tmp_path: Path) -> set[str]:
-    """Top-level packages imported by `code`, in a fresh interpreter; a `chardet` that
-    fails loudly is on the path, as Debian's python3-requests installs one."""
-    (tmp_path / "chardet").mkdir()
+# What only a deployment uses: imported when one begins (`Daemon.standalone`).
+DEPLOYMENT = {"updater.agent.steps", "updater.agent.daemonsteps", "updater.agent.health",
+              "updater.agent.scripts", "updater.install", "updater.install.rootfs",
+              "updater.install.modules", "updater.bootloader", "updater.source",
+              "hashlib", "shutil", "bz2", "lzma", "zlib", "typing"}
+# A daemon that polls a server with nothing for it, twice (one inventory, two polls).
+IDLE_DAEMON = """
+from types import SimpleNamespace
+from updater.agent.daemon import Daemon
+from updater.config import Config
+client = SimpleNamespace(verify=True, send_inventory=lambda inventory: None,
+                         next_deployment=lambda provides: None)
+daemon = Daemon(Config(data_dir={data!r}, server_url="https://ota.example.com",
+                       bootloader="file", bootloader_env={env!r}, device_type="test"),
+                client=client)
+daemon.cycle(), daemon.cycle()
+"""
+
+
+def modules_after(code: str, tmp_path: Path, top_level: bool = True) -> set[str]:
+    """Top-level packages (or all modules) imported by `code`, in a fresh interpreter; a
+    `chardet` that fails loudly is on the path, as Debian's python3-requests installs one."""
+    (tmp_path / "chardet").mkdir(exist_ok=True)
     (tmp_path / "chardet" / "__init__.py").write_text("raise RuntimeError('chardet imported')\n")
-    script = (f"import sys\n{code}\nprint(' '.join(sorted({{name.split('.')[0] for name, "
+    name = "name.split('.')[0]" if top_level else "name"
+    script = (f"import sys\n{code}\nprint(' '.join(sorted({{{name} for name, "
               "module in sys.modules.items() if module is not None})))")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                             text=True, env={"PYTHONPATH": f"{ROOT}:{tmp_path}"})
@@ -39,6 +64,43 @@ def test_the_idle_daemon_imports_neither_cryptography_nor_requests_nor_the_reade
                             tmp_path)
     assert {"http", "ssl"} <= modules
     assert not modules & {"artifact", "cryptography", *REQUESTS}
+
+
+def test_the_idle_daemon_holds_nothing_only_a_deployment_uses(tmp_path):
+    """Between polls: none of the deployment's modules; they come when one begins."""
+    code = "from updater import cli\n" + IDLE_DAEMON.format(data=str(tmp_path / "data"),
+                                                          env=str(tmp_path / "env"))
+    idle = modules_after(code, tmp_path, top_level=False)
+    assert {"updater.agent.daemon", "updater.agent.standalone", "http.client", "ssl"} <= idle
+    assert not idle & DEPLOYMENT
+    assert "platform" not in idle  # the inventory reads os.uname()
+    deploying = modules_after(code + "daemon.standalone.machine\n", tmp_path, top_level=False)
+    assert DEPLOYMENT - {"typing"} <= deploying  # (typing comes with the file bootloader too)
+
+
+def test_the_idle_daemon_announces_the_adaptive_install_of_its_installers(tmp_path):
+    """The inventory's delta capability, said without the installers, is theirs."""
+    for share in (0.8, 0.0):
+        config = Config(data_dir=str(tmp_path), server_url="https://ota.example.com",
+                        bootloader="file", bootloader_env=str(tmp_path / "env"),
+                        delta_max_share=share)
+        idle = Daemon(config, client=SimpleNamespace(verify=True))
+        deploying = Daemon(config, client=SimpleNamespace(verify=True))
+        assert idle.adaptive() is deploying.standalone.steps.adaptive() is (share > 0)
+
+
+def test_the_daemon_resumes_at_boot_in_a_child_when_nothing_is_in_progress(tmp_path):
+    """`daemon --at-boot` on most boots: the resume's steps end with a forked child."""
+    config = tmp_path / "tern.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\nbootloader = "file"\n'
+                      f'bootloader_env = "{tmp_path / "env"}"\n'
+                      f'server_url = "https://ota.example.com"\n')
+    code = ("from updater import cli\n"
+            "cli.daemon = lambda config: 0\n"
+            f"cli.main(['--config', {str(config)!r}, 'daemon', '--at-boot'])\n")
+    modules = modules_after(code, tmp_path, top_level=False)
+    assert "updater.agent.standalone" in modules
+    assert not modules & DEPLOYMENT
 
 
 def test_the_daemon_holds_neither_argparse_nor_tomllib(tmp_path):
