@@ -283,11 +283,11 @@ class SlotSurvey:
 
     def _settle(self, index: BlockIndex, chunk: int, stored_leaves: bytes) -> None:
         blocks = index.chunk_blocks_of(chunk)
-        theirs = bytes(index.hashes[blocks.start * HASH_SIZE:blocks.stop * HASH_SIZE])
+        targets = bytes(index.hashes[blocks.start * HASH_SIZE:blocks.stop * HASH_SIZE])
         leaves = index.accept_leaves(chunk, stored_leaves)
         for position, block in enumerate(blocks):
             at = position * HASH_SIZE
-            self.held[block] = self.held[block] and theirs[at:at + HASH_SIZE] == \
+            self.held[block] = self.held[block] and targets[at:at + HASH_SIZE] == \
                 leaves[at:at + HASH_SIZE]
         self.unknown[chunk] = 0
 

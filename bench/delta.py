@@ -132,8 +132,8 @@ def slot_file(path: Path, size: int, content: Path | None = None, length: int = 
 
 def describe(tern: TernPlan) -> str:
     plan = tern.plan
-    return (f"{len(plan.ranges)} chunk ranges, {plan.blocks_fetched} blocks fetched of "
-            f"{plan.blocks_fetched + plan.blocks_local + plan.blocks_held} non-zero; the "
+    return (f"{len(plan.ranges)} chunk ranges, {plan.blocks_fetched} blocks fetched, "
+            f"{plan.blocks_local} from the active slot, {plan.blocks_held} in place; the "
             f"leaves of {tern.leaf_chunks} chunks ({tern.leaf_bytes:,} bytes)")
 
 
@@ -144,8 +144,8 @@ def timed(command: list[str]) -> float:
 
 
 def measure(name: str, pair: dict, base: Path, work: Path) -> list[Row]:
-    new = IMAGES / pair["rootfs"]
-    artifact = IMAGES / pair["artifact"]
+    new = base.parent / pair["rootfs"]
+    artifact = base.parent / pair["artifact"]
     rows = []
     size = new.stat().st_size
     started = time.monotonic()
