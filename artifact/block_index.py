@@ -7,31 +7,38 @@ A rootfs-image artifact written with a block index stays an ordinary Mender arti
   tar's header, then one member per *chunk* (`chunk_blocks` blocks of the image), then the
   inner tar's padding and end. Each chunk can thus be fetched by HTTP Range and decompressed
   on its own: the full payload is also the range-addressable chunk area;
-- the index (a hash per block, then the offset of each chunk inside the data member) is
-  appended after the outer tar's end-of-archive, where tar readers (Mender's included) stop;
+- the index is appended after the outer tar's end-of-archive, where tar readers (Mender's
+  included) stop. It has two levels (a Merkle tree of height two): the *leaves*, a hash per
+  block (`block_digest`), and the *top*, a hash per chunk (`chunk_digest`, over the chunk's
+  leaves), with the chunk offsets. The leaves come first, raw (hashes do not compress), those
+  of one chunk one contiguous byte range; the top last, zlib-compressed;
 - the rootfs payload's `meta-data` (inside the header, which the signed manifest covers)
-  holds the index's size and sha256 (`ANCHOR`), so the index is covered by the signature,
-  and through its block hashes every chunk too.
+  holds the top's size and sha256 and the leaves' size (`ANCHOR`, format 2). The top is
+  covered by the signature, each chunk's leaves by its top entry, each block by its leaf.
 
 A device reads the artifact's head (`ArtifactReader`, with its verify keys), takes the anchor
-and `ArtifactReader.payload_offset`, fetches the last `size` bytes (`Range: bytes=-size`),
-and checks them with `BlockIndex.parse(data, anchor)`.
+and `ArtifactReader.payload_offset`, fetches the top (`Range: bytes=-size`) and checks it
+(`BlockIndex.parse(data, anchor)`). A chunk whose top entry its slots match in place needs no
+leaves (`adopt`); the leaves of the others are fetched by Range and each chunk's checked
+against its top entry (`accept_leaves`) before a block hash of it is used.
 
-The index is stored zlib-compressed (runs of equal blocks, zeros above all, shrink to
-nothing). Uncompressed, little-endian: `MAGIC`, block size (u32), blocks per chunk (u32),
-image size (u64); then one hash per block (`block_digest`: 16 bytes of sha256; the last
-block's over its bytes only, when the image ends inside it); then chunk_count + 1 offsets
-(u64), relative to the start of the data member's content: chunk i spans
-[offsets[i], offsets[i+1]).
+The top, uncompressed, little-endian: `MAGIC`, block size (u32), blocks per chunk (u32),
+image size (u64); one byte per block, 1 when its leaf is stored, 0 for a whole block of zeros
+(whose leaf, `zero_digest`, is implied); one `chunk_digest` per chunk; then chunk_count + 1
+offsets (u64), relative to the start of the data member's content: chunk i spans
+[offsets[i], offsets[i+1]). The leaves: the stored leaves (HASH_SIZE bytes each) in block
+order; a chunk's are [leaf_starts[i], leaf_starts[i+1]) of them.
+
+Format 1 (one zlib-compressed level, every leaf) is refused with an `UnsupportedError`, and a
+format-1 reader refuses format 2 the same way: an agent of either streams the full payload.
 """
+import functools
 import hashlib
 import io
-import mmap
 import os
 import struct
 import sys
 import tarfile
-import tempfile
 import zlib
 from array import array
 from collections.abc import Iterator
@@ -47,12 +54,13 @@ from .compression import (  # None on the device: stdlib only
 from .errors import ChecksumError, StructureError, UnsupportedError
 from .header import ArtifactHeader, PayloadHeader
 
-MAGIC = b"TERNBIX\x01"
+MAGIC = b"TERNBIX\x02"
+FORMAT = 2  # the anchor's "format": 1 was a single level holding every leaf
 _DECOMPRESSION_ERRORS = (zlib.error, ValueError, *((zstandard.ZstdError,) if zstandard else ()))
 ANCHOR = "tern.block_index"  # the key in the rootfs payload's meta-data
 _HEAD = struct.Struct("<8sIIQ")
 HASH_SIZE = 16  # sha256, truncated: see block_digest
-INDEX_LEVEL = 6  # zlib, for the index: runs of equal blocks (zeros) shrink to nothing
+INDEX_LEVEL = 6  # zlib, for the top: zero blocks' flags and zero chunks' hashes shrink to nothing
 DEFAULT_BLOCK_SIZE = 4096
 DEFAULT_CHUNK_SIZE = 64 << 10
 MAX_BLOCK_SIZE = 1 << 20
@@ -62,13 +70,21 @@ CHUNK_COMPRESSIONS = ("none", "gzip", "zstd")
 
 @dataclass(frozen=True)
 class IndexAnchor:
-    """What the signed header says of the index: how long it is and its sha256."""
+    """What the signed header says of the index: the top's size and sha256 (it ends the
+    artifact), and the size of the leaves just before it."""
 
     size: int
     sha256: str
+    leaves: int
+
+    @property
+    def area(self) -> int:
+        """The index's bytes at the artifact's end: leaves and top."""
+        return self.leaves + self.size
 
     def to_meta_data(self) -> dict:
-        return {ANCHOR: {"format": 1, "size": self.size, "sha256": self.sha256}}
+        return {ANCHOR: {"format": FORMAT, "size": self.size, "sha256": self.sha256,
+                         "leaves": self.leaves}}
 
     @classmethod
     def from_payload(cls, payload: PayloadHeader) -> "IndexAnchor | None":
@@ -77,24 +93,50 @@ class IndexAnchor:
         if entry is None:
             return None
         where = f"headers/{payload.index:04d}/meta-data: {ANCHOR}"
-        if not isinstance(entry, dict) or entry.get("format") != 1:
-            raise UnsupportedError(f"{where}: unknown format {entry!r:.80}")
-        size, digest = entry.get("size"), entry.get("sha256")
+        if not isinstance(entry, dict) or entry.get("format") != FORMAT:
+            found = entry.get("format") if isinstance(entry, dict) else entry
+            raise UnsupportedError(f"{where}: block index format {found!r:.40}, this reader "
+                                   f"reads format {FORMAT} only")
+        size, digest, leaves = entry.get("size"), entry.get("sha256"), entry.get("leaves")
         if not isinstance(size, int) or size <= 0 or not isinstance(digest, str) \
-                or len(digest) != 64:
-            raise StructureError(f"{where}: expected an integer size and a sha256")
-        return cls(size, digest)
+                or len(digest) != 64 or not isinstance(leaves, int) or leaves < 0 \
+                or leaves % HASH_SIZE:
+            raise StructureError(f"{where}: expected an integer size, a sha256 and the "
+                                 f"leaves' size")
+        return cls(size, digest, leaves)
 
 
 @dataclass
 class BlockIndex:
-    """A parsed index. `hashes` holds the block hashes back to back (HASH_SIZE bytes each)."""
+    """A parsed index. `hashes` holds the leaves back to back (HASH_SIZE bytes per block):
+    a zero block's from the start, a chunk's others once `known` (verified against `tops`)."""
 
     block_size: int
     chunk_blocks: int
     image_size: int
-    hashes: bytes | memoryview
+    stored: bytes | memoryview  # 1 per block: 1 when its leaf is stored, 0 for zeros
+    tops: bytes | memoryview  # HASH_SIZE per chunk: chunk_digest of its leaves
     offsets: array  # 'Q', chunk_count + 1 entries
+    hashes: bytearray
+    known: bytearray  # 1 per chunk whose leaves are in `hashes`
+    leaf_starts: array  # 'Q', chunk_count + 1: the first stored leaf of each chunk
+
+    @classmethod
+    def of_leaves(cls, block_size: int, chunk_blocks: int, image_size: int, hashes: bytes,
+                  offsets: array) -> "BlockIndex":
+        """The index of an image whose every leaf is given (the writer's side)."""
+        block_count = -(-image_size // block_size)
+        zero = zero_digest(block_size)
+        stored = bytearray(block_count)  # a short last block's leaf is not a zero block's
+        for block in range(block_count):
+            stored[block] = hashes[block * HASH_SIZE:(block + 1) * HASH_SIZE] != zero
+        chunk_count = -(-block_count // chunk_blocks)
+        tops = b"".join(chunk_digest(hashes[c * chunk_blocks * HASH_SIZE:
+                                            (c + 1) * chunk_blocks * HASH_SIZE])
+                        for c in range(chunk_count))
+        return cls(block_size, chunk_blocks, image_size, bytes(stored), tops, offsets,
+                   bytearray(hashes), bytearray(b"\1" * chunk_count),
+                   _leaf_starts(stored, chunk_blocks, chunk_count))
 
     @property
     def block_count(self) -> int:
@@ -112,6 +154,11 @@ class BlockIndex:
     def compressed_bytes(self) -> int:
         return self.offsets[-1] - self.offsets[0]
 
+    @property
+    def leaf_bytes(self) -> int:
+        """The size of the stored leaves."""
+        return self.leaf_starts[-1] * HASH_SIZE
+
     def block_hash(self, block: int) -> bytes:
         return bytes(self.hashes[block * HASH_SIZE:(block + 1) * HASH_SIZE])
 
@@ -126,18 +173,68 @@ class BlockIndex:
         """[start, end) of a chunk's compressed bytes, relative to the data member's content."""
         return self.offsets[chunk], self.offsets[chunk + 1]
 
+    def leaf_span(self, chunk: int) -> tuple[int, int]:
+        """[start, end) of a chunk's stored leaves, relative to the start of the leaves."""
+        return self.leaf_starts[chunk] * HASH_SIZE, self.leaf_starts[chunk + 1] * HASH_SIZE
+
+    def top(self, chunk: int) -> bytes:
+        return bytes(self.tops[chunk * HASH_SIZE:(chunk + 1) * HASH_SIZE])
+
+    def adopt(self, chunk: int, leaves: bytes) -> bool:
+        """Take a chunk's leaves (every block's) if their chunk_digest is its top entry."""
+        if chunk_digest(leaves) != self.top(chunk):
+            return False
+        blocks = self.chunk_blocks_of(chunk)
+        self.hashes[blocks.start * HASH_SIZE:blocks.stop * HASH_SIZE] = leaves
+        self.known[chunk] = 1
+        return True
+
+    def expand(self, chunk: int, stored_leaves: bytes) -> bytes:
+        """A chunk's leaves, every block's, from its stored ones (as fetched)."""
+        start, end = self.leaf_span(chunk)
+        if len(stored_leaves) != end - start:
+            raise StructureError(f"block index: {len(stored_leaves)} bytes of leaves for chunk "
+                                 f"{chunk}, expected {end - start}")
+        zero, out, at = zero_digest(self.block_size), bytearray(), 0
+        for block in self.chunk_blocks_of(chunk):
+            if self.stored[block]:
+                out += stored_leaves[at:at + HASH_SIZE]
+                at += HASH_SIZE
+            else:
+                out += zero
+        return bytes(out)
+
+    def accept_leaves(self, chunk: int, stored_leaves: bytes) -> bytes:
+        """Check a chunk's fetched leaves against its top entry and take them; return them,
+        every block's. ChecksumError when they are not that chunk's."""
+        leaves = self.expand(chunk, stored_leaves)
+        if not self.adopt(chunk, leaves):
+            raise ChecksumError(f"block index: the leaves of chunk {chunk}",
+                                self.top(chunk).hex(), chunk_digest(leaves).hex())
+        return leaves
+
+    def stored_leaves(self, chunk: int) -> bytes:
+        """A known chunk's leaves as the artifact stores them (zero blocks' left out)."""
+        return b"".join(self.block_hash(block) for block in self.chunk_blocks_of(chunk)
+                        if self.stored[block])
+
     def serialize(self) -> bytes:
-        """The index uncompressed (`encode` gives what the artifact stores)."""
-        return (_HEAD.pack(MAGIC, self.block_size, self.chunk_blocks, self.image_size)
-                + bytes(self.hashes) + offsets_bytes(self.offsets))
+        """The top uncompressed (`encode` gives what the artifact stores)."""
+        return top_bytes(self.block_size, self.chunk_blocks, self.image_size, self.stored,
+                         self.tops, self.offsets)
 
     def encode(self) -> bytes:
+        """The top as the artifact stores it."""
         return zlib.compress(self.serialize(), INDEX_LEVEL)
+
+    def encode_leaves(self) -> bytes:
+        """The leaves as the artifact stores them (every chunk's must be known)."""
+        return b"".join(self.stored_leaves(chunk) for chunk in range(self.chunk_count))
 
     @classmethod
     def parse(cls, encoded: bytes, anchor: IndexAnchor | None = None) -> "BlockIndex":
-        """Parse an index as the artifact stores it (zlib); with `anchor`, only after its size
-        and sha256 match it."""
+        """Parse a top as the artifact stores it (zlib); with `anchor`, only after its size
+        and sha256 match it. No chunk's leaves are known yet."""
         if anchor is not None:
             if len(encoded) != anchor.size:
                 raise StructureError(f"block index: {len(encoded)} bytes, the signed header "
@@ -147,11 +244,15 @@ class BlockIndex:
                 raise ChecksumError("block index", anchor.sha256, actual)
         out = io.BytesIO()
         _inflate([encoded], out)
-        return cls.from_raw(out.getbuffer())
+        index = cls.from_raw(out.getvalue())
+        if anchor is not None and index.leaf_bytes != anchor.leaves:
+            raise StructureError(f"block index: {index.leaf_bytes} bytes of leaves, the signed "
+                                 f"header says {anchor.leaves}")
+        return index
 
     @classmethod
-    def from_raw(cls, data) -> "BlockIndex":
-        """Parse an uncompressed index (any bytes-like object; the hashes are not copied)."""
+    def from_raw(cls, data: bytes) -> "BlockIndex":
+        """Parse an uncompressed top."""
         if len(data) < _HEAD.size:
             raise StructureError("block index: truncated")
         magic, block_size, chunk_blocks, image_size = _HEAD.unpack_from(data)
@@ -167,21 +268,51 @@ class BlockIndex:
             raise StructureError(f"block index: {len(data)} bytes, expected {expected} for "
                                  f"{image_size} bytes in blocks of {block_size}")
         block_count = -(-image_size // block_size)
-        hashes_end = _HEAD.size + block_count * HASH_SIZE
+        chunk_count = -(-block_count // chunk_blocks)
+        view = memoryview(data)
+        stored = view[_HEAD.size:_HEAD.size + block_count]
+        flags = bytes(stored)
+        if flags.count(1) + flags.count(0) != block_count or \
+                (image_size % block_size and not flags[-1]):
+            raise StructureError("block index: bad block flags")
+        tops_end = _HEAD.size + block_count + chunk_count * HASH_SIZE
         offsets = array("Q")
-        offsets.frombytes(data[hashes_end:])
+        offsets.frombytes(view[tops_end:])
         if sys.byteorder == "big":
             offsets.byteswap()
         if any(a >= b for a, b in zip(offsets, offsets[1:], strict=False)):
             raise StructureError("block index: chunk offsets do not increase")
-        hashes = memoryview(data)[_HEAD.size:hashes_end]  # no copy: 0.4 % of the image
-        return cls(block_size, chunk_blocks, image_size, hashes, offsets)
+        hashes = bytearray(block_count * HASH_SIZE)
+        zero = zero_digest(block_size)
+        at = -1
+        while (at := flags.find(0, at + 1)) >= 0:  # a zero block's leaf is known
+            hashes[at * HASH_SIZE:(at + 1) * HASH_SIZE] = zero
+        return cls(block_size, chunk_blocks, image_size, stored,
+                   view[_HEAD.size + block_count:tops_end], offsets, hashes,
+                   bytearray(chunk_count), _leaf_starts(flags, chunk_blocks, chunk_count))
 
     def describe(self, anchor: IndexAnchor) -> dict:
-        return {"block_size": self.block_size, "block_count": self.block_count,
-                "chunk_size": self.chunk_size, "chunk_count": self.chunk_count,
-                "image_size": self.image_size, "chunk_bytes": self.compressed_bytes,
-                "index_bytes": anchor.size, "sha256": anchor.sha256}
+        return {"format": FORMAT, "block_size": self.block_size,
+                "block_count": self.block_count, "chunk_size": self.chunk_size,
+                "chunk_count": self.chunk_count, "image_size": self.image_size,
+                "chunk_bytes": self.compressed_bytes, "index_bytes": anchor.area,
+                "top_bytes": anchor.size, "leaf_bytes": anchor.leaves,
+                "leaves_stored": self.leaf_starts[-1], "sha256": anchor.sha256}
+
+
+def top_bytes(block_size: int, chunk_blocks: int, image_size: int, stored, tops,
+              offsets: array) -> bytes:
+    """A top, uncompressed, from its parts."""
+    return (_HEAD.pack(MAGIC, block_size, chunk_blocks, image_size) + bytes(stored)
+            + bytes(tops) + offsets_bytes(offsets))
+
+
+def _leaf_starts(stored, chunk_blocks: int, chunk_count: int) -> array:
+    starts = array("Q", [0])
+    for chunk in range(chunk_count):
+        starts.append(starts[-1] + bytes(stored[chunk * chunk_blocks:
+                                                 (chunk + 1) * chunk_blocks]).count(1))
+    return starts
 
 
 def index_anchor(header: ArtifactHeader) -> IndexAnchor | None:
@@ -193,33 +324,26 @@ def index_anchor(header: ArtifactHeader) -> IndexAnchor | None:
 
 
 def read_index(stream: BinaryIO, anchor: IndexAnchor) -> BlockIndex:
-    """The index at the end of a seekable artifact file, checked against its anchor. It is
-    inflated into a temporary file that stays mapped, so memory stays flat in image size."""
+    """The index at the end of a seekable artifact file, its top checked against the anchor
+    and every chunk's leaves against the top."""
     end = stream.seek(0, os.SEEK_END)
-    start = end - anchor.size
+    start = end - anchor.area
     if start < 0:
         raise StructureError(f"block index: the artifact has {end} bytes, fewer than its "
-                             f"index's {anchor.size}")
+                             f"index's {anchor.area}")
+    stream.seek(end - anchor.size)
+    index = BlockIndex.parse(stream.read(anchor.size), anchor)
     stream.seek(start)
-    digest = hashlib.sha256()
-    while data := stream.read(min(1 << 20, end - stream.tell())):
-        digest.update(data)
-    if digest.hexdigest() != anchor.sha256:
-        raise ChecksumError("block index", anchor.sha256, digest.hexdigest())
-    stream.seek(start)
-    with tempfile.TemporaryFile() as raw:
-        _inflate(iter(lambda: stream.read(min(1 << 20, end - stream.tell())), b""), raw)
-        if not raw.tell():
-            raise StructureError("block index: empty")
-        raw.flush()
-        mapped = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
-    return BlockIndex.from_raw(memoryview(mapped))
+    for chunk in range(index.chunk_count):
+        first, last = index.leaf_span(chunk)
+        index.accept_leaves(chunk, stream.read(last - first))
+    return index
 
 
 def copy_index(stream: BinaryIO, anchor: IndexAnchor, out: BinaryIO) -> None:
     """Copy the index as stored at the end of `stream` (checked by read_index first)."""
-    stream.seek(-anchor.size, os.SEEK_END)
-    remaining = anchor.size
+    stream.seek(-anchor.area, os.SEEK_END)
+    remaining = anchor.area
     while remaining and (data := stream.read(min(1 << 20, remaining))):
         out.write(data)
         remaining -= len(data)
@@ -227,7 +351,9 @@ def copy_index(stream: BinaryIO, anchor: IndexAnchor, out: BinaryIO) -> None:
 
 def verified_blocks(index: BlockIndex, chunk: int, compressed: bytes,
                     compression: str) -> Iterator[tuple[int, bytes]]:
-    """(block, bytes) of a fetched chunk, each checked against its hash before it is given."""
+    """(block, bytes) of a fetched chunk, each checked against its leaf before it is given."""
+    if not index.known[chunk]:
+        raise StructureError(f"chunk {chunk}: its leaves are not known")
     blocks = index.chunk_blocks_of(chunk)
     size = sum(index.block_length(block) for block in blocks)
     data = decompress_chunk(compression, compressed, size)
@@ -258,10 +384,23 @@ def block_digest(data) -> bytes:
     return hashlib.sha256(data).digest()[:HASH_SIZE]
 
 
+def chunk_digest(leaves: bytes) -> bytes:
+    """A chunk's top entry: the sha256 of its blocks' leaves (every block's, zeros' too, back
+    to back), its first HASH_SIZE bytes."""
+    return hashlib.sha256(leaves).digest()[:HASH_SIZE]
+
+
+@functools.cache
+def zero_digest(block_size: int) -> bytes:
+    """The leaf of a whole block of zeros."""
+    return block_digest(bytes(block_size))
+
+
 def _raw_size(block_size: int, chunk_blocks: int, image_size: int) -> int:
+    """The size of an uncompressed top."""
     block_count = -(-image_size // block_size)
     chunk_count = -(-block_count // chunk_blocks)
-    return _HEAD.size + block_count * HASH_SIZE + (chunk_count + 1) * 8
+    return _HEAD.size + block_count + chunk_count * HASH_SIZE + (chunk_count + 1) * 8
 
 
 def _inflate(pieces, out: BinaryIO) -> None:

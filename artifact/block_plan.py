@@ -13,23 +13,37 @@ through the bucket of its first two bytes (20 bytes per block and 256 KiB of buc
 takes 36, a dict would take about five times that).
 
 `survey_slots` reads the two slots of a device once each, side by side, for the adaptive
-install: which blocks the target slot already holds in place, which ones the active slot
-holds at the same place, and the active slot's `SlotHashes`. A block is hashed there only
-when nothing cheaper proves it: a zero block is compared with zeros, and a target block
-equal byte for byte to the active slot's block at the same place has that block's hash.
+install, with only the index's top: the chunks whose top entry a slot matches in place (no
+leaves needed for them), which blocks the target slot already holds in place, which ones the
+active slot holds at the same place, and the active slot's `SlotHashes`. A block is hashed
+there only when nothing cheaper proves it: a zero block is compared with zeros, and a target
+block equal byte for byte to the active slot's block at the same place has that block's hash.
+The leaves of the other chunks are then fetched (`SlotSurvey.leaf_ranges`, `fetch_leaves`)
+and checked against the top before the plan.
 """
 import bisect
 import os
 from array import array
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
-from .block_index import HASH_SIZE, BlockIndex, block_digest, data_content_offset
+from .block_index import (
+    HASH_SIZE,
+    BlockIndex,
+    block_digest,
+    data_content_offset,
+    zero_digest,
+)
+from .errors import StructureError
 
 Find = Callable[[bytes], object | None]  # where a local slot holds a block with this sha256
 Held = Callable[[int, bytes], bool]  # does the target slot hold this block's hash in place
+OpenRange = Callable[[int, int], AbstractContextManager[BinaryIO]]  # the bytes [start, end)
 
 READ_SIZE = 1 << 20
+MAX_GAP = 64 << 10  # fetch up to this many unneeded bytes rather than open another range
 
 HELD = "held"
 ZERO = "zero"
@@ -89,16 +103,12 @@ class FetchPlan:
                 "full_bytes": self.full_bytes, "share": round(self.share, 4)}
 
 
-def zero_hash(length: int) -> bytes:
-    return block_digest(bytes(length))
-
-
 def block_sources(index: BlockIndex, find: Find, held: Held | None = None,
                   same: bytes | bytearray | None = None) -> Iterator[tuple[int, str, object]]:
     """(block, HELD | ZERO | LOCAL | FETCH, the location `find` gave or the chunk) for each
     block. `same`, when given, has a 1 for each block the active slot holds (its hash
     checked) at the block's own offset: that offset is taken without a search."""
-    zero = zero_hash(index.block_size)
+    zero = zero_digest(index.block_size)
     for block in range(index.block_count):
         digest = index.block_hash(block)
         if held is not None and held(block, digest):
@@ -118,12 +128,13 @@ def block_sources(index: BlockIndex, find: Find, held: Held | None = None,
 
 
 def plan_fetch(index: BlockIndex, payload_offset: int, find: Find, *, artifact_size: int,
-               index_size: int, max_gap: int = 0, held: Held | None = None,
-               same: bytes | bytearray | None = None) -> FetchPlan:
+               index_size: int, index_fetched: int | None = None, max_gap: int = 0,
+               held: Held | None = None, same: bytes | bytearray | None = None) -> FetchPlan:
     """The chunks to fetch, as ranges of the artifact file, adjacent ones (or ones at most
     `max_gap` bytes apart) coalesced. `payload_offset` is `ArtifactReader.payload_offset`;
     `artifact_size` the whole file's (a Range answer's Content-Range gives it), `index_size`
-    the anchor's: a full install downloads the file but the index."""
+    the anchor's `area` (a full install downloads the file but the index); `index_fetched`
+    what was fetched of the index (the top and the leaves fetched; default: all of it)."""
     needed = bytearray(index.chunk_count)
     counts = {HELD: 0, ZERO: 0, LOCAL: 0, FETCH: 0}
     for _, kind, where in block_sources(index, find, held, same):
@@ -143,7 +154,8 @@ def plan_fetch(index: BlockIndex, payload_offset: int, find: Find, *, artifact_s
     return FetchPlan(ranges=ranges, chunks=sum(needed), blocks_local=counts[LOCAL],
                      blocks_held=counts[HELD], blocks_zero=counts[ZERO],
                      blocks_fetched=counts[FETCH],
-                     head_bytes=base + index_size, full_bytes=full, needed=needed)
+                     head_bytes=base + (index_size if index_fetched is None else index_fetched),
+                     full_bytes=full, needed=needed)
 
 
 class SlotHashes:
@@ -229,51 +241,133 @@ class SlotHashes:
 class SlotSurvey:
     """What the two slots hold of the new image, from `survey_slots`."""
 
-    held: bytearray  # 1 per block the target slot holds in place (proven)
+    held: bytearray  # 1 per block the target slot holds in place (proven; see survey_slots)
     same: bytearray  # 1 per block the active slot holds at its own place (hash checked)
     active: SlotHashes
+    unknown: bytearray  # 1 per chunk that no slot matches in place: its leaves are fetched
 
     def in_place(self, block: int, digest: bytes) -> bool:
         return bool(self.held[block])
 
+    def leaf_ranges(self, index: BlockIndex, leaves_offset: int,
+                    max_gap: int = MAX_GAP) -> list[ByteRange]:
+        """The leaves of the unknown chunks, as ranges of the artifact file (`leaves_offset`:
+        where the leaves start), coalesced as the chunks' are."""
+        ranges: list[ByteRange] = []
+        for chunk in (c for c in range(index.chunk_count) if self.unknown[c]):
+            start, end = (leaves_offset + x for x in index.leaf_span(chunk))
+            if start == end:
+                continue  # all zeros: no leaves stored
+            if ranges and start - ranges[-1].end <= max_gap:
+                ranges[-1] = ByteRange(ranges[-1].start, end, ranges[-1].first, chunk)
+            else:
+                ranges.append(ByteRange(start, end, chunk, chunk))
+        return ranges
+
+    def fetch_leaves(self, index: BlockIndex, ranges: list[ByteRange],
+                     open_range: OpenRange) -> None:
+        """Fetch the unknown chunks' leaves range by range, check each chunk's against its top
+        entry (`BlockIndex.accept_leaves`: ChecksumError or StructureError when they are not
+        its) and settle which of its blocks the target slot holds in place: those whose leaf
+        `survey_slots` left in `index.hashes` is the one fetched."""
+        for byte_range in ranges:
+            with open_range(byte_range.start, byte_range.end) as stream:
+                for chunk in range(byte_range.first, byte_range.last + 1):
+                    start, end = index.leaf_span(chunk)
+                    data = _read_exactly(stream, end - start)
+                    if self.unknown[chunk]:
+                        self._settle(index, chunk, data)
+        for chunk in range(index.chunk_count):
+            if self.unknown[chunk]:  # all zeros, or not in the ranges (then refused here)
+                self._settle(index, chunk, b"")
+
+    def _settle(self, index: BlockIndex, chunk: int, stored_leaves: bytes) -> None:
+        blocks = index.chunk_blocks_of(chunk)
+        targets = bytes(index.hashes[blocks.start * HASH_SIZE:blocks.stop * HASH_SIZE])
+        leaves = index.accept_leaves(chunk, stored_leaves)
+        for position, block in enumerate(blocks):
+            at = position * HASH_SIZE
+            self.held[block] = self.held[block] and targets[at:at + HASH_SIZE] == \
+                leaves[at:at + HASH_SIZE]
+        self.unknown[chunk] = 0
+
 
 def survey_slots(index: BlockIndex, target: str | os.PathLike,
                  active: str | os.PathLike) -> SlotSurvey:
-    """Read the target and the active slot once, side by side, over the new image's extent.
-    A target block is held when its bytes are proven to have the index's hash: zeros where
-    the index says zeros, the same bytes as the active slot's block at that place when that
-    block has the hash, or else its own hash (hashed only when the active slot's block at
-    that place neither has the hash nor the same bytes). The active slot's non-zero whole
-    blocks are hashed once, into the table for the blocks that moved."""
-    size, block_size = index.image_size, index.block_size
-    zero, zero_digest = bytes(block_size), zero_hash(block_size)
+    """Read the target and the active slot once, side by side, over the new image's extent,
+    and match each chunk's top entry in place (the index's top: no leaves needed). A chunk
+    whose leaves in the active slot give its top entry is `adopt`ed from there: each of its
+    blocks is in the active slot at its place (`same`), and held by the target where its bytes
+    are the active block's. Else its leaves in the target slot: a zero block's leaf is known,
+    a block with the active block's bytes has that block's leaf, only the others are hashed;
+    when they give its top entry, the target holds the whole chunk. Else the chunk is
+    `unknown`: the target's leaves wait in `index.hashes` (and `held` says which are known)
+    for `SlotSurvey.fetch_leaves`, which compares them with the fetched ones. The active
+    slot's non-zero whole blocks are hashed once, into the table for the blocks that moved."""
+    size, block_size, chunk_size = index.image_size, index.block_size, index.chunk_size
+    zero, zero_leaf = bytes(block_size), zero_digest(block_size)
     held, same = bytearray(index.block_count), bytearray(index.block_count)
+    unknown = bytearray(index.chunk_count)
     digests, blocks = bytearray(), array("I")
+    read_size = max(1, READ_SIZE // chunk_size) * chunk_size
     with open(target, "rb", buffering=0) as target_file, \
             open(active, "rb", buffering=0) as active_file:
-        for position in range(0, size, READ_SIZE):
-            length = min(READ_SIZE, size - position)
+        for position in range(0, size, read_size):
+            length = min(read_size, size - position)
             ours = os.pread(target_file.fileno(), length, position)
             theirs = os.pread(active_file.fileno(), length, position)
-            for offset in range(0, length, block_size):
-                block = (position + offset) // block_size
-                want = index.block_hash(block)
-                mine = ours[offset:offset + block_size]
-                other = theirs[offset:offset + block_size]
-                found = None
-                if len(other) == block_size and other != zero:
-                    found = block_digest(other)
-                    digests += found
-                    blocks.append(block)
-                    same[block] = found == want
-                if len(mine) != index.block_length(block):
-                    continue  # the target slot ends before the image
-                if want == zero_digest:
-                    held[block] = mine == zero
-                elif found is not None and (found == want or mine == other):
-                    # bytes other than the active block's, which has the hash, lack it (the
-                    # active slot gives the block at this place); its bytes share its hash
-                    held[block] = found == want and mine == other
-                elif len(mine) < block_size or mine != zero:  # zeros lack a non-zero's hash
-                    held[block] = block_digest(mine) == want
-    return SlotSurvey(held, same, SlotHashes.of_digests(digests, block_size, blocks))
+            for start in range(0, length, chunk_size):
+                chunk = (position + start) // chunk_size
+                first = chunk * index.chunk_blocks
+                pairs = []  # per block: the target's bytes, the active's, the active's leaf
+                for offset in range(start, min(start + chunk_size, length), block_size):
+                    block = first + (offset - start) // block_size
+                    mine = ours[offset:offset + block_size]
+                    other = theirs[offset:offset + block_size]
+                    leaf = None
+                    if len(other) == block_size and other != zero:
+                        leaf = block_digest(other)
+                        digests += leaf
+                        blocks.append(block)
+                    end = index.block_length(block)
+                    if end < block_size:  # the image ends inside this block
+                        mine, other = mine[:end], other[:end]
+                        leaf = block_digest(other) if len(other) == end else None
+                    elif leaf is None and len(other) == block_size:
+                        leaf = zero_leaf
+                    pairs.append((mine, other, leaf, end))
+                if all(leaf is not None for _, _, leaf, _ in pairs) and \
+                        index.adopt(chunk, b"".join(leaf for _, _, leaf, _ in pairs)):
+                    for block, (mine, other, _, _) in enumerate(pairs, first):
+                        same[block] = 1
+                        held[block] = mine == other
+                    continue
+                leaves = []
+                for mine, other, leaf, end in pairs:
+                    if len(mine) < end:
+                        leaves.append(None)  # the target slot ends before the image
+                    elif leaf is not None and mine == other:
+                        leaves.append(leaf)
+                    elif mine == zero:
+                        leaves.append(zero_leaf)
+                    else:
+                        leaves.append(block_digest(mine))
+                if None not in leaves and index.adopt(chunk, b"".join(leaves)):
+                    held[first:first + len(leaves)] = b"\1" * len(leaves)
+                    continue
+                unknown[chunk] = 1
+                for block, leaf in enumerate(leaves, first):
+                    if leaf is not None:
+                        held[block] = 1  # until fetch_leaves compares the leaf
+                        index.hashes[block * HASH_SIZE:(block + 1) * HASH_SIZE] = leaf
+    return SlotSurvey(held, same, SlotHashes.of_digests(digests, block_size, blocks), unknown)
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        piece = stream.read(size - len(data))
+        if not piece:
+            raise StructureError(f"block index: the leaves ended {size - len(data)} bytes early")
+        data += piece
+    return bytes(data)

@@ -3,8 +3,8 @@
 The image is read once: hashed (per block and whole), and compressed with a member per chunk
 (compression.MembersWriter, the writer of the artifact's 1 MiB gzip members, with the chunk
 as its member size) into a spool file, so that the index, its sha256 and the chunk offsets
-are known before the header (which carries the anchor) is written. Memory stays flat: hashes
-go to a temporary file, and only the chunk offsets (8 bytes per chunk) stay in memory.
+are known before the header (which carries the anchor) is written. Memory stays flat: the block
+hashes go to a temporary file; the top (a byte per block, 24 per chunk) stays in memory.
 """
 import hashlib
 import os
@@ -20,14 +20,17 @@ from .block_index import (
     CHUNK_COMPRESSIONS,
     DEFAULT_BLOCK_SIZE,
     DEFAULT_CHUNK_SIZE,
+    HASH_SIZE,
     INDEX_LEVEL,
     MAX_BLOCK_SIZE,
     MAX_CHUNK_SIZE,
     BlockIndex,
     IndexAnchor,
     block_digest,
+    chunk_digest,
     compress_chunk,
-    offsets_bytes,
+    top_bytes,
+    zero_digest,
 )
 from .compression import SUFFIXES, MembersWriter
 from .errors import ArtifactError, StructureError
@@ -51,8 +54,8 @@ def write_indexed_artifact(out: BinaryIO, header: ArtifactHeader, source: Payloa
                            block_size: int = DEFAULT_BLOCK_SIZE,
                            chunk_size: int = DEFAULT_CHUNK_SIZE,
                            progress: Progress | None = None) -> BlockIndex:
-    """Write a rootfs-image artifact whose image also has a block index; return the index
-    (its hashes are not loaded: `hashes` is empty)."""
+    """Write a rootfs-image artifact whose image also has a block index; return the index's
+    top (no chunk's leaves are loaded)."""
     if source.header.type != ROOTFS_IMAGE:
         raise StructureError("a block index is for rootfs-image payloads")
     if compression not in CHUNK_COMPRESSIONS:
@@ -64,11 +67,12 @@ def write_indexed_artifact(out: BinaryIO, header: ArtifactHeader, source: Payloa
     progress = progress or (lambda _: None)
     [path] = source.paths
     with tempfile.TemporaryFile() as spool, tempfile.TemporaryFile() as hashes:
-        image_sha256, index = _spool_chunks(path, spool, hashes, compression, block_size,
-                                            chunk_size, progress)
+        image_sha256, image_size, offsets = _spool_chunks(path, spool, hashes, compression,
+                                                          block_size, chunk_size, progress)
         data_size = spool.tell()
         with tempfile.TemporaryFile() as index_file:
-            anchor = _write_index(index_file, index, hashes)
+            anchor, index = _write_index(index_file, block_size, chunk_size // block_size,
+                                         image_size, offsets, hashes)
             source.header.meta_data = {**(source.header.meta_data or {}),
                                        **anchor.to_meta_data()}
             if source.checksum_provide:
@@ -97,10 +101,10 @@ def _check_sizes(block_size: int, chunk_size: int) -> None:
 
 
 def _spool_chunks(path, spool: BinaryIO, hashes: BinaryIO, compression: str, block_size: int,
-                  chunk_size: int, progress: Progress) -> tuple[str, BlockIndex]:
+                  chunk_size: int, progress: Progress) -> tuple[str, int, array]:
     """Compress the inner tar into `spool` as independent members (compression.MembersWriter):
     its header, one member per chunk, its tail. Block hashes go to `hashes`; return the
-    image's sha256 and the index."""
+    image's sha256, its size and the chunk offsets."""
     stat = path.stat()
     inner_header = _tar_header(path.name, stat.st_size, mode=stat.st_mode & 0o7777,
                                mtime=int(stat.st_mtime))
@@ -126,28 +130,29 @@ def _spool_chunks(path, spool: BinaryIO, hashes: BinaryIO, compression: str, blo
     offsets.pop()  # the tail's end
     if size != stat.st_size:
         raise ArtifactError(f"{path}: changed while the artifact was being written")
-    return whole.hexdigest(), BlockIndex(block_size, chunk_size // block_size, size, b"",
-                                         offsets)
+    return whole.hexdigest(), size, offsets
 
 
-def _write_index(out: BinaryIO, index: BlockIndex, hashes: BinaryIO) -> IndexAnchor:
-    """Write the index compressed (head, hashes from the `hashes` file, offsets); return its
-    anchor."""
-    digest = hashlib.sha256()
-    compressor = zlib.compressobj(INDEX_LEVEL)
-    size = 0
-
-    def write(data: bytes) -> None:
-        nonlocal size
-        digest.update(data)
-        out.write(data)
-        size += len(data)
-
-    write(compressor.compress(BlockIndex(index.block_size, index.chunk_blocks, index.image_size,
-                                         b"", array("Q")).serialize()))
+def _write_index(out: BinaryIO, block_size: int, chunk_blocks: int, image_size: int,
+                 offsets: array, hashes: BinaryIO) -> tuple[IndexAnchor, BlockIndex]:
+    """Write the leaves (those of non-zero blocks, from the `hashes` file, chunk by chunk),
+    then the top compressed; return the anchor and the top."""
+    zero = zero_digest(block_size)
+    block_count = -(-image_size // block_size)
+    stored, tops = bytearray(), bytearray()
+    leaves = 0
     hashes.seek(0)
-    while data := hashes.read(CHUNK):
-        write(compressor.compress(data))
-    write(compressor.compress(offsets_bytes(index.offsets)))
-    write(compressor.flush())
-    return IndexAnchor(size, digest.hexdigest())
+    for first in range(0, block_count, chunk_blocks):
+        chunk = hashes.read(min(chunk_blocks, block_count - first) * HASH_SIZE)
+        tops += chunk_digest(chunk)
+        for at in range(0, len(chunk), HASH_SIZE):
+            leaf = chunk[at:at + HASH_SIZE]  # a short last block's is not a zero block's
+            stored.append(leaf != zero)
+            if stored[-1]:
+                out.write(leaf)
+                leaves += HASH_SIZE
+    raw = top_bytes(block_size, chunk_blocks, image_size, stored, tops, offsets)
+    top = zlib.compress(raw, INDEX_LEVEL)
+    out.write(top)
+    return IndexAnchor(len(top), hashlib.sha256(top).hexdigest(), leaves), \
+        BlockIndex.from_raw(raw)

@@ -342,7 +342,11 @@ def _describe(document: dict) -> str:
                   f"  Blocks: {index['block_count']}",
                   f"  Chunk size: {index['chunk_size']}",
                   f"  Chunks: {index['chunk_count']} ({index['chunk_bytes']} bytes compressed)",
-                  f"  Index: {index['index_bytes']} bytes, sha256 {index['sha256']}"]
+                  f"  Index: format {index['format']}, {index['index_bytes']} bytes",
+                  f"    Top (a hash per chunk, zlib): {index['top_bytes']} bytes, "
+                  f"sha256 {index['sha256']}",
+                  f"    Leaves (a hash per non-zero block): {index['leaf_bytes']} bytes, "
+                  f"{index['leaves_stored']} blocks"]
     return "\n".join(lines)
 
 

@@ -69,7 +69,7 @@ def main() -> int:
                 indexed = work / f"{image.stem}-{kib}.mender"
                 seconds = write(image, indexed, kib << 10)
                 with open(indexed, "rb") as stream, ArtifactReader(stream) as reader:
-                    index_size = index_anchor(reader.header).size
+                    index_size = index_anchor(reader.header).area
                 row(image, f"Tern, gzip, block index (4 KiB blocks, {kib} KiB chunks)",
                     indexed.stat().st_size, base, index_size, seconds)
         if len(args.images) > 1:
@@ -85,7 +85,7 @@ def main() -> int:
                     anchor = index_anchor(reader.header)
                     plan = plan_fetch(read_index(stream, anchor), reader.payload_offset,
                                       lookup.find, artifact_size=indexed.stat().st_size,
-                                      index_size=anchor.size)
+                                      index_size=anchor.area)
                 print(f"| {old.name} | {new.name} | {kib} KiB | {len(plan.ranges)} | "
                       f"{plan.blocks_local} / {plan.blocks_zero} / {plan.blocks_fetched} | "
                       f"{plan.total_bytes} | {plan.share:.1%} |")

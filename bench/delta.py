@@ -3,9 +3,11 @@
 the bytes a device holding release-1 transfers for the other release, as a share of the
 compressed full artifact, for
 
-- Tern's block index: the planner (`plan_fetch`) over the pair's block-indexed artifact, the
-  active slot (release-1) as the only local source and nothing in the target slot (a fresh
-  update); and again with the target slot half written (an install cut halfway, resumed);
+- Tern's block index: what the adaptive install fetches (the same calls: the head, the index's
+  top, `survey_slots`, the leaves of the chunks no slot matches in place, `plan_fetch` with
+  the device's range coalescing) for the pair's block-indexed artifact, the active slot
+  holding release-1 and an erased target slot (a fresh update); and again with the target
+  slot half written (an install cut halfway, resumed);
 - `xdelta3` (Mender's delta engine) and `zstd --patch-from`: static patches against the
   known base, the whole image as their window;
 - the full artifact: what a full install downloads, and the same image without an index.
@@ -33,6 +35,7 @@ install is rolled back and slot B copied back from slot A before the next.
     make delta-images && .venv/bin/python -m bench.delta --device
 """
 import argparse
+import io
 import json
 import os
 import re
@@ -42,12 +45,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from artifact import ArtifactReader
-from artifact.block_index import index_anchor, read_index
-from artifact.block_plan import FetchPlan, SlotHashes, plan_fetch
+from artifact.block_index import BlockIndex, index_anchor
+from artifact.block_plan import MAX_GAP, FetchPlan, plan_fetch, survey_slots
 from bench.block_index import write
 from qemu.device import Device, make_overlay
 from qemu.guest import boot_resume_finished
@@ -78,28 +82,59 @@ class Row:
                 f"{self.seconds:.1f} | {self.note} |")
 
 
-def tern_plan(artifact: Path, find) -> FetchPlan:
+@dataclass
+class TernPlan:
+    plan: FetchPlan
+    leaf_chunks: int  # chunks whose leaves were fetched
+    leaf_bytes: int  # the bytes of their leaf ranges
+
+
+def tern_plan(artifact: Path, target: Path, active: Path) -> TernPlan:
+    """What the adaptive install fetches (updater/install/adaptive.py, the same calls): the
+    head, the index's top, the leaves of the chunks no slot matches in place, the chunks."""
+    size = artifact.stat().st_size
     with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
         anchor = index_anchor(reader.header)
-        return plan_fetch(read_index(stream, anchor), reader.payload_offset, find,
-                          artifact_size=artifact.stat().st_size, index_size=anchor.size)
+        stream.seek(size - anchor.size)
+        index = BlockIndex.parse(stream.read(anchor.size), anchor)
+        survey = survey_slots(index, target, active)
+        leaf_ranges = survey.leaf_ranges(index, size - anchor.area)
+        leaf_chunks = sum(survey.unknown)
+
+        @contextmanager
+        def open_range(start: int, end: int):
+            stream.seek(start)
+            yield io.BytesIO(stream.read(end - start))
+
+        survey.fetch_leaves(index, leaf_ranges, open_range)
+        leaf_bytes = sum(r.size for r in leaf_ranges)
+        plan = plan_fetch(index, reader.payload_offset, survey.active.find, artifact_size=size,
+                          index_size=anchor.area, index_fetched=anchor.size + leaf_bytes,
+                          max_gap=MAX_GAP, held=survey.in_place, same=survey.same)
+    return TernPlan(plan, leaf_chunks, leaf_bytes)
 
 
-def index_size(artifact: Path) -> int:
+def index_anchor_of(artifact: Path):
     with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
-        return index_anchor(reader.header).size
+        return index_anchor(reader.header)
 
 
-def half_written(new_image: Path, block_size: int, active: SlotHashes):
-    """`find` for a resumed install: the target slot holds the first half of the new image
-    (what an install cut halfway wrote), then the active slot."""
-    size = new_image.stat().st_size // 2
-    target = SlotHashes.of_file(new_image, block_size, size=size - size % block_size)
+def slot_file(path: Path, size: int, content: Path | None = None, length: int = 0) -> Path:
+    """A target slot file of `size` bytes: zeros (an erased slot), the first `length` bytes
+    of `content` written (an install cut there)."""
+    with open(path, "wb") as slot:
+        slot.truncate(size)
+        if content is not None:
+            with open(content, "rb") as source:
+                slot.write(source.read(length))
+    return path
 
-    def find(digest: bytes) -> int | None:
-        where = target.find(digest)
-        return where if where is not None else active.find(digest)
-    return find
+
+def describe(tern: TernPlan) -> str:
+    plan = tern.plan
+    return (f"{len(plan.ranges)} chunk ranges, {plan.blocks_fetched} blocks fetched, "
+            f"{plan.blocks_local} from the active slot, {plan.blocks_held} in place; the "
+            f"leaves of {tern.leaf_chunks} chunks ({tern.leaf_bytes:,} bytes)")
 
 
 def timed(command: list[str]) -> float:
@@ -109,23 +144,22 @@ def timed(command: list[str]) -> float:
 
 
 def measure(name: str, pair: dict, base: Path, work: Path) -> list[Row]:
-    new = IMAGES / pair["rootfs"]
-    artifact = IMAGES / pair["artifact"]
+    new = base.parent / pair["rootfs"]
+    artifact = base.parent / pair["artifact"]
     rows = []
+    size = new.stat().st_size
     started = time.monotonic()
-    active = SlotHashes.of_file(base, 4096)
-    fresh = tern_plan(artifact, active.find)
+    fresh = tern_plan(artifact, slot_file(work / "erased", size), base)
     seconds = time.monotonic() - started
-    full = fresh.full_bytes
+    full = fresh.plan.full_bytes
     rows.append(Row(name, "Tern block index, fresh update (active slot only)",
-                    fresh.total_bytes, full, seconds,
-                    f"{len(fresh.ranges)} ranges, {fresh.blocks_fetched} blocks fetched "
-                    f"of {fresh.blocks_fetched + fresh.blocks_local} non-zero", GOALS[name]))
+                    fresh.plan.total_bytes, full, seconds, describe(fresh), GOALS[name]))
+    half = size // 2 - size // 2 % 4096
     started = time.monotonic()
-    resumed = tern_plan(artifact, half_written(new, 4096, active))
+    resumed = tern_plan(artifact, slot_file(work / "half", size, new, half), base)
     rows.append(Row(name, "Tern block index, resumed (target slot half written)",
-                    resumed.total_bytes, full, time.monotonic() - started,
-                    f"{len(resumed.ranges)} ranges", GOALS[name]))
+                    resumed.plan.total_bytes, full, time.monotonic() - started,
+                    describe(resumed), GOALS[name]))
     patch = work / f"{name}.xdelta"
     seconds = timed(["xdelta3", "-e", "-9", "-B", str(base.stat().st_size), "-f",
                      "-s", str(base), str(new), str(patch)])
@@ -136,9 +170,11 @@ def measure(name: str, pair: dict, base: Path, work: Path) -> list[Row]:
                      str(new), "-o", str(patch)])
     rows.append(Row(name, "zstd -19 --long=28 --patch-from", patch.stat().st_size, full,
                     seconds, "static: needs the exact base"))
-    index = index_size(artifact)
-    rows.append(Row(name, "Tern block index: the index itself", index, full, 0.0,
-                    f"{index / artifact.stat().st_size:.2%} of the artifact file", INDEX_GOAL))
+    anchor = index_anchor_of(artifact)
+    rows.append(Row(name, "Tern block index: the index itself (top and all leaves)",
+                    anchor.area, full, 0.0,
+                    f"{anchor.area / artifact.stat().st_size:.2%} of the artifact file: top "
+                    f"{anchor.size:,}, leaves {anchor.leaves:,}", INDEX_GOAL))
     rows.append(Row(name, "full artifact, block-indexed (what a full install downloads)", full,
                     full, 0.0, f"artifact file {artifact.stat().st_size:,} bytes with its index"))
     plain = work / f"{name}-plain.mender"

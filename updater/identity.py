@@ -119,7 +119,7 @@ def identity(config: Config, net: Path = Path("/sys/class/net")) -> dict[str, st
     raise ValueError(f"no ethernet interface in {net}: set identity_script")
 
 
-ADAPTIVE = "block-index-1"  # the block index format the adaptive install reads
+ADAPTIVE = "block-index-2"  # the block index format the adaptive install reads
 
 
 def inventory(device_type: str, provides: dict[str, str],

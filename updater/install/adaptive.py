@@ -13,6 +13,12 @@ exactly what a full install proves before the slot may boot. The target is synce
 `sync_every` bytes written, so that a power cut costs at most that much of the work done
 (what the page cache held is lost; what reached the medium is in place at the next try).
 
+The index has two levels (artifact.block_index): the top, a hash per chunk of 16 blocks, is
+fetched with the head and checked against the signed header; `survey_slots` matches each
+chunk's top entry in the slots in place, and only the leaves (block hashes) of the chunks
+that no slot matches in place are fetched, in coalesced ranges, each chunk's checked against
+its top entry before the plan uses them.
+
 Each slot is read once before the plan (`survey_slots`, side by side) and the target once
 more in the write pass; a non-zero block is hashed once there unless the active slot's
 block at the same place has its bytes, a copied or fetched block once more when it is
@@ -22,9 +28,10 @@ Whatever stops it — no index, an index that does not verify, a transfer above
 `delta_max_share` of the full download, a server that ignores Range, a block that does not
 match — raises `Fallback` with the reason, and the agent streams the full payload instead.
 
-Memory: the index (16 bytes per block, plus 8 per chunk), two bytes per block (held, same
-place), the active slot's non-zero blocks sorted by hash (20 bytes each), one chunk and
-1 MiB buffers.
+Memory: the leaves (16 bytes per block: the slots' own for the chunks they match, the
+fetched ones for the others), the top (one byte per block, 24 per chunk), two bytes per
+block (held, same place), the active slot's non-zero blocks sorted by hash (20 bytes each):
+at most 41 bytes per block; one chunk and 1 MiB buffers.
 """
 import hashlib
 import os
@@ -46,6 +53,7 @@ from artifact.block_plan import (
     FETCH,
     HELD,
     LOCAL,
+    MAX_GAP,
     block_sources,
     plan_fetch,
     survey_slots,
@@ -58,7 +66,6 @@ from .installer import Fallback, stats_line
 
 READ_SIZE = 1 << 20
 WRITE_SIZE = 1 << 20
-MAX_GAP = 64 << 10  # fetch up to this many unneeded bytes rather than open another range
 
 class Ranges(Protocol):
     """The artifact by ranges: its size, and `open(start, end)` for the bytes [start, end)."""
@@ -74,7 +81,10 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
     """Write the payload's image to `target` from the cheapest sources, fsynced; return its
     size and the CRC-32 of its bytes as verified (for the caller's read-back)."""
     [payload] = reader.header.payloads
-    anchor = IndexAnchor.from_payload(payload)
+    try:
+        anchor = IndexAnchor.from_payload(payload)
+    except ArtifactError as error:  # format 1, of agents before the two-level index
+        raise Fallback(f"the block index is not readable: {error}") from None
     if anchor is None:
         raise Fallback("the artifact has no block index")
     member = reader.data_member()
@@ -94,9 +104,20 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
         raise Fallback(f"the block index does not verify: {error}") from None
     del encoded
     survey = survey_slots(index, target, active)
+    leaf_ranges = survey.leaf_ranges(index, ranges.size - anchor.area, MAX_GAP)
+    unknown = sum(survey.unknown)
+    try:
+        survey.fetch_leaves(index, leaf_ranges, ranges.open)
+    except ArtifactError as error:
+        raise Fallback(f"the block index's leaves are refused: {error}") from None
     plan = plan_fetch(index, reader.payload_offset, survey.active.find, artifact_size=ranges.size,
-                      index_size=anchor.size, max_gap=MAX_GAP, held=survey.in_place,
-                      same=survey.same)
+                      index_size=anchor.area, index_fetched=anchor.size + sum(
+                          r.size for r in leaf_ranges), max_gap=MAX_GAP,
+                      held=survey.in_place, same=survey.same)
+    log(f"adaptive install: {index.chunk_count - unknown} of {index.chunk_count} chunks "
+        f"match a slot in place; the leaves of the {unknown} others: "
+        f"{plan.head_bytes - data_content_offset(reader.payload_offset) - anchor.size} bytes "
+        f"in {len(leaf_ranges)} ranges")
     planned = ranges.fetched + plan.range_bytes
     share = planned / plan.full_bytes
     log(f"adaptive install: of {index.block_count} blocks, {plan.blocks_held} in place, "

@@ -92,7 +92,7 @@ def test_a_block_index_of_a_1_gib_image_is_written_read_and_planned_in_flat_memo
             anchor = index_anchor(reader.header)
             index = read_index(stream, anchor)
             plan = plan_fetch(index, reader.payload_offset, lambda digest: None,
-                              artifact_size=stream.seek(0, 2), index_size=anchor.size)
+                              artifact_size=stream.seek(0, 2), index_size=anchor.area)
         print(index.block_count, plan.blocks_zero, len(plan.ranges), peak_memory_mb())
     """)
     blocks, zero, ranges, peak = planned.split()

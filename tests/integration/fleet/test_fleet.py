@@ -148,7 +148,7 @@ def test_delta_and_full_devices_share_one_deployment(server, keys, tmp_path):
     assert len(delta) == len(full) == 12
     size = artifact.stat().st_size
     for device in delta:
-        assert server.attributes(device["id"])["delta_update"] == "block-index-1"
+        assert server.attributes(device["id"])["delta_update"] == "block-index-2"
         log = server.get(f"/deployments/{report['deployment_id']}/devices/{device['id']}/log")
         assert device["download"]["mode"] == "adaptive", [m["message"] for m in log["messages"]]
         # the head probe, the index and two 64 KiB chunks

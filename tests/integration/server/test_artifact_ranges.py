@@ -42,8 +42,9 @@ def assert_partial(response: requests.Response, data: bytes, start: int, end: in
 
 
 def fetch_index_and_a_chunk(url: str, verify, artifact: Path) -> None:
-    """What an adaptive install does first: the index by a suffix range (checked against
-    the signed header), then one chunk by its offsets, decompressed and its blocks checked."""
+    """What an adaptive install does first: the index's top by a suffix range (checked
+    against the signed header), one chunk's leaves (checked against the top), then the chunk
+    by its offsets, decompressed and its blocks checked."""
     data = artifact.read_bytes()
     with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
         anchor: IndexAnchor = index_anchor(reader.header)
@@ -51,6 +52,10 @@ def fetch_index_and_a_chunk(url: str, verify, artifact: Path) -> None:
     tail = get(url, verify, f"bytes=-{anchor.size}")
     assert_partial(tail, data, len(data) - anchor.size, len(data) - 1)
     index = BlockIndex.parse(tail.content, anchor)
+    start, end = (len(data) - anchor.area + x for x in index.leaf_span(5))
+    leaves = get(url, verify, f"bytes={start}-{end - 1}")
+    assert_partial(leaves, data, start, end - 1)
+    index.accept_leaves(5, leaves.content)
     start, end = (payload_offset + 512 + x for x in index.chunk_span(5))
     chunk = get(url, verify, f"bytes={start}-{end - 1}")
     assert_partial(chunk, data, start, end - 1)

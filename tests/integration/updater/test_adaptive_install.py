@@ -4,7 +4,11 @@ zeros, the rest by HTTP Range (from a plain HTTP file server, testkit.range_file
 also ignore Range or damage a range); and each reason to fall back to the full payload
 within the same install."""
 import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,7 @@ from updater.agent.states import State
 from updater.failpoints import CRASH_EXIT
 from updater.install import STATS
 
+ROOT = Path(__file__).resolve().parents[3]
 MiB = 1 << 20
 BLOCK = 4096
 
@@ -73,6 +78,83 @@ def test_a_delta_fetches_only_the_changed_chunks_by_range(device, artifact):
     assert all(r.startswith("bytes=") for r in server.ranges)
     text = "\n".join(messages(device))
     assert " 256 zero, " in text and "0 in place" in text
+
+
+def test_only_the_leaves_of_the_chunks_no_slot_holds_in_place_are_fetched(device, artifact):
+    """The index's top comes with the head; the leaves (block hashes) only of the chunks whose
+    top entry neither slot matches in place, in one coalesced range."""
+    from artifact import ArtifactReader
+    from artifact.block_index import index_anchor, read_index
+
+    with RangeFileServer(artifact) as server:
+        assert device.run("install", server.url) == 0
+    installed(device)
+    with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
+        anchor = index_anchor(reader.header)
+        index = read_index(stream, anchor)
+    size = index.chunk_size
+    differing = [c for c in range(index.chunk_count)
+                 if NEW[c * size:(c + 1) * size] != OLD[c * size:(c + 1) * size]]
+    assert differing == [16, 80, 112, 128]  # the three changed runs, the tail
+    end = artifact.stat().st_size
+    leaves = end - anchor.area
+    asked = [tuple(int(x) for x in r.removeprefix("bytes=").split("-")) for r in server.ranges
+             if r.startswith("bytes=") and not r.startswith("bytes=-")]
+    in_leaves = [r for r in asked if leaves <= r[0] < leaves + anchor.leaves]
+    assert in_leaves == [(leaves + index.leaf_span(differing[0])[0],
+                          leaves + index.leaf_span(differing[-1])[1] - 1)]
+    assert f"bytes={end - anchor.size}-{end - 1}" in server.ranges  # the top
+    assert f"match a slot in place; the leaves of the {len(differing)} others" in \
+        "\n".join(messages(device))
+
+
+def test_an_index_of_format_1_gets_the_full_install(device, tmp_path):
+    """What a format-1 artifact's header says of its index (the agent decides from it alone):
+    refused in one clear line, and the full payload installed."""
+    from artifact import ArtifactHeader, write_artifact
+    from artifact.payloads import PayloadOptions, Software, rootfs_image
+
+    image = tmp_path / "rootfs.ext4"
+    image.write_bytes(NEW)
+    source = rootfs_image(image, Software(version="release-2"), PayloadOptions())
+    source.header.meta_data = {"tern.block_index": {"format": 1, "size": 1000,
+                                                    "sha256": "0" * 64}}
+    artifact = tmp_path / "format-1.mender"
+    with open(artifact, "wb") as out:
+        write_artifact(out, ArtifactHeader(name="release-2", device_types=["qemu-arm64"],
+                                           payloads=[]), [source])
+    assert device.run("install", str(artifact)) == 0
+    installed(device)
+    assert "adaptive install: the block index is not readable: headers/0000/meta-data: " \
+           "tern.block_index: block index format 1, this reader reads format 2 only; " \
+           "downloading the full artifact" in messages(device)
+    assert stats(device)["mode"] == "full"
+
+
+FORMAT_1_AGENT = "1d2be78"  # a commit whose agent reads block index format 1 only
+
+
+def test_an_agent_of_format_1_installs_a_format_2_artifact_in_full(device, artifact, tmp_path):
+    """The agent as it was before the two-level index (its `artifact` and `updater` packages,
+    from git), given a new artifact: it refuses the index in one line and installs the full
+    payload, in the same install."""
+    old = tmp_path / "format-1-agent"
+    old.mkdir()
+    tree = subprocess.run(["git", "-C", str(ROOT), "archive", FORMAT_1_AGENT, "artifact",
+                           "updater"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=tree, check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from updater.cli import main; sys.exit(main())",
+         "--config", str(device.toml), "install", str(artifact)],
+        cwd=old, env={**os.environ, "PYTHONPATH": str(old)}, capture_output=True, text=True,
+        timeout=300)
+    assert run.returncode == 0, run.stderr
+    installed(device)
+    [refused] = [m for m in messages(device) if m.startswith("adaptive install:")]
+    assert refused.startswith("adaptive install: UnsupportedError: headers/0000/meta-data: "
+                              "tern.block_index: unknown format {'format': 2")
+    assert refused.endswith("; downloading the full artifact")
+    assert stats(device)["mode"] == "full"
 
 
 def test_a_cut_delta_install_resumes_from_the_blocks_the_target_slot_holds(device, artifact):

@@ -6,6 +6,7 @@ import os
 import random
 import zlib
 from array import array
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,14 @@ from artifact.block_index import (
     BlockIndex,
     IndexAnchor,
     block_digest,
+    chunk_digest,
     compress_chunk,
     decompress_chunk,
     index_anchor,
     read_index,
     verified_blocks,
     verify_chunks,
+    zero_digest,
 )
 from artifact.block_plan import (
     FETCH,
@@ -77,7 +80,7 @@ def plan(artifact: Path, slot: bytes, **options):
     slot_file.write_bytes(slot)
     find = SlotHashes.of_file(slot_file, index.block_size).find
     return plan_fetch(index, offset, find, artifact_size=artifact.stat().st_size,
-                      index_size=anchor.size, **options)
+                      index_size=anchor.area, **options)
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
@@ -180,7 +183,7 @@ def test_the_planner_fetches_only_the_chunks_of_changed_blocks(tmp_path):
     assert [(r.first, r.last) for r in result.ranges] == [(0, 0), (2, 2), (25, 25), (37, 37)]
     assert result.blocks_fetched == 5 and result.blocks_zero == 39
     assert result.blocks_local == 200 - 5 - 39
-    assert result.full_bytes == artifact.stat().st_size - open_index(artifact)[3].size
+    assert result.full_bytes == artifact.stat().st_size - open_index(artifact)[3].area
     assert 0 < result.share < 0.1
     index, offset, *_ = open_index(artifact)
     assert result.ranges[1].start == offset + 512 + index.chunk_span(2)[0]
@@ -203,7 +206,7 @@ def test_the_planner_fetches_only_the_chunks_of_changed_blocks(tmp_path):
 
 def test_block_sources_says_where_each_block_comes_from():
     hashes = [block_digest(bytes([n]) * BLOCK) for n in (1, 0, 2)]
-    index = BlockIndex(BLOCK, 2, 3 * BLOCK, b"".join(hashes), array("Q", [10, 20, 30]))
+    index = BlockIndex.of_leaves(BLOCK, 2, 3 * BLOCK, b"".join(hashes), array("Q", [10, 20, 30]))
     local = {hashes[0]: ("active", 8192)}
     assert list(block_sources(index, local.get)) == [
         (0, LOCAL, ("active", 8192)), (1, ZERO, None), (2, FETCH, 1)]
@@ -223,7 +226,7 @@ def test_a_device_rebuilds_the_new_image_from_the_old_one_and_the_ranges(tmp_pat
     slot.write_bytes(old)
     lookup = SlotHashes.of_file(slot, BLOCK)
     result = plan_fetch(index, offset, lookup.find, artifact_size=artifact.stat().st_size,
-                        index_size=anchor.size)
+                        index_size=anchor.area)
     served = artifact.read_bytes()
     fetched = {}
     for byte_range in result.ranges:  # what the server answers to each Range request
@@ -266,6 +269,10 @@ def test_cli_writes_reads_and_validates_an_index(tmp_path, keys):
     assert shown.exit_code == 0, shown.output
     assert "Block index:\n  Block size: 4096\n  Blocks: 200\n  Chunk size: 32768\n" \
            "  Chunks: 25" in shown.output
+    anchor = open_index(out)[3]
+    assert f"  Index: format 2, {anchor.area} bytes\n    Top (a hash per chunk, zlib): " \
+           f"{anchor.size} bytes, sha256 {anchor.sha256}\n    Leaves (a hash per non-zero " \
+           "block): 2560 bytes, 160 blocks" in shown.output
     as_json = runner.invoke(cli, ["read", "--json", str(out)])
     described = json.loads(as_json.output)
     assert described["block_index"]["chunk_count"] == 25
@@ -314,8 +321,9 @@ def test_sources_prefer_the_target_in_place_then_zero_then_the_active_slot(tmp_p
     active = tmp_path / "active"
     active.write_bytes(b"c" * BLOCK + b"b" * BLOCK)
     hashes = b"".join(block_digest(b) for b in blocks)
-    index = BlockIndex(BLOCK, 2, len(blocks) * BLOCK, hashes, array("Q", [0, 1, 2, 3]))
-    survey = survey_slots(index, target, active)
+    index, survey = surveyed(
+        BlockIndex.of_leaves(BLOCK, 2, len(blocks) * BLOCK, hashes, array("Q", [0, 1, 2, 3])),
+        target, active)
     sources = list(block_sources(index, survey.active.find, survey.in_place, survey.same))
     assert sources == [(0, HELD, None), (1, ZERO, None), (2, LOCAL, BLOCK),
                        (3, HELD, None), (4, FETCH, 2)]
@@ -342,16 +350,154 @@ def test_the_survey_proves_each_kept_block_and_tables_the_active_slots_non_zero_
     target, active = tmp_path / "target", tmp_path / "active"
     target.write_bytes(a + bytes(BLOCK) + x + c + tail)
     active.write_bytes(a + z + x + y)
-    index = BlockIndex(BLOCK, 2, 4 * BLOCK + len(tail),
-                       b"".join(block_digest(block) for block in new), array("Q", [0, 1, 2, 3]))
-    survey = survey_slots(index, target, active)
-    # a: the active slot's bytes, with the hash; zeros compared; x: the active slot's bytes,
-    # which lack b's hash (not hashed again); c and the tail: their own hash
+    whole = BlockIndex.of_leaves(BLOCK, 2, 4 * BLOCK + len(tail),
+                                 b"".join(block_digest(block) for block in new),
+                                 array("Q", [0, 1, 2, 3]))
+    index, survey = surveyed(whole, target, active)
+    # chunk 0 (a, zeros): the target's matches its top entry in place; chunk 1 (b, c): no
+    # slot's does: x, the active slot's bytes, lacks b's leaf, c has its own; chunk 2 (the
+    # tail): the target's matches. No chunk matches the active slot whole: nothing is `same`.
     assert list(survey.held) == [1, 1, 0, 1, 1]
-    assert list(survey.same) == [1, 0, 0, 0, 0]
+    assert list(survey.same) == [0, 0, 0, 0, 0]
+    assert survey.fetched == [1]
     assert [survey.active.find(block_digest(block)) for block in (a, z, x, y)] == \
         [0, BLOCK, 2 * BLOCK, 3 * BLOCK]
     assert survey.active.find(block_digest(bytes(BLOCK))) is None  # zeros are not tabled
     short = tmp_path / "short"
     short.write_bytes(a)
-    assert list(survey_slots(index, short, active).held) == [1, 0, 0, 0, 0]
+    assert list(surveyed(whole, short, active)[1].held) == [1, 0, 0, 0, 0]
+
+
+class Survey:
+    """What the adaptive install does before its plan, over an in-memory leaves area: the
+    survey with the index's top only, then the leaves of the chunks no slot matches."""
+
+    def __init__(self, survey, fetched, ranges):
+        self.survey, self.fetched, self.ranges = survey, fetched, ranges
+
+    def __getattr__(self, name):
+        return getattr(self.survey, name)
+
+
+def surveyed(whole: BlockIndex, target: Path, active: Path, *, leaves: bytes | None = None,
+             max_gap: int = 0) -> tuple[BlockIndex, Survey]:
+    """(the top, with the leaves it needed, and the survey); `fetched` lists the chunks whose
+    leaves were read, `leaves` stands for the artifact's leaves area."""
+    top = BlockIndex.from_raw(whole.serialize())
+    area = whole.encode_leaves() if leaves is None else leaves
+    survey = survey_slots(top, target, active)
+    fetched = []
+
+    @contextmanager
+    def open_range(start, end):
+        fetched.extend(c for c in range(top.chunk_count)
+                       if start <= top.leaf_span(c)[0] < end and survey.unknown[c])
+        yield io.BytesIO(area[start:end])
+
+    ranges = survey.leaf_ranges(top, 0, max_gap)
+    survey.fetch_leaves(top, ranges, open_range)
+    assert not any(survey.unknown) and all(top.known)
+    return top, Survey(survey, fetched, ranges)
+
+
+def test_the_two_levels_round_trip_and_only_non_zero_blocks_have_a_stored_leaf(tmp_path):
+    image = bytes(old_image()) + b"tail" * 25  # 40 zero blocks; ends inside a block
+    artifact = write(tmp_path, image)
+    index, _, _, anchor = open_index(artifact)
+    leaves = b"".join(block_digest(image[b * BLOCK:(b + 1) * BLOCK]) for b in range(201))
+    whole = BlockIndex.of_leaves(BLOCK, 4, len(image), leaves, index.offsets)
+    assert index.serialize() == whole.serialize() and index.hashes == whole.hashes
+    assert anchor.size == len(index.encode()) and anchor.leaves == 161 * 16
+    data = artifact.read_bytes()
+    assert data[-anchor.area:] == whole.encode_leaves() + whole.encode()
+    assert list(index.stored) == [1] * 80 + [0] * 40 + [1] * 81
+    assert index.leaf_span(20) == (80 * 16, 80 * 16)  # chunk 20: zeros, no leaves
+    assert index.top(3) == chunk_digest(leaves[12 * 16:16 * 16])
+    # the top alone: a zero block's leaf is known, a chunk's others are not until accepted
+    top = BlockIndex.parse(data[-anchor.size:], anchor)
+    assert not any(top.known) and top.block_hash(90) == zero_digest(BLOCK)
+    start, end = top.leaf_span(7)
+    assert top.accept_leaves(7, data[-anchor.area + start:-anchor.area + end]) == \
+        leaves[28 * 16:32 * 16]
+    assert list(top.known).count(1) == 1 and top.block_hash(29) == leaves[29 * 16:30 * 16]
+    with pytest.raises(StructureError, match="leaves of the signed header|says"):
+        BlockIndex.parse(data[-anchor.size:], IndexAnchor(anchor.size, anchor.sha256, 16))
+
+
+def test_a_tampered_top_entry_or_leaf_range_or_another_chunks_leaves_are_refused(tmp_path):
+    artifact = write(tmp_path, bytes(old_image()))
+    index, _, _, anchor = open_index(artifact)
+    data = artifact.read_bytes()
+    leaves = data[-anchor.area:-anchor.size]
+
+    def chunk_leaves(chunk: int) -> bytes:
+        start, end = index.leaf_span(chunk)
+        return leaves[start:end]
+
+    top = BlockIndex.parse(data[-anchor.size:], anchor)
+    damaged = bytearray(chunk_leaves(5))
+    damaged[3] ^= 1
+    with pytest.raises(ChecksumError, match="leaves of chunk 5"):
+        top.accept_leaves(5, bytes(damaged))
+    with pytest.raises(ChecksumError, match="leaves of chunk 5"):
+        top.accept_leaves(5, chunk_leaves(6))  # another chunk's: as long, not its
+    with pytest.raises(StructureError, match="expected 64"):
+        top.accept_leaves(5, chunk_leaves(5)[:-16])
+    assert not top.known[5]
+    # a top entry changed (the anchor aside: the signed header's sha256 would refuse it)
+    raw = bytearray(top.serialize())
+    raw[24 + index.block_count + 5 * 16] ^= 1
+    forged = BlockIndex.from_raw(bytes(raw))
+    with pytest.raises(ChecksumError, match="leaves of chunk 5"):
+        forged.accept_leaves(5, chunk_leaves(5))
+    with pytest.raises(ChecksumError, match="block index"):
+        BlockIndex.parse(zlib.compress(bytes(raw)), IndexAnchor(
+            len(zlib.compress(bytes(raw))), anchor.sha256, anchor.leaves))
+    # a leaf damaged in the artifact file: read_index refuses it
+    tampered = tmp_path / "tampered.mender"
+    tampered.write_bytes(data[:-anchor.area + 40] + bytes([data[-anchor.area + 40] ^ 1])
+                         + data[-anchor.area + 41:])
+    with open(tampered, "rb") as stream, pytest.raises(ChecksumError, match="chunk 0"):
+        read_index(stream, anchor)
+
+
+def test_a_format_1_anchor_is_refused_in_one_clear_line():
+    from artifact.errors import UnsupportedError
+    from artifact.header import PayloadHeader
+
+    payload = PayloadHeader(index=0, type="rootfs-image", meta_data={
+        ANCHOR: {"format": 1, "size": 100, "sha256": "0" * 64}})
+    with pytest.raises(UnsupportedError, match="block index format 1, this reader reads "
+                                                "format 2 only"):
+        IndexAnchor.from_payload(payload)
+
+
+def test_a_chunk_that_a_slot_matches_in_place_needs_no_leaves(tmp_path):
+    old = old_image()
+    new = bytearray(old)
+    for block in (3, 9, 10, 150):  # chunks 0, 2 (both blocks), 37
+        new[block * BLOCK:block * BLOCK + 10] = b"changed!!!"
+    new[100 * BLOCK:101 * BLOCK] = os.urandom(BLOCK)  # in the zeros: chunk 25
+    artifact = write(tmp_path, bytes(new))
+    whole, offset, _, anchor = open_index(artifact)
+    active, target = tmp_path / "active", tmp_path / "target"
+    active.write_bytes(old)
+    target.write_bytes(bytes(len(old)))  # erased: matches the zero chunks
+    index, survey = surveyed(whole, target, active)
+    assert survey.fetched == [0, 2, 25, 37]
+    assert index.hashes == whole.hashes
+    assert sum(survey.same) == (50 - 4) * 4  # the other chunks (zeros too), in place
+    result = plan_fetch(index, offset, survey.active.find, artifact_size=artifact.stat().st_size,
+                        index_size=anchor.area, index_fetched=anchor.size + 4 * 64,
+                        held=survey.in_place, same=survey.same)
+    assert [(r.first, r.last) for r in result.ranges] == [(0, 0), (2, 2), (25, 25), (37, 37)]
+    assert result.head_bytes == offset + 512 + anchor.size + 4 * 64
+    # with the new image half written in the target slot, its chunks match there
+    target.write_bytes(bytes(new[:100 * BLOCK]) + bytes(len(old) - 100 * BLOCK))
+    _, resumed = surveyed(whole, target, active)
+    assert resumed.fetched == [25, 37] and sum(resumed.held[:100]) == 100
+    # with the gap rule, the leaf ranges of nearby chunks are one range
+    assert [(r.first, r.last) for r in resumed.ranges] == [(25, 25), (37, 37)]
+    _, bridged = surveyed(whole, target, active, max_gap=BLOCK)
+    assert bridged.fetched == [25, 37]
+    assert [(r.first, r.last) for r in bridged.ranges] == [(25, 37)]
