@@ -4,10 +4,7 @@ zeros, the rest by HTTP Range (from a plain HTTP file server, testkit.range_file
 also ignore Range or damage a range); and each reason to fall back to the full payload
 within the same install."""
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -128,32 +125,6 @@ def test_an_index_of_format_1_gets_the_full_install(device, tmp_path):
     assert "adaptive install: the block index is not readable: headers/0000/meta-data: " \
            "tern.block_index: block index format 1, this reader reads format 2 only; " \
            "downloading the full artifact" in messages(device)
-    assert stats(device)["mode"] == "full"
-
-
-FORMAT_1_AGENT = "1d2be78"  # a commit whose agent reads block index format 1 only
-
-
-def test_an_agent_of_format_1_installs_a_format_2_artifact_in_full(device, artifact, tmp_path):
-    """The agent as it was before the two-level index (its `artifact` and `updater` packages,
-    from git), given a new artifact: it refuses the index in one line and installs the full
-    payload, in the same install."""
-    old = tmp_path / "format-1-agent"
-    old.mkdir()
-    tree = subprocess.run(["git", "-C", str(ROOT), "archive", FORMAT_1_AGENT, "artifact",
-                           "updater"], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=tree, check=True)
-    run = subprocess.run(
-        [sys.executable, "-c", "import sys; from updater.cli import main; sys.exit(main())",
-         "--config", str(device.toml), "install", str(artifact)],
-        cwd=old, env={**os.environ, "PYTHONPATH": str(old)}, capture_output=True, text=True,
-        timeout=300)
-    assert run.returncode == 0, run.stderr
-    installed(device)
-    [refused] = [m for m in messages(device) if m.startswith("adaptive install:")]
-    assert refused.startswith("adaptive install: UnsupportedError: headers/0000/meta-data: "
-                              "tern.block_index: unknown format {'format': 2")
-    assert refused.endswith("; downloading the full artifact")
     assert stats(device)["mode"] == "full"
 
 
