@@ -142,12 +142,25 @@ def daemon(config: Config) -> int:
     from .agent.daemon import Daemon  # only here: it imports http.client and ssl
 
     try:
+        forked.in_child(lambda: check_bootloader(config))
         Daemon(config).run()
     except (OSError, ValueError, subprocess.SubprocessError) as error:
         print(f"tern-updater: {error}", file=sys.stderr)
         return FAILED
     except KeyboardInterrupt:
         return OK
+
+
+def check_bootloader(config: Config) -> None:
+    """The bootloader as a deployment will make it: a wrong backend, slot name or
+    fw_env.config stops the daemon at start, not at its first deployment. (The daemon
+    calls it in a forked child: the bootloader's modules never stay in the idle daemon.)"""
+    from .bootloader import BootloaderError, make_bootloader
+
+    try:
+        make_bootloader(config)
+    except BootloaderError as error:
+        raise ValueError(str(error)) from None
 
 
 def show(config: Config, args: SimpleNamespace) -> int:

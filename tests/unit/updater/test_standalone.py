@@ -496,3 +496,16 @@ def test_daemon_at_boot_resumes_first_in_its_own_process(device, make_artifact, 
     assert "no update in progress" in capfd.readouterr().out  # resume's outcome
     assert device.run("daemon") == 0
     assert "no update in progress" not in capfd.readouterr().out  # without --at-boot: none
+
+
+def test_daemon_with_a_bootloader_it_cannot_make_stops_at_start(device, capfd, monkeypatch):
+    """The daemon makes the bootloader only when a deployment begins; a wrong setting still
+    stops it at start, in one line, before its loop."""
+    from updater.agent.daemon import Daemon
+
+    monkeypatch.setattr(Daemon, "run", lambda self: print("polling"))
+    device.settings["server_url"] = "https://127.0.0.1:9"
+    device.settings["bootloader"] = "grub"
+    assert device.run("daemon") == 1
+    assert capfd.readouterr().err.strip().splitlines() == [
+        "tern-updater: unknown bootloader 'grub'; known: file, uboot"]
