@@ -93,10 +93,17 @@ campaign: deps venv image
 	$(PY) -m testkit.campaign --cuts $(or $(N),200) --parallel $(or $(PARALLEL),2)
 
 ## replay: every flush point of three whole updates (install, rollback, daemon) rebuilt,
-## booted and checked (hours: one boot per distinct crash state); RELIABILITY.md
-.PHONY: replay
+## booted and checked (hours: one boot per distinct crash state); RELIABILITY.md. Resumable:
+## build/replay keeps the recordings and the results, a run boots only what is left, on
+## PARALLEL devices (2), starting none after MINUTES; FRESH=1 records again (new images)
+.PHONY: replay replay-report
 replay: deps venv image
-	$(PY) -m testkit.replay
+	$(PY) -m testkit.replay --workdir build/replay --parallel $(or $(PARALLEL),2) \
+		$(if $(MINUTES),--minutes $(MINUTES)) $(if $(FRESH),--fresh-recording)
+
+## replay-report: where `make replay` stands (booted, failures, still to boot per scenario)
+replay-report: venv
+	$(PY) -m testkit.replay --workdir build/replay --report
 
 ## deb: the device agent as a Debian package, build/deb/tern-updater_<version>_all.deb,
 ## built from a copy of its sources by dpkg-buildpackage (the .deb lands beside that copy);

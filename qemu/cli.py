@@ -236,10 +236,12 @@ def start_detached(image: Path, name: str, memory: int, mac: str) -> Console:
                    "(e.g. http://10.0.2.2:8000).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report (JSON) here.")
+@click.option("--parallel", type=click.IntRange(1), default=1, show_default=True,
+              help="Boot this many states at once, each on its own device.")
 @click.option("--dry-run", is_flag=True, help="Count the states and groups, boot none.")
 def replay_command(recording: Path, images: Path, seed: int, samples: int, limit: int | None,
                    fresh_updates: int, update_url: str | None, report: Path | None,
-                   dry_run: bool) -> None:
+                   parallel: int, dry_run: bool) -> None:
     """Boot the crash states of a RECORDING (a directory with recording.json, the write
     log and the base disk, as testkit.replay records them): the disk at every flush point
     and sampled partial epochs between them, one boot per group of identical states."""
@@ -254,8 +256,9 @@ def replay_command(recording: Path, images: Path, seed: int, samples: int, limit
                        f"{sum(s.kind == 'flush' for s in states)} flush points")
             return
         urls = {name: f"{update_url}/{name}.mender" for name in ("release-1", "release-2")}
-        result = replay.replay(recorded, layout, images, recording, seed, samples, limit,
-                               fresh_updates, urls if update_url else None, progress=click.echo)
+        result = replay.replay(recorded, layout, images, seed, samples, limit, fresh_updates,
+                               urls if update_url else None, progress=click.echo,
+                               parallel=parallel)
     except (OSError, KeyError, ValueError, replay.LogError) as error:
         raise click.ClickException(str(error)) from None
     if report:

@@ -22,13 +22,16 @@ A write logged between a flush's submission and its completion is counted as bef
 flush (QEMU logs a write when it completes): a state may keep a write a real cache could
 still lose, never the other way round.
 """
+import collections
 import dataclasses
 import hashlib
 import json
+import math
 import random
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -286,6 +289,12 @@ class Group:
     def representative(self) -> CrashState:
         return self.states[0]
 
+    @property
+    def digest(self) -> str:
+        """The group's name across runs: a digest of its content (whatever the seed that
+        drew its states), so a resumed replay knows the groups it already booted."""
+        return hashlib.sha256(json.dumps(self.key).encode()).hexdigest()[:16]
+
     def describe(self) -> dict[str, str]:
         """Each region's digest of changes, short ("e3b0c44298fc": none)."""
         return {name: value[:12] for name, value in self.key}
@@ -486,7 +495,8 @@ def fresh_update(device: Device, verdict: Verdict, urls: dict[str, str],
 class Recording:
     """What a scenario's recording left in its directory (recording.json): the raw disk
     the log starts from, the log, the entry where the update began (the entries before it
-    are part of every state), what a state may boot into."""
+    are part of every state), what a state may boot into, and what it was made with (the
+    digests of the image's files, the commit): a later run refuses a stale recording."""
 
     directory: Path
     base: Path
@@ -494,20 +504,30 @@ class Recording:
     start: int
     expect: Expectations
     scenario: str = ""
+    made_with: dict = field(default_factory=dict)
 
     def save(self) -> None:
-        document = {"scenario": self.scenario, "base": str(self.base), "log": str(self.log),
-                    "start": self.start, "releases": list(self.expect.releases),
-                    "files": self.expect.files, "config": self.expect.config}
+        """recording.json, its paths relative to the directory (which may move)."""
+        document = {"scenario": self.scenario, "base": _relative(self.base, self.directory),
+                    "log": _relative(self.log, self.directory), "start": self.start,
+                    "releases": list(self.expect.releases), "files": self.expect.files,
+                    "config": self.expect.config, "made_with": self.made_with}
         (self.directory / "recording.json").write_text(json.dumps(document, indent=1))
 
     @classmethod
     def load(cls, directory: Path) -> "Recording":
-        document = json.loads((Path(directory) / "recording.json").read_text())
+        directory = Path(directory)
+        document = json.loads((directory / "recording.json").read_text())
         expect = Expectations(tuple(document["releases"]), document["files"],
                               document["config"])
-        return cls(Path(directory), Path(document["base"]), Path(document["log"]),
-                   document["start"], expect, document["scenario"])
+        return cls(directory, directory / document["base"], directory / document["log"],
+                   document["start"], expect, document["scenario"],
+                   document.get("made_with", {}))
+
+
+def _relative(path: Path, directory: Path) -> str:
+    path, directory = Path(path).absolute(), Path(directory).absolute()
+    return str(path.relative_to(directory)) if path.is_relative_to(directory) else str(path)
 
 
 @dataclass
@@ -550,11 +570,96 @@ def plan(recording: Recording, layout: dict, images: Path, seed: int,
     return log, states, group_states(states, contents)
 
 
-def replay(recording: Recording, layout: dict, images: Path, work: Path, seed: int = 0,
+@dataclass(frozen=True)
+class Boot:
+    """A group to boot, with the recording and log its states come from; `fresh_update`:
+    after the check, a fresh update from there."""
+
+    recording: Recording
+    log: WriteLog
+    group: Group
+    fresh_update: bool = False
+
+
+def boot(job: Boot, images: Path, name: str,
+         update_urls: dict[str, str] | None = None) -> Verdict:
+    """Power on the group's first state as device `name` and check it. Its console log is
+    kept in the recording's directory (state-<digest>.log) when the check fails."""
+    started = time.monotonic()
+    work = job.recording.directory
+    console = work / f"state-{job.group.digest}.log"
+    disk = write_overlay(job.log, job.group.representative, job.recording.base,
+                         work / f"{name}.qcow2")
+    device = Device(name, disk, console, ssh_key=images / "keys" / "ssh_ed25519")
+    try:
+        verdict = check_state(device, job.recording.expect)
+        if verdict.ok and job.fresh_update and update_urls:
+            fresh_update(device, verdict, update_urls, job.recording.expect.config)
+    except (pexpect.TIMEOUT, pexpect.EOF, DeviceError) as error:
+        verdict = Verdict()
+        verdict.fail(f"the check did not finish: {type(error).__name__}: {error}")
+    finally:
+        device.close()
+        disk.unlink()
+    if verdict.ok:
+        console.unlink()
+    verdict.seconds = time.monotonic() - started
+    return verdict
+
+
+def boot_all(jobs: list[Boot], images: Path, parallel: int = 1, stop_at: float = math.inf,
+             update_urls: dict[str, str] | None = None,
+             done=lambda job, verdict: None) -> list[tuple[Boot, Verdict]]:
+    """Boot `jobs` on `parallel` devices at once: each takes the next job until none is
+    left or the monotonic clock has passed `stop_at`; `done(job, verdict)` runs after each
+    boot, one at a time. On Ctrl-C the boots under way are not counted (QEMU gets the
+    signal too) and the interrupt goes on once they are over."""
+    queue = collections.deque(jobs)
+    lock = threading.Lock()
+    interrupted = threading.Event()
+    results: list[tuple[Boot, Verdict]] = []
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            while True:
+                with lock:
+                    if not queue or interrupted.is_set() or time.monotonic() > stop_at:
+                        return
+                    job = queue.popleft()
+                verdict = boot(job, images, name, update_urls)
+                with lock:
+                    if interrupted.is_set():
+                        return
+                    results.append((job, verdict))
+                    done(job, verdict)
+        except BaseException as error:  # a device it cannot drive: the others go on
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(f"replay-{number}",),
+                                name=f"replay-{number}") for number in range(1, parallel + 1)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        interrupted.set()
+        for thread in threads:
+            thread.join()
+        raise
+    if errors:
+        raise errors[0]
+    return results
+
+
+def replay(recording: Recording, layout: dict, images: Path, seed: int = 0,
            samples: int = 1, limit: int | None = None, fresh_updates: int = 0,
-           update_urls: dict[str, str] | None = None, progress=print) -> ReplayReport:
+           update_urls: dict[str, str] | None = None, progress=print,
+           parallel: int = 1) -> ReplayReport:
     """Boot one state of each group (at most `limit` groups, drawn with `seed`) and check
-    it; after the first `fresh_updates` checked states, also a fresh update from there."""
+    it, on `parallel` devices at once; after the first `fresh_updates` checked states,
+    also a fresh update from there."""
     log, states, groups = plan(recording, layout, images, seed, samples)
     flush_points = sum(state.kind == "flush" for state in states)
     report = ReplayReport(recording.scenario, len(log.writes) - recording.start, flush_points,
@@ -562,26 +667,22 @@ def replay(recording: Recording, layout: dict, images: Path, work: Path, seed: i
     chosen = sample_groups(groups, limit, seed)
     progress(f"{recording.scenario}: {report.entries} log entries, {flush_points} flush "
              f"points, {len(states)} states, {len(groups)} distinct; booting {len(chosen)}")
-    for number, group in enumerate(chosen, 1):
-        disk = write_overlay(log, group.representative, recording.base, work / "state.qcow2")
-        device = Device(f"replay-{number}", disk, work / f"state-{number}.log",
-                        ssh_key=images / "keys" / "ssh_ed25519")
-        try:
-            verdict = check_state(device, recording.expect)
-            if verdict.ok and number <= fresh_updates and update_urls:
-                fresh_update(device, verdict, update_urls, recording.expect.config)
-        except (pexpect.TIMEOUT, pexpect.EOF, DeviceError) as error:
-            verdict = Verdict()
-            verdict.fail(f"the check did not finish: {type(error).__name__}: {error}")
-        finally:
-            device.close()
-            disk.unlink()
-        if verdict.ok:
-            (work / f"state-{number}.log").unlink()
-        report.booted.append(Booted(group, verdict))
-        progress(f"[{number}/{len(chosen)}] {group.representative.label} (stands for "
-                 f"{len(group.states)}): {'ok' if verdict.ok else 'FAILED'} slot {verdict.slot} "
-                 f"{verdict.release} {verdict.seconds:.0f} s"
-                 + (f", then updated to {verdict.updated_to}" if verdict.updated_to else "")
-                 + "".join(f"\n    {p}" for p in verdict.problems))
+    jobs = [Boot(recording, log, group, number < fresh_updates)
+            for number, group in enumerate(chosen)]
+
+    def done(job: Boot, verdict: Verdict) -> None:
+        report.booted.append(Booted(job.group, verdict))
+        progress(f"[{len(report.booted)}/{len(chosen)}] {describe(job, verdict)}")
+
+    boot_all(jobs, images, parallel, update_urls=update_urls, done=done)
     return report
+
+
+def describe(job: Boot, verdict: Verdict) -> str:
+    """A booted group's line of progress."""
+    group = job.group
+    return (f"{job.recording.scenario} {group.digest} {group.representative.label} (stands "
+            f"for {len(group.states)}): {'ok' if verdict.ok else 'FAILED'} slot "
+            f"{verdict.slot} {verdict.release} {verdict.seconds:.0f} s"
+            + (f", then updated to {verdict.updated_to}" if verdict.updated_to else "")
+            + "".join(f"\n    {p}" for p in verdict.problems))

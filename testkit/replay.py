@@ -11,29 +11,46 @@ Each scenario is recorded once with every disk write logged (QEMU's blklogwrites
   release-2 to it, up to the server's `success`.
 
 Then `qemu.replay` boots one state of each group of byte-identical crash states (every
-flush point, and seeded partial epochs between them) and checks it. `python -m
-testkit.replay` runs the three in full and writes the section of RELIABILITY.md.
+flush point, and seeded partial epochs between them) and checks it.
+
+`python -m testkit.replay --workdir DIR` (make replay) is resumable: DIR keeps each
+scenario's recording (the write log and the base disk, with the digests of the image files
+it was made with) and `results.jsonl`, a line per booted group, appended and fsynced after
+each boot. Run again, it boots only the groups without a result, on `--parallel` devices,
+starting none after `--minutes`; a recording made with other images is refused unless
+`--fresh-recording`. `--report` prints where the replay stands; each run writes the
+section of RELIABILITY.md.
 """
 import argparse
+import contextlib
 import datetime
+import hashlib
 import json
+import math
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from qemu.device import Device, make_overlay
 from qemu.replay import (
+    Boot,
     CrashState,
     Expectations,
     Recording,
-    ReplayReport,
+    Verdict,
     apply_extents,
+    boot_all,
+    describe,
     extents,
+    plan,
     read_log,
-    replay,
+    sample_groups,
     settle,
 )
 from testkit.http_files import serve_directory
@@ -81,21 +98,24 @@ def update_begins(device: Device) -> int:
 
 
 def finish_recording(device: Device, images: Path, work: Path, scenario: str, start: int,
-                     expect: Expectations) -> Recording:
+                     expect: Expectations, made_with: dict | None = None) -> Recording:
     """Sync, power off; the base disk for the states is the image with the log's first
-    `start` entries written (release-1 booted, the file on /data)."""
+    `start` entries written (release-1 booted, the file on /data). `made_with`: the
+    image's digests (`made_with`), stored with a new id for this recording."""
     device.run_check("sync")
     device.close()
     base = work / "base.raw"
     subprocess.run(["cp", "--sparse=always", str(images / "disk.img"), str(base)], check=True)
     log = read_log(device.write_log)
     apply_extents(log, extents(log, CrashState("start", "flush", start)), base)
-    recording = Recording(work, base, device.write_log, start, expect, scenario)
+    recording = Recording(work, base, device.write_log, start, expect, scenario,
+                          {**(made_with or {}), "id": uuid.uuid4().hex[:12]})
     recording.save()
     return recording
 
 
-def record_standalone(images: Path, work: Path, release: str, url: str, scenario: str) -> Recording:
+def record_standalone(images: Path, work: Path, release: str, url: str, scenario: str,
+                      made_with: dict | None = None) -> Recording:
     """release-1 -> `release` with `tern-updater install --auto-reboot URL`."""
     device = start_recording(images, work)
     try:
@@ -116,12 +136,12 @@ def record_standalone(images: Path, work: Path, release: str, url: str, scenario
             raise AssertionError(f"the recorded update ended on {status['artifact_name']}")
         releases = ("release-1",) if expected == "release-1" else ("release-1", release)
         return finish_recording(device, images, work, scenario, start,
-                                Expectations(releases, files, CONFIG))
+                                Expectations(releases, files, CONFIG), made_with)
     finally:
         device.close()
 
 
-def record_daemon(images: Path, work: Path, admin) -> Recording:
+def record_daemon(images: Path, work: Path, admin, made_with: dict | None = None) -> Recording:
     """release-1 -> release-2 deployed by a live tern-server (`admin`: testkit's
     ServerAdmin of it, release-2 uploaded) to the device's daemon."""
     from testkit.enroll import enroll
@@ -149,20 +169,254 @@ def record_daemon(images: Path, work: Path, admin) -> Recording:
         wait_resumed(device, DAEMON_CONFIG)
         return finish_recording(device, images, work, "daemon", start,
                                 Expectations(("release-1", "release-2"), files,
-                                             DAEMON_CONFIG))
+                                             DAEMON_CONFIG), made_with)
     finally:
         device.close()
+
+
+
+# -- what a recording was made with ------------------------------------------------------
+
+IMAGE_FILES = ("disk.img", "layout.json", "release-1.mender", "release-2.mender",
+               "release-broken.mender")
+
+
+class StaleRecording(Exception):
+    """A kept recording was made with other images than the ones given."""
+
+
+def image_digests(images: Path) -> dict[str, str]:
+    """The sha256 of the image files a recording depends on (the disk it boots, the
+    releases it installs and updates to)."""
+    digests = {}
+    for name in IMAGE_FILES:
+        with open(images / name, "rb") as file:
+            digests[name] = hashlib.file_digest(file, "sha256").hexdigest()
+    return digests
+
+
+def kept_recording(directory: Path, images: dict[str, str]) -> Recording | None:
+    """The recording in `directory` when it is complete and was made with `images` (the
+    digests); None when there is none (a directory a cut recording left is removed)."""
+    if not (directory / "recording.json").exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    recording = Recording.load(directory)
+    made_with = recording.made_with
+    if "images" not in made_with or "id" not in made_with:
+        raise StaleRecording(f"{directory}: recorded by an older testkit.replay (no image "
+                             "digests); run again with --fresh-recording to record it again")
+    changed = sorted(name for name in images if made_with["images"].get(name) != images[name])
+    if changed:
+        raise StaleRecording(f"{directory}: recorded at commit {made_with.get('commit')} with "
+                             f"other images ({', '.join(changed)} changed); run again with "
+                             "--fresh-recording to record it again (its results stop counting)")
+    if not recording.base.exists() or not recording.log.exists():
+        raise StaleRecording(f"{directory}: its base disk or write log is gone; run again "
+                             "with --fresh-recording to record it again")
+    return recording
+
+
+# -- results ---------------------------------------------------------------------------------
+
+RESULTS = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class Result:
+    """A booted group: a line of the results file. `recording`: the id of the recording
+    its states come from (digests compare only within one recording: its base disk)."""
+
+    scenario: str
+    recording: str
+    group: str  # Group.digest
+    state: str  # the state booted: the group's first
+    stands_for: int  # states in the group
+    ok: bool
+    problems: list[str]
+    seconds: float
+    commit: str
+    slot: str = ""
+    release: str = ""
+    updated_to: str = ""
+    finished: str = ""  # ISO 8601, UTC
+
+    @classmethod
+    def of(cls, job: Boot, verdict: Verdict, commit: str) -> "Result":
+        recording = job.recording
+        return cls(recording.scenario, recording.made_with["id"], job.group.digest,
+                   job.group.representative.label, len(job.group.states), verdict.ok,
+                   list(verdict.problems), round(verdict.seconds, 1), commit, verdict.slot,
+                   verdict.release, verdict.updated_to,
+                   datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+
+
+class Results:
+    """The results file: JSON lines, each appended and fsynced once its boot is over, so
+    a stop (Ctrl-C, a power cut of the host) loses at most the boots under way."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def read(self) -> list[Result]:
+        """Every complete line; one a cut left torn is ignored (its group boots again)."""
+        if not self.path.exists():
+            return []
+        results = []
+        for line in self.path.read_text().splitlines():
+            try:
+                results.append(Result(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+        return results
+
+    def append(self, result: Result) -> None:
+        line = json.dumps(asdict(result)).encode() + b"\n"
+        with open(self.path, "a+b") as file:
+            if file.seek(0, os.SEEK_END) > 0:
+                file.seek(-1, os.SEEK_END)
+                if file.read(1) != b"\n":  # a line a cut left torn: end it first
+                    line = b"\n" + line
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def latest(self, scenario: str, recording: str) -> dict[str, Result]:
+        """The last result of each group of one recording, by group digest."""
+        return {r.group: r for r in self.read()
+                if r.scenario == scenario and r.recording == recording}
+
+
+def to_boot(groups: list, latest: dict[str, Result], retry_failed: bool = False) -> list:
+    """The groups without a result yet (and those whose last boot failed, to retry)."""
+    return [g for g in groups
+            if g.digest not in latest or (retry_failed and not latest[g.digest].ok)]
+
+
+# -- plans and the report ----------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """A scenario's crash states as the report counts them, kept in its recording's
+    directory (plan-<seed>-<samples>.json: planning reads the whole log)."""
+
+    scenario: str
+    entries: int
+    flush_points: int
+    states: int
+    groups: list[str]  # the digests of the distinct states, in log order
+    stands_for: list[int] = field(default_factory=list)  # states per group
+
+    @staticmethod
+    def path(directory: Path, seed: int, samples: int) -> Path:
+        return directory / f"plan-{seed}-{samples}.json"
+
+    def save(self, directory: Path, seed: int, samples: int) -> None:
+        self.path(directory, seed, samples).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, directory: Path, seed: int, samples: int) -> "Plan | None":
+        path = cls.path(directory, seed, samples)
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def planned(recording: Recording, layout: dict, images: Path, seed: int,
+            samples: int) -> tuple:
+    """(log, groups, Plan) of a recording; the Plan saved beside it."""
+    log, states, groups = plan(recording, layout, images, seed, samples)
+    summary = Plan(recording.scenario, len(log.writes) - recording.start,
+                   sum(state.kind == "flush" for state in states), len(states),
+                   [g.digest for g in groups], [len(g.states) for g in groups])
+    summary.save(recording.directory, seed, samples)
+    return log, groups, summary
+
+
+@dataclass
+class Row:
+    """A scenario's line of the table; `plan` None: not recorded (or planned) yet."""
+
+    scenario: str
+    plan: Plan | None = None
+    results: dict[str, Result] = field(default_factory=dict)  # of the plan's groups
+
+    @property
+    def failures(self) -> list[Result]:
+        return [r for r in self.results.values() if not r.ok]
+
+    @property
+    def still_to_boot(self) -> int:
+        return len(self.plan.groups) - len(self.results) if self.plan else 0
+
+
+def rows(workdir: Path, scenarios: list[str], seed: int, samples: int,
+         layout: dict | None = None, images: Path | None = None) -> list[Row]:
+    """Each scenario's plan and the latest result of each of its groups. A recording not
+    planned for this seed yet is planned when `layout` is given, else left out (as one
+    an older testkit.replay made)."""
+    results = Results(workdir / RESULTS)
+    table = []
+    for scenario in scenarios:
+        directory = workdir / scenario
+        if not (directory / "recording.json").exists():
+            table.append(Row(scenario))
+            continue
+        recording = Recording.load(directory)
+        if "id" not in recording.made_with:  # an older testkit.replay's: a run refuses it
+            table.append(Row(scenario))
+            continue
+        summary = Plan.load(directory, seed, samples)
+        if summary is None and layout is not None:
+            summary = planned(recording, layout, images, seed, samples)[2]
+        latest = results.latest(scenario, recording.made_with.get("id", ""))
+        mine = set(summary.groups) if summary else set()
+        table.append(Row(scenario, summary, {g: r for g, r in latest.items() if g in mine}))
+    return table
+
+
+def table(table_rows: list[Row]) -> list[str]:
+    lines = ["| scenario | log entries | flush points | sampled states | distinct states | "
+             "booted | failures | fresh updates | still to boot |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in table_rows:
+        if row.plan is None:
+            lines.append(f"| {row.scenario} | not recorded yet | | | | | | | |")
+            continue
+        plan_ = row.plan
+        fresh = sum(bool(r.updated_to) for r in row.results.values())
+        lines.append(f"| {row.scenario} | {plan_.entries} | {plan_.flush_points} | "
+                     f"{plan_.states} | {len(plan_.groups)} | {len(row.results)} | "
+                     f"{len(row.failures)} | {fresh} | {row.still_to_boot} |")
+    return lines
+
+
+def failure_lines(table_rows: list[Row], workdir: Path) -> list[str]:
+    failures = [r for row in table_rows for r in row.failures]
+    if not failures:
+        return ["Failures: none."]
+    return ["Failures:"] + [
+        f"- {r.scenario}, {r.state} (group {r.group}, stands for {r.stands_for}; commit "
+        f"{r.commit}): {'; '.join(r.problems)} (console: "
+        f"`{workdir / r.scenario / f'state-{r.group}.log'}`)" for r in failures]
 
 
 HEADING = "## Power cuts that lose what real storage loses: flush-point replay"
 
 
-def section(reports: list[ReplayReport], command: str, commit: str, seconds: float,
-            not_run: list[str]) -> str:
+def section(table_rows: list[Row], workdir: Path, seed: int, samples: int) -> str:
+    """RELIABILITY.md's section, from the plans and the results file (every run so far)."""
+    results = [r for row in table_rows for r in row.results.values()]
+    commits = sorted({r.commit for r in results})
+    dates = sorted(r.finished[:10] for r in results)
+    hours = sum(r.seconds for r in results) / 3600
+    ran = (f"{len(results)} boots from {dates[0]} to {dates[-1]} ({hours:.1f} h of device "
+           f"time), commit{'s' if len(commits) > 1 else ''} "
+           f"{', '.join(f'`{c}`' for c in commits)}" if results else "no boot yet")
+    still = sum(row.still_to_boot for row in table_rows)
+    unrecorded = [row.scenario for row in table_rows if row.plan is None]
     lines = [
         HEADING, "",
-        f"`{command}` on {datetime.date.today()}, commit `{commit}`, "
-        f"{seconds / 60:.0f} min.", "",
+        f"`make replay` (`python -m testkit.replay --workdir {workdir} --seed {seed} "
+        f"--samples {samples}`): {ran}.", "",
         "Killing QEMU keeps every write QEMU already passed to the host; real eMMC and SD "
         "cards lose what was not flushed. Here each scenario's whole update is recorded with "
         "QEMU's `blklogwrites` (every write with its FLUSH/FUA flags, the guest seeing a "
@@ -174,89 +428,155 @@ def section(reports: list[ReplayReport], command: str, commit: str, seconds: flo
         "a shell, the boot's `resume` over, the updater idle with no trial pending, the "
         "environment booting the running slot, a release of the update running and named by "
         "the updater, a /data file written before the update intact; from some, a fresh "
-        "update (`tern-updater install` of the other release, reboot, commit). A boot "
-        "costs 30–100 s under emulation; with `--limit N`, N distinct states per scenario "
-        "are booted: one for each content of the boot partition (every environment the "
-        "update wrote, torn ones included) first, then a seeded draw of the others.", "",
-        "| scenario | log entries | flush points | sampled states | distinct states | "
-        "booted | failures | fresh updates |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "update (`tern-updater install` of the other release, reboot, commit).", "",
+        "A boot costs 30–100 s under emulation, so the replay is resumable: `make replay` "
+        "keeps the recordings and a line per booted group in `build/replay` and boots only "
+        "the groups without a result, on `PARALLEL` devices at once (2 by default), "
+        "starting none after `MINUTES` when given (`make replay MINUTES=120`); "
+        "`make replay-report` prints this table from the results so far. A recording made "
+        "with other images is refused until `make replay FRESH=1` records it again.", "",
+        *table(table_rows), "",
     ]
-    for report in reports:
-        fresh = sum(bool(b.verdict.updated_to) for b in report.booted)
-        lines.append(f"| {report.scenario} | {report.entries} | {report.flush_points} | "
-                     f"{report.states} | {len(report.groups)} | {len(report.booted)} | "
-                     f"{len(report.failures)} | {fresh} |")
-    if not_run:
-        lines += ["", f"Not run yet: {', '.join(not_run)}."]
-    failures = [(r, b) for r in reports for b in r.failures]
-    lines += ["", "Failures:" if failures else "Failures: none."]
-    lines += [f"- {r.scenario}, {b.group.representative.label} (stands for "
-              f"{len(b.group.states)}): {'; '.join(b.verdict.problems)}" for r, b in failures]
+    if unrecorded or still:
+        lines += [f"Still to boot: {still} distinct states"
+                  + (f"; not recorded yet: {', '.join(unrecorded)}" if unrecorded else "")
+                  + " (`make replay` continues).", ""]
+    lines += failure_lines(table_rows, workdir)
     return "\n".join(lines) + "\n"
 
 
 def replacing_section(text: str, previous: str) -> str:
     """RELIABILITY.md with this section in place of its previous version (or added)."""
     if HEADING not in previous:
-        return previous.rstrip("\n") + "\n\n" + text
+        return (previous.rstrip("\n") + "\n\n" if previous.strip() else "") + text
     before, after = previous.split(HEADING, 1)
     rest = after.split("\n## ", 1)
     return before + text + ("\n## " + rest[1] if len(rest) > 1 else "")
 
 
-def run_scenario(scenario: str, images: Path, work: Path, url: str, admin, args) -> ReplayReport:
+# -- a run -----------------------------------------------------------------------------------
+
+def record(scenario: str, images: Path, directory: Path, url: str, admin,
+           made_with: dict) -> Recording:
+    shutil.rmtree(directory, ignore_errors=True)
     if scenario == "daemon":
-        recording = record_daemon(images, work, admin)
-    else:
-        release = "release-2" if scenario == "install" else "release-broken"
-        recording = record_standalone(images, work, release, url, scenario)
-    urls = {name: f"{url}/{name}.mender" for name in ("release-1", "release-2")}
-    layout = json.loads((images / "layout.json").read_text())
-    report = replay(recording, layout, images, work, args.seed, args.samples, args.limit,
-                    args.fresh_updates, urls, progress=lambda line: print(line, flush=True))
-    (work / "report.json").write_text(json.dumps(report.to_json(), indent=1))
-    return report
+        return record_daemon(images, directory, admin(), made_with)
+    release = "release-2" if scenario == "install" else "release-broken"
+    return record_standalone(images, directory, release, url, scenario, made_with)
+
+
+def run(args, commit: str) -> int:
+    """Record what is missing, then boot the groups without a result."""
+    stop_at = time.monotonic() + args.minutes * 60 if args.minutes is not None else math.inf
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    made_with = {"commit": commit, "images": image_digests(args.images)}
+    recordings = {scenario: None if args.fresh_recording else
+                  kept_recording(args.workdir / scenario, made_with["images"])
+                  for scenario in args.scenarios}  # refuses a stale one before any work
+    layout = json.loads((args.images / "layout.json").read_text())
+    results = Results(args.workdir / RESULTS)
+    jobs: list[Boot] = []
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(serve_directory(args.images))
+
+        def admin():  # a live server only for a daemon recording
+            from testkit.admin import ServerAdmin
+            from testkit.live_server import LiveServer
+
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="tern-replay-"))
+            live = stack.enter_context(LiveServer(Path(scratch) / "server",
+                                                  names=("10.0.2.2",)))
+            server = ServerAdmin(live)
+            server.cli("artifacts", "upload", str(args.images / "release-2.mender"))
+            return server
+
+        for scenario in args.scenarios:
+            if recordings[scenario] is None:
+                if time.monotonic() > stop_at:
+                    print(f"{scenario}: not recorded, the time is up", flush=True)
+                    continue
+                print(f"{scenario}: recording", flush=True)
+                recordings[scenario] = record(scenario, args.images, args.workdir / scenario,
+                                              url, admin, made_with)
+            recording = recordings[scenario]
+            log, groups, summary = planned(recording, layout, args.images, args.seed,
+                                           args.samples)
+            latest = results.latest(scenario, recording.made_with["id"])
+            chosen = to_boot(sample_groups(groups, args.limit, args.seed), latest,
+                             args.retry_failed)
+            fresh = max(0, args.fresh_updates - sum(bool(r.updated_to)
+                                                    for r in latest.values()))
+            jobs += [Boot(recording, log, group, number < fresh)
+                     for number, group in enumerate(chosen)]
+            print(f"{scenario}: {summary.entries} log entries, {summary.flush_points} flush "
+                  f"points, {summary.states} states, {len(groups)} distinct, "
+                  f"{len(latest)} booted before; booting {len(chosen)}", flush=True)
+
+        booted: list[Result] = []
+
+        def done(job: Boot, verdict: Verdict) -> None:
+            booted.append(Result.of(job, verdict, commit))
+            results.append(booted[-1])
+            print(f"[{len(booted)}/{len(jobs)}] {describe(job, verdict)}", flush=True)
+
+        urls = {name: f"{url}/{name}.mender" for name in ("release-1", "release-2")}
+        try:
+            boot_all(jobs, args.images, args.parallel, stop_at, urls, done)
+        finally:
+            table_rows = rows(args.workdir, args.scenarios, args.seed, args.samples)
+            previous = args.reliability.read_text() if args.reliability.exists() else ""
+            args.reliability.write_text(replacing_section(
+                section(table_rows, args.workdir, args.seed, args.samples), previous))
+    print("\n".join(table(table_rows)), flush=True)
+    print(f"wrote {args.reliability}; {len(booted)} of {len(jobs)} booted in this run",
+          flush=True)
+    return 1 if any(row.failures for row in table_rows) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from testkit.admin import ServerAdmin
-    from testkit.live_server import LiveServer
-
-    parser = argparse.ArgumentParser(prog="python -m testkit.replay", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testkit.replay", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("build/replay"),
+                        help="the recordings and the results file, kept across runs")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None,
-                        help="boot at most this many distinct states per scenario")
-    parser.add_argument("--fresh-updates", type=int, default=2)
+                        help="boot at most this many distinct states per scenario (a seeded "
+                             "draw, the same in every run)")
+    parser.add_argument("--fresh-updates", type=int, default=2,
+                        help="from this many booted states per scenario, also a fresh update")
+    parser.add_argument("--parallel", type=int, default=2, help="devices booting at once")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="start no boot (nor recording) after this many minutes; the "
+                             "next run continues")
+    parser.add_argument("--fresh-recording", action="store_true",
+                        help="record the scenarios again (their results stop counting)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="boot again the groups whose last boot failed")
+    parser.add_argument("--report", action="store_true",
+                        help="print the table from the results so far, boot nothing")
     parser.add_argument("--images", type=Path, default=Path("build/images"))
-    parser.add_argument("--out", type=Path, default=Path("build/replay"))
-    parser.add_argument("--report", type=Path, default=Path("RELIABILITY.md"))
+    parser.add_argument("--reliability", type=Path, default=Path("RELIABILITY.md"),
+                        help="the file whose replay section each run rewrites")
     args = parser.parse_args(argv)
-    command = "make replay" if argv is None and len(sys.argv) == 1 else \
-        "python -m testkit.replay " + " ".join(argv if argv is not None else sys.argv[1:])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
-    started = time.monotonic()
-    reports: list[ReplayReport] = []
-    with tempfile.TemporaryDirectory(prefix="tern-replay-") as scratch, \
-            serve_directory(args.images) as url, \
-            LiveServer(Path(scratch) / "server", names=("10.0.2.2",)) as live:
-        admin = ServerAdmin(live)
-        admin.cli("artifacts", "upload", str(args.images / "release-2.mender"))
-        for scenario in args.scenarios:
-            reports.append(run_scenario(scenario, args.images, args.out / scenario, url,
-                                        admin, args))
-            previous = args.report.read_text() if args.report.exists() else ""
-            not_run = [s for s in args.scenarios if s not in {r.scenario for r in reports}]
-            args.report.write_text(replacing_section(
-                section(reports, command, commit, time.monotonic() - started, not_run),
-                previous))
-    print(f"wrote {args.report}", flush=True)
-    return 1 if any(r.failures for r in reports) else 0
+    if args.parallel < 1:
+        parser.error("--parallel must be at least 1")
+    try:
+        if args.report:
+            layout_path = args.images / "layout.json"
+            layout = json.loads(layout_path.read_text()) if layout_path.exists() else None
+            table_rows = rows(args.workdir, args.scenarios, args.seed, args.samples, layout,
+                              args.images)
+            print("\n".join([*table(table_rows), "", *failure_lines(table_rows,
+                                                                     args.workdir)]))
+            return 0
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        return run(args, commit)
+    except (StaleRecording, OSError) as error:
+        print(f"testkit.replay: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ def test_crash_states_of_an_install_boot_to_a_committed_slot(base_image, tmp_pat
     subprocess.run(["qemu-img", "compare", "-q", str(end), str(work / "recorded.qcow2")],
                    check=True)
 
-    report = replay(recording, base_image.layout, base_image.directory, work, seed=SEED,
-                    limit=2)
+    report = replay(recording, base_image.layout, base_image.directory, seed=SEED, limit=2)
     print(report.to_json())
     assert report.flush_points > 20  # the update's fsyncs, each a flush of the disk
     assert report.states > report.flush_points

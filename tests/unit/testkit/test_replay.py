@@ -1,7 +1,255 @@
-"""RELIABILITY.md keeps the other sections when the replay rewrites its own."""
-from testkit.replay import HEADING, replacing_section
+"""The resumable replay's bookkeeping, without QEMU: the results file, which groups a run
+boots, the refusal of a stale recording, the report, and RELIABILITY.md's section.
 
+The recordings are built by hand (a 16-sector base disk, a write log in the dm-log-writes
+format QEMU writes); only the boot of a state is replaced (it needs QEMU)."""
+import json
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import qemu.replay
+from qemu.replay import FLUSH, MAGIC, Boot, Expectations, Group, Recording, Verdict, boot_all
+from testkit.replay import (
+    HEADING,
+    IMAGE_FILES,
+    RESULTS,
+    Result,
+    Results,
+    StaleRecording,
+    image_digests,
+    kept_recording,
+    main,
+    replacing_section,
+    to_boot,
+)
+
+SECTOR = 512
 OTHERS = "# Reliability\n\ncampaign\n\n## Failures\n\nNone.\n\n## Hangs\n\nwatchdog\n"
+LAYOUT = {"key": "k", "partitions": {"boot": {"offset": 0, "size": 8 * SECTOR},
+                                     "data": {"offset": 8 * SECTOR, "size": 8 * SECTOR}}}
+
+
+def result(group: str, ok: bool = True, recording: str = "rec1", **more) -> Result:
+    return Result(**{"scenario": "install", "recording": recording, "group": group,
+                     "state": f"flush point {group}", "stands_for": 2, "ok": ok,
+                     "problems": [] if ok else ["no shell"], "seconds": 40.0,
+                     "commit": "abc1234", "finished": "2026-11-30T12:00:00+00:00", **more})
+
+
+def write_log(path: Path, writes: list[tuple[int, int]]) -> Path:
+    """A blklogwrites log: each (sector, byte) written and flushed."""
+    entries = b""
+    for at, byte in writes:
+        entries += struct.pack("<QQQQ", at, 1, 0, 0).ljust(SECTOR, b"\0") + bytes([byte]) * SECTOR
+        entries += struct.pack("<QQQQ", 0, 0, FLUSH, 0).ljust(SECTOR, b"\0")
+    superblock = struct.pack("<QQQI", MAGIC, 1, 2 * len(writes), SECTOR).ljust(SECTOR, b"\0")
+    path.write_bytes(superblock + entries)
+    return path
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    images = tmp_path / "images"
+    (images / "keys").mkdir(parents=True)
+    for name in IMAGE_FILES:
+        (images / name).write_text(json.dumps(LAYOUT) if name == "layout.json" else name)
+    return images
+
+
+def make_recording(workdir: Path, scenario: str, images: Path, recording_id: str = "rec1",
+                   made_with: dict | None = None) -> Recording:
+    """Five flush points and five partial epochs; six distinct states (a boot sector
+    written then put back: that flush point's boot region is the base's again)."""
+    directory = workdir / scenario
+    directory.mkdir(parents=True)
+    (directory / "base.raw").write_bytes(bytes(16 * SECTOR))
+    log = write_log(directory / "writes.log", [(9, 1), (1, 2), (10, 3), (1, 0), (11, 4)])
+    if made_with is None:
+        made_with = {"commit": "abc1234", "images": image_digests(images)}
+    recording = Recording(directory, directory / "base.raw", log, 0,
+                          Expectations(("release-1", "release-2"), {}), scenario,
+                          {**made_with, "id": recording_id})
+    recording.save()
+    return recording
+
+
+# -- the results file ------------------------------------------------------------------------
+
+def test_results_are_appended_one_line_each_and_read_back(tmp_path):
+    results = Results(tmp_path / RESULTS)
+    results.append(result("g1"))
+    results.append(result("g2", ok=False))
+    assert results.read() == [result("g1"), result("g2", ok=False)]
+    assert len((tmp_path / RESULTS).read_text().splitlines()) == 2
+
+
+def test_a_line_a_cut_left_torn_is_ignored_and_the_next_one_starts_afresh(tmp_path):
+    results = Results(tmp_path / RESULTS)
+    results.append(result("g1"))
+    with open(tmp_path / RESULTS, "a") as file:
+        file.write('{"scenario": "install", "grou')
+    results.append(result("g2"))
+    assert [r.group for r in results.read()] == ["g1", "g2"]
+
+
+def test_the_latest_result_of_each_group_of_one_recording_counts(tmp_path):
+    results = Results(tmp_path / RESULTS)
+    for line in (result("g1", ok=False), result("g1"), result("g2", recording="old"),
+                 result("g3", scenario="daemon")):
+        results.append(line)
+    latest = results.latest("install", "rec1")
+    assert list(latest) == ["g1"] and latest["g1"].ok
+
+
+def test_groups_with_a_result_are_skipped_failed_ones_retried_on_request():
+    groups = [Group((("boot", str(n)),), []) for n in range(4)]
+    latest = {groups[0].digest: result(groups[0].digest),
+              groups[2].digest: result(groups[2].digest, ok=False)}
+    assert to_boot(groups, latest) == [groups[1], groups[3]]
+    assert to_boot(groups, latest, retry_failed=True) == groups[1:]
+    assert groups[0].digest == Group((("boot", "0"),), []).digest  # the same across runs
+    assert groups[0].digest != groups[1].digest
+
+
+# -- recordings kept across runs -----------------------------------------------------------
+
+def test_a_recording_made_with_the_same_images_is_kept(tmp_path, images):
+    make_recording(tmp_path, "install", images)
+    kept = kept_recording(tmp_path / "install", image_digests(images))
+    assert kept.made_with["id"] == "rec1" and kept.log == tmp_path / "install" / "writes.log"
+
+
+def test_a_recording_made_with_other_images_is_refused(tmp_path, images):
+    make_recording(tmp_path, "install", images)
+    (images / "release-2.mender").write_text("rebuilt")
+    with pytest.raises(StaleRecording, match=r"commit abc1234 .*release-2\.mender changed.*"
+                                             r"--fresh-recording"):
+        kept_recording(tmp_path / "install", image_digests(images))
+
+
+def test_a_recording_without_image_digests_is_refused(tmp_path, images):
+    make_recording(tmp_path, "install", images, made_with={})
+    with pytest.raises(StaleRecording, match="older testkit.replay"):
+        kept_recording(tmp_path / "install", image_digests(images))
+
+
+def test_a_recording_cut_before_it_was_saved_is_removed(tmp_path, images):
+    (tmp_path / "install").mkdir()
+    (tmp_path / "install" / "writes.log").write_bytes(b"half")
+    assert kept_recording(tmp_path / "install", image_digests(images)) is None
+    assert not (tmp_path / "install").exists()
+
+
+def test_the_command_refuses_a_stale_recording_in_one_line(tmp_path, images, capsys):
+    make_recording(tmp_path / "work", "install", images)
+    (images / "disk.img").write_text("rebuilt")
+    code = main(["--workdir", str(tmp_path / "work"), "--images", str(images),
+                 "--scenarios", "install", "--reliability", str(tmp_path / "R.md")])
+    error = capsys.readouterr().err
+    assert code == 2 and len(error.strip().splitlines()) == 1
+    assert "disk.img changed" in error and "Traceback" not in error
+    assert not (tmp_path / "work" / RESULTS).exists()
+
+
+# -- booting: resumed, parallel, within a time budget ---------------------------------------
+
+@pytest.fixture
+def booted(monkeypatch):
+    """Replaces the boot of a state (QEMU): records the groups booted; a group whose
+    first state is the 4th flush point fails."""
+    calls: list[str] = []
+
+    def fake_boot(job: Boot, images, name, update_urls=None) -> Verdict:
+        calls.append(job.group.digest)
+        verdict = Verdict(slot="A", release="release-1", seconds=1.0)
+        if job.group.representative.label.startswith("flush point 4 "):
+            verdict.fail("no shell within 240 s")
+        if job.fresh_update:
+            verdict.updated_to = "release-2"
+        return verdict
+
+    monkeypatch.setattr(qemu.replay, "boot", fake_boot)
+    return calls
+
+
+def run_replay(tmp_path, images, *more) -> int:
+    return main(["--workdir", str(tmp_path / "work"), "--images", str(images), "--reliability",
+                 str(tmp_path / "RELIABILITY.md"), "--fresh-updates", "1", *more])
+
+
+def test_a_run_again_boots_only_the_groups_without_a_result(tmp_path, images, booted, capsys):
+    for scenario in ("install", "rollback"):
+        make_recording(tmp_path / "work", scenario, images)
+    args = ("--scenarios", "install", "rollback")
+    assert run_replay(tmp_path, images, *args, "--limit", "2") == 0
+    first = list(booted)
+    assert len(first) == 4  # 2 per scenario
+    assert run_replay(tmp_path, images, *args) == 1  # the 4th flush point fails
+    assert len(booted) == 12 and not set(first) & set(booted[4:])
+    assert run_replay(tmp_path, images, *args) == 1
+    assert len(booted) == 12  # nothing left
+    lines = Results(tmp_path / "work" / RESULTS).read()
+    assert len(lines) == 12 and sum(r.updated_to == "release-2" for r in lines) == 2
+    assert all(r.recording == "rec1" and r.seconds == 1.0 for r in lines)
+    run_replay(tmp_path, images, *args, "--retry-failed")
+    assert len(booted) == 14  # the failed group of each scenario, again
+    capsys.readouterr()
+
+
+def test_no_boot_starts_once_the_time_is_up(tmp_path, images, booted):
+    make_recording(tmp_path / "work", "install", images)
+    assert run_replay(tmp_path, images, "--scenarios", "install", "--minutes", "0") == 0
+    assert booted == [] and Results(tmp_path / "work" / RESULTS).read() == []
+
+
+def test_boots_run_on_parallel_devices_and_stop_at_the_deadline(monkeypatch):
+    running, most, names = [0], [0], set()
+    lock = threading.Lock()
+
+    def fake_boot(job, images, name, update_urls=None) -> Verdict:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            names.add(name)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return Verdict()
+
+    monkeypatch.setattr(qemu.replay, "boot", fake_boot)
+    jobs = [Boot(None, None, Group((("boot", str(n)),), [])) for n in range(6)]
+    done = []
+    assert len(boot_all(jobs, Path("images"), parallel=2,
+                        done=lambda job, verdict: done.append(job))) == 6
+    assert most[0] == 2 and names == {"replay-1", "replay-2"}
+    assert sorted(j.group.key for j in done) == sorted(j.group.key for j in jobs)
+    stop_at = time.monotonic() + 0.07  # after the first two boots began
+    assert len(boot_all(jobs, Path("images"), parallel=2, stop_at=stop_at)) < 6
+
+
+# -- the report -------------------------------------------------------------------------------
+
+def test_the_report_counts_what_was_booted_and_what_is_left(tmp_path, images, booted, capsys):
+    make_recording(tmp_path / "work", "install", images)
+    run_replay(tmp_path, images, "--scenarios", "install", "--limit", "3")
+    capsys.readouterr()
+    assert main(["--workdir", str(tmp_path / "work"), "--images", str(images),
+                 "--report"]) == 0
+    out = capsys.readouterr().out
+    # 10 log entries, 5 flush points, 10 states (the flush points and the partial epochs)
+    assert "| install | 10 | 5 | 10 | 6 | 3 |" in out
+    assert "| rollback | not recorded yet |" in out and "| daemon | not recorded yet |" in out
+    failed = [r for r in Results(tmp_path / "work" / RESULTS).read() if not r.ok]
+    assert f"| 3 | {len(failed)} | 1 | 3 |" in out  # booted, failures, fresh updates, left
+    assert ("Failures: none." in out) == (not failed)
+    section = (tmp_path / "RELIABILITY.md").read_text()
+    assert section.startswith(HEADING) and "3 boots from 20" in section
+    assert "| install | 10 | 5 | 10 | 6 | 3 |" in section and "make replay MINUTES=" in section
+    assert "Still to boot: 3 distinct states (`make replay` continues)." in section
 
 
 def test_the_section_is_added_then_replaced_in_place():
