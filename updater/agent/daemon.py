@@ -18,6 +18,7 @@ from ..config import Config
 from ..install import INSTALLERS, InstallerFactory
 from ..notify import Notifier
 from ..source import ArtifactSource
+from ..tokens import TokenStore
 from ..update import Update
 from .standalone import Busy, Standalone
 from .states import Event, State
@@ -117,8 +118,11 @@ class Daemon:
         if not config.server_url:
             raise ValueError("the daemon needs server_url")
         self.config = dataclasses.replace(config, auto_reboot=True)
-        self.client = client or Client(config.server_url, identity.ForkedSigner(config.data),
-                                       identity.identity(config), config.server_certificate)
+        self.client = client or Client(
+            config.server_url, identity.ForkedSigner(config.data), identity.identity(config),
+            config.server_certificate,
+            tokens=TokenStore(config.data / "auth-token.json",
+                              identity.device_key_file(config.data)))
         self.steps = steps or DaemonSteps(self.config, make_bootloader(self.config),
                                           self.client)
         self.standalone = Standalone(self.config, steps=self.steps)
