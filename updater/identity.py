@@ -6,7 +6,6 @@ stay resident in it between polls (BENCHMARKS.md).
 """
 import base64
 import os
-import platform
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -128,8 +127,9 @@ def inventory(device_type: str, provides: dict[str, str],
     """The attributes sent to the server; `adaptive`: the device installs an artifact with
     a block index from the blocks its slots hold (`delta_update`, an inventory attribute
     and not a provide, so that no artifact's depends or clears_provides meets it)."""
+    system = os.uname()  # as platform.node() and .release() say, without its import
     attributes = {**provides, "device_type": device_type, "client_version": CLIENT_VERSION,
-                  "hostname": platform.node(), "kernel": platform.release()}
+                  "hostname": system.nodename, "kernel": system.release}
     if adaptive:
         attributes["delta_update"] = ADAPTIVE
     return attributes

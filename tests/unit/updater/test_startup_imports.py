@@ -39,6 +39,7 @@ def test_the_idle_daemon_imports_neither_cryptography_nor_requests_nor_the_reade
                             tmp_path)
     assert {"http", "ssl"} <= modules
     assert not modules & {"artifact", "cryptography", *REQUESTS}
+    assert "platform" not in modules  # the inventory's hostname and kernel: os.uname()
 
 
 def test_the_daemon_holds_neither_argparse_nor_tomllib(tmp_path):
