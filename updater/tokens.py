@@ -17,12 +17,16 @@ update's state or result. Any file that cannot be read or parsed is ignored.
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from .atomic import write_atomically
 
 VERSION = 1
+# What a bearer token may hold (RFC 6750's b64token; a JWT is base64url and dots): anything
+# else in a damaged file would break the Authorization header, and the request with it.
+BEARER = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 
 class TokenStore:
@@ -42,7 +46,7 @@ class TokenStore:
         if not isinstance(document, dict) or document.get("version") != VERSION:
             return None
         token = document.get("token")
-        if not isinstance(token, str) or not token or any(
+        if not isinstance(token, str) or not BEARER.fullmatch(token) or any(
                 document.get(name) != value for name, value in bound.items()):
             return None
         return token

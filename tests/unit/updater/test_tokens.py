@@ -72,6 +72,19 @@ def test_a_corrupt_token_file_is_ignored(store, content):
     assert store.load(URL, DEVICE) == "token-1"
 
 
+@pytest.mark.parametrize("token", ["", "abc\r\nX-Injected: 1", "two words", "caf\u00e9",
+                                   None, 7])
+def test_a_kept_token_that_is_no_bearer_token_is_ignored(store, token):
+    """Bound right, but damaged: a token that would break the Authorization header (and
+    the daemon's every request) is never used."""
+    store.save(URL, DEVICE, "token-1")
+    document = json.loads(store.path.read_text())
+    store.path.write_text(json.dumps({**document, "token": token}))
+    assert store.load(URL, DEVICE) is None
+    store.path.write_text(json.dumps({**document, "token": "eyJh.eyJz-_x.c2ln"}))
+    assert store.load(URL, DEVICE) == "eyJh.eyJz-_x.c2ln"
+
+
 def test_an_unreadable_or_unwritable_token_file_costs_no_crash(store, capsys):
     store.path.mkdir(parents=True)  # a directory where the file should be
     assert store.load(URL, DEVICE) is None
