@@ -41,7 +41,7 @@ class TokenStore:
         try:
             document = json.loads(self.path.read_bytes())
             bound = self._binding(server_url, identity)
-        except (OSError, ValueError):  # missing, unreadable, not JSON (UnicodeError too)
+        except (OSError, ValueError, RecursionError):  # missing, unreadable, not JSON
             return None
         if not isinstance(document, dict) or document.get("version") != VERSION:
             return None

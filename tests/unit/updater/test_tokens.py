@@ -57,12 +57,12 @@ def test_the_token_file_is_private_whatever_the_umask(store):
 
 
 @pytest.mark.parametrize("content", [
-    b"", b"{", b"\xff\xfe garbage", b"null", b"[]", b'"token"',
+    b"", b"{", b"\xff\xfe garbage", b"null", b"[]", b'"token"', b"[" * 100_000,
     b'{"version": 2, "token": "t"}',
     json.dumps({"version": 1, "server_url": URL, "identity": DEVICE}).encode(),
     json.dumps({"version": 1, "server_url": URL, "identity": DEVICE, "token": 7}).encode(),
     json.dumps({"version": 1, "server_url": URL, "identity": DEVICE, "token": ""}).encode(),
-], ids=["empty", "cut", "binary", "null", "list", "string", "version", "no-token",
+], ids=["empty", "cut", "binary", "null", "list", "string", "deep", "version", "no-token",
         "number", "empty-token"])
 def test_a_corrupt_token_file_is_ignored(store, content):
     store.path.parent.mkdir(parents=True, exist_ok=True)
