@@ -341,7 +341,11 @@ def assemble_rootfs(flavour: Flavour, debian: Path, agent: Path, tree: Path,
           + "".join(f"/dev/vda {offset:#x} {ENV_SIZE:#x}\n" for offset in env_offsets))
     write(tree / "root/.ssh/authorized_keys", (keys / "ssh_ed25519.pub").read_text(), 0o600)
     write(tree / "etc/tern/artifact.pub", (keys / "artifact.pub").read_text())
-    compile_python(tree, tree / "usr/lib/python3.11", tree / AGENT_DIR)
+    # The stdlib, Debian's Python packages (cryptography: its postinst compiles them too;
+    # without, the first import in each freshly written slot compiles them on the device,
+    # the agent's first signature after an update included) and the agent.
+    compile_python(tree, tree / "usr/lib/python3.11", tree / "usr/lib/python3/dist-packages",
+                   tree / AGENT_DIR)
     flavour.finish(tree)
     release = next((tree / "lib/modules").iterdir()).name
     run("depmod", "-b", tree, release)
@@ -360,7 +364,7 @@ def remove_junk(tree: Path) -> None:
 
 
 def compile_python(tree: Path, *directories: Path) -> None:
-    """Debian compiles .pyc in postinst; precompile here (same CPython 3.11 on both sides)."""
+    """Debian's postinsts compile .pyc; precompile here (same CPython 3.11 on both sides)."""
     run(sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
         "-s", tree, "-p", "/", *directories, capture_output=True)
 

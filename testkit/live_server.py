@@ -68,13 +68,14 @@ class LiveServer:
     def sent_bytes(self, path_prefix: str = DOWNLOADS) -> int:
         """The body bytes of the answers to requests under `path_prefix` (default: artifact
         downloads), as the server's own JSON request log counts them."""
-        total = 0
-        for line in self.output.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                entry = json.loads(line)
-                if entry.get("path", "").startswith(path_prefix):
-                    total += entry.get("bytes") or 0
-        return total
+        return sum(entry.get("bytes") or 0 for entry in self.logged_requests()
+                   if entry.get("path", "").startswith(path_prefix))
+
+    def logged_requests(self) -> list[dict]:
+        """The requests the server has answered so far, oldest first, as its JSON request
+        log has them: method, path, status, device_id (a device's token)..."""
+        return [json.loads(line) for line in self.output.read_text(errors="replace").splitlines()
+                if line.startswith("{")]
 
     def _wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

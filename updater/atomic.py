@@ -10,10 +10,15 @@ from pathlib import Path
 from . import failpoints
 
 
-def write_atomically(path: Path, data: bytes, failpoint: str | None = None) -> None:
-    """`failpoint`: a counted fail point hit between the fsync and the rename (tests)."""
+def write_atomically(path: Path, data: bytes, failpoint: str | None = None,
+                     mode: int | None = None) -> None:
+    """`failpoint`: a counted fail point hit between the fsync and the rename (tests).
+    `mode`: the file's permissions, set before a byte is written (a secret is never
+    readable by others, not even for a moment); by default as the umask makes them."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as file:
+    with open(tmp, "wb", opener=None if mode is None else _opener(mode)) as file:
+        if mode is not None:
+            os.fchmod(file.fileno(), mode)  # an older .tmp keeps its mode through O_CREAT
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
@@ -40,6 +45,10 @@ def write_files_durably(directory: Path, files: dict[str, bytes], mode: int = 0o
             os.close(fd)
     for path in (directory, directory.parent):
         _fsync_directory(path)
+
+
+def _opener(mode: int):
+    return lambda name, flags: os.open(name, flags, mode)
 
 
 def _fsync_directory(path: Path) -> None:

@@ -10,6 +10,7 @@ import http.client
 import json
 
 from .http import Answer, Connections
+from .tokens import TokenStore
 
 DEVICES = "/api/devices"
 AUTH = f"{DEVICES}/v1/authentication/auth_requests"
@@ -47,15 +48,17 @@ class Aborted(ServerError):
 
 class Client:
     def __init__(self, server_url: str, signer, identity: dict[str, str],
-                 certificate: str = "", transport=None):
+                 certificate: str = "", transport=None, tokens: TokenStore | None = None):
         """`signer`: signs the auth request with the device's key (`identity.KeySigner`,
-        or the daemon's `identity.ForkedSigner`)."""
+        or the daemon's `identity.ForkedSigner`); `tokens`: where the token is kept across
+        restarts (the daemon's), and the one kept for this server and identity is used."""
         self.url = server_url.rstrip("/")
         self.signer = signer
         self.identity = identity
         self.verify = certificate or True  # the server's CA file, or the system's CAs
         self.transport = transport or Connections(self.verify)
-        self.token: str | None = None
+        self.tokens = tokens
+        self.token = tokens.load(self.url, identity) if tokens else None
 
     def authenticate(self) -> None:
         body, signature = self.signer.signed(self._auth_body)
@@ -63,6 +66,8 @@ class Client:
         response = self._send("POST", AUTH, body, headers)
         self._check("POST", AUTH, response, 200)
         self.token = response.body.decode().strip()
+        if self.tokens:
+            self.tokens.save(self.url, self.identity, self.token)
 
     def _auth_body(self, pubkey: str) -> bytes:
         return json.dumps({"id_data": json.dumps(self.identity, separators=(",", ":")),
@@ -98,8 +103,14 @@ class Client:
                 "Content-Type": "application/json", "Authorization": f"Bearer {self.token}"})
             if response.status != 401 or attempt:
                 return response
-            self.token = None
+            self._drop_token()
         return response
+
+    def _drop_token(self) -> None:
+        """The server refused the token (expired, revoked, not accepted)."""
+        if self.token is not None and self.tokens:
+            self.tokens.discard()
+        self.token = None
 
     def _send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         try:
@@ -113,7 +124,7 @@ class Client:
         text = response.body[:200].decode(errors="replace")
         message = f"{method} {self.url}{path}: {response.status} {text}"
         if response.status == 401:
-            self.token = None
+            self._drop_token()
             raise Unauthorized(message, 401)
         if response.status == 409:
             raise Aborted(message, 409)

@@ -31,8 +31,8 @@ def device_key_file(data_dir: Path) -> Path:
         seed = os.urandom(32)
         body = base64.encodebytes(ED25519_PKCS8 + seed).decode()
         data_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, f"{PEM_ARMOUR[0]}\n{body}{PEM_ARMOUR[1]}\n".encode())
-        os.chmod(path, 0o600)
+        write_atomically(path, f"{PEM_ARMOUR[0]}\n{body}{PEM_ARMOUR[1]}\n".encode(),
+                         mode=0o600)
     return path
 
 

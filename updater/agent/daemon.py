@@ -21,6 +21,7 @@ from .. import identity
 from ..client import Client, ServerError
 from ..config import Config
 from ..notify import Notifier
+from ..tokens import TokenStore
 from ..update import Update
 from . import device
 from .standalone import Busy, Standalone
@@ -43,8 +44,11 @@ class Daemon:
         if not config.server_url:
             raise ValueError("the daemon needs server_url")
         self.config = dataclasses.replace(config, auto_reboot=True)
-        self.client = client or Client(config.server_url, identity.ForkedSigner(config.data),
-                                       identity.identity(config), config.server_certificate)
+        self.client = client or Client(
+            config.server_url, identity.ForkedSigner(config.data), identity.identity(config),
+            config.server_certificate,
+            tokens=TokenStore(config.data / "auth-token.json",
+                              identity.device_key_file(config.data)))
         self.store = StateStore(self.config.data / "state.json")
         self.queue = StatusQueue(self.config.data / "status-queue.json",
                                  self.config.deployment_log_limit)

@@ -5,6 +5,7 @@ import subprocess
 import pytest
 
 pytestmark = pytest.mark.qemu
+CPYTHON_311 = (3495).to_bytes(2, "little") + b"\r\n"  # a .pyc's magic number (Debian's 3.11)
 
 
 def debugfs_cat(image, path: str) -> bytes:
@@ -19,6 +20,19 @@ def test_each_release_carries_its_marker_and_kernel(base_image, name):
     assert debugfs_cat(image, "/etc/tern-release") == f"{name}\n".encode()
     assert debugfs_cat(image, "/boot/vmlinuz")[56:60] == b"ARM\x64"  # arm64 Image magic
     assert debugfs_cat(image, "/boot/initrd.img")[:2] == b"\x1f\x8b"
+
+
+def test_the_python_the_agent_runs_is_byte_compiled(base_image):
+    """As Debian's postinsts would leave it: no module the agent imports (the stdlib, the
+    agent, cryptography for its signatures) is compiled on the device, where each update
+    writes a slot without them."""
+    image = base_image.release("release-2")
+    for pyc in ["/usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc",
+                "/usr/lib/tern-updater/updater/__pycache__/cli.cpython-311.pyc",
+                "/usr/lib/python3/dist-packages/cryptography/__pycache__/__init__.cpython-311.pyc",
+                "/usr/lib/python3/dist-packages/cryptography/hazmat/primitives/asymmetric/"
+                "__pycache__/ed25519.cpython-311.pyc"]:
+        assert debugfs_cat(image, pyc)[:4] == CPYTHON_311, pyc
 
 
 def test_broken_release_has_no_init_and_unhealthy_release_a_failing_check(base_image):

@@ -64,6 +64,7 @@ def test_the_idle_daemon_imports_neither_cryptography_nor_requests_nor_the_reade
                             tmp_path)
     assert {"http", "ssl"} <= modules
     assert not modules & {"artifact", "cryptography", *REQUESTS}
+    assert "platform" not in modules  # the inventory's hostname and kernel: os.uname()
 
 
 def test_the_idle_daemon_holds_nothing_only_a_deployment_uses(tmp_path):
