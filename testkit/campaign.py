@@ -304,11 +304,17 @@ class Campaign:
             if f"{digest}  /data/{name}" not in sums:
                 outcome.kind = "lost-data"
                 problems.append(f"/data/{name}: sha256 changed or file gone: {sums.strip()}")
+        self.check_download(outcome)
+        self.running = outcome.running
+
+    def check_download(self, outcome: Outcome) -> None:
+        """Note how the device downloaded; with `indexed`, anything but an adaptive install
+        is a problem (not-adaptive, unless the run is already worse)."""
         outcome.download = self.download_mode(outcome.deployment)
         if self.indexed and outcome.download != "adaptive":
             outcome.kind = outcome.kind if outcome.kind != "ok" else "not-adaptive"
-            problems.append(not_adaptive(outcome.download, self.log(outcome.deployment)))
-        self.running = outcome.running
+            outcome.problems.append(not_adaptive(outcome.download,
+                                                 self.log(outcome.deployment)))
 
     def download_mode(self, deployment: str) -> str:
         """How the device downloaded the deployment, by its log's last download stats

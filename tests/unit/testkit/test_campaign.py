@@ -18,6 +18,7 @@ from testkit.campaign import (
     GOOD,
     ROLLBACK_STATES,
     STATES,
+    Campaign,
     Outcome,
     Parallel,
     Point,
@@ -202,3 +203,40 @@ def test_an_install_that_did_not_go_adaptive_says_why():
         "not an adaptive install: download stats full (adaptive install: the server answered "
         "200 OK to a Range request; downloading the full artifact)")
     assert not_adaptive("", []) == "not an adaptive install: download stats none"
+
+
+class Server:
+    """What Campaign.check_download asks the server: the deployment's device rows and log."""
+
+    def __init__(self, download: dict | None, log: list[str]):
+        self.download, self.messages = download, log
+
+    def get(self, path: str) -> list[dict]:
+        assert path == "/deployments/d1/devices"
+        return [{"device_id": "other", "download": {"mode": "adaptive"}},
+                {"device_id": "dev", "download": self.download}]
+
+    def device_log(self, deployment: str, device: str) -> list[str]:
+        return self.messages
+
+
+@pytest.mark.parametrize("download, kind", [({"mode": "adaptive"}, "ok"),
+                                            ({"mode": "full"}, "not-adaptive"),
+                                            (None, "not-adaptive")])
+def test_a_delta_campaign_counts_a_run_that_did_not_go_adaptive(tmp_path, download, kind):
+    fallback = "adaptive install: the artifact has no block index; downloading the full artifact"
+    campaign = Campaign(Server(download, [fallback]), None, tmp_path, indexed=tmp_path)
+    campaign.device_id = "dev"
+    outcome = Outcome(Run("", [Point("Sync")]), "release-1-package", "ok", "d1")
+    campaign.check_download(outcome)
+    assert (outcome.download, outcome.kind) == ((download or {}).get("mode", ""), kind)
+    assert outcome.problems == ([] if kind == "ok" else [not_adaptive(outcome.download,
+                                                                       [fallback])])
+    worse = Outcome(Run("", [Point("Sync")]), "release-1-package", "lost-data", "d1")
+    campaign.check_download(worse)
+    assert worse.kind == "lost-data"  # the worse kind stays
+    full = Campaign(Server({"mode": "full"}, []), None, tmp_path)  # the full campaign
+    full.device_id = "dev"
+    plain = Outcome(Run("", [Point("Sync")]), "release-2", "ok", "d1")
+    full.check_download(plain)
+    assert (plain.download, plain.kind, plain.problems) == ("full", "ok", [])
