@@ -87,10 +87,12 @@ scale-out: venv
 	$(PY) -m bench.scale_out --devices 10000 --seed 1
 
 ## campaign: power cuts during OTA updates on PARALLEL devices at once (make campaign N=200
-## PARALLEL=2: about a minute a cut on each device); RELIABILITY.md
+## PARALLEL=2: about a minute a cut on each device); RELIABILITY.md. DELTA=1: every release
+## block-indexed (make delta-images), each install checked to go adaptive; its own section
 .PHONY: campaign
-campaign: deps venv image
-	$(PY) -m testkit.campaign --cuts $(or $(N),200) --parallel $(or $(PARALLEL),2)
+campaign: deps venv image $(if $(DELTA),delta-images)
+	$(PY) -m testkit.campaign --cuts $(or $(N),200) --parallel $(or $(PARALLEL),2) \
+	    $(if $(DELTA),--delta)
 
 ## replay: every flush point of three whole updates (install, rollback, daemon) rebuilt,
 ## booted and checked (hours: one boot per distinct crash state); RELIABILITY.md. Resumable:

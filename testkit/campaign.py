@@ -19,14 +19,20 @@ Each cut is checked against its plan: the console's last marker before the power
 a cut that landed in another window than the planned one, or a point never reached, is a
 miss, counted in the report.
 
+With `--delta` (make campaign DELTA=1) every release is deployed as a block-indexed
+artifact, so the device installs it adaptively (only the blocks its slots lack, by HTTP
+Range), and each run is also checked to have gone adaptive by the deployment log's
+download stats (else: not-adaptive, a fallback to the full install).
+
 A device is reused from one run to the next. `python -m testkit.campaign --cuts N
 --parallel K` (make campaign) runs single-cut runs weighted toward the write windows on K
 devices at once, each with its own disk overlay, server and ports, and writes
-RELIABILITY.md.
+RELIABILITY.md (with `--delta`, its own section there).
 """
 import argparse
 import collections
 import datetime
+import json
 import random
 import re
 import shutil
@@ -50,6 +56,12 @@ from testkit.live_server import LiveServer
 
 GOOD = ("release-1", "release-2")
 FAILING = ("release-broken", "release-unhealthy")
+# --delta: three good releases in turn (`make delta-images`' pairs of release-1). An A/B
+# device's target slot holds the release before last: with two in turn, the way back
+# would find every block in place and write nothing.
+DELTA_GOOD = ("release-1", "release-1-package", "release-1-config")
+# what --delta writes itself with a block index: the releases `make image` writes without
+INDEXED_HERE = ("release-1", *FAILING)
 # The updater's states, as a deployment meets them; the last four only when it fails.
 STATES = ("Sync", "Download", "ArtifactInstall", "ArtifactReboot", "ArtifactVerifyReboot",
           "ArtifactCommit", "Cleanup", "UpdateStatusReport", "ArtifactRollback",
@@ -125,6 +137,7 @@ class Outcome:
     seconds: float = 0.0
     log: Path | None = None
     device: str = ""  # which of the campaign's devices ran it
+    download: str = ""  # the deployment log's download stats: adaptive | full | "" (none)
 
     def landed(self) -> list[tuple[Point, str]]:
         """Each cut's point beside the window it landed in ("write" or a state)."""
@@ -142,14 +155,18 @@ def bucket(cut: str) -> str:
 
 
 class Campaign:
-    """One device, enrolled on `server`, and the releases in `images` uploaded."""
+    """One device, enrolled on `server`, and the releases in `images` uploaded; with
+    `indexed` (a directory of block-indexed artifacts, `indexed_artifacts`), those instead
+    and DELTA_GOOD as the good releases, each install checked to have gone adaptive."""
 
     def __init__(self, server: ServerAdmin, device: Device, images: Path,
-                 log_dir: Path | None = None):
+                 log_dir: Path | None = None, indexed: Path | None = None):
         self.server = server
         self.device = device
         self.images = images
         self.log_dir = log_dir
+        self.indexed = indexed
+        self.good = DELTA_GOOD if indexed else GOOD
         self.device_id = ""
         self.running = "release-1"
         self.outcomes: list[Outcome] = []
@@ -163,8 +180,9 @@ class Campaign:
         self.device_id = enroll(self.server, self.device, self.server.live.port,
                                 {"console_markers": '"/dev/console"'})
         self.before_campaign = self.put_random_file("/data/before-campaign")
-        for name in (*GOOD, *FAILING):
-            self.server.cli("artifacts", "upload", str(self.images / f"{name}.mender"))
+        for name in (*self.good, *FAILING):
+            self.server.cli("artifacts", "upload",
+                            str((self.indexed or self.images) / f"{name}.mender"))
 
     def put_random_file(self, path: str) -> str:
         """64 KiB of random data on the device, synced; returns its sha256."""
@@ -173,7 +191,7 @@ class Campaign:
         return output.split()[0]
 
     def next_good(self) -> str:
-        return GOOD[1] if self.running == GOOD[0] else GOOD[0]
+        return next_in_turn(self.good, self.running)
 
     # -- one run -----------------------------------------------------------------------
 
@@ -275,7 +293,8 @@ class Campaign:
         if problems:
             outcome.kind = "inconsistent"
         buckets = {bucket(cut) for cut in outcome.cut}
-        if outcome.release in GOOD and buckets <= RESUMING and outcome.status != "success":
+        if outcome.release in self.good and buckets <= RESUMING and \
+                outcome.status != "success":
             outcome.kind = outcome.kind if problems else "failed-update"
             problems.append(f"a good update cut at {', '.join(outcome.cut)} ended in "
                             f"{outcome.status}")
@@ -285,7 +304,33 @@ class Campaign:
             if f"{digest}  /data/{name}" not in sums:
                 outcome.kind = "lost-data"
                 problems.append(f"/data/{name}: sha256 changed or file gone: {sums.strip()}")
+        self.check_download(outcome)
         self.running = outcome.running
+
+    def check_download(self, outcome: Outcome) -> None:
+        """Note how the device downloaded; with `indexed`, anything but an adaptive install
+        is a problem (not-adaptive, unless the run is already worse)."""
+        outcome.download = self.download_mode(outcome.deployment)
+        if self.indexed and outcome.download != "adaptive":
+            outcome.kind = outcome.kind if outcome.kind != "ok" else "not-adaptive"
+            outcome.problems.append(not_adaptive(outcome.download,
+                                                 self.log(outcome.deployment)))
+
+    def download_mode(self, deployment: str) -> str:
+        """How the device downloaded the deployment, by its log's last download stats
+        (the server's `download` of the device): adaptive, full or ""."""
+        try:
+            [row] = [r for r in self.server.get(f"/deployments/{deployment}/devices")
+                     if r["device_id"] == self.device_id]
+        except Exception:  # the server is the thing under test too
+            return ""
+        return (row.get("download") or {}).get("mode", "")
+
+    def log(self, deployment: str) -> list[str]:
+        try:
+            return self.server.device_log(deployment, self.device_id)
+        except Exception:
+            return []
 
     def save_log(self, start: int, number: int, outcome: Outcome) -> Path:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -298,6 +343,42 @@ class Campaign:
 
 
 # -- plans ---------------------------------------------------------------------------------
+
+def not_adaptive(download: str, log: list[str]) -> str:
+    """The problem of an install that did not go adaptive: its download stats, and the
+    reason of the last fallback its deployment log gives."""
+    fallbacks = [line for line in log if line.endswith("; downloading the full artifact")]
+    return (f"not an adaptive install: download stats {download or 'none'}"
+            + (f" ({fallbacks[-1]})" if fallbacks else ""))
+
+
+def next_in_turn(releases: tuple[str, ...], running: str) -> str:
+    """The release after `running` in `releases` (the first if it runs none of them)."""
+    at = releases.index(running) if running in releases else -1
+    return releases[(at + 1) % len(releases)]
+
+
+def indexed_artifacts(images: Path, out: Path) -> Path:
+    """`out` with a block-indexed artifact of each release --delta deploys: those of
+    INDEXED_HERE written from `images`' rootfs images with `tern-artifact write
+    rootfs-image --block-index` (as images/build.py writes the others), the delta pairs
+    of `make delta-images` linked."""
+    layout = json.loads((images / "layout.json").read_text())
+    pairs = [images / f"{name}.mender" for name in DELTA_GOOD if name not in INDEXED_HERE]
+    for pair in pairs:
+        if not pair.exists():
+            raise SystemExit(f"campaign: no {pair}: run `make delta-images`")
+    out.mkdir(parents=True, exist_ok=True)
+    for pair in pairs:
+        (out / pair.name).symlink_to(pair.resolve())
+    for name in INDEXED_HERE:
+        artifact = out / f"{name}.mender"
+        subprocess.run([sys.executable, "-m", "artifact.cli", "write", "rootfs-image",
+                        "-f", images / f"{name}.ext4", "-n", name,
+                        "-t", layout["device_type"], "-k", images / layout["keys"]["artifact"],
+                        "-o", artifact, "--block-index"], check=True, capture_output=True)
+    return out
+
 
 def where_cut(unread: str, point: Point) -> str:
     """Where the power went, by the last marker the console printed after `point`'s own
@@ -347,7 +428,9 @@ def aimed_at(state: str, delay: float = 0.0, number: int = 0) -> Run:
 
 
 def reliability_report(outcomes: list[Outcome], commit: str, seed: int, seconds: float,
-                       planned: int | None = None, parallel: int = 1) -> str:
+                       planned: int | None = None, parallel: int = 1,
+                       delta: bool = False) -> str:
+    """The campaign's part of RELIABILITY.md: with `delta`, its own section (DELTA_HEADING)."""
     planned = planned or len(outcomes)
     kinds = collections.Counter(o.kind for o in outcomes)
     statuses = collections.Counter(o.status for o in outcomes)
@@ -359,11 +442,12 @@ def reliability_report(outcomes: list[Outcome], commit: str, seed: int, seconds:
     offsets = [int(cut.rsplit(" ", 1)[1]) for o in outcomes for cut in o.cut
                if cut.startswith("write at byte ")]
     devices = "one emulated device" if parallel == 1 else f"{parallel} emulated devices at once"
+    downloads = collections.Counter(o.download for o in outcomes)
     lines = [
-        "# Reliability: power cuts during over-the-air updates", "",
-        f"`make campaign N={planned} PARALLEL={parallel}` on {datetime.date.today()}, commit "
-        f"`{commit}`, seed {seed}: {len(outcomes)} of {planned} runs done in "
-        f"{seconds / 60:.0f} min on {devices}.", "",
+        DELTA_HEADING if delta else "# Reliability: power cuts during over-the-air updates", "",
+        f"`make campaign {'DELTA=1 ' if delta else ''}N={planned} PARALLEL={parallel}` on "
+        f"{datetime.date.today()}, commit `{commit}`, seed {seed}: {len(outcomes)} of "
+        f"{planned} runs done in {seconds / 60:.0f} min on {devices}.", "",
         f"{devices.capitalize()} (QEMU TCG, real U-Boot, A/B slots; each its own disk overlay, "
         "server and ports) run `tern-updater daemon` against `tern-server` (HTTPS, SQLite). "
         "Each run deploys a release and kills QEMU when the updater announces the chosen "
@@ -375,7 +459,8 @@ def reliability_report(outcomes: list[Outcome], commit: str, seed: int, seconds:
         "ArtifactCommit, ArtifactRollback) 3 each, every other state (cut just after its "
         "state store write) 1. Rollback states are cut with release-broken (never boots) "
         "and release-unhealthy (fails its health check) in turn, the others with "
-        "release-1 / release-2 in turn.", "",
+        + ("the good releases in turn." if delta else "release-1 / release-2 in turn."), "",
+        *([DELTA_ABOUT, ""] if delta else []),
         "Each cut is checked against its plan: the last marker the device printed before "
         "the power went (a state, or the slot offset the write had reached, after each "
         "1 MiB write) tells the window it landed in.", "",
@@ -391,6 +476,11 @@ def reliability_report(outcomes: list[Outcome], commit: str, seed: int, seconds:
         f"- **lost data** (/data files written before the run): {kinds['lost-data']}",
         f"- **failed updates** (a good release cut only where the update goes on: the "
         f"download, the write, the install, after the commit): {kinds['failed-update']}",
+        *([f"- **adaptive installs** (the deployment log's download stats): "
+           f"{downloads['adaptive']} of {len(outcomes)} runs; full installs (a fallback "
+           f"inside the install): {downloads['full']}; no download stats: {downloads['']}; "
+           f"**not adaptive** (counted only when nothing worse): {kinds['not-adaptive']}"]
+          if delta else []),
         f"- ok: {kinds['ok']}; final statuses: "
         + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())), "",
         "| window | planned | cuts landed | ok | success | failure |",
@@ -403,13 +493,36 @@ def reliability_report(outcomes: list[Outcome], commit: str, seed: int, seconds:
                      f"{sum(o.status == 'success' for o in these)} | "
                      f"{sum(o.status == 'failure' for o in these)} |")
     failures = [o for o in outcomes if o.kind != "ok"]
-    lines += ["", "## Failures", ""]
+    lines += ["", "### Failures" if delta else "## Failures", ""]
     lines += [f"- {o.release}, cut at {', '.join(o.cut)}: **{o.kind}**: "
               f"{'; '.join(o.problems)} (console: `{o.log}`)" for o in failures] or ["None."]
     return "\n".join(lines) + "\n"
 
 
 CAMPAIGN_HEADINGS = ("## Failures",)
+DELTA_HEADING = "## Power cuts during delta (adaptive) installs"
+DELTA_ABOUT = (
+    "`--delta`: every release is deployed as a block-indexed artifact, so the agent installs "
+    "it adaptively: each block of the inactive slot from the slot itself, the active slot, "
+    "or the server by HTTP Range. The good releases are release-1, release-1-package (one "
+    "Debian package newer: 5.6 MB of shared objects) and release-1-config (one "
+    "configuration file changed) of `make delta-images`, in turn: the target slot holds "
+    "the release before last, so each good update writes the blocks that differ (with two "
+    "in turn, the way back would find every block in place). The write's 10 % steps are "
+    "of the bytes that install writes, not of the slot. Each run is also checked to have "
+    "gone adaptive, by the last download stats line of its deployment log (what the "
+    "server shows as the device's download): a fallback to the full install is counted "
+    "as not-adaptive, not as a delta.")
+
+
+def replacing_delta_section(report: str, previous: str) -> str:
+    """RELIABILITY.md with the delta campaign's section (`report`) in place of its previous
+    version, or added at the end; every other section kept."""
+    if DELTA_HEADING not in previous:
+        return previous.rstrip("\n") + "\n\n" + report if previous else report
+    before, after = previous.split(DELTA_HEADING, 1)
+    rest = after.split("\n## ", 1)
+    return before + report + ("\n## " + rest[1] if len(rest) > 1 else "")
 
 
 def keeping_other_sections(report: str, previous: str) -> str:
@@ -462,7 +575,7 @@ def enrolled(name: str, args, work: Path) -> tuple[LiveServer, Device, Campaign]
                     boot_timeout=BOOT_TIMEOUT)
     try:
         live.start(timeout=BOOT_TIMEOUT)
-        campaign = Campaign(ServerAdmin(live), device, args.images, out)
+        campaign = Campaign(ServerAdmin(live), device, args.images, out, args.indexed)
         campaign.enroll()
     except BaseException:
         device.close()
@@ -493,7 +606,7 @@ def worker(name: str, shared: Parallel, args, work: Path, report) -> None:
             print(f"[{number}/{args.cuts}] {name} {outcome.release:17} aimed at "
                   f"{run.points[0].label:28} cut at {', '.join(outcome.cut) or '-':28} "
                   f"-> {outcome.status:8} {outcome.kind:12} slot {outcome.slot} "
-                  f"{outcome.running} {outcome.seconds:4.0f} s "
+                  f"{outcome.running} {outcome.download or '-':8} {outcome.seconds:4.0f} s "
                   f"{'; '.join(outcome.problems + [f'missed {m}' for m in outcome.missed])}",
                   flush=True)
             report()
@@ -514,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="start no run after this many minutes (the report says how "
                              "many of the cuts were done)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--delta", action="store_true",
+                        help="deploy block-indexed artifacts (make delta-images), each install "
+                             "checked to go adaptive; RELIABILITY.md's delta section")
     parser.add_argument("--images", type=Path, default=Path("build/images"))
     parser.add_argument("--out", type=Path, default=Path("build/campaign"))
     parser.add_argument("--report", type=Path, default=Path("RELIABILITY.md"))
@@ -528,18 +644,24 @@ def main(argv: list[str] | None = None) -> int:
                             text=True).stdout.strip()
     stop_at = started + args.minutes * 60 if args.minutes is not None else float("inf")
     shared = Parallel(weighted_cuts(args.cuts, random.Random(seed)), stop_at)
+    args.indexed = None
+    into = replacing_delta_section if args.delta else keeping_other_sections
 
     def report() -> None:  # after each run: a partial one counts
         with shared.lock:
             text = reliability_report(list(shared.outcomes), commit, seed,
-                                      time.monotonic() - started, args.cuts, args.parallel)
-            args.report.write_text(keeping_other_sections(text, previous))
+                                      time.monotonic() - started, args.cuts, args.parallel,
+                                      args.delta)
+            args.report.write_text(into(text, previous))
 
-    print(f"seed {seed}; {args.cuts} cuts on {args.parallel} devices", flush=True)
+    print(f"seed {seed}; {args.cuts} {'delta ' if args.delta else ''}cuts on "
+          f"{args.parallel} devices", flush=True)
     threads = [threading.Thread(target=worker, args=(f"device-{number}", shared, args, work,
                                                      report), name=f"device-{number}")
                for number in range(1, args.parallel + 1)]
     try:
+        if args.delta:  # before any device: they share them
+            args.indexed = indexed_artifacts(args.images, work / "indexed")
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -1,7 +1,8 @@
 """Progress lines for power-cut tests, on the console: `tern-state: <State>` once a state is
 stored and its step starts, `tern-write: <n>%` every 10 % of a rootfs write, and
-`tern-written: <bytes>` after each of its writes (where in the slot a cut landed); an
-adaptive install's writes skip what the slot holds, its offsets go up by jumps.
+`tern-written: <bytes>` after each of its writes (where in the slot a cut landed). An
+adaptive install writes only the blocks the slot lacks: its tenths are of those bytes, its
+offsets go up by jumps, and a write that passes several tenths announces each.
 
 Only when `console_markers` names a file (the test image's `/dev/console`); quiet otherwise.
 A test harness reading the serial console cuts the power at the moment it sees one.
@@ -36,11 +37,13 @@ class WriteProgress:
         self.total = total
         self.announced = 0
 
-    def update(self, written: int) -> None:
+    def update(self, written: int, offset: int | None = None) -> None:
+        """`written` bytes of `total` so far; `offset` (default: `written`) the slot's
+        offset the last write ended at."""
         if not _target or not self.total:
             return
         percent = min(written * 100 // self.total, 100) // 10 * 10
-        if percent > self.announced:
-            self.announced = percent
-            announce(f"tern-write: {percent}%")
-        announce(f"tern-written: {written}")
+        for step in range(self.announced + 10, percent + 1, 10):
+            announce(f"tern-write: {step}%")
+        self.announced = max(self.announced, percent)
+        announce(f"tern-written: {written if offset is None else offset}")

@@ -129,7 +129,9 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
                        f"delta_max_share ({max_share:.0%})")
     chunks = _fetched_chunks(index, plan, ranges, compression)
     sources = block_sources(index, survey.active.find, survey.in_place, survey.same)
-    digest, crc = _write(index, sources, chunks, target, active, sync_every)
+    # the console's write tenths are of the bytes written, not of the slot
+    to_write = max(index.image_size - plan.blocks_held * index.block_size, 0)
+    digest, crc = _write(index, sources, chunks, target, active, sync_every, to_write)
     if digest.hexdigest() != expected:
         raise Fallback(str(ChecksumError(f"data/0000/{name}", expected,
                                          digest.hexdigest())))
@@ -137,7 +139,8 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
     return index.image_size, crc
 
 
-def _write(index: BlockIndex, sources, chunks, target: str, active: str, sync_every: int):
+def _write(index: BlockIndex, sources, chunks, target: str, active: str, sync_every: int,
+           to_write: int):
     """Fill `target` block by block; return the image's sha256 and CRC-32 as written. The
     blocks kept in place were proven by `survey_slots`; here they are only read, in runs,
     for the whole image's sha256 (which a block changed since would fail)."""
@@ -149,7 +152,7 @@ def _write(index: BlockIndex, sources, chunks, target: str, active: str, sync_ev
     try:
         kept = KeptRun(fd, image)
         old = SlotReader(os.open(active, os.O_RDONLY))
-        writer = SlotWriter(fd, crash_at, sync_every, markers.WriteProgress(index.image_size))
+        writer = SlotWriter(fd, crash_at, sync_every, markers.WriteProgress(to_write))
         try:
             for block, kind, where in sources:
                 offset = block * index.block_size
@@ -265,7 +268,8 @@ class SlotReader:
 
 class SlotWriter:
     """Writes of adjacent blocks gathered into WRITE_SIZE writes; an fdatasync once
-    `sync_every` bytes were written since the last; the console's write markers."""
+    `sync_every` bytes were written since the last; the console's write markers (the
+    tenths of the bytes written, the slot offset each write ended at)."""
 
     def __init__(self, fd: int, crash_at: int | None, sync_every: int,
                  progress: markers.WriteProgress):
@@ -274,6 +278,7 @@ class SlotWriter:
         self.sync_every = sync_every
         self.progress = progress
         self.unsynced = 0
+        self.written = 0
         self.start = 0
         self.pending = bytearray()
 
@@ -296,8 +301,9 @@ class SlotWriter:
             written = os.pwrite(self.fd, data, offset)
             data, offset = data[written:], offset + written
         self.unsynced += len(self.pending)
+        self.written += len(self.pending)
         if self.unsynced >= self.sync_every:
             os.fdatasync(self.fd)
             self.unsynced = 0
         self.pending = bytearray()
-        self.progress.update(offset)
+        self.progress.update(self.written, offset)

@@ -205,3 +205,20 @@ def test_without_a_block_index_the_full_payload_is_streamed(device, make_artifac
     installed(device)
     assert "adaptive install: the artifact has no block index; downloading the full " \
            "artifact" in messages(device)
+
+
+def test_the_write_markers_count_the_bytes_written_not_the_slot(device, artifact, tmp_path):
+    """The target slot holds the release before last (here: the old one), so only the
+    changed blocks are written: the console's tenths (where the power-cut campaign cuts)
+    are of those bytes, each announced, while `tern-written` says where in the slot."""
+    device.slot("b").write_bytes(OLD)
+    console = tmp_path / "console"
+    device.settings["console_markers"] = str(console)
+    with RangeFileServer(artifact) as server:
+        assert device.run("install", server.url) == 0
+    installed(device)
+    lines = console.read_text().splitlines()
+    assert [line for line in lines if line.startswith("tern-write: ")] == [
+        f"tern-write: {percent}%" for percent in range(10, 101, 10)]
+    offsets = [int(line.split()[1]) for line in lines if line.startswith("tern-written: ")]
+    assert offsets[-1] == len(NEW) and len(offsets) == 4  # the three changed runs, the tail

@@ -35,3 +35,6 @@ def test_the_slot_is_synced_every_sync_every_bytes_and_each_write_announced(tmp_
     assert [line for line in console.read_text().splitlines()
             if line.startswith("tern-written: ")] == [
         f"tern-written: {offset * KiB}" for offset in (128, 256, 384, 512, 640, 928, 1024)]
+    # the tenths are of the bytes written (864 KiB, a total of 1024 KiB): 80 % at the end
+    assert [line for line in console.read_text().splitlines()
+            if line.startswith("tern-write: ")] == [f"tern-write: {p}%" for p in range(10, 81, 10)]

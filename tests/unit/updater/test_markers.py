@@ -31,3 +31,17 @@ def test_write_progress_announces_each_tenth_once(tmp_path, monkeypatch):
     assert [line for line in lines if line.startswith("tern-write: ")] == \
         [f"tern-write: {p}%" for p in range(10, 101, 10)]
     assert lines[-1] == "tern-written: 1000"
+
+
+def test_a_write_that_passes_several_tenths_announces_each_and_its_slot_offset(tmp_path,
+                                                                               monkeypatch):
+    """An adaptive install writes only what the slot lacks: its tenths are of those bytes,
+    a write may pass several, and `tern-written` is where in the slot it ended."""
+    console = tmp_path / "console"
+    monkeypatch.setattr(markers, "_target", str(console))
+    progress = markers.WriteProgress(1000)
+    progress.update(350, offset=90_000)
+    progress.update(1000, offset=150_000)
+    assert console.read_text().splitlines() == [
+        "tern-write: 10%", "tern-write: 20%", "tern-write: 30%", "tern-written: 90000",
+        *(f"tern-write: {p}%" for p in range(40, 101, 10)), "tern-written: 150000"]
