@@ -97,15 +97,18 @@ campaign: deps venv image $(if $(DELTA),delta-images)
 ## replay: every flush point of three whole updates (install, rollback, daemon) rebuilt,
 ## booted and checked (hours: one boot per distinct crash state); RELIABILITY.md. Resumable:
 ## build/replay keeps the recordings and the results, a run boots only what is left, on
-## PARALLEL devices (2), starting none after MINUTES; FRESH=1 records again (new images)
+## PARALLEL devices (2), starting none after MINUTES; FRESH=1 records again (new images);
+## SCENARIOS="..." others (SCENARIOS=delta: an adaptive install, after make delta-images)
 .PHONY: replay replay-report
-replay: deps venv image
+replay: deps venv image $(if $(filter delta,$(SCENARIOS)),delta-images)
 	$(PY) -m testkit.replay --workdir build/replay --parallel $(or $(PARALLEL),2) \
+		$(if $(SCENARIOS),--scenarios $(SCENARIOS)) \
 		$(if $(MINUTES),--minutes $(MINUTES)) $(if $(FRESH),--fresh-recording)
 
 ## replay-report: where `make replay` stands (booted, failures, still to boot per scenario)
 replay-report: venv
-	$(PY) -m testkit.replay --workdir build/replay --report
+	$(PY) -m testkit.replay --workdir build/replay --report \
+		$(if $(SCENARIOS),--scenarios $(SCENARIOS))
 
 ## deb: the device agent as a Debian package, build/deb/tern-updater_<version>_all.deb,
 ## built from a copy of its sources by dpkg-buildpackage (the .deb lands beside that copy);

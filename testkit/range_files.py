@@ -26,6 +26,11 @@ class RangeFileServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_port}/{self.path.name}"
 
+    @property
+    def guest_url(self) -> str:
+        """The URL as an emulated device sees it (QEMU's user network: the host is 10.0.2.2)."""
+        return self.url.replace("127.0.0.1", "10.0.2.2")
+
     def __enter__(self) -> "RangeFileServer":
         owner = self
 

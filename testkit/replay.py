@@ -8,7 +8,11 @@ Each scenario is recorded once with every disk write logged (QEMU's blklogwrites
 - `rollback`: the same with release-broken (its kernel panics; U-Boot's bootcount rolls
   back to slot A and `resume` records the failure);
 - `daemon`: `tern-updater daemon` enrolled on a live `tern-server` (HTTPS), a deployment of
-  release-2 to it, up to the server's `success`.
+  release-2 to it, up to the server's `success`;
+- `delta` (not in the default scenarios: it needs `make delta-images`): the `install` of
+  release-1-package's block-indexed artifact (release-1 with one package newer), served
+  with HTTP Range, so the install is adaptive (only the blocks the slots lack); the
+  recording fails unless the install's download stats say adaptive.
 
 Then `qemu.replay` boots one state of each group of byte-identical crash states (every
 flush point, and seeded partial epochs between them) and checks it.
@@ -28,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,8 +59,11 @@ from qemu.replay import (
     settle,
 )
 from testkit.http_files import serve_directory
+from testkit.range_files import RangeFileServer
 
-SCENARIOS = ("install", "rollback", "daemon")
+SCENARIOS = ("install", "rollback", "daemon")  # the default ones (make replay)
+ALL_SCENARIOS = (*SCENARIOS, "delta")
+DELTA_RELEASE = "release-1-package"  # make delta-images: release-1 with one package newer
 CONFIG = "/etc/tern/updater.toml"
 DAEMON_CONFIG = "/data/tern/updater.toml"
 BEFORE = "/data/before-update"
@@ -114,9 +122,35 @@ def finish_recording(device: Device, images: Path, work: Path, scenario: str, st
     return recording
 
 
+class NotAdaptive(AssertionError):
+    """A delta recording whose install did not go adaptive: a full install recorded as a
+    delta would prove nothing about the adaptive one."""
+
+
+STATS = re.compile(r"download stats (\{[^{}\n]*\})")
+FALLBACK = re.compile(r"adaptive install: ([^\r\n]*); downloading the full artifact")
+
+
+def adaptive_stats(output: str) -> dict:
+    """The download stats of an install whose console output (the updater's stderr lines)
+    is `output`, when its last says adaptive; else NotAdaptive, with the stats and the
+    reason of the fallback the updater gave."""
+    stats = [json.loads(found) for found in STATS.findall(output)]
+    if stats and stats[-1].get("mode") == "adaptive":
+        return stats[-1]
+    fallbacks = FALLBACK.findall(output)
+    raise NotAdaptive("the delta install was not adaptive: download stats "
+                      + (json.dumps(stats[-1]) if stats else "none")
+                      + (f" (adaptive install: {fallbacks[-1]})" if fallbacks else ""))
+
+
 def record_standalone(images: Path, work: Path, release: str, url: str, scenario: str,
-                      made_with: dict | None = None) -> Recording:
-    """release-1 -> `release` with `tern-updater install --auto-reboot URL`."""
+                      made_with: dict | None = None, artifact_url: str = "",
+                      adaptive: bool = False) -> Recording:
+    """release-1 -> `release` with `tern-updater install --auto-reboot URL` (`artifact_url`,
+    else `release` from `url`); with `adaptive`, the install must go adaptive (its download
+    stats are kept with the recording's `made_with`)."""
+    artifact_url = artifact_url or f"{url}/{release}.mender"
     device = start_recording(images, work)
     try:
         wait_resumed(device, CONFIG)
@@ -125,10 +159,13 @@ def record_standalone(images: Path, work: Path, release: str, url: str, scenario
         files = put_before_update(device)
         start = update_begins(device)
         device.console.sendline(f"tern-updater --config {CONFIG} install --auto-reboot "
-                                f"{url}/{release}.mender; echo \"install exit $?\"")
+                                f"{artifact_url}; echo \"install exit $?\"")
         device.console.expect(r"install exit (\d+)", time.monotonic() + 900)
+        output = device.console.pexpect.before
         if device.console.match.group(1) != "0":
             raise AssertionError(f"install of {release} exited {device.console.match.group(1)}")
+        if adaptive:
+            made_with = {**(made_with or {}), "download": adaptive_stats(output)}
         device.expect_reboot(timeout=300)
         status = wait_resumed(device, CONFIG)
         expected = "release-1" if release == "release-broken" else release
@@ -178,20 +215,34 @@ def record_daemon(images: Path, work: Path, admin, made_with: dict | None = None
 # -- what a recording was made with ------------------------------------------------------
 
 IMAGE_FILES = ("disk.img", "layout.json", "release-1.mender", "release-2.mender",
-               "release-broken.mender")
+               "release-broken.mender")  # every scenario's
+SCENARIO_FILES = {"delta": (f"{DELTA_RELEASE}.mender",)}  # make delta-images
 
 
 class StaleRecording(Exception):
     """A kept recording was made with other images than the ones given."""
 
 
-def image_digests(images: Path) -> dict[str, str]:
-    """The sha256 of the image files a recording depends on (the disk it boots, the
-    releases it installs and updates to)."""
+class MissingImage(Exception):
+    """An image file a scenario needs was not built."""
+
+
+def image_files(scenario: str) -> tuple[str, ...]:
+    """The image files a scenario's recording depends on (the disk it boots, the releases
+    it installs and updates to)."""
+    return IMAGE_FILES + SCENARIO_FILES.get(scenario, ())
+
+
+def image_digests(images: Path, names: tuple[str, ...] = IMAGE_FILES) -> dict[str, str]:
+    """The sha256 of the image files `names`."""
     digests = {}
-    for name in IMAGE_FILES:
-        with open(images / name, "rb") as file:
-            digests[name] = hashlib.file_digest(file, "sha256").hexdigest()
+    for name in names:
+        try:
+            with open(images / name, "rb") as file:
+                digests[name] = hashlib.file_digest(file, "sha256").hexdigest()
+        except FileNotFoundError:
+            build = "image" if name in IMAGE_FILES else "delta-images"
+            raise MissingImage(f"no {images / name}: run `make {build}`") from None
     return digests
 
 
@@ -373,6 +424,13 @@ def rows(workdir: Path, scenarios: list[str], seed: int, samples: int,
     return table
 
 
+def reported(workdir: Path, asked: list[str]) -> list[str]:
+    """The scenarios of the table: those asked and those recorded in `workdir` before (a
+    run of one scenario keeps the others' rows)."""
+    return [scenario for scenario in ALL_SCENARIOS
+            if scenario in asked or (workdir / scenario / "recording.json").exists()]
+
+
 def table(table_rows: list[Row]) -> list[str]:
     lines = ["| scenario | log entries | flush points | sampled states | distinct states | "
              "booted | failures | fresh updates | still to boot |",
@@ -400,6 +458,13 @@ def failure_lines(table_rows: list[Row], workdir: Path) -> list[str]:
 
 
 HEADING = "## Power cuts that lose what real storage loses: flush-point replay"
+DELTA_ABOUT = (
+    "The `delta` scenario (`make replay SCENARIOS=delta`, after `make delta-images`; not in "
+    "the default ones) records the adaptive install of release-1-package's block-indexed "
+    "artifact (release-1 with one package newer) on release-1, served with HTTP Range: only "
+    "the blocks the slots lack are written; its states may boot release-1 or "
+    "release-1-package. The recording is refused unless the install's download stats say "
+    "adaptive (a fallback to the full install is not a delta).")
 
 
 def section(table_rows: list[Row], workdir: Path, seed: int, samples: int) -> str:
@@ -429,6 +494,7 @@ def section(table_rows: list[Row], workdir: Path, seed: int, samples: int) -> st
         "environment booting the running slot, a release of the update running and named by "
         "the updater, a /data file written before the update intact; from some, a fresh "
         "update (`tern-updater install` of the other release, reboot, commit).", "",
+        DELTA_ABOUT, "",
         "A boot costs 30–100 s under emulation, so the replay is resumable: `make replay` "
         "keeps the recordings and a line per booted group in `build/replay` and boots only "
         "the groups without a result, on `PARALLEL` devices at once (2 by default), "
@@ -461,6 +527,10 @@ def record(scenario: str, images: Path, directory: Path, url: str, admin,
     shutil.rmtree(directory, ignore_errors=True)
     if scenario == "daemon":
         return record_daemon(images, directory, admin(), made_with)
+    if scenario == "delta":
+        with RangeFileServer(images / f"{DELTA_RELEASE}.mender") as artifact:
+            return record_standalone(images, directory, DELTA_RELEASE, url, scenario,
+                                     made_with, artifact.guest_url, adaptive=True)
     release = "release-2" if scenario == "install" else "release-broken"
     return record_standalone(images, directory, release, url, scenario, made_with)
 
@@ -469,9 +539,11 @@ def run(args, commit: str) -> int:
     """Record what is missing, then boot the groups without a result."""
     stop_at = time.monotonic() + args.minutes * 60 if args.minutes is not None else math.inf
     args.workdir.mkdir(parents=True, exist_ok=True)
-    made_with = {"commit": commit, "images": image_digests(args.images)}
+    made_with = {scenario: {"commit": commit,
+                            "images": image_digests(args.images, image_files(scenario))}
+                 for scenario in args.scenarios}  # refuses a missing image before any work
     recordings = {scenario: None if args.fresh_recording else
-                  kept_recording(args.workdir / scenario, made_with["images"])
+                  kept_recording(args.workdir / scenario, made_with[scenario]["images"])
                   for scenario in args.scenarios}  # refuses a stale one before any work
     layout = json.loads((args.images / "layout.json").read_text())
     results = Results(args.workdir / RESULTS)
@@ -497,7 +569,7 @@ def run(args, commit: str) -> int:
                     continue
                 print(f"{scenario}: recording", flush=True)
                 recordings[scenario] = record(scenario, args.images, args.workdir / scenario,
-                                              url, admin, made_with)
+                                              url, admin, made_with[scenario])
             recording = recordings[scenario]
             log, groups, summary = planned(recording, layout, args.images, args.seed,
                                            args.samples)
@@ -523,7 +595,8 @@ def run(args, commit: str) -> int:
         try:
             boot_all(jobs, args.images, args.parallel, stop_at, urls, done)
         finally:
-            table_rows = rows(args.workdir, args.scenarios, args.seed, args.samples)
+            table_rows = rows(args.workdir, reported(args.workdir, args.scenarios),
+                              args.seed, args.samples)
             previous = args.reliability.read_text() if args.reliability.exists() else ""
             args.reliability.write_text(replacing_section(
                 section(table_rows, args.workdir, args.seed, args.samples), previous))
@@ -538,7 +611,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("build/replay"),
                         help="the recordings and the results file, kept across runs")
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="+", choices=ALL_SCENARIOS,
+                        default=list(SCENARIOS),
+                        help="delta needs `make delta-images` (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None,
@@ -566,15 +641,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             layout_path = args.images / "layout.json"
             layout = json.loads(layout_path.read_text()) if layout_path.exists() else None
-            table_rows = rows(args.workdir, args.scenarios, args.seed, args.samples, layout,
-                              args.images)
+            table_rows = rows(args.workdir, reported(args.workdir, args.scenarios), args.seed,
+                              args.samples, layout, args.images)
             print("\n".join([*table(table_rows), "", *failure_lines(table_rows,
                                                                      args.workdir)]))
             return 0
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
         return run(args, commit)
-    except (StaleRecording, OSError) as error:
+    except (StaleRecording, MissingImage, OSError) as error:
         print(f"testkit.replay: {error}", file=sys.stderr)
         return 2
 

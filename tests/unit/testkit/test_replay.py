@@ -4,25 +4,34 @@ boots, the refusal of a stale recording, the report, and RELIABILITY.md's sectio
 The recordings are built by hand (a 16-sector base disk, a write log in the dm-log-writes
 format QEMU writes); only the boot of a state is replaced (it needs QEMU)."""
 import json
+import re
 import struct
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 import qemu.replay
+import testkit.replay
 from qemu.replay import FLUSH, MAGIC, Boot, Expectations, Group, Recording, Verdict, boot_all
 from testkit.replay import (
+    DELTA_ABOUT,
     HEADING,
     IMAGE_FILES,
     RESULTS,
+    NotAdaptive,
     Result,
     Results,
     StaleRecording,
+    adaptive_stats,
     image_digests,
+    image_files,
     kept_recording,
     main,
+    record,
+    record_standalone,
     replacing_section,
     to_boot,
 )
@@ -60,6 +69,13 @@ def images(tmp_path) -> Path:
     return images
 
 
+@pytest.fixture
+def delta_images(images) -> Path:
+    """The images with the delta scenario's artifact (make delta-images)."""
+    (images / "release-1-package.mender").write_bytes(bytes(range(256)) * 4)
+    return images
+
+
 def make_recording(workdir: Path, scenario: str, images: Path, recording_id: str = "rec1",
                    made_with: dict | None = None) -> Recording:
     """Five flush points and five partial epochs; six distinct states (a boot sector
@@ -69,7 +85,7 @@ def make_recording(workdir: Path, scenario: str, images: Path, recording_id: str
     (directory / "base.raw").write_bytes(bytes(16 * SECTOR))
     log = write_log(directory / "writes.log", [(9, 1), (1, 2), (10, 3), (1, 0), (11, 4)])
     if made_with is None:
-        made_with = {"commit": "abc1234", "images": image_digests(images)}
+        made_with = {"commit": "abc1234", "images": image_digests(images, image_files(scenario))}
     recording = Recording(directory, directory / "base.raw", log, 0,
                           Expectations(("release-1", "release-2"), {}), scenario,
                           {**made_with, "id": recording_id})
@@ -260,3 +276,151 @@ def test_the_section_is_added_then_replaced_in_place():
     assert "first" not in replaced and "second" in replaced
     assert replaced.index("second") < replaced.index("## Hangs") and "watchdog" in replaced
     assert replaced.startswith(OTHERS.split("## Hangs")[0])
+
+
+# -- the delta scenario -----------------------------------------------------------------------
+
+ADAPTIVE = ('tern-updater: adaptive install into slot b (/dev/vda3); 12 of 3072 chunks\r\n'
+            'tern-updater: download stats {"mode": "adaptive", "fetched": 2621440, '
+            '"full": 71303168}\r\n')
+FULL = ("tern-updater: adaptive install: the server answered 200 to a Range request; "
+        "downloading the full artifact\r\n"
+        'tern-updater: download stats {"mode": "full", "fetched": 71368704, '
+        '"full": 71303168}\r\n')
+
+
+def test_an_adaptive_install_gives_its_download_stats():
+    assert adaptive_stats(ADAPTIVE) == {"mode": "adaptive", "fetched": 2621440,
+                                        "full": 71303168}
+
+
+def test_a_full_install_or_none_is_not_adaptive_with_the_reason():
+    with pytest.raises(NotAdaptive, match=r'"mode": "full".*answered 200 to a Range request'):
+        adaptive_stats(FULL)
+    with pytest.raises(NotAdaptive, match="download stats none"):
+        adaptive_stats("tern-updater: install of release-1-package: done\r\n")
+
+
+class FakeConsole:
+    """The serial console of a recorded install: prints `output`, then its exit code."""
+
+    def __init__(self, output: str):
+        self.output, self.sent = output, []
+        self.pexpect = self
+
+    def sendline(self, line: str) -> None:
+        self.sent.append(line)
+
+    def expect(self, pattern, deadline) -> int:
+        self.before, self.match = self.output, re.match(pattern, "install exit 0")
+        return 0
+
+
+class FakeDevice:
+    def __init__(self, output: str):
+        self.console, self.closed = FakeConsole(output), False
+
+    def run_check(self, command: str, timeout: float = 30) -> str:
+        return ""
+
+    def expect_reboot(self, timeout: float | None = None) -> str:
+        return "B"
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """record_standalone without QEMU: the device a FakeDevice printing `output[0]`; the
+    recordings it finished, by their made_with."""
+    output, finished = [ADAPTIVE], []
+    device = []
+    monkeypatch.setattr(testkit.replay, "start_recording",
+                        lambda images, work: device.append(FakeDevice(output[0])) or device[-1])
+    monkeypatch.setattr(testkit.replay, "wait_resumed",
+                        lambda d, config: {"artifact_name": "release-1-package"})
+    monkeypatch.setattr(testkit.replay, "put_before_update", lambda d: {})
+    monkeypatch.setattr(testkit.replay, "update_begins", lambda d: 7)
+    monkeypatch.setattr(testkit.replay, "finish_recording",
+                        lambda d, images, work, scenario, start, expect, made_with:
+                        finished.append((scenario, expect.releases, made_with)) or made_with)
+    return output, finished, device
+
+
+def test_a_delta_recording_keeps_the_download_stats(tmp_path, recorded):
+    output, finished, device = recorded
+    made_with = record_standalone(tmp_path, tmp_path / "delta", "release-1-package",
+                                  "http://10.0.2.2:1", "delta", {"images": {}},
+                                  "http://10.0.2.2:2/release-1-package.mender", adaptive=True)
+    assert made_with["download"]["mode"] == "adaptive"
+    assert finished[0][:2] == ("delta", ("release-1", "release-1-package"))
+    assert "install --auto-reboot http://10.0.2.2:2/release-1-package.mender;" in \
+        device[0].console.sent[0]
+
+
+def test_a_delta_recording_that_went_full_fails_loudly(tmp_path, recorded):
+    output, finished, device = recorded
+    output[0] = FULL
+    with pytest.raises(NotAdaptive, match="answered 200"):
+        record_standalone(tmp_path, tmp_path / "delta", "release-1-package",
+                          "http://10.0.2.2:1", "delta", {}, "http://10.0.2.2:2/x.mender",
+                          adaptive=True)
+    assert finished == [] and device[0].closed  # no recording kept
+
+
+def test_the_delta_scenario_installs_its_artifact_served_with_range(tmp_path, delta_images,
+                                                                   monkeypatch):
+    asked = {}
+
+    def fake_record(images, work, release, url, scenario, made_with, artifact_url="",
+                    adaptive=False):
+        request = urllib.request.Request(artifact_url.replace("10.0.2.2", "127.0.0.1"),
+                                         headers={"Range": "bytes=16-31"})
+        with urllib.request.urlopen(request) as answer:
+            asked.update(status=answer.status, body=answer.read())
+        asked.update(release=release, scenario=scenario, adaptive=adaptive)
+        return "recorded"
+
+    monkeypatch.setattr(testkit.replay, "record_standalone", fake_record)
+    assert record("delta", delta_images, tmp_path / "delta", "http://10.0.2.2:1", None,
+                  {}) == "recorded"
+    assert asked == {"status": 206, "body": bytes(range(16, 32)), "release": "release-1-package",
+                     "scenario": "delta", "adaptive": True}
+
+
+def test_a_delta_recording_is_stale_when_its_artifact_changes(tmp_path, delta_images):
+    make_recording(tmp_path, "delta", delta_images)
+    make_recording(tmp_path, "install", delta_images)
+    assert kept_recording(tmp_path / "delta",
+                          image_digests(delta_images, image_files("delta"))) is not None
+    (delta_images / "release-1-package.mender").write_text("rebuilt")
+    with pytest.raises(StaleRecording, match=r"release-1-package\.mender changed"):
+        kept_recording(tmp_path / "delta", image_digests(delta_images, image_files("delta")))
+    # the other scenarios do not depend on it
+    assert kept_recording(tmp_path / "install",
+                          image_digests(delta_images, image_files("install"))) is not None
+
+
+def test_the_delta_scenario_without_its_artifact_asks_for_make_delta_images(tmp_path, images,
+                                                                           capsys):
+    code = main(["--workdir", str(tmp_path / "work"), "--images", str(images),
+                 "--scenarios", "delta", "--reliability", str(tmp_path / "R.md")])
+    error = capsys.readouterr().err
+    assert code == 2 and len(error.strip().splitlines()) == 1
+    assert "release-1-package.mender: run `make delta-images`" in error
+    assert "Traceback" not in error
+
+
+def test_a_delta_run_boots_its_states_and_keeps_the_other_rows(tmp_path, delta_images, booted,
+                                                               capsys):
+    make_recording(tmp_path / "work", "install", delta_images)
+    run_replay(tmp_path, delta_images, "--scenarios", "install", "--limit", "2")
+    make_recording(tmp_path / "work", "delta", delta_images, recording_id="rec2")
+    assert run_replay(tmp_path, delta_images, "--scenarios", "delta", "--limit", "3") == 0
+    lines = Results(tmp_path / "work" / RESULTS).read()
+    assert [r.scenario for r in lines] == ["install"] * 2 + ["delta"] * 3
+    section = (tmp_path / "RELIABILITY.md").read_text()
+    assert "| install | 10 | 5 | 10 | 6 | 2 |" in section
+    assert "| delta | 10 | 5 | 10 | 6 | 3 |" in section and DELTA_ABOUT in section
+    capsys.readouterr()
