@@ -127,7 +127,7 @@ class NotAdaptive(AssertionError):
     delta would prove nothing about the adaptive one."""
 
 
-STATS = re.compile(r"download stats (\{[^{}\n]*\})")
+STATS = re.compile(r"download stats (\{[^{}\r\n]*\})")
 FALLBACK = re.compile(r"adaptive install: ([^\r\n]*); downloading the full artifact")
 
 
