@@ -8,6 +8,7 @@ import pytest
 
 from testkit import wait_for
 from testkit.admin import ServerAdmin
+from testkit.host_device import new_device
 from testkit.live_server import LiveServer
 
 
@@ -63,3 +64,12 @@ def deploy(server: ServerAdmin, artifact: Path, name: str, device_id: str) -> st
     server.cli("artifacts", "upload", str(artifact))
     return server.cli("deployments", "create", "--name", name, "--artifact-name",
                       name, "--device", device_id)["id"]
+
+
+def daemon_device(tmp_path: Path, server: ServerAdmin, mac: str):
+    """A host device whose daemon talks to `server` (identity mac=`mac`), polling fast."""
+    return new_device(
+        tmp_path / mac, server_url=server.live.url,
+        server_certificate=str(server.live.certificate), identity_script=f"echo mac={mac}",
+        poll_interval=0.5, inventory_interval=3600.0, retry_interval=1.0,
+        reboot_command="kill -KILL $PPID")  # the reboot ends the daemon, as a real one

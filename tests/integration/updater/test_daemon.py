@@ -3,31 +3,20 @@ the unit tests (file bootloader, slot files): it registers, is accepted, takes a
 deployment through a reboot (the reboot command kills the daemon; the test powers the
 device on, runs `resume` as the boot does, starts the daemon again) to success; an
 abort stops a deployment on the old slot."""
-from pathlib import Path
 
 import pytest
 import requests
 
 from testkit import wait_for
-from testkit.admin import ServerAdmin
 from testkit.host_device import add_health_check, payload_bytes
-from testkit.host_device import new_device as new_host_device
 
-from .conftest import deploy, register
+from .conftest import daemon_device, deploy, register
 
 pytestmark = pytest.mark.slow
 
 
-def new_device(tmp_path: Path, server: ServerAdmin, mac: str):
-    return new_host_device(
-        tmp_path / mac, server_url=server.live.url,
-        server_certificate=str(server.live.certificate), identity_script=f"echo mac={mac}",
-        poll_interval=0.5, inventory_interval=3600.0, retry_interval=1.0,
-        reboot_command="kill -KILL $PPID")  # the reboot ends the daemon, as a real one
-
-
 def test_deployment_through_reboot_to_success(server, daemons, make_artifact, tmp_path):
-    device = new_device(tmp_path, server, "daemon-1")
+    device = daemon_device(tmp_path, server, "daemon-1")
     device_id, daemon = register(server, daemons, device, "daemon-1")
     deployment = deploy(server, make_artifact(name="release-2"), "release-2", device_id)
 
@@ -53,7 +42,7 @@ def test_deployment_through_reboot_to_success(server, daemons, make_artifact, tm
 
 
 def test_abort_stops_on_the_old_slot(server, daemons, make_artifact, tmp_path):
-    device = new_device(tmp_path, server, "daemon-2")
+    device = daemon_device(tmp_path, server, "daemon-2")
     go = tmp_path / "go"
     wait = f"#!/bin/sh\nwhile [ ! -e {go} ]; do sleep 0.1; done\n".encode()
     artifact = make_artifact(name="release-3", scripts={"ArtifactInstall_Enter_00": wait})
@@ -82,7 +71,7 @@ def test_a_chatty_health_check_never_costs_the_result(server, daemons, make_arti
     it, head and tail; with a limit above the server's 1 MiB, the server refuses the log
     (413) and still gets the result."""
     mac, name = f"daemon-chatty-{log_limit}", f"release-chatty-{log_limit}"
-    device = new_device(tmp_path, server, mac)
+    device = daemon_device(tmp_path, server, mac)
     if log_limit:
         device.settings["deployment_log_limit"] = log_limit
     for check in ("10-chatty", "20-chatty"):

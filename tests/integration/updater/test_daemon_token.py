@@ -11,20 +11,11 @@ import pytest
 
 from testkit import wait_for
 from testkit.admin import ServerAdmin
-from testkit.host_device import new_device as new_host_device
 from updater.client import AUTH
 
-from .conftest import deploy, register
+from .conftest import daemon_device, deploy, register
 
 pytestmark = pytest.mark.slow
-
-
-def new_device(tmp_path: Path, server: ServerAdmin, mac: str):
-    return new_host_device(
-        tmp_path / mac, server_url=server.live.url,
-        server_certificate=str(server.live.certificate), identity_script=f"echo mac={mac}",
-        poll_interval=0.5, inventory_interval=3600.0, retry_interval=1.0,
-        reboot_command="kill -KILL $PPID")  # the reboot ends the daemon, as a real one
 
 
 def through_the_reboot(server: ServerAdmin, daemons, make_artifact, device, mac: str):
@@ -49,7 +40,7 @@ def kept_token(device) -> dict:
 
 def test_the_daemon_reports_after_the_reboot_without_a_new_auth_request(
         server, daemons, make_artifact, tmp_path):
-    device = new_device(tmp_path, server, "token-kept")
+    device = daemon_device(tmp_path, server, "token-kept")
     deployment, device_id = through_the_reboot(server, daemons, make_artifact, device,
                                                "token-kept")
     assert kept_token(device)["server_url"] == server.live.url
@@ -67,7 +58,7 @@ def test_the_daemon_reports_after_the_reboot_without_a_new_auth_request(
 
 def test_a_revoked_token_costs_one_fresh_authentication_and_the_result_arrives(
         server, daemons, make_artifact, tmp_path):
-    device = new_device(tmp_path, server, "token-revoked")
+    device = daemon_device(tmp_path, server, "token-revoked")
     deployment, device_id = through_the_reboot(server, daemons, make_artifact, device,
                                                "token-revoked")
     revoked = kept_token(device)["token"]
