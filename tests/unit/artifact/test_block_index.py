@@ -55,6 +55,17 @@ def old_image(seed: int = 1, blocks: int = 200) -> bytearray:
     return data
 
 
+def old_and_changed_image() -> tuple[bytearray, bytearray]:
+    """old_image(), and a copy with blocks changed in chunks 0, 2 (both blocks), 25 (in the
+    zeros) and 37."""
+    old = old_image()
+    new = bytearray(old)
+    for block in (3, 9, 10, 150):
+        new[block * BLOCK:block * BLOCK + 10] = b"changed!!!"
+    new[100 * BLOCK:101 * BLOCK] = os.urandom(BLOCK)
+    return old, new
+
+
 def write(tmp_path: Path, image: bytes, *, name="rootfs.ext4", compression="gzip", key=None,
           chunk_size=4 * BLOCK, block_size=BLOCK) -> Path:
     path = tmp_path / name
@@ -173,11 +184,7 @@ def test_signing_keeps_the_index(tmp_path, keys):
 
 
 def test_the_planner_fetches_only_the_chunks_of_changed_blocks(tmp_path):
-    old = old_image()
-    new = bytearray(old)
-    for block in (3, 9, 10, 150):  # chunks 0, 2 (both blocks), 37
-        new[block * BLOCK:block * BLOCK + 10] = b"changed!!!"
-    new[100 * BLOCK:101 * BLOCK] = os.urandom(BLOCK)  # in the zeros: chunk 25
+    old, new = old_and_changed_image()
     artifact = write(tmp_path, bytes(new))
     result = plan(artifact, bytes(old))
     assert [(r.first, r.last) for r in result.ranges] == [(0, 0), (2, 2), (25, 25), (37, 37)]
@@ -473,11 +480,7 @@ def test_a_format_1_anchor_is_refused_in_one_clear_line():
 
 
 def test_a_chunk_that_a_slot_matches_in_place_needs_no_leaves(tmp_path):
-    old = old_image()
-    new = bytearray(old)
-    for block in (3, 9, 10, 150):  # chunks 0, 2 (both blocks), 37
-        new[block * BLOCK:block * BLOCK + 10] = b"changed!!!"
-    new[100 * BLOCK:101 * BLOCK] = os.urandom(BLOCK)  # in the zeros: chunk 25
+    old, new = old_and_changed_image()
     artifact = write(tmp_path, bytes(new))
     whole, offset, _, anchor = open_index(artifact)
     active, target = tmp_path / "active", tmp_path / "target"
