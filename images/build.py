@@ -34,8 +34,9 @@ OUT = ROOT / "build" / "images"  # the busybox flavour's, and the footprint benc
 DOWNLOADS = ROOT / "build" / "cache"
 
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
+# e2fsprogs: /data is checked (e2fsck -p) before it is mounted (rcS, systemd-fsck).
 PACKAGES = ["busybox-static", "python3-minimal", "libpython3.11-stdlib", "libubootenv-tool",
-            "python3-cryptography", "dropbear-bin"]
+            "python3-cryptography", "dropbear-bin", "e2fsprogs"]
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "ext4"]
 # QEMU's i6300esb (qemu/launch.py); the initramfs loads it last, with its timeout.
 WATCHDOG_MODULE = "i6300esb"
@@ -108,7 +109,8 @@ class Flavour:
 
 # systemd as PID 1: Debian's systemd, its /sbin/init (systemd-sysv) and udev (device units,
 # so the fstab's /data mount and the network find their devices).
-SYSTEMD_PACKAGES = ["systemd", "systemd-sysv", "udev"]
+# util-linux: the /sbin/fsck that systemd-fsck runs for the fstab's /data.
+SYSTEMD_PACKAGES = ["systemd", "systemd-sysv", "udev", "util-linux"]
 # Units enabled on the systemd image (as `systemctl enable` would; no maintainer script runs).
 SYSTEMD_UNITS = ["tern-updater-resume.service", "tern-updater.service",
                  "systemd-networkd.service", "dropbear.service", "tern-console.service",

@@ -65,6 +65,8 @@ def test_systemd_device_usb_sticks_watchdog_restart_update_and_rollbacks(
     assert unit_property(device, "", "RuntimeWatchdogUSec") == "30s"
     assert "watchdog /dev/watchdog: Device or resource busy" in journal(
         device, "tern-updater-resume.service")
+    # /data was checked before it was mounted (the fstab's pass 2: systemd-fsck ran e2fsck).
+    assert "clean," in journal(device, "systemd-fsck@dev-vda4.service")
     enrolled = time.monotonic()
 
     # A stick whose artifact another key signed: refused, nothing changes.
@@ -124,6 +126,8 @@ def test_systemd_device_usb_sticks_watchdog_restart_update_and_rollbacks(
     # The commit happened with systemd holding the watchdog, which the resume left alone.
     assert "watchdog /dev/watchdog: Device or resource busy" in journal(
         device, "tern-updater-resume.service")
+    # /data was checked before it was mounted (the fstab's pass 2: systemd-fsck ran e2fsck).
+    assert "clean," in journal(device, "systemd-fsck@dev-vda4.service")
     assert unit_property(device, "tern-updater-resume.service", "Result") == "success"
     updated = time.monotonic()
 
