@@ -23,6 +23,7 @@ flush (QEMU logs a write when it completes): a state may keep a write a real cac
 still lose, never the other way round.
 """
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -33,7 +34,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -573,12 +574,14 @@ def plan(recording: Recording, layout: dict, images: Path, seed: int,
 @dataclass(frozen=True)
 class Boot:
     """A group to boot, with the recording and log its states come from; `fresh_update`:
-    after the check, a fresh update from there."""
+    after the check, a fresh update from there; `around`: what the device needs up while it
+    boots and is checked (the server a state resumes its deployment from)."""
 
     recording: Recording
     log: WriteLog
     group: Group
     fresh_update: bool = False
+    around: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 def boot(job: Boot, images: Path, name: str,
@@ -592,9 +595,10 @@ def boot(job: Boot, images: Path, name: str,
                          work / f"{name}.qcow2")
     device = Device(name, disk, console, ssh_key=images / "keys" / "ssh_ed25519")
     try:
-        verdict = check_state(device, job.recording.expect)
-        if verdict.ok and job.fresh_update and update_urls:
-            fresh_update(device, verdict, update_urls, job.recording.expect.config)
+        with job.around():
+            verdict = check_state(device, job.recording.expect)
+            if verdict.ok and job.fresh_update and update_urls:
+                fresh_update(device, verdict, update_urls, job.recording.expect.config)
     except (pexpect.TIMEOUT, pexpect.EOF, DeviceError) as error:
         verdict = Verdict()
         verdict.fail(f"the check did not finish: {type(error).__name__}: {error}")

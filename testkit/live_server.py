@@ -16,16 +16,17 @@ class LiveServer:
     """`tern-server serve` over HTTPS on 127.0.0.1, in a subprocess, on a data directory.
 
     `names`: more names and addresses for the self-signed certificate, e.g. "10.0.2.2", the
-    host as QEMU user-mode guests reach it. As a context manager: started, then stopped.
+    host as QEMU user-mode guests reach it. `port`: a free one by default. As a context
+    manager: started, then stopped.
     """
 
     def __init__(self, data_dir: Path, workers: int = 1, database_url: str | None = None,
                  names: tuple[str, ...] = (), threads: int = 4, request_log: str = "json",
-                 settings: dict | None = None):
+                 settings: dict | None = None, port: int | None = None):
         self.data_dir = data_dir
         self.settings = settings or {}  # added to config.json after init
         self.names = names
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.workers, self.threads, self.request_log = workers, threads, request_log
         self.database_url = database_url

@@ -13,8 +13,11 @@ CHUNK = 64 << 10
 
 
 class RangeFileServer:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, port: int = 0):
+        """`port`: 0 for a free one; a fixed one for a URL that outlives this server (a
+        replay's recorded states resume their download from it)."""
         self.path = path
+        self.port = port
         self.ignore_range = False
         self.corrupt_at: int | None = None  # artifact offset flipped in 206 answers
         self.sent = 0  # body bytes of every answer
@@ -43,7 +46,7 @@ class RangeFileServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self

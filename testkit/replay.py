@@ -15,7 +15,11 @@ Each scenario is recorded once with every disk write logged (QEMU's blklogwrites
   recording fails unless the install's download stats say adaptive.
 
 Then `qemu.replay` boots one state of each group of byte-identical crash states (every
-flush point, and seeded partial epochs between them) and checks it.
+flush point, and seeded partial epochs between them) and checks it. A state cut during the
+download resumes it from where the recorded update downloaded: the standalone scenarios'
+artifact is served on a fixed port (`ARTIFACT_PORTS`) while the states boot, and each daemon
+state gets the recorded server as it stood when the deployment was created (a snapshot of
+its data directory), on its fixed port, one state at a time.
 
 `python -m testkit.replay --workdir DIR` (make replay) is resumable: DIR keeps each
 scenario's recording (the write log and the base disk, with the digests of the image files
@@ -28,15 +32,19 @@ section of RELIABILITY.md.
 import argparse
 import contextlib
 import datetime
+import functools
 import hashlib
+import itertools
 import json
 import math
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -64,6 +72,13 @@ from testkit.range_files import RangeFileServer
 SCENARIOS = ("install", "rollback", "daemon")  # the default ones (make replay)
 ALL_SCENARIOS = (*SCENARIOS, "delta")
 DELTA_RELEASE = "release-1-package"  # make delta-images: release-1 with one package newer
+RELEASES = {"install": "release-2", "rollback": "release-broken", "delta": DELTA_RELEASE}
+# Fixed loopback ports (below Linux's ephemeral ports, which free_port draws) for what a
+# recorded update downloads from: its states resume the download from the same URL when
+# they boot, in this run or a later one.
+ARTIFACT_PORTS = {"install": 28301, "rollback": 28302, "delta": 28303}
+SERVER_PORT = 28304  # the daemon scenario's tern-server
+SERVER_SNAPSHOT = "server"  # in the daemon recording's directory
 CONFIG = "/etc/tern/updater.toml"
 DAEMON_CONFIG = "/data/tern/updater.toml"
 BEFORE = "/data/before-update"
@@ -194,6 +209,7 @@ def record_daemon(images: Path, work: Path, admin, made_with: dict | None = None
         start = update_begins(device)
         deployment = admin.cli("deployments", "create", "--name", f"replay-{work.name}",
                                "--artifact-name", "release-2", "--device", device_id)["id"]
+        snapshot_server(admin.live.data_dir, work / SERVER_SNAPSHOT)
         device.expect_reboot(timeout=1200)  # the download, the install, the reboot
         deadline = time.monotonic() + 600
         while (status := admin.device_status(deployment, device_id)) not in (
@@ -206,9 +222,56 @@ def record_daemon(images: Path, work: Path, admin, made_with: dict | None = None
         wait_resumed(device, DAEMON_CONFIG)
         return finish_recording(device, images, work, "daemon", start,
                                 Expectations(("release-1", "release-2"), files,
-                                             DAEMON_CONFIG), made_with)
+                                             DAEMON_CONFIG),
+                                {**(made_with or {}), "server": {
+                                    "snapshot": SERVER_SNAPSHOT, "port": admin.live.port}})
     finally:
         device.close()
+
+
+def snapshot_server(data_dir: Path, snapshot: Path) -> None:
+    """The server's data directory as it stands; its SQLite database by SQLite's backup
+    (consistent while the server writes)."""
+    shutil.copytree(data_dir, snapshot, ignore=shutil.ignore_patterns("tern.db*"))
+    with contextlib.closing(sqlite3.connect(data_dir / "tern.db")) as source, \
+            contextlib.closing(sqlite3.connect(snapshot / "tern.db")) as copy:
+        source.backup(copy)
+
+
+@contextlib.contextmanager
+def server_from(snapshot: Path, port: int, lock: threading.Lock):
+    """A copy of the recorded server's snapshot served on its port for one state's boot:
+    each state resumes the deployment as it began (a server another state had reported
+    to would refuse its reports: the deployment finished); one state at a time, one port."""
+    from testkit.live_server import LiveServer
+
+    with lock, tempfile.TemporaryDirectory(prefix="tern-replay-server-") as scratch:
+        shutil.copytree(snapshot, Path(scratch) / "server")
+        with LiveServer(Path(scratch) / "server", names=("10.0.2.2",), port=port) as live:
+            yield live
+
+
+def served(recording: Recording, images: Path, stack: contextlib.ExitStack,
+           lock: threading.Lock):
+    """What the recording's states download from, up while they boot: its artifact's
+    server, started now for the whole run; or the server snapshot's, per boot (the Boot's
+    `around`)."""
+    made_with = recording.made_with
+    if "artifact" in made_with:
+        artifact = made_with["artifact"]
+        stack.enter_context(RangeFileServer(images / artifact["file"], artifact["port"]))
+    if "server" in made_with:
+        server = made_with["server"]
+        return functools.partial(server_from, recording.directory / server["snapshot"],
+                                 server["port"], lock)
+    return contextlib.nullcontext
+
+
+def interleaved(per_scenario: list[list[Boot]]) -> list[Boot]:
+    """One job of each scenario in turn: the daemon's boots, one at a time, alternate with
+    the others."""
+    jobs = [job for turn in itertools.zip_longest(*per_scenario) for job in turn]
+    return [job for job in jobs if job is not None]
 
 
 
@@ -522,17 +585,30 @@ def replacing_section(text: str, previous: str) -> str:
 
 # -- a run -----------------------------------------------------------------------------------
 
-def record(scenario: str, images: Path, directory: Path, url: str, admin,
+@contextlib.contextmanager
+def recording_server(images: Path):
+    """A live tern-server on SERVER_PORT with release-2 uploaded: its ServerAdmin."""
+    from testkit.admin import ServerAdmin
+    from testkit.live_server import LiveServer
+
+    with tempfile.TemporaryDirectory(prefix="tern-replay-") as scratch, \
+            LiveServer(Path(scratch) / "server", names=("10.0.2.2",), port=SERVER_PORT) as live:
+        admin = ServerAdmin(live)
+        admin.cli("artifacts", "upload", str(images / "release-2.mender"))
+        yield admin
+
+
+def record(scenario: str, images: Path, directory: Path, url: str,
            made_with: dict) -> Recording:
     shutil.rmtree(directory, ignore_errors=True)
     if scenario == "daemon":
-        return record_daemon(images, directory, admin(), made_with)
-    if scenario == "delta":
-        with RangeFileServer(images / f"{DELTA_RELEASE}.mender") as artifact:
-            return record_standalone(images, directory, DELTA_RELEASE, url, scenario,
-                                     made_with, artifact.guest_url, adaptive=True)
-    release = "release-2" if scenario == "install" else "release-broken"
-    return record_standalone(images, directory, release, url, scenario, made_with)
+        with recording_server(images) as admin:
+            return record_daemon(images, directory, admin, made_with)
+    artifact = {"file": f"{RELEASES[scenario]}.mender", "port": ARTIFACT_PORTS[scenario]}
+    with RangeFileServer(images / artifact["file"], artifact["port"]) as server:
+        return record_standalone(images, directory, RELEASES[scenario], url, scenario,
+                                 {**made_with, "artifact": artifact}, server.guest_url,
+                                 adaptive=scenario == "delta")
 
 
 def run(args, commit: str) -> int:
@@ -547,21 +623,10 @@ def run(args, commit: str) -> int:
                   for scenario in args.scenarios}  # refuses a stale one before any work
     layout = json.loads((args.images / "layout.json").read_text())
     results = Results(args.workdir / RESULTS)
-    jobs: list[Boot] = []
+    per_scenario: list[list[Boot]] = []
+    one_server = threading.Lock()
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(serve_directory(args.images))
-
-        def admin():  # a live server only for a daemon recording
-            from testkit.admin import ServerAdmin
-            from testkit.live_server import LiveServer
-
-            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="tern-replay-"))
-            live = stack.enter_context(LiveServer(Path(scratch) / "server",
-                                                  names=("10.0.2.2",)))
-            server = ServerAdmin(live)
-            server.cli("artifacts", "upload", str(args.images / "release-2.mender"))
-            return server
-
         for scenario in args.scenarios:
             if recordings[scenario] is None:
                 if time.monotonic() > stop_at:
@@ -569,7 +634,7 @@ def run(args, commit: str) -> int:
                     continue
                 print(f"{scenario}: recording", flush=True)
                 recordings[scenario] = record(scenario, args.images, args.workdir / scenario,
-                                              url, admin, made_with[scenario])
+                                              url, made_with[scenario])
             recording = recordings[scenario]
             log, groups, summary = planned(recording, layout, args.images, args.seed,
                                            args.samples)
@@ -578,12 +643,14 @@ def run(args, commit: str) -> int:
                              args.retry_failed)
             fresh = max(0, args.fresh_updates - sum(bool(r.updated_to)
                                                     for r in latest.values()))
-            jobs += [Boot(recording, log, group, number < fresh)
-                     for number, group in enumerate(chosen)]
+            around = served(recording, args.images, stack, one_server)
+            per_scenario.append([Boot(recording, log, group, number < fresh, around)
+                                 for number, group in enumerate(chosen)])
             print(f"{scenario}: {summary.entries} log entries, {summary.flush_points} flush "
                   f"points, {summary.states} states, {len(groups)} distinct, "
                   f"{len(latest)} booted before; booting {len(chosen)}", flush=True)
 
+        jobs = interleaved(per_scenario)
         booted: list[Result] = []
 
         def done(job: Boot, verdict: Verdict) -> None:

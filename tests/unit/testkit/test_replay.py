@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 import qemu.replay
+import testkit.live_server
 import testkit.replay
+from qemu.device import free_port
 from qemu.replay import FLUSH, MAGIC, Boot, Expectations, Group, Recording, Verdict, boot_all
 from testkit.replay import (
     DELTA_ABOUT,
@@ -369,24 +371,108 @@ def test_a_delta_recording_that_went_full_fails_loudly(tmp_path, recorded):
     assert finished == [] and device[0].closed  # no recording kept
 
 
-def test_the_delta_scenario_installs_its_artifact_served_with_range(tmp_path, delta_images,
-                                                                   monkeypatch):
+@pytest.fixture
+def ports(monkeypatch) -> dict[str, int]:
+    """Free ports for the scenarios' artifact servers (a real replay may hold the fixed ones)."""
+    ports = {scenario: free_port() for scenario in testkit.replay.ARTIFACT_PORTS}
+    monkeypatch.setattr(testkit.replay, "ARTIFACT_PORTS", ports)
+    return ports
+
+
+def test_each_standalone_scenario_installs_from_its_artifact_server_on_its_port(
+        tmp_path, delta_images, ports, monkeypatch):
     asked = {}
 
     def fake_record(images, work, release, url, scenario, made_with, artifact_url="",
                     adaptive=False):
         request = urllib.request.Request(artifact_url.replace("10.0.2.2", "127.0.0.1"),
-                                         headers={"Range": "bytes=16-31"})
+                                         headers={"Range": "bytes=2-5"})
         with urllib.request.urlopen(request) as answer:
-            asked.update(status=answer.status, body=answer.read())
-        asked.update(release=release, scenario=scenario, adaptive=adaptive)
+            asked[scenario] = (artifact_url, answer.status, answer.read(),
+                               made_with["artifact"], release, adaptive)
         return "recorded"
 
     monkeypatch.setattr(testkit.replay, "record_standalone", fake_record)
-    assert record("delta", delta_images, tmp_path / "delta", "http://10.0.2.2:1", None,
-                  {}) == "recorded"
-    assert asked == {"status": 206, "body": bytes(range(16, 32)), "release": "release-1-package",
-                     "scenario": "delta", "adaptive": True}
+    for scenario in ("install", "rollback", "delta"):
+        assert record(scenario, delta_images, tmp_path / scenario, "http://10.0.2.2:1",
+                      {}) == "recorded"
+    for scenario, release, body, adaptive in (
+            ("install", "release-2", b"leas", False),
+            ("rollback", "release-broken", b"leas", False),
+            ("delta", "release-1-package", bytes(range(2, 6)), True)):
+        artifact = {"file": f"{release}.mender", "port": ports[scenario]}
+        assert asked[scenario] == (f"http://10.0.2.2:{ports[scenario]}/{release}.mender", 206,
+                                   body, artifact, release, adaptive)
+
+
+def test_states_boot_while_their_recorded_artifact_is_served_on_its_port(
+        tmp_path, images, monkeypatch, capsys):
+    """A state cut during the download resumes it from the URL the recording used."""
+    port = free_port()
+    make_recording(tmp_path / "work", "install", images, made_with={
+        "images": image_digests(images, image_files("install")),
+        "artifact": {"file": "release-2.mender", "port": port}})
+    fetched = []
+
+    def fake_boot(job, images, name, update_urls=None) -> Verdict:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/release-2.mender",
+                                         headers={"Range": "bytes=9-"})
+        with job.around(), urllib.request.urlopen(request) as answer:
+            fetched.append((answer.status, answer.read()))
+        return Verdict(slot="A", release="release-1")
+
+    monkeypatch.setattr(qemu.replay, "boot", fake_boot)
+    assert run_replay(tmp_path, images, "--scenarios", "install", "--limit", "2") == 0
+    assert fetched == [(206, b".mender")] * 2
+    capsys.readouterr()
+
+
+def test_daemon_states_boot_one_at_a_time_each_on_a_fresh_copy_of_the_server_snapshot(
+        tmp_path, images, monkeypatch, capsys):
+    """Each daemon state resumes the deployment on the server as it was when the
+    deployment was created (another state's reports must not reach it), while the
+    standalone states boot beside it."""
+    make_recording(tmp_path / "work", "install", images)
+    recording = make_recording(tmp_path / "work", "daemon", images, recording_id="rec2",
+                               made_with={"images": image_digests(images, image_files("daemon")),
+                                          "server": {"snapshot": "server", "port": 4711}})
+    (recording.directory / "server").mkdir()
+    (recording.directory / "server" / "tern.db").write_text("the deployment, pending")
+    lock = threading.Lock()
+    running, most, seen, order = [0], [0], [], []
+
+    class FakeServer:
+        def __init__(self, data_dir, names=(), port=None):
+            self.data_dir, self.port = data_dir, port
+
+        def __enter__(self):
+            seen.append(((self.data_dir / "tern.db").read_text(), self.port))
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    def fake_boot(job, images, name, update_urls=None) -> Verdict:
+        order.append(job.recording.scenario)
+        with job.around() as live:
+            if job.recording.scenario == "daemon":
+                with lock:
+                    running[0] += 1
+                    most[0] = max(most[0], running[0])
+                (live.data_dir / "tern.db").write_text("reported success")  # the state's report
+                time.sleep(0.05)
+                with lock:
+                    running[0] -= 1
+        return Verdict(slot="A", release="release-1")
+
+    monkeypatch.setattr(testkit.live_server, "LiveServer", FakeServer)
+    monkeypatch.setattr(qemu.replay, "boot", fake_boot)
+    assert run_replay(tmp_path, images, "--scenarios", "install", "daemon",
+                      "--limit", "3") == 0
+    assert seen == [("the deployment, pending", 4711)] * 3
+    assert most == [1] and order[:2] == ["install", "daemon"]
+    assert (recording.directory / "server" / "tern.db").read_text() == "the deployment, pending"
+    capsys.readouterr()
 
 
 def test_a_delta_recording_is_stale_when_its_artifact_changes(tmp_path, delta_images):
