@@ -24,14 +24,23 @@ more in the write pass; a non-zero block is hashed once there unless the active 
 block at the same place has its bytes, a copied or fetched block once more when it is
 written, and the whole image once (its sha256).
 
+The active slot is the running root filesystem, which a device's image may mount read-write:
+a block copied from it may have changed since `survey_slots` hashed it. Such a block is taken
+from its chunk instead (`Chunks.changed_block`): from the planned ranges when the plan fetches that
+chunk anyway (it is the one kept, or the next one in their stream), else by one Range request
+of its own, beside the planned range's open stream (each stream has its own connection:
+updater.http.Connections.open, a requests pool in the fleet simulator); its blocks checked as
+a fetched chunk's are, those bytes counted in the transfer, and the count logged at the end.
+
 Whatever stops it — no index, an index that does not verify, a transfer above
-`delta_max_share` of the full download, a server that ignores Range, a block that does not
-match — raises `Fallback` with the reason, and the agent streams the full payload instead.
+`delta_max_share` of the full download (planned, or grown by the chunks of blocks that changed
+in the active slot), a server that ignores Range, a block that does not match — raises
+`Fallback` with the reason, and the agent streams the full payload instead.
 
 Memory: the leaves (16 bytes per block: the slots' own for the chunks they match, the
 fetched ones for the others), the top (one byte per block, 24 per chunk), two bytes per
 block (held, same place), the active slot's non-zero blocks sorted by hash (20 bytes each):
-at most 41 bytes per block; one chunk and 1 MiB buffers.
+at most 41 bytes per block; one chunk (the last fetched, planned or not) and 1 MiB buffers.
 """
 import hashlib
 import os
@@ -127,11 +136,16 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
     if share > max_share:
         raise Fallback(f"the planned transfer is {share:.1%} of the full download, above "
                        f"delta_max_share ({max_share:.0%})")
-    chunks = _fetched_chunks(index, plan, ranges, compression)
+    chunks = Chunks(index, plan, ranges, compression, data_content_offset(reader.payload_offset),
+                    max_share=max_share, planned=planned)
     sources = block_sources(index, survey.active.find, survey.in_place, survey.same)
     # the console's write tenths are of the bytes written, not of the slot
     to_write = max(index.image_size - plan.blocks_held * index.block_size, 0)
     digest, crc = _write(index, sources, chunks, target, active, sync_every, to_write)
+    if chunks.changed:
+        log(f"adaptive install: {chunks.changed} blocks changed in the active slot while the "
+            f"install ran: taken from their chunks instead, {chunks.refetched} chunks fetched "
+            f"for them alone ({chunks.refetched_bytes} bytes)")
     if digest.hexdigest() != expected:
         raise Fallback(str(ChecksumError(f"data/0000/{name}", expected,
                                          digest.hexdigest())))
@@ -139,13 +153,12 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
     return index.image_size, crc
 
 
-def _write(index: BlockIndex, sources, chunks, target: str, active: str, sync_every: int,
-           to_write: int):
+def _write(index: BlockIndex, sources, chunks: "Chunks", target: str, active: str,
+           sync_every: int, to_write: int):
     """Fill `target` block by block; return the image's sha256 and CRC-32 as written. The
     blocks kept in place were proven by `survey_slots`; here they are only read, in runs,
     for the whole image's sha256 (which a block changed since would fail)."""
     image = ImageDigest()
-    blocks: dict[int, bytes] = {}  # the verified blocks of the chunk fetched last
     zero = bytes(index.block_size)
     crash_at = failpoints.payload_offset()
     fd = os.open(target, os.O_RDWR)
@@ -162,11 +175,11 @@ def _write(index: BlockIndex, sources, chunks, target: str, active: str, sync_ev
                     continue
                 kept.read()
                 if kind == LOCAL:
-                    content = _copied(index, block, old.read(where, length))
+                    content = old.read(where, length)
+                    if block_digest(content) != index.block_hash(block):
+                        content = chunks.changed_block(block)  # the slot changed since
                 elif kind == FETCH:
-                    if block not in blocks:
-                        blocks = dict(next(chunks))
-                    content = blocks[block]
+                    content = chunks.block(block)
                 else:
                     content = zero[:length]
                 image.update(content)
@@ -220,11 +233,57 @@ class KeptRun:
         self.start = self.end
 
 
-def _copied(index: BlockIndex, block: int, content: bytes) -> bytes:
-    """A block read from the active slot, checked again: the slot may have changed since."""
-    if block_digest(content) != index.block_hash(block):
-        raise Fallback(f"block {block} changed in the active slot while it was copied")
-    return content
+class Chunks:
+    """The verified blocks of the chunks the install fetches, the last chunk's kept for its
+    next blocks: the planned ones in their ranges' order (`block`), and those of a block
+    copied from the active slot that no longer has its hash (`changed_block`). `planned`
+    bytes are the transfer planned; with the chunks fetched for changed blocks it stays at
+    most `max_share` of the full download."""
+
+    def __init__(self, index: BlockIndex, plan, ranges: Ranges, compression: str, base: int,
+                 *, max_share: float, planned: int):
+        self.index = index
+        self.plan = plan
+        self.ranges = ranges
+        self.compression = compression
+        self.base = base  # where the chunk area's offsets start in the artifact file
+        self.max_share = max_share
+        self.planned = planned
+        self.stream = _fetched_chunks(index, plan, ranges, compression)
+        self.chunk = -1  # the chunk whose blocks are kept
+        self.blocks: dict[int, bytes] = {}
+        self.changed = 0  # blocks changed in the active slot
+        self.refetched = 0  # chunks fetched for them, outside the plan
+        self.refetched_bytes = 0
+
+    def block(self, block: int) -> bytes:
+        """A planned block: its chunk is the one kept, or the next in the planned ranges."""
+        chunk = block // self.index.chunk_blocks
+        if chunk != self.chunk:
+            self.chunk, self.blocks = chunk, dict(next(self.stream))
+        return self.blocks[block]
+
+    def changed_block(self, block: int) -> bytes:
+        """A block that changed in the active slot, from its chunk: the planned ranges' when
+        the plan fetches it (every chunk before it in their order was fetched already, for a
+        block before this one), else by a Range request of its own."""
+        self.changed += 1
+        chunk = block // self.index.chunk_blocks
+        if chunk == self.chunk or self.plan.needed[chunk]:
+            return self.block(block)
+        start, end = (self.base + at for at in self.index.chunk_span(chunk))
+        share = (self.planned + self.refetched_bytes + end - start) / self.plan.full_bytes
+        if share > self.max_share:
+            raise Fallback(f"blocks changed in the active slot while the install ran: "
+                           f"fetching their chunks takes the transfer to {share:.1%} of the "
+                           f"full download, above delta_max_share ({self.max_share:.0%})")
+        with self.ranges.open(start, end) as stream:
+            data = _read_exactly(stream, end - start)
+        self.refetched += 1
+        self.refetched_bytes += end - start
+        self.chunk, self.blocks = chunk, dict(_verified(self.index, chunk, data,
+                                                        self.compression))
+        return self.blocks[block]
 
 
 def _fetched_chunks(index: BlockIndex, plan, ranges: Ranges,
@@ -236,10 +295,15 @@ def _fetched_chunks(index: BlockIndex, plan, ranges: Ranges,
                 start, end = index.chunk_span(chunk)
                 data = _read_exactly(stream, end - start)
                 if plan.needed[chunk]:
-                    try:
-                        yield list(verified_blocks(index, chunk, data, compression))
-                    except ArtifactError as error:
-                        raise Fallback(f"a chunk from the server is refused: {error}") from None
+                    yield _verified(index, chunk, data, compression)
+
+
+def _verified(index: BlockIndex, chunk: int, data: bytes,
+              compression: str) -> list[tuple[int, bytes]]:
+    try:
+        return list(verified_blocks(index, chunk, data, compression))
+    except ArtifactError as error:
+        raise Fallback(f"a chunk from the server is refused: {error}") from None
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:

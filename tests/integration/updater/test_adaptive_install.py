@@ -222,3 +222,94 @@ def test_the_write_markers_count_the_bytes_written_not_the_slot(device, artifact
         f"tern-write: {percent}%" for percent in range(10, 101, 10)]
     offsets = [int(line.split()[1]) for line in lines if line.startswith("tern-written: ")]
     assert offsets[-1] == len(NEW) and len(offsets) == 4  # the three changed runs, the tail
+
+
+def change_active_after_survey(monkeypatch, device, blocks: list[int]) -> None:
+    """The running slot (a rootfs mounted read-write) changes `blocks` right after the
+    survey hashed it: before the write pass copies them (`Device.run` forks: the child
+    inherits the patch)."""
+    from updater.install import adaptive
+
+    survey = adaptive.survey_slots
+
+    def survey_then_change(index, target, active):
+        found = survey(index, target, active)
+        with open(device.slot("a"), "r+b") as slot:
+            for block in blocks:
+                slot.seek(block * BLOCK + 10)
+                slot.write(b"a log line written while the install ran\n")
+        return found
+
+    monkeypatch.setattr(adaptive, "survey_slots", survey_then_change)
+
+
+def test_blocks_changed_in_the_active_slot_during_the_install_are_fetched_from_the_server(
+        device, artifact, monkeypatch):
+    """Block 1024 is in a chunk the plan does not fetch: one Range of its own; block 1793 is
+    in a chunk it does (before its first fetched block): taken from the planned range."""
+    from artifact import ArtifactReader
+    from artifact.block_index import data_content_offset, index_anchor, read_index
+
+    change_active_after_survey(monkeypatch, device, [1024, 1793])
+    with RangeFileServer(artifact) as server:
+        assert device.run("install", server.url) == 0
+    installed(device)
+    assert stats(device)["mode"] == "adaptive"
+    assert stats(device)["fetched"] == server.sent
+    with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
+        index = read_index(stream, index_anchor(reader.header))
+        base = data_content_offset(reader.payload_offset)
+    start, end = (base + at for at in index.chunk_span(1024 // index.chunk_blocks))
+    assert f"bytes={start}-{end - 1}" in server.ranges
+    assert "adaptive install: 2 blocks changed in the active slot while the install ran: " \
+           "taken from their chunks instead, 1 chunks fetched for them alone " \
+           f"({end - start} bytes)" in messages(device)
+
+
+def test_changed_blocks_whose_chunks_would_pass_delta_max_share_get_the_full_install(
+        device, artifact, monkeypatch):
+    device.settings["delta_max_share"] = 0.15  # the plan takes under 10 %
+    # a block in each of the first 112 chunks but the zeros' (32 to 47) and the planned ones
+    skipped = {16, 80, *range(32, 48)}
+    change_active_after_survey(monkeypatch, device, [
+        chunk * 16 + 3 for chunk in range(112) if chunk not in skipped])
+    with RangeFileServer(artifact) as server:
+        assert device.run("install", server.url) == 0
+    installed(device)
+    assert stats(device)["mode"] == "full"
+    assert any(m.startswith("adaptive install: blocks changed in the active slot while the "
+                            "install ran: fetching their chunks takes the transfer to ")
+               and m.endswith(" of the full download, above delta_max_share (15%); "
+                              "downloading the full artifact") for m in messages(device))
+
+
+def test_a_chunk_fetched_for_a_changed_block_while_a_planned_range_is_half_read(
+        device, tmp_path, monkeypatch):
+    """Compressible images (a quarter of each block random): the chunks to fetch, 2 and 6,
+    come in one coalesced range; block 70 of chunk 4, between them, changes in the active
+    slot: its chunk comes by a second request while the first's answer is still being read
+    (each stream has its own connection)."""
+    from artifact import ArtifactReader
+    from artifact.block_index import data_content_offset, index_anchor, read_index
+
+    rng = random.Random(23)
+    old = bytearray(b"".join(rng.randbytes(1024) + bytes(3072) for _ in range(512)))
+    new = bytearray(old)
+    for block in (40, 100):
+        new[block * BLOCK:(block + 1) * BLOCK] = rng.randbytes(1024) + bytes(3072)
+    device.slot("a").write_bytes(old)
+    artifact = write_indexed_artifact_file(tmp_path / "sparse.mender", bytes(new), name="sparse")
+    change_active_after_survey(monkeypatch, device, [70])
+    with RangeFileServer(artifact) as server:
+        assert device.run("install", server.url) == 0
+    assert device.slot("b").read_bytes() == new
+    assert (stats(device)["mode"], stats(device)["fetched"]) == ("adaptive", server.sent)
+    with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
+        index = read_index(stream, index_anchor(reader.header))
+        base = data_content_offset(reader.payload_offset)
+    planned = f"bytes={base + index.chunk_span(2)[0]}-{base + index.chunk_span(6)[1] - 1}"
+    changed = f"bytes={base + index.chunk_span(4)[0]}-{base + index.chunk_span(4)[1] - 1}"
+    assert server.ranges[-2:] == [planned, changed]
+    assert "adaptive install: 1 blocks changed in the active slot while the install ran: " \
+           "taken from their chunks instead, 1 chunks fetched for them alone " \
+           f"({index.chunk_span(4)[1] - index.chunk_span(4)[0]} bytes)" in messages(device)
