@@ -8,7 +8,8 @@ daemon` with console markers; deployments alternate release-2 / release-1 (each 
 the other slot). The parts come from the host's clock as the markers arrive on the serial
 console. Baseline, from the same device's shell: the same image fetched over plain HTTP
 with busybox wget and written by dd into the inactive slot (raw, and gzip through gunzip,
-as the artifact carries it), and a bare `reboot` to the shell. Prints Markdown tables.
+as the artifact carries it), and a bare `reboot` to the shell (twice: the second split
+into its parts as the deployment's reboot is). Prints Markdown tables.
 """
 import argparse
 import functools
@@ -24,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from qemu.device import Device, make_overlay
+from qemu.device import UBOOT_BANNER, Device, make_overlay
 from testkit import wait_for
 from testkit.admin import ServerAdmin
 from testkit.campaign import Campaign
@@ -33,12 +34,20 @@ from testkit.live_server import LiveServer
 ROOT = Path(__file__).resolve().parents[1]
 
 IMAGES = ROOT / "build" / "images"
+# What the console shows of a reboot, in order: the end of the shutdown, U-Boot's end, and
+# the end of the boot script (rcS, whose last line comes before the prompt).
+REBOOT = [
+    ("U-Boot starts", UBOOT_BANNER),
+    ("kernel starts", "Starting kernel"),
+    ("init's rcS done", "tern: booted slot"),
+]
 # What the console shows of a successful deployment, in order.
 MILESTONES = [
     ("picked up", "tern-state: Sync"),
     ("download starts", "tern-state: Download"),
     ("written", "tern-write: 100%"),
     ("read back, trial set", "tern-state: ArtifactReboot"),
+    *REBOOT,
     ("updater runs on the new slot", "tern-state: ArtifactVerifyReboot"),
     ("committed", "tern-state: Cleanup"),
     ("daemon reports", "tern-state: UpdateStatusReport"),
@@ -49,6 +58,10 @@ PARTS = [
     ("read-back check, trial boot set", "written", "read back, trial set"),
     ("reboot: U-Boot, kernel, init, updater start", "read back, trial set",
      "updater runs on the new slot"),
+    ("- of it: shutdown", "read back, trial set", "U-Boot starts"),
+    ("- of it: U-Boot", "U-Boot starts", "kernel starts"),
+    ("- of it: kernel, initramfs, rcS", "kernel starts", "init's rcS done"),
+    ("- of it: the updater's start", "init's rcS done", "updater runs on the new slot"),
     ("health checks + commit", "updater runs on the new slot", "committed"),
     ("daemon start + status report", "committed", "success on the server"),
     ("**deployment created -> success**", None, "success on the server"),
@@ -106,6 +119,19 @@ def baseline(device: Device, port: int) -> dict[str, float]:
     start = time.monotonic()
     device.expect_reboot(timeout=300)
     times["bare `reboot` -> shell"] = time.monotonic() - start
+    device.console.sendline("reboot")
+    start, reached = time.monotonic(), {}
+    for name, marker in REBOOT:
+        device.console.expect(marker, start + 300)
+        reached[name] = time.monotonic() - start
+    device.state = "booting"
+    device.await_shell(start + 300)
+    reached["shell"] = time.monotonic() - start
+    times["- a second one: shutdown"] = reached["U-Boot starts"]
+    times["- a second one: U-Boot"] = reached["kernel starts"] - reached["U-Boot starts"]
+    times["- a second one: kernel, initramfs, rcS"] = (reached["init's rcS done"]
+                                                       - reached["kernel starts"])
+    times["- a second one: rcS done -> shell"] = reached["shell"] - reached["init's rcS done"]
     return times
 
 
