@@ -368,11 +368,13 @@ def write_overlay(log: WriteLog, state: CrashState, base: Path, overlay: Path) -
 class Expectations:
     """What a crash state of one update may boot into. `releases`: the old release and
     the new one (the one the update installs, when it is good); `files`: /data files
-    written before the update, with their sha256."""
+    written before the update, with their sha256; `deployed`: the release a server
+    deploys to the state's daemon, which then updates by itself (its fresh update)."""
 
     releases: tuple[str, ...]
     files: dict[str, str]
     config: str = "/etc/tern/updater.toml"
+    deployed: str = ""
 
 
 @dataclass
@@ -490,6 +492,30 @@ def fresh_update(device: Device, verdict: Verdict, urls: dict[str, str],
         verdict.updated_to = target
 
 
+def deployment_completes(device: Device, verdict: Verdict, expect: Expectations,
+                         timeout: float = 900) -> None:
+    """From a checked state of a daemon whose server still deploys `expect.deployed`: the
+    daemon carries the deployment out (a fresh update from there, as the server asks for
+    it): the reboot into that release, committed by the boot's resume. Nothing to do from
+    a state already running it."""
+    target = expect.deployed
+    if verdict.release == target:
+        return
+    try:
+        device.expect_reboot(timeout)
+        status = settle(device, expect.config, 300)
+    except (pexpect.TIMEOUT, pexpect.EOF, DeviceError) as error:
+        verdict.fail(f"the daemon did not carry out the deployment of {target}: "
+                     f"{type(error).__name__}")
+        return
+    running = device.run_check("cat /etc/tern-release").strip()
+    if running != target or status["state"] != "Idle" or status["boot"]["trial_pending"]:
+        verdict.fail(f"the deployment of {target}: runs {running}, updater "
+                     f"{status['state']}, boot {status['boot']}")
+    else:
+        verdict.updated_to = target
+
+
 # -- a whole replay --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -512,7 +538,8 @@ class Recording:
         document = {"scenario": self.scenario, "base": _relative(self.base, self.directory),
                     "log": _relative(self.log, self.directory), "start": self.start,
                     "releases": list(self.expect.releases), "files": self.expect.files,
-                    "config": self.expect.config, "made_with": self.made_with}
+                    "config": self.expect.config, "deployed": self.expect.deployed,
+                    "made_with": self.made_with}
         (self.directory / "recording.json").write_text(json.dumps(document, indent=1))
 
     @classmethod
@@ -520,7 +547,7 @@ class Recording:
         directory = Path(directory)
         document = json.loads((directory / "recording.json").read_text())
         expect = Expectations(tuple(document["releases"]), document["files"],
-                              document["config"])
+                              document["config"], document.get("deployed", ""))
         return cls(directory, directory / document["base"], directory / document["log"],
                    document["start"], expect, document["scenario"],
                    document.get("made_with", {}))
@@ -597,7 +624,9 @@ def boot(job: Boot, images: Path, name: str,
     try:
         with job.around():
             verdict = check_state(device, job.recording.expect)
-            if verdict.ok and job.fresh_update and update_urls:
+            if verdict.ok and job.fresh_update and job.recording.expect.deployed:
+                deployment_completes(device, verdict, job.recording.expect)
+            elif verdict.ok and job.fresh_update and update_urls:
                 fresh_update(device, verdict, update_urls, job.recording.expect.config)
     except (pexpect.TIMEOUT, pexpect.EOF, DeviceError) as error:
         verdict = Verdict()

@@ -222,7 +222,7 @@ def record_daemon(images: Path, work: Path, admin, made_with: dict | None = None
         wait_resumed(device, DAEMON_CONFIG)
         return finish_recording(device, images, work, "daemon", start,
                                 Expectations(("release-1", "release-2"), files,
-                                             DAEMON_CONFIG),
+                                             DAEMON_CONFIG, deployed="release-2"),
                                 {**(made_with or {}), "server": {
                                     "snapshot": SERVER_SNAPSHOT, "port": admin.live.port}})
     finally:
@@ -556,7 +556,11 @@ def section(table_rows: list[Row], workdir: Path, seed: int, samples: int) -> st
         "a shell, the boot's `resume` over, the updater idle with no trial pending, the "
         "environment booting the running slot, a release of the update running and named by "
         "the updater, a /data file written before the update intact; from some, a fresh "
-        "update (`tern-updater install` of the other release, reboot, commit).", "",
+        "update (`tern-updater install` of the other release, reboot, commit; a daemon "
+        "state: its server's deployment carried out from there). A state cut in the "
+        "download resumes it from what the recording downloaded from: the artifact served "
+        "on the recorded port, or for a daemon state a copy of its server as it stood when "
+        "the deployment was created.", "",
         DELTA_ABOUT, "",
         "A boot costs 30–100 s under emulation, so the replay is resumable: `make replay` "
         "keeps the recordings and a line per booted group in `build/replay` and boots only "
@@ -687,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="boot at most this many distinct states per scenario (a seeded "
                              "draw, the same in every run)")
     parser.add_argument("--fresh-updates", type=int, default=2,
-                        help="from this many booted states per scenario, also a fresh update")
+                        help="from this many booted states per scenario, also a fresh update "
+                             "(a daemon state: the server's deployment carried out)")
     parser.add_argument("--parallel", type=int, default=2, help="devices booting at once")
     parser.add_argument("--minutes", type=float, default=None,
                         help="start no boot (nor recording) after this many minutes; the "

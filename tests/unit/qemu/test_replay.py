@@ -1,4 +1,5 @@
 """The write-log replayer on logs built by hand in the dm-log-writes format QEMU writes."""
+import json
 import struct
 import subprocess
 from pathlib import Path
@@ -11,7 +12,9 @@ from qemu.replay import (
     MAGIC,
     Contents,
     CrashState,
+    Expectations,
     LogError,
+    Recording,
     Region,
     apply_extents,
     crash_states,
@@ -205,3 +208,15 @@ def test_a_sample_of_groups_has_every_boot_region_content_first(tmp_path, base):
         assert len({g.key[0] for g in chosen}) == 4  # the base's and the three written
     assert sample_groups(groups, 5, 1) == sample_groups(groups, 5, 1)
     assert sample_groups(groups, None, 1) == groups
+
+
+def test_a_recording_keeps_what_a_daemon_state_is_deployed(tmp_path):
+    expect = Expectations(("release-1", "release-2"), {"/data/f": "ab"}, "/data/tern/u.toml",
+                          deployed="release-2")
+    Recording(tmp_path, tmp_path / "base.raw", tmp_path / "writes.log", 7, expect, "daemon",
+              {"id": "r1"}).save()
+    assert Recording.load(tmp_path).expect == expect
+    document = json.loads((tmp_path / "recording.json").read_text())
+    del document["deployed"]  # recorded before it was kept: a standalone fresh update
+    (tmp_path / "recording.json").write_text(json.dumps(document))
+    assert Recording.load(tmp_path).expect.deployed == ""
