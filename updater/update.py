@@ -10,12 +10,24 @@ LogLine = dict[str, str]  # {timestamp, level, message}: Mender's deployment log
 @dataclass
 class Checkpoint:
     """Slot bytes [0, image_offset) are written and fsynced; the download can go on from
-    `artifact_offset`, where decompression starts afresh (a gzip member's first byte)."""
+    `artifact_offset`, where decompression starts afresh (a gzip member's first byte).
+
+    A CRC-32 is enough to tell that the slot still holds those bytes after a power cut: they
+    were the verified stream's, and the whole image, this prefix included, is still checked
+    against the signed manifest's sha256 at the end (install/rootfs.py)."""
 
     image_offset: int
     artifact_offset: int
     data_offset: int  # of image_offset's byte in the decompressed data archive
-    sha256: str  # of the slot's bytes from the previous checkpoint (or 0) to image_offset
+    # Of the slot's bytes [0, image_offset). None: an older agent's checkpoint (it kept the
+    # sha256 of its segment), which this one cannot check: the download starts afresh.
+    crc32: int | None
+
+    @classmethod
+    def from_json(cls, document: dict) -> "Checkpoint":
+        """Also an older agent's checkpoint, with a sha256 and no crc32."""
+        document = {key: value for key, value in document.items() if key != "sha256"}
+        return cls(**{"crc32": None, **document})
 
 
 @dataclass
@@ -34,7 +46,7 @@ class Progress:
 
     @classmethod
     def from_json(cls, document: dict) -> "Progress":
-        checkpoints = [Checkpoint(**item) for item in document.get("checkpoints", [])]
+        checkpoints = [Checkpoint.from_json(item) for item in document.get("checkpoints", [])]
         return cls(**{**document, "checkpoints": checkpoints})
 
 

@@ -15,12 +15,18 @@ any such difference changes it (a burst up to 32 bits always, anything else but 
 
 A download cut by power loss resumes: every `download_progress_interval` the write stops
 at a point where the artifact can be read afresh (a gzip member's start), fsyncs the slot
-and records a checkpoint — the artifact offset and the sha256 of the slot bytes since the
-previous one — in the state store (`update.progress`). After power-on, `resume_payload`
-re-reads the kept prefix from the slot, past the page cache, checks it against those
-hashes (that is the prefix's read-back, and it feeds the whole image's sha256), and
-downloads the rest with HTTP Range from the last good checkpoint. The whole payload's
-sha256 is still checked against the signed manifest, and the rest is read back.
+and records a checkpoint — the artifact offset and the CRC-32 of the slot bytes before
+it — in the state store (`update.progress`). After power-on, `resume_payload` re-reads the
+kept prefix from the slot, past the page cache, checks it against those CRCs (that is the
+prefix's read-back, for the same reason a CRC-32: the bytes were the verified stream's, the
+check proves the medium kept them) and feeds it to the whole image's sha256, then downloads
+the rest with HTTP Range from the last good checkpoint. The whole payload, prefix included,
+is still checked against the signed manifest's sha256, and the rest is read back.
+
+So a full install hashes each byte once with SHA-256 (the payload file's) and once with
+CRC-32 as it streams (then once more as the read-back reads the slot): a checkpoint takes the
+stream's running CRC at its offset from that same pass (`Recorder.crc32`), and a resumed
+write's CRC goes on from the kept prefix's.
 """
 import hashlib
 import os
@@ -46,8 +52,9 @@ RestartPoint = Callable[[int], tuple[int, int] | None]
 
 class Recorder:
     """Checkpoints of a slot write, at most one per `interval` bytes: at a restart point
-    (data offset -> the artifact offset where reading can start afresh), hashed, fsynced,
-    then saved with the update (`save`)."""
+    (data offset -> the artifact offset where reading can start afresh), with the CRC-32 of
+    the image up to it, taken in the stream's one CRC pass (`crc32`); recorded once the
+    write that holds it is fsynced, then saved with the update (`save`)."""
 
     def __init__(self, progress: Progress, interval: int, file_offset: int,
                  restart_point: RestartPoint, save: Callable[[], None]):
@@ -57,42 +64,43 @@ class Recorder:
         self.restart_point = restart_point
         self.save = save
         last = progress.checkpoints[-1] if progress.checkpoints else None
-        self.last = last.image_offset if last else 0
-        self.segment = hashlib.sha256()
-        self.pending: Checkpoint | None = None
+        self.last = last.image_offset if last else 0  # the last checkpoint's, pending or not
+        self.pending: list[Checkpoint] = []  # placed, their bytes not yet written
 
-    def before_write(self, data: memoryview, offset: int) -> None:
-        """Hash the bytes about to be written at image `offset`, split at a checkpoint."""
-        end = offset + len(data)
-        split = None
+    def crc32(self, chunk: bytes, offset: int, crc: int) -> int:
+        """The CRC-32 of the image through `chunk` (at image `offset`) from `crc`, the
+        image's before it; a checkpoint placed inside the chunk takes the CRC at its
+        offset on the way."""
+        end = offset + len(chunk)
         if end - self.last >= self.interval:
             point = self.restart_point(self.file_offset + end - 1)
             if point is not None:
-                image_offset = point[1] - self.file_offset
-                if offset <= image_offset and image_offset - self.last >= self.interval:
-                    split = image_offset
-        if split is None:
-            self.segment.update(data)
-            return
-        self.segment.update(data[:split - offset])
-        self.pending = Checkpoint(split, point[0], point[1], self.segment.hexdigest())
-        self.segment = hashlib.sha256(data[split - offset:])
+                split = point[1] - self.file_offset
+                if offset <= split and split - self.last >= self.interval:
+                    with memoryview(chunk) as view:
+                        crc = zlib.crc32(view[:split - offset], crc)
+                        self.pending.append(Checkpoint(split, point[0], point[1], crc))
+                        self.last = split
+                        return zlib.crc32(view[split - offset:], crc)
+        return zlib.crc32(chunk, crc)
 
-    def after_write(self, fd: int) -> None:
-        if self.pending is None:
+    def after_write(self, fd: int, end: int) -> None:
+        """Record the checkpoints before image offset `end`, now written."""
+        written = [checkpoint for checkpoint in self.pending if checkpoint.image_offset <= end]
+        if not written:
             return
         os.fsync(fd)  # the checkpoint's bytes are on the medium before it is recorded
-        self.progress.checkpoints.append(self.pending)
-        self.last = self.pending.image_offset
-        self.pending = None
+        self.progress.checkpoints.extend(written)
+        del self.pending[:len(written)]
         self.save()
 
 
-def write_image(file, target: str, readback: bool = True, *, start: int = 0,
+def write_image(file, target: str, readback: bool = True, *, start: int = 0, crc: int = 0,
                 recorder: Recorder | None = None) -> int:
     """Write `file` (a PayloadFile: iterating it verifies its checksum) to `target`; with
-    `start`, `file` yields the bytes from that image offset on (those before it were read
-    back when the resume checked them against their checkpoints)."""
+    `start`, `file` yields the bytes from that image offset on (those before it, whose
+    CRC-32 is `crc`, were read back when the resume checked them against their
+    checkpoints)."""
     try:
         fd = os.open(target, os.O_WRONLY)
     except OSError as error:
@@ -105,7 +113,7 @@ def write_image(file, target: str, readback: bool = True, *, start: int = 0,
                 raise InstallError(f"payload {file.name} is {file.size} bytes, slot {target} "
                                    f"holds {capacity}")
         os.lseek(fd, start, os.SEEK_SET)
-        stream = CrcOf(file)
+        stream = CrcOf(file, start, crc, recorder)
         written = _stream(fd, stream, markers.WriteProgress(file.size), start, recorder)
         if not block_device:
             os.ftruncate(fd, written)
@@ -113,7 +121,7 @@ def write_image(file, target: str, readback: bool = True, *, start: int = 0,
     finally:
         os.close(fd)
     if readback:
-        actual = _crc_from_device(target, start, written)
+        actual = _crc_from_device(target, start, written, crc)
         if actual != stream.crc:
             raise InstallError(f"slot {target} reads back CRC-32 {actual:08x}, expected "
                                f"{stream.crc:08x} (the verified payload's, bytes {start} to "
@@ -122,15 +130,24 @@ def write_image(file, target: str, readback: bool = True, *, start: int = 0,
 
 
 class CrcOf:
-    """The chunks of `chunks`, unchanged; `crc`: the CRC-32 of those yielded so far."""
+    """The chunks of `chunks`, the image's from offset `start`, unchanged; `crc`: the CRC-32
+    of the image up to the last one yielded (given: the bytes' before `start`). The
+    `recorder`'s checkpoints take their CRC from this pass."""
 
-    def __init__(self, chunks):
+    def __init__(self, chunks, start: int = 0, crc: int = 0,
+                 recorder: Recorder | None = None):
         self.chunks = chunks
-        self.crc = 0
+        self.offset = start
+        self.crc = crc
+        self.recorder = recorder
 
     def __iter__(self):
         for chunk in self.chunks:
-            self.crc = zlib.crc32(chunk, self.crc)
+            if self.recorder is None:
+                self.crc = zlib.crc32(chunk, self.crc)
+            else:
+                self.crc = self.recorder.crc32(chunk, self.offset, self.crc)
+            self.offset += len(chunk)
             yield chunk
 
 
@@ -157,11 +174,9 @@ def _stream(fd: int, chunks, progress: markers.WriteProgress, start: int = 0,
 
 def _write(fd: int, data: memoryview, offset: int, crash_at: int | None,
            recorder: Recorder | None) -> int:
-    if recorder is not None:
-        recorder.before_write(data, offset)
     total = _write_all(fd, data, offset, crash_at)
     if recorder is not None:
-        recorder.after_write(fd)
+        recorder.after_write(fd, offset + total)
     return total
 
 
@@ -175,8 +190,8 @@ def _write_all(fd: int, data: memoryview, offset: int, crash_at: int | None) -> 
     return total
 
 
-def _crc_from_device(target: str, start: int, end: int) -> int:
-    crc = 0
+def _crc_from_device(target: str, start: int, end: int, crc: int = 0) -> int:
+    """The CRC-32 of the slot's bytes [start, end), from `crc` (the bytes' before them)."""
     fd = os.open(target, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)  # the medium
@@ -249,6 +264,9 @@ class RootfsInstaller(Installer):
                                "download_progress_interval bytes at the next gzip member; a "
                                "payload of a single gzip member, as mender-artifact writes "
                                "it, has none)")
+        if any(checkpoint.crc32 is None for checkpoint in progress.checkpoints):
+            raise CannotResume("the checkpoints were recorded by an older agent (a sha256 "
+                               "each, no CRC-32)")
         expected = reader.manifest.get(f"data/0000/{progress.file}")
         if expected is None:
             raise CannotResume(f"the manifest has no {progress.file}")
@@ -261,7 +279,7 @@ class RootfsInstaller(Installer):
         self.context.save(update)
         self.log(update, f"resuming the download at byte {kept.artifact_offset}: slot "
                          f"{target} keeps {kept.image_offset} of {progress.file_size} bytes "
-                         "(checked against the recorded sha256)")
+                         "(checked against the recorded CRC-32)")
         # Only here, as the download step imports the artifact reader: the boot-time resume
         # never needs it (tests/unit/updater/test_startup_imports.py).
         from artifact.compression import compression_of, decompressing_reader
@@ -272,7 +290,7 @@ class RootfsInstaller(Installer):
             rest = ResumedFile(progress, kept, compression, data, digest, expected)
             recorder = self._recorder(update, rest.restart_point)
             size = write_image(rest, device, self.config.verify_readback,
-                               start=kept.image_offset, recorder=recorder)
+                               start=kept.image_offset, crc=kept.crc32, recorder=recorder)
         self.log(update, f"slot {target}: {size} bytes written and verified")
 
     def _recorder(self, update: Update, restart_point: RestartPoint) -> Recorder:
@@ -313,21 +331,22 @@ class RootfsInstaller(Installer):
 
 
 def _verified_prefix(device: str, checkpoints: list[Checkpoint]):
-    """The last checkpoint whose slot bytes, and all before them, match their recorded
-    sha256 (None if the first does not), and the sha256 of the slot up to it."""
+    """The last checkpoint whose slot bytes before it match its recorded CRC-32 (None if
+    the first's do not), and the sha256 of the slot up to it: one read, one SHA-256 and one
+    CRC-32 pass."""
     whole = hashlib.sha256()
+    crc = 0
     kept = None
     fd = os.open(device, os.O_RDONLY)
     try:
         position = 0
         for checkpoint in checkpoints:
-            segment = hashlib.sha256()
             os.posix_fadvise(fd, position, checkpoint.image_offset - position,
                              os.POSIX_FADV_DONTNEED)  # the medium, not the cache
             for chunk in _read_range(fd, position, checkpoint.image_offset):
-                segment.update(chunk)
+                crc = zlib.crc32(chunk, crc)
                 whole.update(chunk)
-            if segment.hexdigest() != checkpoint.sha256:
+            if crc != checkpoint.crc32:
                 break
             kept, position = checkpoint, checkpoint.image_offset
             verified = whole.copy()

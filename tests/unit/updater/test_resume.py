@@ -1,8 +1,10 @@
 """A rootfs download cut by power loss goes on after power-on from its last checkpoint:
-the slot prefix written, fsynced and recorded is kept (checked against its sha256), the
+the slot prefix written, fsynced and recorded is kept (checked against its CRC-32), the
 rest is read from the artifact where a gzip member starts, and the whole payload is still
 checked against the signed manifest. What cannot resume starts again from the first byte;
 a device that keeps losing power is stopped by the store-count cap."""
+import hashlib
+import json
 import os
 
 import pytest
@@ -48,7 +50,7 @@ def test_a_cut_download_resumes_from_its_last_checkpoint(device, make_artifact):
     assert device.stored()["update"].progress is None  # done with
     assert f"resuming the download at byte {checkpoints[-1].artifact_offset}: slot b keeps " \
            f"{checkpoints[-1].image_offset} of {len(PAYLOAD)} bytes (checked against the " \
-           "recorded sha256)" in messages(device)
+           "recorded CRC-32)" in messages(device)
     assert device.slot("b").read_bytes() == PAYLOAD
     device.power_on()
     assert device.run("resume") == 0
@@ -66,6 +68,46 @@ def test_a_damaged_segment_resumes_from_the_checkpoint_before_it(device, make_ar
     assert any(f"resuming the download at byte {checkpoints[0].artifact_offset}:" in line
                for line in messages(device))
     assert device.slot("b").read_bytes() == PAYLOAD
+
+
+def test_a_second_cut_resumes_from_a_checkpoint_the_resumed_write_recorded(device,
+                                                                          make_artifact):
+    """The resumed write's checkpoints carry the CRC-32 on from the kept prefix's."""
+    artifact = make_artifact({"rootfs.ext4": PAYLOAD})
+    first = cut_install(device, artifact)[-1]
+    assert device.run("resume", failpoints=f"payload:{10 * MiB}") == CRASH_EXIT
+    second = device.stored()["update"].progress.checkpoints[-1]
+    assert second.image_offset > first.image_offset
+    device.power_on()
+
+    assert device.run("resume") == 0
+    assert any(f"resuming the download at byte {second.artifact_offset}:" in line
+               for line in messages(device))
+    assert device.slot("b").read_bytes() == PAYLOAD
+
+
+def test_an_older_agents_sha256_checkpoints_download_again(device, make_artifact):
+    """A device updated to this agent in the middle of a download: the store's checkpoints
+    hold a segment's sha256 each, which this agent does not check; the download starts
+    afresh, with a line in the log, never a traceback."""
+    artifact = make_artifact({"rootfs.ext4": PAYLOAD})
+    cut_install(device, artifact)
+    store = device.config.data / "state.json"
+    document = json.loads(store.read_text())
+    end = 0
+    for checkpoint in document["update"]["progress"]["checkpoints"]:  # as the older agent
+        del checkpoint["crc32"]
+        start, end = end, checkpoint["image_offset"]
+        checkpoint["sha256"] = hashlib.sha256(PAYLOAD[start:end]).hexdigest()
+    store.write_text(json.dumps(document))
+
+    assert device.run("resume") == 0
+    assert "cannot resume the download: the checkpoints were recorded by an older agent (a " \
+           "sha256 each, no CRC-32); downloading again from the start" in messages(device)
+    assert device.slot("b").read_bytes() == PAYLOAD
+    device.power_on()
+    assert device.run("resume") == 0
+    assert device.last_result()["status"] == "success"
 
 
 def test_a_damaged_first_segment_downloads_again(device, make_artifact):
