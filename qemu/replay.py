@@ -441,8 +441,9 @@ def check_state(device: Device, expect: Expectations, boot_timeout: float = 240,
 def settle(device: Device, config: str, timeout: float) -> dict:
     """Wait until the boot's `resume` is over and the updater idle (a daemon reports the
     result first), following the reboots resume makes (a rollback, or the one an
-    interrupted `install --auto-reboot` asked for); the updater's last status, idle or not
-    after `timeout`."""
+    interrupted `install --auto-reboot` asked for, or a daemon's as its deployment goes on:
+    a status command the shutdown kills is asked again); the updater's last status, idle
+    or not after `timeout`."""
     deadline = time.monotonic() + timeout
     status: dict = {}
     while True:
@@ -452,9 +453,12 @@ def settle(device: Device, config: str, timeout: float) -> dict:
             continue
         try:
             if device.run(RESUME_RUNNING, timeout=60)[1] != 0:
-                status = updater_status(device, config)
-                if status["state"] == "Idle":
-                    return status
+                # Not 0 when the shutdown of a reboot the updater began killed it.
+                output, code = device.run(f"tern-updater --config {config} status --json")
+                if code == 0:
+                    status = json.loads(output)
+                    if status["state"] == "Idle":
+                        return status
         except pexpect.TIMEOUT:
             continue  # a reboot began during the command
         if time.monotonic() > deadline:
