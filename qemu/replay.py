@@ -22,7 +22,6 @@ A write logged between a flush's submission and its completion is counted as bef
 flush (QEMU logs a write when it completes): a state may keep a write a real cache could
 still lose, never the other way round.
 """
-import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -606,13 +605,15 @@ def plan(recording: Recording, layout: dict, images: Path, seed: int,
 class Boot:
     """A group to boot, with the recording and log its states come from; `fresh_update`:
     after the check, a fresh update from there; `around`: what the device needs up while it
-    boots and is checked (the server a state resumes its deployment from)."""
+    boots and is checked (the server a state resumes its deployment from); `exclusive`:
+    jobs with the same key never boot at once (their `around` needs one port)."""
 
     recording: Recording
     log: WriteLog
     group: Group
     fresh_update: bool = False
     around: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    exclusive: str = ""
 
 
 def boot(job: Boot, images: Path, name: str,
@@ -647,25 +648,41 @@ def boot(job: Boot, images: Path, name: str,
 def boot_all(jobs: list[Boot], images: Path, parallel: int = 1, stop_at: float = math.inf,
              update_urls: dict[str, str] | None = None,
              done=lambda job, verdict: None) -> list[tuple[Boot, Verdict]]:
-    """Boot `jobs` on `parallel` devices at once: each takes the next job until none is
-    left or the monotonic clock has passed `stop_at`; `done(job, verdict)` runs after each
-    boot, one at a time. On Ctrl-C the boots under way are not counted (QEMU gets the
-    signal too) and the interrupt goes on once they are over."""
-    queue = collections.deque(jobs)
-    lock = threading.Lock()
+    """Boot `jobs` on `parallel` devices at once: each takes the next job it may start (no
+    job of the same `exclusive` key under way) until none is left or the monotonic clock
+    has passed `stop_at`; `done(job, verdict)` runs after each boot, one at a time. On
+    Ctrl-C the boots under way are not counted (QEMU gets the signal too) and the interrupt
+    goes on once they are over."""
+    queue = list(jobs)
+    changed = threading.Condition()
+    busy: set[str] = set()  # the exclusive keys of the boots under way
     interrupted = threading.Event()
     results: list[tuple[Boot, Verdict]] = []
     errors: list[BaseException] = []
 
+    def next_job() -> Boot | None:
+        with changed:
+            while queue and not interrupted.is_set() and time.monotonic() <= stop_at:
+                job = next((job for job in queue
+                            if not job.exclusive or job.exclusive not in busy), None)
+                if job is not None:
+                    queue.remove(job)
+                    if job.exclusive:
+                        busy.add(job.exclusive)
+                    return job
+                changed.wait(1)
+            return None
+
     def worker(name: str) -> None:
         try:
-            while True:
-                with lock:
-                    if not queue or interrupted.is_set() or time.monotonic() > stop_at:
-                        return
-                    job = queue.popleft()
-                verdict = boot(job, images, name, update_urls)
-                with lock:
+            while (job := next_job()) is not None:
+                try:
+                    verdict = boot(job, images, name, update_urls)
+                finally:
+                    with changed:
+                        busy.discard(job.exclusive)
+                        changed.notify_all()
+                with changed:
                     if interrupted.is_set():
                         return
                     results.append((job, verdict))

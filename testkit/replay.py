@@ -44,7 +44,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -239,37 +238,37 @@ def snapshot_server(data_dir: Path, snapshot: Path) -> None:
 
 
 @contextlib.contextmanager
-def server_from(snapshot: Path, port: int, lock: threading.Lock):
+def server_from(snapshot: Path, port: int):
     """A copy of the recorded server's snapshot served on its port for one state's boot:
     each state resumes the deployment as it began (a server another state had reported
-    to would refuse its reports: the deployment finished); one state at a time, one port."""
+    to would refuse its reports: the deployment finished)."""
     from testkit.live_server import LiveServer
 
-    with lock, tempfile.TemporaryDirectory(prefix="tern-replay-server-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="tern-replay-server-") as scratch:
         shutil.copytree(snapshot, Path(scratch) / "server")
         with LiveServer(Path(scratch) / "server", names=("10.0.2.2",), port=port) as live:
             yield live
 
 
-def served(recording: Recording, images: Path, stack: contextlib.ExitStack,
-           lock: threading.Lock):
+def served(recording: Recording, images: Path, stack: contextlib.ExitStack) -> dict:
     """What the recording's states download from, up while they boot: its artifact's
-    server, started now for the whole run; or the server snapshot's, per boot (the Boot's
-    `around`)."""
+    server, started now for the whole run; or the server snapshot's, per boot (the Boots'
+    `around`, one at a time: `exclusive`, the port)."""
     made_with = recording.made_with
     if "artifact" in made_with:
         artifact = made_with["artifact"]
         stack.enter_context(RangeFileServer(images / artifact["file"], artifact["port"]))
     if "server" in made_with:
         server = made_with["server"]
-        return functools.partial(server_from, recording.directory / server["snapshot"],
-                                 server["port"], lock)
-    return contextlib.nullcontext
+        return {"around": functools.partial(server_from, recording.directory /
+                                            server["snapshot"], server["port"]),
+                "exclusive": f"port {server['port']}"}
+    return {}
 
 
 def interleaved(per_scenario: list[list[Boot]]) -> list[Boot]:
-    """One job of each scenario in turn: the daemon's boots, one at a time, alternate with
-    the others."""
+    """One job of each scenario in turn (the daemon's boot one at a time: beside one, a
+    device takes the other scenarios' jobs)."""
     jobs = [job for turn in itertools.zip_longest(*per_scenario) for job in turn]
     return [job for job in jobs if job is not None]
 
@@ -628,7 +627,6 @@ def run(args, commit: str) -> int:
     layout = json.loads((args.images / "layout.json").read_text())
     results = Results(args.workdir / RESULTS)
     per_scenario: list[list[Boot]] = []
-    one_server = threading.Lock()
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(serve_directory(args.images))
         for scenario in args.scenarios:
@@ -647,8 +645,8 @@ def run(args, commit: str) -> int:
                              args.retry_failed)
             fresh = max(0, args.fresh_updates - sum(bool(r.updated_to)
                                                     for r in latest.values()))
-            around = served(recording, args.images, stack, one_server)
-            per_scenario.append([Boot(recording, log, group, number < fresh, around)
+            serving = served(recording, args.images, stack)
+            per_scenario.append([Boot(recording, log, group, number < fresh, **serving)
                                  for number, group in enumerate(chosen)])
             print(f"{scenario}: {summary.entries} log entries, {summary.flush_points} flush "
                   f"points, {summary.states} states, {len(groups)} distinct, "

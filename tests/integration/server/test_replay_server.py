@@ -4,7 +4,6 @@ device's pinned certificate and its token still hold), each time as the snapshot
 import json
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -28,9 +27,9 @@ def test_a_snapshot_is_served_on_its_port_as_it_was_each_time(tmp_path):
         admin = ServerAdmin(recorded)
         snapshot_server(recorded.data_dir, tmp_path / "snapshot")
         admin.cli("user", "create", "after@example.com")  # not in the snapshot
-    port, lock = free_port(), threading.Lock()
+    port = free_port()
     for _ in range(2):
-        with server_from(tmp_path / "snapshot", port, lock) as live:
+        with server_from(tmp_path / "snapshot", port) as live:
             assert live.port == port
             assert live.certificate.read_bytes() == recorded.certificate.read_bytes()
             admin.live = live  # the token the recorded server gave is good here

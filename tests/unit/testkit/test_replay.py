@@ -249,6 +249,35 @@ def test_boots_run_on_parallel_devices_and_stop_at_the_deadline(monkeypatch):
     assert len(boot_all(jobs, Path("images"), parallel=2, stop_at=stop_at)) < 6
 
 
+def test_jobs_of_one_exclusive_key_never_boot_at_once_and_the_others_go_beside_them(
+        monkeypatch):
+    """The daemon states need one server port: while one boots, the other device takes
+    the next job that may start instead of waiting for it."""
+    running, overlapped, order = set(), [], []
+    lock = threading.Lock()
+
+    def fake_boot(job, images, name, update_urls=None) -> Verdict:
+        with lock:
+            if job.exclusive and job.exclusive in running:
+                overlapped.append(job.group.key)
+            running.add(job.exclusive)
+            order.append(job.exclusive or "other")
+        time.sleep(0.2 if job.exclusive else 0.05)
+        with lock:
+            running.discard(job.exclusive)
+        return Verdict()
+
+    monkeypatch.setattr(qemu.replay, "boot", fake_boot)
+    jobs = [Boot(None, None, Group((("boot", str(n)),), []),
+                 exclusive="port 28304" if n < 3 else "") for n in range(9)]
+    started = time.monotonic()
+    assert len(boot_all(jobs, Path("images"), parallel=2)) == 9
+    assert overlapped == []
+    # 3 exclusive boots of 0.2 s one after the other, the 6 others (0.3 s) beside them
+    assert time.monotonic() - started < 0.8
+    assert order[:2] == ["port 28304", "other"]
+
+
 # -- the report -------------------------------------------------------------------------------
 
 def test_the_report_counts_what_was_booted_and_what_is_left(tmp_path, images, booted, capsys):
@@ -430,16 +459,15 @@ def test_states_boot_while_their_recorded_artifact_is_served_on_its_port(
 def test_daemon_states_boot_one_at_a_time_each_on_a_fresh_copy_of_the_server_snapshot(
         tmp_path, images, monkeypatch, capsys):
     """Each daemon state resumes the deployment on the server as it was when the
-    deployment was created (another state's reports must not reach it), while the
-    standalone states boot beside it."""
+    deployment was created (another state's reports must not reach it), on the recorded
+    port, one at a time (one port), while the standalone states boot beside it."""
     make_recording(tmp_path / "work", "install", images)
     recording = make_recording(tmp_path / "work", "daemon", images, recording_id="rec2",
                                made_with={"images": image_digests(images, image_files("daemon")),
                                           "server": {"snapshot": "server", "port": 4711}})
     (recording.directory / "server").mkdir()
     (recording.directory / "server" / "tern.db").write_text("the deployment, pending")
-    lock = threading.Lock()
-    running, most, seen, order = [0], [0], [], []
+    seen, jobs = [], []
 
     class FakeServer:
         def __init__(self, data_dir, names=(), port=None):
@@ -453,16 +481,10 @@ def test_daemon_states_boot_one_at_a_time_each_on_a_fresh_copy_of_the_server_sna
             pass
 
     def fake_boot(job, images, name, update_urls=None) -> Verdict:
-        order.append(job.recording.scenario)
+        jobs.append(job)
         with job.around() as live:
             if job.recording.scenario == "daemon":
-                with lock:
-                    running[0] += 1
-                    most[0] = max(most[0], running[0])
                 (live.data_dir / "tern.db").write_text("reported success")  # the state's report
-                time.sleep(0.05)
-                with lock:
-                    running[0] -= 1
         return Verdict(slot="A", release="release-1")
 
     monkeypatch.setattr(testkit.live_server, "LiveServer", FakeServer)
@@ -470,7 +492,9 @@ def test_daemon_states_boot_one_at_a_time_each_on_a_fresh_copy_of_the_server_sna
     assert run_replay(tmp_path, images, "--scenarios", "install", "daemon",
                       "--limit", "3") == 0
     assert seen == [("the deployment, pending", 4711)] * 3
-    assert most == [1] and order[:2] == ["install", "daemon"]
+    assert {job.exclusive for job in jobs if job.recording.scenario == "daemon"} == {"port 4711"}
+    assert {job.exclusive for job in jobs if job.recording.scenario == "install"} == {""}
+    assert [job.recording.scenario for job in jobs[:2]] == ["install", "daemon"]
     assert (recording.directory / "server" / "tern.db").read_text() == "the deployment, pending"
     capsys.readouterr()
 
