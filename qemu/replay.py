@@ -487,12 +487,7 @@ def fresh_update(device: Device, verdict: Verdict, urls: dict[str, str],
     except (pexpect.TIMEOUT, pexpect.EOF, DeviceError) as error:
         verdict.fail(f"a fresh update to {target} did not finish: {type(error).__name__}")
         return
-    running = device.run_check("cat /etc/tern-release").strip()
-    if running != target or status["state"] != "Idle" or status["boot"]["trial_pending"]:
-        verdict.fail(f"a fresh update to {target}: runs {running}, updater "
-                     f"{status['state']}, boot {status['boot']}")
-    else:
-        verdict.updated_to = target
+    _check_updated(device, verdict, target, status, f"a fresh update to {target}")
 
 
 def deployment_completes(device: Device, verdict: Verdict, expect: Expectations,
@@ -511,10 +506,16 @@ def deployment_completes(device: Device, verdict: Verdict, expect: Expectations,
         verdict.fail(f"the daemon did not carry out the deployment of {target}: "
                      f"{type(error).__name__}")
         return
+    _check_updated(device, verdict, target, status, f"the deployment of {target}")
+
+
+def _check_updated(device: Device, verdict: Verdict, target: str, status: dict,
+                   update: str) -> None:
+    """After `update` and its reboot: `target` runs, committed, the updater idle."""
     running = device.run_check("cat /etc/tern-release").strip()
     if running != target or status["state"] != "Idle" or status["boot"]["trial_pending"]:
-        verdict.fail(f"the deployment of {target}: runs {running}, updater "
-                     f"{status['state']}, boot {status['boot']}")
+        verdict.fail(f"{update}: runs {running}, updater {status['state']}, boot "
+                     f"{status['boot']}")
     else:
         verdict.updated_to = target
 
