@@ -6,8 +6,10 @@ installed and started by .ci/run, so a skip there means something is missing.
 
 `make test` runs two pytest-xdist workers (`-n 2`): the emulated-device tests (marked `qemu`)
 in order on one, everything else in order on the other. Each QEMU device keeps one core
-busy, and the host-side tests mostly wait on servers and fit beside it; two devices at once
-on 2 cores might push their boots past the 60 s watchdog (not tried in CI yet).
+busy, and the host-side tests mostly wait on servers and fit beside it. The systemd
+device's test (16 minutes, the longest) is a unit of its own, which the host-side worker
+takes once its own tests are done: then two devices run at once, one per core, as
+`make campaign` and `make replay` run them, and the run ends about 12 minutes sooner.
 """
 import os
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # The emulated-device tests (marked qemu), run in order on one of `make test`'s two
 # pytest-xdist workers; DeviceTestsInOrder knows them by their directory.
 DEVICE_TEST_DIRS = ("tests/integration/qemu/", "tests/integration/e2e/")
+# ...but for this one, which the other worker runs after its own tests.
+LONGEST_DEVICE_TEST = "tests/integration/e2e/test_systemd_device.py"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -50,9 +54,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     class DeviceTestsInOrder(LoadScopeScheduling):
-        """Two units of work, one per worker: the emulated-device tests, and the rest."""
+        """Units of work: the host-side tests and the emulated-device tests, one per
+        worker, and the longest device test, which the first worker done takes."""
 
         def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(LONGEST_DEVICE_TEST):
+                return "longest"
             return "qemu" if nodeid.startswith(DEVICE_TEST_DIRS) else "host"
 
     return DeviceTestsInOrder(config, log)
