@@ -9,7 +9,8 @@ in order on one, everything else in order on the other. Each QEMU device keeps o
 busy, and the host-side tests mostly wait on servers and fit beside it. The systemd
 device's test (16 minutes, the longest) is a unit of its own, which the host-side worker
 takes once its own tests are done: then two devices run at once, one per core, as
-`make campaign` and `make replay` run them, and the run ends about 12 minutes sooner.
+`make campaign` and `make replay` run them, and a clean-clone `.ci/run` takes 34.5
+minutes instead of 47.6.
 """
 import os
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     class DeviceTestsInOrder(LoadScopeScheduling):
         """Units of work: the host-side tests and the emulated-device tests, one per
-        worker, and the longest device test, which the first worker done takes."""
+        worker, and the longest device test, which the worker that finishes first takes."""
 
         def _split_scope(self, nodeid: str) -> str:
             if nodeid.startswith(LONGEST_DEVICE_TEST):
