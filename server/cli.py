@@ -135,7 +135,7 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
     from gunicorn.app.base import BaseApplication
 
     from . import create_app
-    from .tls import ensure_self_signed, fingerprint
+    from .tls import ensure_self_signed, fingerprint, server_context
 
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
@@ -162,6 +162,7 @@ def serve(obj, bind, workers, threads, cert, key, names, request_log):
             for option, value in {"bind": [bind], "workers": workers, "threads": threads,
                                   "worker_class": "server.worker.FrontThreadWorker",
                                   "certfile": cert, "keyfile": key,
+                                  "ssl_context": server_context,
                                   "timeout": 120, "graceful_timeout": 10, "reuse_port": True,
                                   "proc_name": "tern-server"}.items():
                 self.cfg.set(option, value)

@@ -1,6 +1,8 @@
-"""The self-signed certificate `tern-server serve` makes when no --cert is given."""
+"""`tern-server serve`'s TLS: the self-signed certificate it makes when no --cert is given,
+and the cipher choice."""
 import datetime
 import ipaddress
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -9,6 +11,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 VALID_DAYS = 10 * 365
+
+# OpenSSL's SSL_OP_PRIORITIZE_CHACHA (not among Python's ssl constants): with the server's
+# preference on, as Python's server contexts have it, take ChaCha20-Poly1305 when a client
+# lists it first. Clients do that when their CPU has no AES instructions (Go's TLS, so
+# mender-client; an openssl.cnf, as Tern's emulated image and docs/porting.md's boards):
+# there ChaCha20 reads an artifact several times faster than AES-GCM.
+OP_PRIORITIZE_CHACHA = 1 << 21
+
+
+def server_context(config, default_factory) -> ssl.SSLContext:
+    """gunicorn's `ssl_context` hook: its default context, taking the client's ChaCha20."""
+    context = default_factory()
+    context.options |= OP_PRIORITIZE_CHACHA
+    return context
 
 
 def fingerprint(cert_path: Path) -> str:
