@@ -54,6 +54,15 @@ def test_updater_runtime_is_on_the_device(shell):
     shell.run_check("for check in /etc/tern/health.d/*; do $check || exit 1; done")
 
 
+def test_tls_offers_chacha20_first_as_a_board_without_aes_instructions(shell):
+    """The image's openssl.cnf, read through OpenSSL's default path (docs/porting.md):
+    the agent's TLS 1.3 contexts list ChaCha20-Poly1305 first."""
+    output = shell.run_check(
+        "python3 -c 'import ssl; print(ssl.create_default_context().get_ciphers()[0][\"name\"])'",
+        timeout=60)
+    assert output.strip() == "TLS_CHACHA20_POLY1305_SHA256"
+
+
 def test_ssh_with_fabric(shell):
     shell.run_check(  # the forwarded port reaches the guest once DHCP gave eth0 its address
         "for i in $(seq 30); do ip -4 addr show eth0 | grep -q inet && exit 0; sleep 1; done; "
