@@ -8,8 +8,11 @@ daemon` with console markers; deployments alternate release-2 / release-1 (each 
 the other slot). The parts come from the host's clock as the markers arrive on the serial
 console. Baseline, from the same device's shell: the same image fetched over plain HTTP
 with busybox wget and written by dd into the inactive slot (raw, and gzip through gunzip,
-as the artifact carries it), and a bare `reboot` to the shell (twice: the second split
-into its parts as the deployment's reboot is). Prints Markdown tables.
+as the artifact carries it); the gzip image again over HTTPS as the agent fetches it (the
+server's certificate and TLS settings, `server.tls`), by the device's one HTTPS client
+that checks a certificate, Python's (busybox wget does not check it); and a bare `reboot`
+to the shell (twice: the second split into its parts as the deployment's reboot is).
+Prints Markdown tables.
 """
 import argparse
 import functools
@@ -17,6 +20,7 @@ import gzip
 import http.server
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 
 from qemu.device import UBOOT_BANNER, Device, make_overlay
+from server.tls import server_context
 from testkit import wait_for
 from testkit.admin import ServerAdmin
 from testkit.campaign import Campaign
@@ -90,10 +95,20 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def serve_directory(directory: Path) -> http.server.ThreadingHTTPServer:
-    """Plain HTTP on the host's loopback: the guest reaches it at 10.0.2.2."""
+def serve_directory(directory: Path, tls_of: LiveServer | None = None
+                    ) -> http.server.ThreadingHTTPServer:
+    """Plain HTTP on the host's loopback (the guest reaches it at 10.0.2.2), or HTTPS with
+    the certificate and TLS settings of `tls_of`."""
     handler = functools.partial(QuietHandler, directory=directory)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls_of is not None:
+        def default_context() -> ssl.SSLContext:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls_of.certificate, tls_of.certificate.with_suffix(".key"))
+            return context
+
+        httpd.socket = server_context(None, default_context).wrap_socket(
+            httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
 
@@ -104,7 +119,14 @@ def timed_run(device: Device, command: str) -> float:
     return time.monotonic() - start
 
 
-def baseline(device: Device, port: int) -> dict[str, float]:
+# The device's HTTPS download to stdout, checking the server's certificate as the agent does.
+HTTPS_GET = ("python3 -c 'import shutil, ssl, sys, urllib.request; "
+             "context = ssl.create_default_context(cafile=\"/data/tern/server.crt\"); "
+             "shutil.copyfileobj(urllib.request.urlopen(sys.argv[1], context=context), "
+             "sys.stdout.buffer, 1 << 20)'")
+
+
+def baseline(device: Device, port: int, tls_port: int) -> dict[str, float]:
     inactive = "/dev/vda2" if device.slot == "B" else "/dev/vda3"
     url = f"http://10.0.2.2:{port}"
     times = {
@@ -114,6 +136,9 @@ def baseline(device: Device, port: int) -> dict[str, float]:
         "wget, gunzip, dd: gzip image": timed_run(
             device, f"wget -q -O - {url}/release-2.ext4.gz | gunzip | dd of={inactive} bs=1M "
                     "conv=fsync 2>/dev/null"),
+        "python3 over HTTPS, gunzip, dd: gzip image": timed_run(
+            device, f"{HTTPS_GET} https://10.0.2.2:{tls_port}/release-2.ext4.gz | gunzip | "
+                    f"dd of={inactive} bs=1M conv=fsync 2>/dev/null"),
     }
     device.console.sendline("reboot")
     start = time.monotonic()
@@ -142,7 +167,7 @@ def main() -> None:
     subprocess.run([sys.executable, str(ROOT / "images" / "build.py")], check=True)
     load_at_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="tern-bench-ota-"))
-    live = device = httpd = None
+    live = device = httpd = httpsd = None
     try:
         with open(IMAGES / "release-2.ext4", "rb") as raw, \
                 gzip.open(work / "release-2.ext4.gz", "wb", compresslevel=6) as packed:
@@ -161,11 +186,12 @@ def main() -> None:
                   f"{runs[-1]['success on the server']:.1f} s to success", flush=True)
         device.transition("off")
         device.transition("shell")  # a clean shell after the deployments' reboots
-        httpd = serve_directory(work)
-        base = baseline(device, httpd.server_address[1])
+        httpd, httpsd = serve_directory(work), serve_directory(work, tls_of=live)
+        base = baseline(device, httpd.server_address[1], httpsd.server_address[1])
     finally:
-        if httpd:
-            httpd.shutdown()
+        for server in (httpd, httpsd):
+            if server:
+                server.shutdown()
         if device:
             device.close()
         if live:
