@@ -26,13 +26,14 @@ emulated device (`make image`'s disk, booted once), per pair, `tern-updater inst
 the pair's artifact from a plain HTTP server on the host with single ranges
 (testkit.range_files), into slot B holding release-1: the full install
 (`delta_max_share = 0`), the delta, and the delta with the first half of the new image
-already in the target slot (a resumed install). Wall time from the console's command to
-its end, peak RSS (VmHWM, sampled every 0.5 s), and the bytes the server sent; each
-install is rolled back and slot B copied back from slot A before the next.
+already in the target slot (a resumed install), alternating, `--repeat` times. Median wall
+time from the console's command to its end, peak RSS (VmHWM, sampled every 0.5 s, the
+highest of the repetitions), and the bytes the server sent; each install is rolled back and
+slot B copied back from slot A before the next.
 
     make delta-images && .venv/bin/python -m bench.delta
     make delta-images && .venv/bin/python -m bench.delta --host-install [--python /usr/bin/python3]
-    make delta-images && .venv/bin/python -m bench.delta --device
+    make delta-images && .venv/bin/python -m bench.delta --device [--repeat 3]
 """
 import argparse
 import io
@@ -194,14 +195,16 @@ INSTALLS = ("full", "delta", "delta, resumed")
 class DeviceRow:
     pair: str
     install: str
-    seconds: float
-    peak_mib: float
-    sent: int  # bytes the host's server sent
-    mode: str  # the install's download stats: adaptive or full
+    seconds: list[float]  # wall time of each repetition
+    peak_mib: float  # the highest VmHWM of the repetitions
+    sent: int  # bytes the host's server sent, in the last repetition
+    mode: str  # the install's download stats: adaptive or full (the last repetition's)
 
     def line(self) -> str:
-        return (f"| {self.pair} | {self.install} | {self.seconds:.0f} s | "
-                f"{self.peak_mib:.1f} MiB | {self.sent:,} ({self.mode}) |")
+        spread = (f" ({min(self.seconds):.1f}-{max(self.seconds):.1f})"
+                  if len(self.seconds) > 1 else "")
+        return (f"| {self.pair} | {self.install} | {statistics.median(self.seconds):.1f} s"
+                f"{spread} | {self.peak_mib:.1f} MiB | {self.sent:,} ({self.mode}) |")
 
 
 def device_url(server: RangeFileServer) -> str:
@@ -228,7 +231,7 @@ def device_install(device: Device, config: str, url: str) -> tuple[float, float,
     return seconds, int(found[2]) / 1024, mode[1] if mode else "?"
 
 
-def measure_device(pairs: dict, images: Path, work: Path) -> list[DeviceRow]:
+def measure_device(pairs: dict, images: Path, work: Path, repeat: int) -> list[DeviceRow]:
     device = Device("bench-delta", make_overlay(images / "disk.img", work / "delta.qcow2"),
                     work / "console.log", boot_timeout=300)  # under nice, loaded
     rows = []
@@ -240,22 +243,29 @@ def measure_device(pairs: dict, images: Path, work: Path) -> list[DeviceRow]:
                          f"echo 'delta_max_share = 0.0' >> {FULL_CONFIG}")
         for name, pair in pairs.items():
             new = images / pair["rootfs"]
+            pair_rows = {install: DeviceRow(name, install, [], 0.0, 0, "?")
+                         for install in INSTALLS}
             with RangeFileServer(images / pair["artifact"]) as artifact, \
                     RangeFileServer(new) as image:
-                for install in INSTALLS:
-                    device.run_check("dd if=/dev/vda2 of=/dev/vda3 bs=1M 2>/dev/null && sync",
-                                     timeout=1200)  # slot B: release-1 again
-                    if install == "delta, resumed":
-                        half = new.stat().st_size // 2
-                        device.run_check(f"wget -q -O - {device_url(image)} | head -c {half} "
-                                         "| dd of=/dev/vda3 bs=1M 2>/dev/null && sync",
-                                         timeout=1200)
-                    before = artifact.sent
-                    config = FULL_CONFIG if install == "full" else DELTA_CONFIG
-                    seconds, peak, mode = device_install(device, config, device_url(artifact))
-                    rows.append(DeviceRow(name, install, seconds, peak,
-                                          artifact.sent - before, mode))
-                    print(rows[-1].line(), flush=True)
+                for _ in range(repeat):
+                    for install, row in pair_rows.items():
+                        device.run_check("dd if=/dev/vda2 of=/dev/vda3 bs=1M 2>/dev/null "
+                                         "&& sync", timeout=1200)  # slot B: release-1 again
+                        if install == "delta, resumed":
+                            half = new.stat().st_size // 2
+                            device.run_check(f"wget -q -O - {device_url(image)} | head -c "
+                                             f"{half} | dd of=/dev/vda3 bs=1M 2>/dev/null "
+                                             "&& sync", timeout=1200)
+                        before = artifact.sent
+                        config = FULL_CONFIG if install == "full" else DELTA_CONFIG
+                        seconds, peak, row.mode = device_install(device, config,
+                                                                 device_url(artifact))
+                        row.seconds.append(seconds)
+                        row.peak_mib = max(row.peak_mib, peak)
+                        row.sent = artifact.sent - before
+            for row in pair_rows.values():
+                print(row.line(), flush=True)
+            rows.extend(pair_rows.values())
     finally:
         device.close()
     return rows
@@ -357,7 +367,8 @@ def main() -> int:
                         help="time the full and the delta install on the host, into slot "
                              "files (minutes)")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="--host-install: runs of each install (the median is shown)")
+                        help="--host-install and --device: runs of each install (the "
+                             "median is shown)")
     parser.add_argument("--python", help="--host-install: run the updater with this interpreter "
                                          "(e.g. Debian's /usr/bin/python3, as the device: no "
                                          "python-isal) instead of the venv's")
@@ -368,7 +379,7 @@ def main() -> int:
         return 1
     pairs = json.loads(stamp.read_text())["pairs"]
     if args.device:
-        return device_table(pairs, args.images)
+        return device_table(pairs, args.images, args.repeat)
     if args.host_install:
         return host_table(pairs, args.images, args.repeat, args.python)
     print("| pair | method | bytes | share of the compressed full artifact | seconds (host) "
@@ -384,17 +395,18 @@ def main() -> int:
     return 0
 
 
-def device_table(pairs: dict, images: Path) -> int:
+def device_table(pairs: dict, images: Path, repeat: int) -> int:
     load = os.getloadavg()[0]
     print("| pair | install | wall time (device) | peak RSS (device) | bytes sent (mode) |")
     print("|---|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="bench-delta-device-") as tmp:
-        rows = measure_device(pairs, images, Path(tmp))
+        rows = measure_device(pairs, images, Path(tmp), repeat)
     for name in pairs:
         full, delta = (next(r for r in rows if (r.pair, r.install) == (name, install))
                        for install in ("full", "delta"))
-        print(f"\n{name}: delta / full wall time {delta.seconds / full.seconds:.2f}x "
-              "(goal <= 1.0x)")
+        ratio = statistics.median(delta.seconds) / statistics.median(full.seconds)
+        print(f"\n{name}: delta / full wall time {ratio:.2f}x (medians of {repeat}; "
+              "goal <= 1.0x)")
     print(f"Load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
     return 0
 
