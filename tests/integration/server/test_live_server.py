@@ -1,11 +1,8 @@
 """`tern-server serve` for real: gunicorn, HTTPS by default with a self-signed certificate,
 the CLI over HTTPS, and a device speaking with chunked request bodies."""
 import json
-import os
 import ssl
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -13,6 +10,7 @@ from cryptography import x509
 
 from server.tls import fingerprint
 from testkit.devices import SimulatedDevice
+from testkit.tls import IMAGE_OPENSSL_CONF, negotiated_cipher
 
 pytestmark = pytest.mark.slow
 
@@ -100,23 +98,10 @@ def test_tls_handshake_uses_the_printed_certificate(live_server):
         x509.load_pem_x509_certificate(server.certificate.read_bytes())
 
 
-def negotiated_cipher(port: int, openssl_conf: str | None) -> str:
-    """The TLS 1.3 suite a fresh client process agrees on (OpenSSL reads its configuration
-    once, at the process's start)."""
-    client = ("import socket, ssl, sys; context = ssl._create_unverified_context(); "
-              "connection = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); "
-              "print(context.wrap_socket(connection).cipher()[0])")
-    env = {k: v for k, v in os.environ.items() if k != "OPENSSL_CONF"}
-    if openssl_conf is not None:
-        env["OPENSSL_CONF"] = openssl_conf
-    return subprocess.run([sys.executable, "-c", client, str(port)], env=env, check=True,
-                          capture_output=True, text=True, timeout=30).stdout.strip()
-
 
 def test_a_client_that_prefers_chacha20_gets_it(live_server):
     """The emulated image's openssl.cnf (a board without AES instructions) lists ChaCha20
     first and gets it; a client with OpenSSL's defaults keeps AES-GCM."""
     port = live_server.live.port
-    image_conf = Path(__file__).parents[3] / "images/rootfs/etc/ssl/openssl.cnf"
-    assert negotiated_cipher(port, str(image_conf)) == "TLS_CHACHA20_POLY1305_SHA256"
-    assert negotiated_cipher(port, None) == "TLS_AES_256_GCM_SHA384"
+    assert negotiated_cipher(port, IMAGE_OPENSSL_CONF) == "TLS_CHACHA20_POLY1305_SHA256"
+    assert negotiated_cipher(port) == "TLS_AES_256_GCM_SHA384"

@@ -18,6 +18,7 @@ from testkit.admin import ServerAdmin
 from testkit.artifacts import build_artifact
 from testkit.live_server import LiveServer
 from testkit.nginx import README, Nginx, documented_block
+from testkit.tls import IMAGE_OPENSSL_CONF, negotiated_cipher
 from testkit.trickle import Trickler
 
 pytestmark = pytest.mark.slow
@@ -61,6 +62,9 @@ def test_the_documented_nginx_config(tmp_path, large_artifact):
         admin = ServerAdmin(tern)
         # the upstream's certificate is checked: /api/health passed through
         assert requests.get(f"{url}/api/health", verify=verify, timeout=10).status_code == 204
+        # the client's TLS suite order: ChaCha20 for a board without AES instructions
+        assert negotiated_cipher(port, IMAGE_OPENSSL_CONF) == "TLS_CHACHA20_POLY1305_SHA256"
+        assert negotiated_cipher(port) == "TLS_AES_256_GCM_SHA384"
 
         trickler = Trickler("127.0.0.1", port, ["handshake", "headers"]).start()
         limit = re.search(r"limit_conn tern_addr (\d+);", documented_block())
