@@ -83,7 +83,10 @@ if test ${upgrade_available} = 1; then
 fi
 
 echo "tern: mender_boot_part=${mender_boot_part} upgrade_available=${upgrade_available} bootcount=${bootcount} bootlimit=${bootlimit}"
-setenv bootargs "console=ttyAMA0 root=/dev/vda${mender_boot_part} rootwait panic=3 quiet loglevel=3"
+# fsck.repair=yes: systemd-fsck answers yes, as rcS does when preen gives up (a torn /data
+# superblock): an unattended device has nobody to answer, and /data unmounted loses the
+# updater's state.
+setenv bootargs "console=ttyAMA0 root=/dev/vda${mender_boot_part} rootwait panic=3 quiet loglevel=3 fsck.repair=yes"
 if load virtio 0:${mender_boot_part} ${kernel_addr_r} /boot/vmlinuz && load virtio 0:${mender_boot_part} ${ramdisk_addr_r} /boot/initrd.img; then
     booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdt_addr}
 fi

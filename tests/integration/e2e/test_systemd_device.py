@@ -4,7 +4,7 @@ boots as it can: against `tern-server`, a USB stick with a wrongly signed artifa
 reboot), an update that never boots, systemd's watchdog restarting a daemon that stopped
 feeding it, an update to success, one whose health check fails, and a USB stick with a
 signed artifact (docs/usb-install.md), each ending with its status on the server or the
-device."""
+device; last, a power cut that tore /data's superblock."""
 import time
 
 import pytest
@@ -160,7 +160,21 @@ def test_systemd_device_usb_sticks_watchdog_restart_update_and_rollbacks(
     assert data_marker(device) == "survives"
     stick = time.monotonic()
 
+    # A power cut that tore /data's superblock (ext4 writes it in place at each mount): its
+    # second sector zeroed under a frozen /data, then the reset button. systemd-fsck (with
+    # the boot script's fsck.repair=yes) takes a backup superblock; /data mounts, all on it.
+    device.run_check("fsfreeze --freeze /data && dd if=/dev/zero of=/dev/vda4 bs=512 seek=3 "
+                     "count=1 conv=notrunc oflag=direct 2>/dev/null")
+    device.reset()
+    assert device.expect_reboot() == "A"
+    assert "Superblock invalid, trying backup blocks" in journal(
+        device, "systemd-fsck@dev-vda4.service")
+    assert data_marker(device) == "survives"
+    assert release(device) == "release-1"
+    torn = time.monotonic()
+
     print(f"systemd device: enrolled {enrolled - started:.0f} s, wrongly signed stick "
           f"{refused - enrolled:.0f} s, release-broken {broken - refused:.0f} s, watchdog "
           f"restart {restarted - broken:.0f} s, release-2 {updated - restarted:.0f} s, "
-          f"release-unhealthy {unhealthy - updated:.0f} s, signed stick {stick - unhealthy:.0f} s")
+          f"release-unhealthy {unhealthy - updated:.0f} s, signed stick {stick - unhealthy:.0f} s, "
+          f"torn /data superblock {torn - stick:.0f} s")

@@ -104,25 +104,34 @@ def test_guest_reaches_the_host_at_10_0_2_2_also_when_the_network_was_down_at_bo
     assert output == "hello from the host\n"
 
 
-def torn_journal_data(image, tmp_path, before: bytes) -> Path:
+JOURNALED = bytes(range(256)) * 8  # two 1 KiB blocks, each transaction's
+
+
+def torn_data(image, tmp_path, before: bytes, torn: str) -> Path:
     """A disk whose /data holds `before` in /before-update and, in its journal, two
-    transactions left to replay, the second's commit block torn after its first sector:
-    what the flush-point replay found a power cut can leave (RELIABILITY.md)."""
+    transactions left to replay (each writes JOURNALED to two blocks: 30000-30001, then
+    30002-30003); then, as the flush-point replay found a power cut can leave it
+    (RELIABILITY.md), torn after its first sector: the second transaction's commit block
+    (`torn="commit"`), or the superblock, which ext4 writes in place at each mount
+    (`torn="superblock"`)."""
     data = image.layout["partitions"]["data"]
     partition = tmp_path / "data.ext4"
     with open(image.disk, "rb") as disk, open(partition, "wb") as out:
         disk.seek(data["offset"])
         out.write(disk.read(data["size"]))
     (tmp_path / "before").write_bytes(before)
-    (tmp_path / "blocks").write_bytes(bytes(range(256)) * 8)  # two 1 KiB blocks
+    (tmp_path / "blocks").write_bytes(JOURNALED)
     subprocess.run(["debugfs", "-w", "-f", "-", str(partition)], check=True, capture_output=True,
                    cwd=tmp_path, text=True, input="write before before-update\njo -c -v 3\n"
                    "jw -b 30000,30001 blocks\njw -b 30002,30003 blocks\njc\n")
     logdump = subprocess.run(["debugfs", "-R", "logdump", str(partition)], check=True,
                              capture_output=True, text=True).stdout
     assert "sequence 2, type 2 (commit block) at block 8" in logdump
-    block = int(subprocess.run(["debugfs", "-R", "bmap <8> 8", str(partition)], check=True,
-                               capture_output=True, text=True).stdout)
+    if torn == "commit":
+        block = int(subprocess.run(["debugfs", "-R", "bmap <8> 8", str(partition)], check=True,
+                                   capture_output=True, text=True).stdout)
+    else:
+        block = 1  # the superblock: 1 KiB at byte 1024 (a 1 KiB-block file system)
     with open(partition, "r+b") as out:  # its second sector as a cache could leave it
         out.seek(block * 1024 + 512)
         out.write(b"\xa5" * 512)
@@ -133,14 +142,32 @@ def torn_journal_data(image, tmp_path, before: bytes) -> Path:
     return disk
 
 
+def data_mounted_intact(device, before: bytes) -> None:
+    device.transition("shell")
+    assert " /data ext4 " in device.run_check("cat /proc/mounts")
+    output = device.run_check("sha256sum /data/before-update")
+    assert output.split()[0] == hashlib.sha256(before).hexdigest()
+
+
 def test_data_whose_last_journal_commit_is_torn_is_checked_then_mounted_intact(
         make_device, base_image, tmp_path):
     """The kernel refuses such a /data ("Structure needs cleaning"); rcS checks it first
     (e2fsck -p drops the torn transaction), so it mounts with all written before."""
     before = hashlib.sha256(b"tern").digest() * 2048
-    device = make_device(disk=torn_journal_data(base_image, tmp_path, before))
-    device.transition("shell")
-    assert " /data ext4 " in device.run_check("cat /proc/mounts")
-    output = device.run_check("sha256sum /data/before-update")
-    assert output.split()[0] == hashlib.sha256(before).hexdigest()
+    device = make_device(disk=torn_data(base_image, tmp_path, before, torn="commit"))
+    data_mounted_intact(device, before)
     assert "Journal transaction 2 was corrupt" in device.log_path.read_text(errors="replace")
+
+
+def test_data_whose_superblock_is_torn_is_repaired_from_a_backup_with_its_journal(
+        make_device, base_image, tmp_path):
+    """Neither the kernel nor e2fsck -p opens such a /data; rcS then runs e2fsck -y, which
+    takes a backup superblock and still replays the journal: nothing written is lost."""
+    before = hashlib.sha256(b"tern").digest() * 2048
+    device = make_device(disk=torn_data(base_image, tmp_path, before, torn="superblock"))
+    data_mounted_intact(device, before)
+    console = device.log_path.read_text(errors="replace")
+    assert "Superblock invalid, trying backup blocks" in console
+    assert "running journal anyway" in console
+    output = device.run_check("dd if=/dev/vda4 bs=1024 skip=30000 count=4 2>/dev/null | sha256sum")
+    assert output.split()[0] == hashlib.sha256(JOURNALED * 2).hexdigest()  # both transactions
