@@ -15,9 +15,7 @@ to the shell (twice: the second split into its parts as the deployment's reboot 
 Prints Markdown tables.
 """
 import argparse
-import functools
 import gzip
-import http.server
 import os
 import shutil
 import ssl
@@ -25,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from server.tls import server_context
 from testkit import wait_for
 from testkit.admin import ServerAdmin
 from testkit.campaign import Campaign
+from testkit.http_files import serve_directory
 from testkit.live_server import LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,27 +88,11 @@ def deployment_timeline(campaign: Campaign, release: str) -> dict[str, float]:
     return times
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-def serve_directory(directory: Path, tls_of: LiveServer | None = None
-                    ) -> http.server.ThreadingHTTPServer:
-    """Plain HTTP on the host's loopback (the guest reaches it at 10.0.2.2), or HTTPS with
-    the certificate and TLS settings of `tls_of`."""
-    handler = functools.partial(QuietHandler, directory=directory)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    if tls_of is not None:
-        def default_context() -> ssl.SSLContext:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(tls_of.certificate, tls_of.certificate.with_suffix(".key"))
-            return context
-
-        httpd.socket = server_context(None, default_context).wrap_socket(
-            httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
+def tls_like(live: LiveServer) -> ssl.SSLContext:
+    """A server context with `live`'s certificate and tern-server's TLS settings."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(live.certificate, live.certificate.with_suffix(".key"))
+    return server_context(None, lambda: context)
 
 
 def timed_run(device: Device, command: str) -> float:
@@ -126,9 +108,8 @@ HTTPS_GET = ("python3 -c 'import shutil, ssl, sys, urllib.request; "
              "sys.stdout.buffer, 1 << 20)'")
 
 
-def baseline(device: Device, port: int, tls_port: int) -> dict[str, float]:
+def baseline(device: Device, url: str, tls_url: str) -> dict[str, float]:
     inactive = "/dev/vda2" if device.slot == "B" else "/dev/vda3"
-    url = f"http://10.0.2.2:{port}"
     times = {
         "wget, dd: raw image": timed_run(
             device, f"wget -q -O - {url}/release-2.ext4 | dd of={inactive} bs=1M conv=fsync "
@@ -137,7 +118,7 @@ def baseline(device: Device, port: int, tls_port: int) -> dict[str, float]:
             device, f"wget -q -O - {url}/release-2.ext4.gz | gunzip | dd of={inactive} bs=1M "
                     "conv=fsync 2>/dev/null"),
         "python3 over HTTPS, gunzip, dd: gzip image": timed_run(
-            device, f"{HTTPS_GET} https://10.0.2.2:{tls_port}/release-2.ext4.gz | gunzip | "
+            device, f"{HTTPS_GET} {tls_url}/release-2.ext4.gz | gunzip | "
                     f"dd of={inactive} bs=1M conv=fsync 2>/dev/null"),
     }
     device.console.sendline("reboot")
@@ -167,7 +148,7 @@ def main() -> None:
     subprocess.run([sys.executable, str(ROOT / "images" / "build.py")], check=True)
     load_at_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="tern-bench-ota-"))
-    live = device = httpd = httpsd = None
+    live = device = None
     try:
         with open(IMAGES / "release-2.ext4", "rb") as raw, \
                 gzip.open(work / "release-2.ext4.gz", "wb", compresslevel=6) as packed:
@@ -186,12 +167,9 @@ def main() -> None:
                   f"{runs[-1]['success on the server']:.1f} s to success", flush=True)
         device.transition("off")
         device.transition("shell")  # a clean shell after the deployments' reboots
-        httpd, httpsd = serve_directory(work), serve_directory(work, tls_of=live)
-        base = baseline(device, httpd.server_address[1], httpsd.server_address[1])
+        with serve_directory(work) as url, serve_directory(work, tls_like(live)) as tls_url:
+            base = baseline(device, url, tls_url)
     finally:
-        for server in (httpd, httpsd):
-            if server:
-                server.shutdown()
         if device:
             device.close()
         if live:

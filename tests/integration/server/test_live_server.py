@@ -98,7 +98,6 @@ def test_tls_handshake_uses_the_printed_certificate(live_server):
         x509.load_pem_x509_certificate(server.certificate.read_bytes())
 
 
-
 def test_a_client_that_prefers_chacha20_gets_it(live_server):
     """The emulated image's openssl.cnf (a board without AES instructions) lists ChaCha20
     first and gets it; a client with OpenSSL's defaults keeps AES-GCM."""
