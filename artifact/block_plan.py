@@ -6,7 +6,8 @@ gets back the chunks to fetch as coalesced byte ranges of the artifact file, and
 costs against a full download. `block_sources` yields the same decisions block by block,
 for the installer that writes the slot. Zero blocks (most of a fresh filesystem's free space)
 are never fetched. With `held`, a block the target slot already holds at its own place (an
-interrupted install, or an unchanged block of the release the slot held before) is kept.
+interrupted install, or an unchanged block of the release the slot held before) is kept:
+left out of the sources, a run at a time.
 
 `SlotHashes` is one such `find`: the hash of every non-zero block of a slot, sorted, found
 through the bucket of its first two bytes (20 bytes per block and 256 KiB of buckets; RAUC's
@@ -39,13 +40,11 @@ from .block_index import (
 from .errors import StructureError
 
 Find = Callable[[bytes], object | None]  # where a local slot holds a block with this sha256
-Held = Callable[[int, bytes], bool]  # does the target slot hold this block's hash in place
 OpenRange = Callable[[int, int], AbstractContextManager[BinaryIO]]  # the bytes [start, end)
 
 READ_SIZE = 1 << 20
 MAX_GAP = 64 << 10  # fetch up to this many unneeded bytes rather than open another range
 
-HELD = "held"
 ZERO = "zero"
 LOCAL = "local"
 FETCH = "fetch"
@@ -103,17 +102,16 @@ class FetchPlan:
                 "full_bytes": self.full_bytes, "share": round(self.share, 4)}
 
 
-def block_sources(index: BlockIndex, find: Find, held: Held | None = None,
+def block_sources(index: BlockIndex, find: Find, held: bytes | bytearray | None = None,
                   same: bytes | bytearray | None = None) -> Iterator[tuple[int, str, object]]:
-    """(block, HELD | ZERO | LOCAL | FETCH, the location `find` gave or the chunk) for each
-    block. `same`, when given, has a 1 for each block the active slot holds (its hash
-    checked) at the block's own offset: that offset is taken without a search."""
+    """(block, ZERO | LOCAL | FETCH, the location `find` gave or the chunk) for each block
+    the target slot does not hold in place. `held`, when given, has a 1 for each block it
+    holds (its hash proven): those are left as they are, a run at a time. `same`, when
+    given, has a 1 for each block the active slot holds (its hash checked) at the block's own
+    offset: that offset is taken without a search."""
     zero = zero_digest(index.block_size)
-    for block in range(index.block_count):
+    for block in _not_held(held, index.block_count):
         digest = index.block_hash(block)
-        if held is not None and held(block, digest):
-            yield block, HELD, None
-            continue
         if index.block_length(block) == index.block_size and digest == zero:
             yield block, ZERO, None
             continue
@@ -127,16 +125,29 @@ def block_sources(index: BlockIndex, find: Find, held: Held | None = None,
             yield block, FETCH, block // index.chunk_blocks
 
 
+def _not_held(held: bytes | bytearray | None, count: int) -> Iterator[int]:
+    """The blocks whose byte in `held` is 0 (all when there is none)."""
+    if held is None:
+        yield from range(count)
+        return
+    start = held.find(0)
+    while start >= 0:
+        end = held.find(1, start)
+        yield from range(start, count if end < 0 else end)
+        start = -1 if end < 0 else held.find(0, end)
+
+
 def plan_fetch(index: BlockIndex, payload_offset: int, find: Find, *, artifact_size: int,
                index_size: int, index_fetched: int | None = None, max_gap: int = 0,
-               held: Held | None = None, same: bytes | bytearray | None = None) -> FetchPlan:
+               held: bytes | bytearray | None = None,
+               same: bytes | bytearray | None = None) -> FetchPlan:
     """The chunks to fetch, as ranges of the artifact file, adjacent ones (or ones at most
     `max_gap` bytes apart) coalesced. `payload_offset` is `ArtifactReader.payload_offset`;
     `artifact_size` the whole file's (a Range answer's Content-Range gives it), `index_size`
     the anchor's `area` (a full install downloads the file but the index); `index_fetched`
     what was fetched of the index (the top and the leaves fetched; default: all of it)."""
     needed = bytearray(index.chunk_count)
-    counts = {HELD: 0, ZERO: 0, LOCAL: 0, FETCH: 0}
+    counts = {ZERO: 0, LOCAL: 0, FETCH: 0}
     for _, kind, where in block_sources(index, find, held, same):
         counts[kind] += 1
         if kind == FETCH:
@@ -152,7 +163,8 @@ def plan_fetch(index: BlockIndex, payload_offset: int, find: Find, *, artifact_s
             ranges.append(ByteRange(start, end, chunk, chunk))
     full = artifact_size - index_size
     return FetchPlan(ranges=ranges, chunks=sum(needed), blocks_local=counts[LOCAL],
-                     blocks_held=counts[HELD], blocks_zero=counts[ZERO],
+                     blocks_held=0 if held is None else held.count(1),
+                     blocks_zero=counts[ZERO],
                      blocks_fetched=counts[FETCH],
                      head_bytes=base + (index_size if index_fetched is None else index_fetched),
                      full_bytes=full, needed=needed)
@@ -245,9 +257,6 @@ class SlotSurvey:
     same: bytearray  # 1 per block the active slot holds at its own place (hash checked)
     active: SlotHashes
     unknown: bytearray  # 1 per chunk that no slot matches in place: its leaves are fetched
-
-    def in_place(self, block: int, digest: bytes) -> bool:
-        return bool(self.held[block])
 
     def leaf_ranges(self, index: BlockIndex, leaves_offset: int,
                     max_gap: int = MAX_GAP) -> list[ByteRange]:

@@ -111,7 +111,7 @@ def tern_plan(artifact: Path, target: Path, active: Path) -> TernPlan:
         leaf_bytes = sum(r.size for r in leaf_ranges)
         plan = plan_fetch(index, reader.payload_offset, survey.active.find, artifact_size=size,
                           index_size=anchor.area, index_fetched=anchor.size + leaf_bytes,
-                          max_gap=MAX_GAP, held=survey.in_place, same=survey.same)
+                          max_gap=MAX_GAP, held=survey.held, same=survey.same)
     return TernPlan(plan, leaf_chunks, leaf_bytes)
 
 

@@ -34,7 +34,8 @@ class Config:
     cmdline_file: str = setting("/proc/cmdline", "where root= of the running slot is read")
     boot_id_file: str = setting("/proc/sys/kernel/random/boot_id",
                                 "changes at every boot: tells a reboot from a restart")
-    verify_readback: bool = setting(True, "read the written slot back and check it (CRC-32)")
+    verify_readback: bool = setting(True, "read the written slot back and check it (CRC-32); "
+                                          "an adaptive install always does (its sha256)")
     auto_reboot: bool = setting(False, "reboot into the new slot right after an install")
     reboot_command: str = setting("reboot", "command that reboots; empty: wait for a reboot")
     modules_dir: str = setting("/usr/share/mender/modules/v3", "update modules")

@@ -7,11 +7,12 @@ where it was), the active slot (at the same place first, else at any place), a b
 zeros, and only then the artifact's chunk area, fetched by HTTP Range in the planner's
 coalesced ranges. Every block is checked against its hash before it is written, and a kept
 block is proven to hold its hash (`survey_slots`: zeros compared with zeros, a block equal
-to the active slot's hashed block, or its own hash); the whole image's sha256 is checked
-against the signed manifest (and the installer reads the slot back, past the page cache):
-exactly what a full install proves before the slot may boot. The target is synced every
-`sync_every` bytes written, so that a power cut costs at most that much of the work done
-(what the page cache held is lost; what reached the medium is in place at the next try).
+to the active slot's hashed block, or its own hash); then the slot is read back, past the
+page cache, and its sha256 checked against the signed manifest: what a full install proves
+before the slot may boot (its stream's sha256 and a CRC-32 read-back), in one pass. The
+target is synced every `sync_every` bytes written, so that a power cut costs at most that
+much of the work done (what the page cache held is lost; what reached the medium is in
+place at the next try).
 
 The index has two levels (artifact.block_index): the top, a hash per chunk of 16 blocks, is
 fetched with the head and checked against the signed header; `survey_slots` matches each
@@ -19,10 +20,12 @@ chunk's top entry in the slots in place, and only the leaves (block hashes) of t
 that no slot matches in place are fetched, in coalesced ranges, each chunk's checked against
 its top entry before the plan uses them.
 
-Each slot is read once before the plan (`survey_slots`, side by side) and the target once
-more in the write pass; a non-zero block is hashed once there unless the active slot's
-block at the same place has its bytes, a copied or fetched block once more when it is
-written, and the whole image once (its sha256).
+Each slot is read once before the plan (`survey_slots`, side by side), and the target once
+more when it is written (the read-back); a non-zero block is hashed once in the survey
+unless the active slot's block at the same place has its bytes, a copied or fetched block
+once more when it is written, and the whole image once (its sha256, as read back). The
+write pass touches only the blocks the target lacks: a block kept in place is not read
+there (the read-back's sha256 covers it, and would fail if it changed since the survey).
 
 The active slot is the running root filesystem, which a device's image may mount read-write:
 a block copied from it may have changed since `survey_slots` hashed it. Such a block is taken
@@ -45,7 +48,6 @@ at most 41 bytes per block; one chunk (the last fetched, planned or not) and 1 M
 import hashlib
 import os
 import stat
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
@@ -60,7 +62,6 @@ from artifact.block_index import (
 )
 from artifact.block_plan import (
     FETCH,
-    HELD,
     LOCAL,
     MAX_GAP,
     block_sources,
@@ -86,9 +87,9 @@ class Ranges(Protocol):
 
 
 def install(reader, ranges: Ranges, *, target: str, active: str, max_share: float,
-            sync_every: int, log: Callable[[str], None]) -> tuple[int, int]:
-    """Write the payload's image to `target` from the cheapest sources, fsynced; return its
-    size and the CRC-32 of its bytes as verified (for the caller's read-back)."""
+            sync_every: int, log: Callable[[str], None]) -> int:
+    """Write the payload's image to `target` from the cheapest sources, fsynced, and read it
+    back against the signed manifest's sha256; return its size."""
     [payload] = reader.header.payloads
     try:
         anchor = IndexAnchor.from_payload(payload)
@@ -122,7 +123,7 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
     plan = plan_fetch(index, reader.payload_offset, survey.active.find, artifact_size=ranges.size,
                       index_size=anchor.area, index_fetched=anchor.size + sum(
                           r.size for r in leaf_ranges), max_gap=MAX_GAP,
-                      held=survey.in_place, same=survey.same)
+                      held=survey.held, same=survey.same)
     log(f"adaptive install: {index.chunk_count - unknown} of {index.chunk_count} chunks "
         f"match a slot in place; the leaves of the {unknown} others: "
         f"{plan.head_bytes - data_content_offset(reader.payload_offset) - anchor.size} bytes "
@@ -138,42 +139,35 @@ def install(reader, ranges: Ranges, *, target: str, active: str, max_share: floa
                        f"delta_max_share ({max_share:.0%})")
     chunks = Chunks(index, plan, ranges, compression, data_content_offset(reader.payload_offset),
                     max_share=max_share, planned=planned)
-    sources = block_sources(index, survey.active.find, survey.in_place, survey.same)
+    sources = block_sources(index, survey.active.find, survey.held, survey.same)
     # the console's write tenths are of the bytes written, not of the slot
     to_write = max(index.image_size - plan.blocks_held * index.block_size, 0)
-    digest, crc = _write(index, sources, chunks, target, active, sync_every, to_write)
+    _write(index, sources, chunks, target, active, sync_every, to_write)
     if chunks.changed:
         log(f"adaptive install: {chunks.changed} blocks changed in the active slot while the "
             f"install ran: taken from their chunks instead, {chunks.refetched} chunks fetched "
             f"for them alone ({chunks.refetched_bytes} bytes)")
-    if digest.hexdigest() != expected:
-        raise Fallback(str(ChecksumError(f"data/0000/{name}", expected,
-                                         digest.hexdigest())))
+    actual = slot_sha256(target, index.image_size)
+    if actual != expected:
+        raise Fallback(str(ChecksumError(f"data/0000/{name} as read back from {target}",
+                                         expected, actual)))
     log(stats_line("adaptive", ranges.fetched, plan.full_bytes))
-    return index.image_size, crc
+    return index.image_size
 
 
 def _write(index: BlockIndex, sources, chunks: "Chunks", target: str, active: str,
-           sync_every: int, to_write: int):
-    """Fill `target` block by block; return the image's sha256 and CRC-32 as written. The
-    blocks kept in place were proven by `survey_slots`; here they are only read, in runs,
-    for the whole image's sha256 (which a block changed since would fail)."""
-    image = ImageDigest()
+           sync_every: int, to_write: int) -> None:
+    """Write the blocks the target slot lacks (`sources`: the held ones are not among them,
+    `survey_slots` proved their hashes), each checked against its hash first; fsynced."""
     zero = bytes(index.block_size)
     crash_at = failpoints.payload_offset()
     fd = os.open(target, os.O_RDWR)
     try:
-        kept = KeptRun(fd, image)
         old = SlotReader(os.open(active, os.O_RDONLY))
         writer = SlotWriter(fd, crash_at, sync_every, markers.WriteProgress(to_write))
         try:
             for block, kind, where in sources:
-                offset = block * index.block_size
                 length = index.block_length(block)
-                if kind == HELD:
-                    kept.add(offset, length)
-                    continue
-                kept.read()
                 if kind == LOCAL:
                     content = old.read(where, length)
                     if block_digest(content) != index.block_hash(block):
@@ -182,9 +176,7 @@ def _write(index: BlockIndex, sources, chunks: "Chunks", target: str, active: st
                     content = chunks.block(block)
                 else:
                     content = zero[:length]
-                image.update(content)
-                writer.write(offset, content)
-            kept.read()
+                writer.write(block * index.block_size, content)
             writer.flush()
         finally:
             os.close(old.fd)
@@ -193,44 +185,23 @@ def _write(index: BlockIndex, sources, chunks: "Chunks", target: str, active: st
         os.fsync(fd)
     finally:
         os.close(fd)
-    return image.sha256, image.crc
 
 
-class ImageDigest:
-    """The whole image's sha256 and CRC-32, in order."""
-
-    def __init__(self):
-        self.sha256 = hashlib.sha256()
-        self.crc = 0
-
-    def update(self, data) -> None:
-        self.sha256.update(data)
-        self.crc = zlib.crc32(data, self.crc)
-
-
-class KeptRun:
-    """Adjacent blocks kept in the target slot, read in one piece (up to READ_SIZE) into the
-    image's digest when the run ends."""
-
-    def __init__(self, fd: int, image: ImageDigest):
-        self.fd = fd
-        self.image = image
-        self.start = self.end = 0
-
-    def add(self, offset: int, length: int) -> None:
-        if offset != self.end or self.end - self.start >= READ_SIZE:
-            self.read()
-            self.start = offset
-        self.end = offset + length
-
-    def read(self) -> None:
-        if self.end > self.start:
-            data = os.pread(self.fd, self.end - self.start, self.start)
-            if len(data) != self.end - self.start:
-                raise Fallback(f"the target slot ends at {self.start + len(data)}, inside "
-                               "blocks it held")
-            self.image.update(data)
-        self.start = self.end
+def slot_sha256(target: str, size: int) -> str:
+    """The sha256 of the slot's first `size` bytes, read from the medium (past the page
+    cache): the image as the next boot will find it."""
+    digest = hashlib.sha256()
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)
+        for position in range(0, size, READ_SIZE):
+            data = os.pread(fd, min(READ_SIZE, size - position), position)
+            if not data:
+                raise Fallback(f"slot {target} ends after {position} bytes")
+            digest.update(data)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
 
 
 class Chunks:

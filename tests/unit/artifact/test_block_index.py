@@ -29,7 +29,6 @@ from artifact.block_index import (
 )
 from artifact.block_plan import (
     FETCH,
-    HELD,
     LOCAL,
     ZERO,
     SlotHashes,
@@ -219,6 +218,18 @@ def test_block_sources_says_where_each_block_comes_from():
         (0, LOCAL, ("active", 8192)), (1, ZERO, None), (2, FETCH, 1)]
 
 
+@pytest.mark.parametrize("held", ["11011", "00000", "11111", "01110", "10001"])
+def test_block_sources_leave_out_the_blocks_held_in_place_run_by_run(held):
+    hashes = [block_digest(bytes([n]) * BLOCK) for n in range(1, 6)]
+    index = BlockIndex.of_leaves(BLOCK, 2, 5 * BLOCK, b"".join(hashes),
+                                 array("Q", [0, 1, 2, 3]))
+    held = bytes(int(h) for h in held)
+    assert [block for block, _, _ in block_sources(index, {}.get, held)] == \
+        [block for block in range(5) if not held[block]]
+    plan = plan_fetch(index, 0, {}.get, artifact_size=100, index_size=10, held=held)
+    assert plan.blocks_held == sum(held) and plan.blocks_fetched == 5 - sum(held)
+
+
 def test_a_device_rebuilds_the_new_image_from_the_old_one_and_the_ranges(tmp_path):
     """What the adaptive install will do: the local blocks, the zero blocks, and the fetched
     chunks' blocks (each verified) give back the new image, byte for byte."""
@@ -321,7 +332,8 @@ def test_a_badly_compressed_index_is_refused(tmp_path, mutate, message):
         BlockIndex.parse(mutate(index.serialize(), index.encode()))
 
 
-def test_sources_prefer_the_target_in_place_then_zero_then_the_active_slot(tmp_path):
+def test_sources_leave_what_the_target_holds_in_place_then_take_zero_then_the_active_slot(
+        tmp_path):
     blocks = [b"a" * BLOCK, bytes(BLOCK), b"b" * BLOCK, b"c" * BLOCK, b"d" * BLOCK]
     target = tmp_path / "target"
     target.write_bytes(b"a" * BLOCK + b"x" * BLOCK * 2 + b"c" * BLOCK)
@@ -331,9 +343,9 @@ def test_sources_prefer_the_target_in_place_then_zero_then_the_active_slot(tmp_p
     index, survey = surveyed(
         BlockIndex.of_leaves(BLOCK, 2, len(blocks) * BLOCK, hashes, array("Q", [0, 1, 2, 3])),
         target, active)
-    sources = list(block_sources(index, survey.active.find, survey.in_place, survey.same))
-    assert sources == [(0, HELD, None), (1, ZERO, None), (2, LOCAL, BLOCK),
-                       (3, HELD, None), (4, FETCH, 2)]
+    assert list(survey.held) == [1, 0, 0, 1, 0]
+    sources = list(block_sources(index, survey.active.find, survey.held, survey.same))
+    assert sources == [(1, ZERO, None), (2, LOCAL, BLOCK), (4, FETCH, 2)]
 
 
 def test_slot_hashes_find_the_lowest_block_of_each_hash(tmp_path):
@@ -492,7 +504,7 @@ def test_a_chunk_that_a_slot_matches_in_place_needs_no_leaves(tmp_path):
     assert sum(survey.same) == (50 - 4) * 4  # the other chunks (zeros too), in place
     result = plan_fetch(index, offset, survey.active.find, artifact_size=artifact.stat().st_size,
                         index_size=anchor.area, index_fetched=anchor.size + 4 * 64,
-                        held=survey.in_place, same=survey.same)
+                        held=survey.held, same=survey.same)
     assert [(r.first, r.last) for r in result.ranges] == [(0, 0), (2, 2), (25, 25), (37, 37)]
     assert result.head_bytes == offset + 512 + anchor.size + 4 * 64
     # with the new image half written in the target slot, its chunks match there

@@ -6,7 +6,6 @@ import contextlib
 import io
 import random
 import re
-import zlib
 
 import pytest
 
@@ -96,10 +95,10 @@ def install(tmp_path, monkeypatch, artifact, changed: list[int], *, max_share: f
     monkeypatch.setattr(adaptive, "survey_slots", survey_then_change)
     ranges, log = ranges or FileRanges(artifact), []
     with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
-        size, crc = adaptive.install(reader, ranges, target=str(target), active=str(active),
-                                     max_share=max_share, sync_every=16 * MiB, log=log.append)
+        size = adaptive.install(reader, ranges, target=str(target), active=str(active),
+                                max_share=max_share, sync_every=16 * MiB, log=log.append)
     assert target.read_bytes() == NEW
-    assert (size, crc) == (len(NEW), zlib.crc32(NEW))
+    assert size == len(NEW)
     return ranges, log
 
 

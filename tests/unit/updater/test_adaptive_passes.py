@@ -1,6 +1,7 @@
 """How often the adaptive install reads and hashes each slot's bytes (issue 19: the delta
 install's wall time on the device, where SHA-256 under emulation costs seconds per pass):
-each slot read once before the plan, the target once more for the whole image's sha256;
+each slot read once before the plan, the target once more when it is written (read back
+for the whole image's sha256), the blocks it keeps never read in between;
 a non-zero block hashed once unless the active slot's block at the same place has its
 bytes; zero blocks compared, never hashed. And what a kept block still must prove."""
 import contextlib
@@ -8,7 +9,6 @@ import hashlib
 import io
 import os
 import random
-import zlib
 
 import pytest
 
@@ -93,7 +93,7 @@ def artifact(tmp_path):
     return write_indexed_artifact_file(tmp_path / "new.mender", NEW, name="new")
 
 
-def install(tmp_path, artifact, target: bytes, active: bytes) -> tuple[int, int]:
+def install(tmp_path, artifact, target: bytes, active: bytes) -> int:
     (tmp_path / "target").write_bytes(target)
     (tmp_path / "active").write_bytes(active)
     with open(artifact, "rb") as stream, ArtifactReader(stream) as reader:
@@ -105,9 +105,9 @@ def install(tmp_path, artifact, target: bytes, active: bytes) -> tuple[int, int]
 def counted_install(tmp_path, artifact, target: bytes, active: bytes) -> Counted:
     with pytest.MonkeyPatch.context() as patch:
         counted = Counted(patch)
-        size, crc = install(tmp_path, artifact, target, active)
+        size = install(tmp_path, artifact, target, active)
     assert (tmp_path / "target").read_bytes() == NEW
-    assert (size, crc) == (len(NEW), zlib.crc32(NEW))
+    assert size == len(NEW)
     return counted
 
 
@@ -128,8 +128,8 @@ def test_a_half_written_target_hashes_only_its_blocks_the_active_slot_lacks(
     # (their 64 KiB chunks hashed block by block), nothing copied
     extra = 3 * BLOCK + 2 * 64 * KiB
     assert counted.hashed <= NON_ZERO + len(NEW) + extra + 64 * KiB
-    # the two fetched blocks are written, not read again
-    assert counted.read == {"target": 2 * len(NEW) - 2 * BLOCK, "active": len(NEW)}
+    # the survey, then the read-back (the kept blocks are not read in the write pass)
+    assert counted.read == {"target": 2 * len(NEW), "active": len(NEW)}
 
 
 def test_a_target_holding_an_older_release_is_hashed_only_in_the_chunks_the_active_slot_lacks(
@@ -163,5 +163,6 @@ def test_a_kept_block_changed_after_the_survey_fails_the_whole_image_check(
         return found
 
     monkeypatch.setattr(adaptive, "survey_slots", survey_then_damage)
-    with pytest.raises(Fallback, match="data/0000/rootfs.ext4: invalid checksum"):
+    with pytest.raises(Fallback, match="data/0000/rootfs.ext4 as read back from .*target: "
+                                       "invalid checksum"):
         install(tmp_path, artifact, NEW, NEW)
