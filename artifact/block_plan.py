@@ -18,9 +18,10 @@ install, with only the index's top: the chunks whose top entry a slot matches in
 leaves needed for them), which blocks the target slot already holds in place, which ones the
 active slot holds at the same place, and the active slot's `SlotHashes`. A block is hashed
 there only when nothing cheaper proves it: a zero block is compared with zeros, and a target
-block equal byte for byte to the active slot's block at the same place has that block's hash.
-The leaves of the other chunks are then fetched (`SlotSurvey.leaf_ranges`, `fetch_leaves`)
-and checked against the top before the plan.
+block equal byte for byte to the active slot's block at the same place has that block's hash
+(a whole chunk of them is compared at once). The leaves of the other chunks are then
+fetched (`SlotSurvey.leaf_ranges`, `fetch_leaves`) and checked against the top before the
+plan.
 """
 import bisect
 import os
@@ -328,48 +329,83 @@ def survey_slots(index: BlockIndex, target: str | os.PathLike,
             for start in range(0, length, chunk_size):
                 chunk = (position + start) // chunk_size
                 first = chunk * index.chunk_blocks
-                pairs = []  # per block: the target's bytes, the active's, the active's leaf
-                for offset in range(start, min(start + chunk_size, length), block_size):
-                    block = first + (offset - start) // block_size
-                    mine = ours[offset:offset + block_size]
-                    other = theirs[offset:offset + block_size]
-                    leaf = None
-                    if len(other) == block_size and other != zero:
-                        leaf = block_digest(other)
-                        digests += leaf
-                        blocks.append(block)
-                    end = index.block_length(block)
-                    if end < block_size:  # the image ends inside this block
-                        mine, other = mine[:end], other[:end]
-                        leaf = block_digest(other) if len(other) == end else None
-                    elif leaf is None and len(other) == block_size:
-                        leaf = zero_leaf
-                    pairs.append((mine, other, leaf, end))
-                if all(leaf is not None for _, _, leaf, _ in pairs) and \
-                        index.adopt(chunk, b"".join(leaf for _, _, leaf, _ in pairs)):
-                    for block, (mine, other, _, _) in enumerate(pairs, first):
-                        same[block] = 1
-                        held[block] = mine == other
+                mine = ours[start:start + chunk_size]
+                other = theirs[start:start + chunk_size]
+                if len(mine) == len(other) == chunk_size and \
+                        position + start + chunk_size <= size:
+                    pairs = None  # a whole chunk in both slots: blocks taken apart if needed
+                    theirs_leaves = [zero_leaf if (block := other[at:at + block_size]) == zero
+                                     else block_digest(block)
+                                     for at in range(0, chunk_size, block_size)]
+                    for block, leaf in enumerate(theirs_leaves, first):
+                        if leaf != zero_leaf:
+                            digests += leaf
+                            blocks.append(block)
+                    if mine != other:
+                        pairs = [(mine[at:at + block_size], other[at:at + block_size],
+                                  leaf, block_size) for at, leaf in zip(
+                                      range(0, chunk_size, block_size), theirs_leaves,
+                                      strict=True)]
+                else:  # the image's last chunk, or a slot that ends inside it
+                    pairs = _block_pairs(index, chunk, mine, other, digests, blocks)
+                    theirs_leaves = [leaf for _, _, leaf, _ in pairs]
+                count = len(theirs_leaves)
+                if None not in theirs_leaves and index.adopt(chunk, b"".join(theirs_leaves)):
+                    same[first:first + count] = b"\1" * count
+                    held[first:first + count] = b"\1" * count if mine == other else \
+                        bytes(ours == theirs for ours, theirs, _, _ in pairs)
                     continue
-                leaves = []
-                for mine, other, leaf, end in pairs:
-                    if len(mine) < end:
-                        leaves.append(None)  # the target slot ends before the image
-                    elif leaf is not None and mine == other:
-                        leaves.append(leaf)
-                    elif mine == zero:
-                        leaves.append(zero_leaf)
-                    else:
-                        leaves.append(block_digest(mine))
-                if None not in leaves and index.adopt(chunk, b"".join(leaves)):
-                    held[first:first + len(leaves)] = b"\1" * len(leaves)
-                    continue
+                if mine == other and None not in theirs_leaves:
+                    leaves = theirs_leaves  # the target's leaves: the top refused them already
+                else:
+                    leaves = [_target_leaf(pair, zero, zero_leaf) for pair in pairs]
+                    if None not in leaves and index.adopt(chunk, b"".join(leaves)):
+                        held[first:first + count] = b"\1" * count
+                        continue
                 unknown[chunk] = 1
                 for block, leaf in enumerate(leaves, first):
                     if leaf is not None:
                         held[block] = 1  # until fetch_leaves compares the leaf
                         index.hashes[block * HASH_SIZE:(block + 1) * HASH_SIZE] = leaf
     return SlotSurvey(held, same, SlotHashes.of_digests(digests, block_size, blocks), unknown)
+
+
+def _block_pairs(index: BlockIndex, chunk: int, mine: bytes, other: bytes, digests: bytearray,
+                 blocks: array) -> list[tuple[bytes, bytes, bytes | None, int]]:
+    """Per block of a chunk that is not whole in both slots: the target's bytes, the
+    active's, the active's leaf (None where the active slot ends first) and the block's
+    length in the image. The active slot's whole non-zero blocks go into its table."""
+    block_size, zero = index.block_size, bytes(index.block_size)
+    pairs = []
+    for block in index.chunk_blocks_of(chunk):
+        at = (block - chunk * index.chunk_blocks) * block_size
+        ours, theirs = mine[at:at + block_size], other[at:at + block_size]
+        leaf = None
+        if len(theirs) == block_size and theirs != zero:
+            leaf = block_digest(theirs)
+            digests += leaf
+            blocks.append(block)
+        end = index.block_length(block)
+        if end < block_size:  # the image ends inside this block
+            ours, theirs = ours[:end], theirs[:end]
+            leaf = block_digest(theirs) if len(theirs) == end else None
+        elif leaf is None and len(theirs) == block_size:
+            leaf = zero_digest(block_size)
+        pairs.append((ours, theirs, leaf, end))
+    return pairs
+
+
+def _target_leaf(pair: tuple[bytes, bytes, bytes | None, int], zero: bytes,
+                 zero_leaf: bytes) -> bytes | None:
+    """The leaf of the target's block, hashed only when nothing cheaper proves it."""
+    mine, other, leaf, end = pair
+    if len(mine) < end:
+        return None  # the target slot ends before the image
+    if leaf is not None and mine == other:
+        return leaf
+    if mine == zero:
+        return zero_leaf
+    return block_digest(mine)
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:

@@ -387,6 +387,52 @@ def test_the_survey_proves_each_kept_block_and_tables_the_active_slots_non_zero_
     assert list(surveyed(whole, short, active)[1].held) == [1, 0, 0, 0, 0]
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_the_survey_agrees_block_by_block_with_hashing_every_block(tmp_path, seed):
+    """Slots of random lengths holding a random mix of the new image's blocks, the old one's,
+    zeros and others: whatever the survey skips, it keeps exactly the target's blocks that
+    hash to their leaf, calls `same` exactly the chunks whose every active block does, and
+    tables every non-zero block of the active slot that is whole in the image's extent."""
+    rng = random.Random(seed)
+    pool = [bytes(BLOCK), *(rng.randbytes(BLOCK) for _ in range(5))]
+    blocks = 4 * 9 + rng.randrange(4)
+    new = b"".join(rng.choice(pool) for _ in range(blocks)) + rng.randbytes(rng.randrange(BLOCK))
+
+    def slot() -> bytes:
+        data = bytearray(new)
+        for block in range(blocks):
+            if rng.random() < 0.3:
+                data[block * BLOCK:(block + 1) * BLOCK] = rng.choice(pool)
+        return bytes(data[:rng.choice([len(data), len(data) + BLOCK,
+                                       rng.randrange(len(data))])])
+
+    target, active = tmp_path / "target", tmp_path / "active"
+    target.write_bytes(slot())
+    active.write_bytes(slot() if seed % 3 else target.read_bytes())  # alike, as after a copy
+    count = -(-len(new) // BLOCK)
+    leaves = [block_digest(new[b * BLOCK:(b + 1) * BLOCK]) for b in range(count)]
+    whole = BlockIndex.of_leaves(BLOCK, 4, len(new), b"".join(leaves),
+                                 array("Q", range(-(-count // 4) + 1)))
+    _, survey = surveyed(whole, target, active)
+
+    def leaf_in(path: Path, block: int) -> bytes | None:
+        data = path.read_bytes()[block * BLOCK:(block + 1) * BLOCK][:len(new) - block * BLOCK]
+        return block_digest(data) if len(data) == min(BLOCK, len(new) - block * BLOCK) else None
+
+    assert list(survey.held) == [leaf_in(target, b) == leaves[b] for b in range(count)]
+    for chunk in range(-(-count // 4)):
+        chunk_blocks = range(4 * chunk, min(4 * chunk + 4, count))
+        expected = all(leaf_in(active, b) == leaves[b] for b in chunk_blocks)
+        assert [survey.same[b] for b in chunk_blocks] == [expected] * len(chunk_blocks)
+    data = active.read_bytes()[:len(new)]
+    tabled = [data[at:at + BLOCK] for at in range(0, len(data) - BLOCK + 1, BLOCK)
+              if data[at:at + BLOCK] != bytes(BLOCK)]
+    assert len(survey.active) == len(tabled)
+    for block in tabled:
+        found = survey.active.find(block_digest(block))
+        assert found is not None and data[found:found + BLOCK] == block
+
+
 class Survey:
     """What the adaptive install does before its plan, over an in-memory leaves area: the
     survey with the index's top only, then the leaves of the chunks no slot matches."""
