@@ -11,8 +11,10 @@ with busybox wget and written by dd into the inactive slot (raw, and gzip throug
 as the artifact carries it); the gzip image again over HTTPS as the agent fetches it (the
 server's certificate and TLS settings, `server.tls`), by the device's one HTTPS client
 that checks a certificate, Python's (busybox wget does not check it); and a bare `reboot`
-to the shell (twice: the second split into its parts as the deployment's reboot is).
-Prints Markdown tables.
+to the shell (twice: the second split into its parts as the deployment's reboot is). Each
+run is a deployment, then the baseline (its reboots first), on the same device, so that a
+machine whose speed drifts over minutes weighs on both alike. Prints Markdown tables
+(medians, min, max) and the ratio of the medians.
 """
 import argparse
 import gzip
@@ -108,23 +110,36 @@ HTTPS_GET = ("python3 -c 'import shutil, ssl, sys, urllib.request; "
              "sys.stdout.buffer, 1 << 20)'")
 
 
+PLAIN = "wget, gunzip, dd: gzip image"
+OVER_HTTPS = "python3 over HTTPS, gunzip, dd: gzip image"
+REBOOTED = "bare `reboot` -> shell"
+
+
 def baseline(device: Device, url: str, tls_url: str) -> dict[str, float]:
+    """Two bare reboots, then the copies into the inactive slot, from the device's shell
+    (the copies last: the next deployment then finds the daemon started and polling)."""
+    reboots = bare_reboots(device)
     inactive = "/dev/vda2" if device.slot == "B" else "/dev/vda3"
-    times = {
+    return {
         "wget, dd: raw image": timed_run(
             device, f"wget -q -O - {url}/release-2.ext4 | dd of={inactive} bs=1M conv=fsync "
                     "2>/dev/null"),
-        "wget, gunzip, dd: gzip image": timed_run(
+        PLAIN: timed_run(
             device, f"wget -q -O - {url}/release-2.ext4.gz | gunzip | dd of={inactive} bs=1M "
                     "conv=fsync 2>/dev/null"),
-        "python3 over HTTPS, gunzip, dd: gzip image": timed_run(
+        OVER_HTTPS: timed_run(
             device, f"{HTTPS_GET} {tls_url}/release-2.ext4.gz | gunzip | "
                     f"dd of={inactive} bs=1M conv=fsync 2>/dev/null"),
+        **reboots,
     }
+
+
+def bare_reboots(device: Device) -> dict[str, float]:
+    """`reboot` to the shell, twice: the second split into its parts."""
     device.console.sendline("reboot")
     start = time.monotonic()
     device.expect_reboot(timeout=300)
-    times["bare `reboot` -> shell"] = time.monotonic() - start
+    times = {REBOOTED: time.monotonic() - start}
     device.console.sendline("reboot")
     start, reached = time.monotonic(), {}
     for name, marker in REBOOT:
@@ -159,16 +174,17 @@ def main() -> None:
                         work / "console.log")
         campaign = Campaign(ServerAdmin(live), device, IMAGES)
         campaign.enroll()
-        runs = []
-        for number in range(args.runs):
-            release = campaign.next_good()
-            runs.append(deployment_timeline(campaign, release))
-            print(f"run {number + 1}: {release}: "
-                  f"{runs[-1]['success on the server']:.1f} s to success", flush=True)
-        device.transition("off")
-        device.transition("shell")  # a clean shell after the deployments' reboots
+        runs, bases = [], []
         with serve_directory(work) as url, serve_directory(work, tls_like(live)) as tls_url:
-            base = baseline(device, url, tls_url)
+            for number in range(args.runs):
+                release = campaign.next_good()
+                runs.append(deployment_timeline(campaign, release))
+                if not campaign.shell():
+                    raise RuntimeError("no shell after the deployment")
+                bases.append(baseline(device, url, tls_url))
+                print(f"run {number + 1}: {release}: "
+                      f"{runs[-1]['success on the server']:.1f} s to success; baseline "
+                      f"{bases[-1][PLAIN]:.1f} s + {bases[-1][REBOOTED]:.1f} s", flush=True)
     finally:
         if device:
             device.close()
@@ -182,9 +198,17 @@ def main() -> None:
         samples = [run[end] - (run[start] if start else 0.0) for run in runs]
         print(f"| {label} | {statistics.median(samples):.1f} | {min(samples):.1f} | "
               f"{max(samples):.1f} |")
-    print("\n| baseline, same device (seconds) | time |\n|---|---:|")
-    for label, seconds in base.items():
-        print(f"| {label} | {seconds:.1f} |")
+    print(f"\n| baseline, same device ({args.runs} runs, seconds) | median | min | max |")
+    print("|---|---:|---:|---:|")
+    for label in bases[0]:
+        samples = [base[label] for base in bases]
+        print(f"| {label} | {statistics.median(samples):.1f} | {min(samples):.1f} | "
+              f"{max(samples):.1f} |")
+    update = statistics.median(run["success on the server"] for run in runs)
+    for copy in (PLAIN, OVER_HTTPS):
+        reference = statistics.median(base[copy] + base[REBOOTED] for base in bases)
+        print(f"\ndeployment -> success / ({copy} + bare reboot), medians: "
+              f"{update:.1f} / {reference:.1f} = **{update / reference:.2f}x**")
     shutil.rmtree(work, ignore_errors=True)
 
 
