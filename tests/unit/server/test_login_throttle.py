@@ -76,17 +76,22 @@ def test_failed_logins_are_audited(client, admin):
 
 def test_an_unknown_email_takes_as_long_as_a_wrong_password(client, admin):
     """Both answers wait for one scrypt hash, which only the password check reaches: the time
-    no longer tells whether an email exists (before, 3 ms against 48 ms)."""
-    hashing = min(_seconds(lambda: hash_password("x")) for _ in range(3))
-    unknown = min(_seconds(lambda n=n: attempt(client, email=f"nobody{n}@example.com"))
-                  for n in range(3))
-    wrong = min(_seconds(lambda: attempt(client, source="10.0.0.3")) for _ in range(3))
-    assert unknown > 0.7 * hashing and wrong > 0.7 * hashing, (unknown, wrong, hashing)
+    no longer tells whether an email exists (before, 3 ms against 48 ms). The three are
+    measured in turn, each from its own source (no throttle), and the fastest of each
+    compared, so that a busy machine slows them alike."""
+    rounds = [(_seconds(lambda: hash_password("x")),
+               _seconds(lambda n=n: attempt(client, email=f"nobody{n}@example.com",
+                                            source=f"10.0.1.{n}")),
+               _seconds(lambda n=n: attempt(client, source=f"10.0.2.{n}")))
+              for n in range(5)]
+    hashing, unknown, wrong = (min(column) for column in zip(*rounds, strict=True))
+    assert unknown > 0.5 * hashing and wrong > 0.5 * hashing, (unknown, wrong, hashing)
 
 
 def _seconds(action) -> float:
     started = time.perf_counter()
-    action()
+    answer = action()
+    assert getattr(answer, "status_code", 401) == 401
     return time.perf_counter() - started
 
 
