@@ -73,8 +73,8 @@ from artifact.errors import ArtifactError, ChecksumError
 
 from .. import failpoints, markers
 from .installer import Fallback, stats_line
+from .medium import READ_SIZE, medium_chunks
 
-READ_SIZE = 1 << 20
 WRITE_SIZE = 1 << 20
 
 class Ranges(Protocol):
@@ -188,19 +188,15 @@ def _write(index: BlockIndex, sources, chunks: "Chunks", target: str, active: st
 
 
 def slot_sha256(target: str, size: int) -> str:
-    """The sha256 of the slot's first `size` bytes, read from the medium (past the page
-    cache): the image as the next boot will find it."""
+    """The sha256 of the slot's first `size` bytes as the medium holds them: the image as
+    the next boot will find it."""
     digest = hashlib.sha256()
-    fd = os.open(target, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)
-        for position in range(0, size, READ_SIZE):
-            data = os.pread(fd, min(READ_SIZE, size - position), position)
-            if not data:
-                raise Fallback(f"slot {target} ends after {position} bytes")
-            digest.update(data)
-    finally:
-        os.close(fd)
+    read = 0
+    for chunk in medium_chunks(target, 0, size):
+        digest.update(chunk)
+        read += len(chunk)
+    if read < size:
+        raise Fallback(f"slot {target} ends after {read} bytes")
     return digest.hexdigest()
 
 

@@ -37,10 +37,10 @@ from collections.abc import Callable, Iterator
 from .. import failpoints, markers
 from ..update import Checkpoint, Progress, Update
 from .installer import CannotResume, Installer
+from .medium import READ_SIZE, medium_chunks
 from .slots import inactive_slot, running_slot, slot_devices
 
 WRITE_SIZE = 1 << 20  # as Mender; the install peak RSS grows with it (bench.agent)
-READ_SIZE = 1 << 20
 
 
 class InstallError(Exception):
@@ -191,18 +191,14 @@ def _write_all(fd: int, data: memoryview, offset: int, crash_at: int | None) -> 
 
 
 def _crc_from_device(target: str, start: int, end: int, crc: int = 0) -> int:
-    """The CRC-32 of the slot's bytes [start, end), from `crc` (the bytes' before them)."""
-    fd = os.open(target, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)  # the medium
-        position = start
-        for chunk in _read_range(fd, start, end):
-            crc = zlib.crc32(chunk, crc)
-            position += len(chunk)
-        if position < end:
-            raise InstallError(f"slot {target} ends after {position} bytes")
-    finally:
-        os.close(fd)
+    """The CRC-32 of the slot's bytes [start, end) as the medium holds them, from `crc` (the
+    bytes' before them)."""
+    position = start
+    for chunk in medium_chunks(target, start, end):
+        crc = zlib.crc32(chunk, crc)
+        position += len(chunk)
+    if position < end:
+        raise InstallError(f"slot {target} ends after {position} bytes")
     return crc
 
 
@@ -332,32 +328,16 @@ def _verified_prefix(device: str, checkpoints: list[Checkpoint]):
     whole = hashlib.sha256()
     crc = 0
     kept = None
-    fd = os.open(device, os.O_RDONLY)
-    try:
-        position = 0
-        for checkpoint in checkpoints:
-            os.posix_fadvise(fd, position, checkpoint.image_offset - position,
-                             os.POSIX_FADV_DONTNEED)  # the medium, not the cache
-            for chunk in _read_range(fd, position, checkpoint.image_offset):
-                crc = zlib.crc32(chunk, crc)
-                whole.update(chunk)
-            if crc != checkpoint.crc32:
-                break
-            kept, position = checkpoint, checkpoint.image_offset
-            verified = whole.copy()
-    finally:
-        os.close(fd)
+    position = 0
+    for checkpoint in checkpoints:
+        for chunk in medium_chunks(device, position, checkpoint.image_offset):
+            crc = zlib.crc32(chunk, crc)
+            whole.update(chunk)
+        if crc != checkpoint.crc32:
+            break
+        kept, position = checkpoint, checkpoint.image_offset
+        verified = whole.copy()
     return kept, (verified if kept else None)
-
-
-def _read_range(fd: int, start: int, end: int) -> Iterator[bytes]:
-    position = start
-    while position < end:
-        chunk = os.pread(fd, min(READ_SIZE, end - position), position)
-        if not chunk:
-            return
-        position += len(chunk)
-        yield chunk
 
 
 class ResumedFile:
