@@ -53,7 +53,13 @@ def in_child(function: Callable[[], object], errors: tuple[type[Exception], ...]
 def verifier(key_paths: list[str]) -> Callable[[bytes, bytes], str]:
     """An artifact reader's `verifier`: the manifest's signature checked with the keys of
     `key_paths` in a forked child; the key's name, or SignatureError (KeyFormatError for a
-    key that cannot be used), as the reader's own check."""
+    key that cannot be used), as the reader's own check.
+
+    A manifest and signature it has accepted are accepted again without a second child:
+    the full download after an adaptive probe reads the same head, and under emulation
+    each check's start (cryptography's imports, its OpenSSL backend) costs a second.
+    The answer depends on those bytes and the keys alone, so it is the same answer."""
+    accepted: dict[tuple[bytes, bytes], str] = {}
 
     def verify(manifest: bytes, signature: bytes) -> str:
         from artifact.errors import KeyFormatError, SignatureError
@@ -63,6 +69,9 @@ def verifier(key_paths: list[str]) -> Callable[[bytes, bytes], str]:
 
             return verify(manifest, signature, [load_key_file(path) for path in key_paths]).name
 
-        return in_child(check, (SignatureError, KeyFormatError, OSError))
+        if (manifest, signature) not in accepted:
+            accepted[manifest, signature] = in_child(
+                check, (SignatureError, KeyFormatError, OSError))
+        return accepted[manifest, signature]
 
     return verify
