@@ -228,6 +228,11 @@ class Steps:
         from artifact.provides import check_compatible, provides_after_install
 
         header = reader.header
+        if update.deployment_id is not None and update.artifact_name not in (None, header.name):
+            # Signed is not enough: an older signed release from a tampered store or an
+            # intercepted plain-HTTP link (S3 on a LAN) would downgrade the device.
+            raise StepError(f"the deployment's link holds artifact {header.name!r}, not the "
+                            f"deployed {update.artifact_name!r}")
         update.artifact_name = header.name
         check_compatible(header, self.device_type(), current)
         if len(header.payloads) != 1:

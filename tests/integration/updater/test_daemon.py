@@ -97,3 +97,30 @@ def test_a_chatty_health_check_never_costs_the_result(server, daemons, make_arti
         chatty = [line for line in log if line.startswith("health: ")]
         assert chatty[0].startswith("health: 10-chatty: pass: 10-chatty first")
         assert chatty[0].endswith("last") and "lines) cut ...]" in chatty[0]
+
+
+def test_another_signed_artifact_at_the_link_is_refused(server, daemons, make_artifact,
+                                                        tmp_path):
+    """The store's file swapped for another release signed with the same key (a tampered
+    store, or a plain-HTTP link intercepted): its signature verifies, but it is not the
+    deployed artifact, and the slot is never made bootable."""
+    device = daemon_device(tmp_path, server, "daemon-4")
+    device_id, _ = register(server, daemons, device, "daemon-4")
+    deployed = make_artifact(name="release-5", compression="none")
+    other = make_artifact(name="release-6", compression="none")
+    assert deployed.stat().st_size == other.stat().st_size
+    server.cli("artifacts", "upload", str(deployed))
+    stored = [path for path in (server.live.data_dir / "artifacts").rglob("*")
+              if path.is_file() and path.read_bytes() == deployed.read_bytes()]
+    assert len(stored) == 1
+    stored[0].write_bytes(other.read_bytes())
+    deployment = server.cli("deployments", "create", "--name", "release-5", "--artifact-name",
+                            "release-5", "--device", device_id)["id"]
+
+    wait_for(lambda: server.device_status(deployment, device_id) == "failure", timeout=60,
+             what="the failure")
+    assert any("holds artifact 'release-6', not the deployed 'release-5'" in line
+               for line in server.device_log(deployment, device_id))
+    assert device.env()["upgrade_available"] == "0"
+    assert device.env()["mender_boot_part"] == "2"  # slot a
+    assert device.provides().get("artifact_name", "factory") == "factory"
